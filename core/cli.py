@@ -1,0 +1,63 @@
+"""The ``vlab`` console script: one subcommand per package that does the work.
+
+Each package exposes ``register(subparsers)`` in its own ``cli`` module; this file only wires
+them together and turns :class:`~vlab.errors.VlabError` into a one-line message (full
+traceback with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vlab.errors import VlabError
+
+# (subcommand, module that registers it). A module that is not there yet is skipped.
+SUBCOMMANDS = [
+    ("probe", "vlab.probes.cli"),
+    ("vlm", "vlab.models.cli"),
+    ("sweep", "vlab.slurm.cli"),
+    ("report", "vlab.analysis.cli"),
+    ("bench", "vlab.models.bench_cli"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlab",
+        description="Transformers vs Mamba: synthetic retrieval probes, VLM training, sweeps, reports.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VlabError as e:
+        if args.debug:
+            raise
+        print(f"vlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

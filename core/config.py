@@ -1,0 +1,132 @@
+"""Typed, validated dataclass configs that round-trip through JSON.
+
+Each component owns a small dataclass whose ``__post_init__`` validates its own fields and
+raises :class:`~vlab.errors.ConfigError` naming the field. :func:`from_dict` builds nested
+configs from plain dicts (a JSON file, CLI overrides), rejecting unknown keys and wrong types
+with the dotted path of the field, so a typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from vlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(value: Any, tp: Any, field: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widened to floats)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, field)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(field, f"{value!r} does not match {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(field, f"{value!r} is not one of {choices}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=field)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{field}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(field, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(field, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
+
+    Unknown keys and type mismatches raise :class:`ConfigError` with the dotted field path;
+    validation errors from a nested ``__post_init__`` get the same prefix.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or cls.__name__, f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(_join(prefix, unknown[0]), f"unknown key (known keys: {known})")
+    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if prefix and not e.field.startswith(prefix + "."):
+            raise ConfigError(_join(prefix, e.field), str(e).split(": ", 1)[1]) from None
+        raise
+
+
+def to_dict(cfg: Any) -> dict:
+    """The JSON-ready dict of a (nested) dataclass config, every default written out."""
+    return dataclasses.asdict(cfg)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated by ``override``, merging nested mappings key by key."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the keys whose values differ between two nested dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        path = _join(prefix, k)
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(diff(va, vb, path))
+        elif va != vb:
+            out.append(path)
+    return out
