@@ -26,11 +26,11 @@ SUBCOMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlab",
-        description="Transformers vs Mamba: synthetic retrieval probes, VLM training, sweeps, reports.",
+        description="Transformers vs Mamba: retrieval probes, VLM training, sweeps, reports.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in SUBCOMMANDS:
+    for _, module in SUBCOMMANDS:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

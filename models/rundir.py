@@ -1,0 +1,130 @@
+"""The run directory: the plain-file contract between training and everything after it.
+
+::
+
+    RUN_DIR/
+      config.json      fully resolved config (every default written out)
+      metrics.jsonl    one JSON object per evaluation: step, examples_seen, loss, accuracy, ...
+      status.json      state (running | done | failed | interrupted), reason, threshold_step, ...
+      checkpoints/last.pt   model, optimizer, scheduler and loop state at the last evaluation
+
+Every file is written atomically or appended a whole line at a time, so a reader (resume,
+``vlab sweep status``, the report) never sees a half-written file. Analysis reads only these
+files, never the trainer's objects.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlab.errors import VlabError
+from vlab.fileio import (
+    append_jsonl,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    write_jsonl,
+)
+
+STATES = ("running", "done", "failed", "interrupted")
+
+
+class RunDir:
+    """Paths and atomic accessors of one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    # config -------------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def read_config(self) -> dict:
+        if not self.config_path.is_file():
+            raise VlabError(f"{self.path} is not a run directory (no config.json)")
+        return read_json(self.config_path)
+
+    # status -------------------------------------------------------------------------------
+    def read_status(self) -> dict | None:
+        if not self.status_path.is_file():
+            return None
+        return read_json(self.status_path)
+
+    def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
+        """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old."""
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        status = {k: v for k, v in (self.read_status() or {}).items() if k not in ("reason",)}
+        status.update(fields)
+        status.update(
+            state=state,
+            reason=reason,
+            updated=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        status.setdefault("threshold_step", None)
+        atomic_write_json(self.status_path, status)
+        return status
+
+    def is_done(self) -> bool:
+        status = self.read_status()
+        return bool(status) and status.get("state") == "done"
+
+    # metrics ------------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, last_step: int) -> list[dict]:
+        """Keep only evaluations up to ``last_step`` (the checkpoint a resume starts from).
+
+        Lines written after the last checkpoint, and a torn last line, are dropped, so the
+        resumed run appends exactly the lines an uninterrupted run would have.
+        """
+        kept = [r for r in self.read_metrics() if r.get("step", -1) <= last_step]
+        write_jsonl(self.metrics_path, kept)
+        return kept
+
+    # checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
+        if not self.checkpoint_path.is_file():
+            return None
+        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)

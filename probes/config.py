@@ -1,0 +1,29 @@
+"""The fully resolved config of one probe run: task x backbone x training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlab.models.backbones import BackboneConfig
+from vlab.models.engine import TrainConfig
+from vlab.probes.tasks import ProbeTaskConfig
+
+
+@dataclass(frozen=True)
+class ProbeRunConfig:
+    """What ``config.json`` of a probe run holds.
+
+    Seeds: ``task.seed`` fixes the data (held-out set, training examples and their order);
+    ``train.seed`` the backbone's random init; ``model.init_seed`` the rows of the new tokens.
+    """
+
+    task: ProbeTaskConfig = field(default_factory=ProbeTaskConfig)
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        from vlab.errors import ConfigError
+
+        if self.eval_batch_size < 1:
+            raise ConfigError("eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")

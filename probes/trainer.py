@@ -1,0 +1,128 @@
+"""Train a backbone on the retrieval probe into a run directory.
+
+The probe plugs into the shared engine as a :class:`~vlab.models.engine.TrainTask`: batches
+come from :class:`~vlab.probes.tasks.ProbeData` by step, the loss is cross-entropy on the
+target token only (predicted at the last input position), and each evaluation records
+held-out accuracy overall and per target position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlab.config import diff, to_dict
+from vlab.errors import VlabError
+from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
+from vlab.models.engine import Batch, TrainResult, resolve_device, train
+from vlab.models.rundir import RunDir
+from vlab.probes.config import ProbeRunConfig
+from vlab.probes.tasks import ProbeData, ProbeVocab
+from vlab.probes.tracking import per_position_accuracy
+
+
+def target_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits (N, vocab) at the last input position, where the target is predicted."""
+    return model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float()
+
+
+class ProbeTrainTask:
+    """The retrieval probe as seen by the engine."""
+
+    def __init__(
+        self, data: ProbeData, batch_size: int, eval_batch_size: int, device: torch.device
+    ):
+        self.data = data
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.device = device
+
+    def train_batch(self, step: int) -> Batch:
+        b = self.data.train_batch(step, self.batch_size)
+        return {"input_ids": torch.from_numpy(b.input_ids), "targets": torch.from_numpy(b.targets)}
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(target_logits(model, batch["input_ids"]), batch["targets"])
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        held = self.data.heldout
+        losses, correct = [], []
+        for i in range(0, len(held), self.eval_batch_size):
+            ids = torch.from_numpy(held.input_ids[i : i + self.eval_batch_size]).to(self.device)
+            tgt = torch.from_numpy(held.targets[i : i + self.eval_batch_size]).to(self.device)
+            logits = target_logits(model, ids)
+            losses.append(F.cross_entropy(logits, tgt, reduction="sum").item())
+            correct.append((logits.argmax(-1) == tgt).cpu().numpy())
+        hits = np.concatenate(correct)
+        return {
+            "eval_loss": sum(losses) / len(held),
+            "accuracy": float(hits.mean()),
+            "per_position": per_position_accuracy(hits, held.positions, self.data.task.length),
+        }
+
+
+def resolve(cfg: ProbeRunConfig) -> ProbeRunConfig:
+    """Write out the defaults that depend on other fields (pool size, eval interval)."""
+    task = dataclasses.replace(
+        cfg.task,
+        pool_size=cfg.task.pool,
+        n_train=cfg.task.train_size,
+        n_heldout=cfg.task.heldout_size,
+    )
+    train_cfg = dataclasses.replace(cfg.train, eval_every=cfg.train.eval_interval)
+    return dataclasses.replace(cfg, task=task, train=train_cfg)
+
+
+def prepare_run_dir(cfg: ProbeRunConfig, out: str | Path) -> tuple[RunDir, bool]:
+    """Check ``out`` against ``cfg``; returns the run dir and whether it is already finished.
+
+    An existing run directory is resumed only if its config is the same; otherwise the user is
+    told which fields differ, and nothing is touched.
+    """
+    run = RunDir(out)
+    resolved = to_dict(cfg)
+    if run.exists():
+        stored = run.read_config()
+        changed = diff(stored, resolved)
+        if changed:
+            raise VlabError(
+                f"{run.path} already holds a run with a different config "
+                f"(fields: {', '.join(changed)}); choose another --out or delete it"
+            )
+        return run, run.is_done()
+    if run.path.exists() and any(run.path.iterdir()):
+        raise VlabError(f"{run.path} exists, is not empty and is not a run directory")
+    run.write_config(resolved)
+    return run, False
+
+
+def run_probe(
+    cfg: ProbeRunConfig, out: str | Path, *, progress: bool = True, should_stop=None, log=print
+) -> TrainResult | None:
+    """Train one probe run into ``out`` (resuming it if unfinished); None if already done."""
+    cfg = resolve(cfg)
+    run, done = prepare_run_dir(cfg, out)
+    if done:
+        status = run.read_status() or {}
+        log(f"{run.path}: already done ({status.get('reason')}); nothing to do")
+        return None
+    model = build_backbone(cfg.model, seed=cfg.train.seed)
+    vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
+    add_tokens(model, len(vocab.new_token_names), cfg.model)
+    params = count_parameters(model)
+    log(
+        f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
+        f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
+        f"{cfg.task.variant} L={cfg.task.length}"
+    )
+    run.write_status("running", params=params, arch=cfg.model.arch)
+    data = ProbeData(cfg.task, vocab)
+    device = resolve_device(cfg.train.device)
+    task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
+    return train(model, task, cfg.train, run, should_stop=should_stop, progress=progress)
