@@ -1,0 +1,274 @@
+"""``vlab sweep``: submit a spec, see where each run stands, resume what did not finish."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import time
+
+from vlab.config import from_dict
+from vlab.errors import VlabError
+
+
+def _kv(items: list[str] | None, what: str) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise VlabError(f"{what} expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _slurm_options(args: argparse.Namespace, defaults: dict | None = None):
+    from vlab.slurm.executors import SlurmOptions
+
+    data = dict(defaults or {})
+    flags = {
+        "partition": args.partition,
+        "gpus_per_task": args.gpus_per_task,
+        "cpus_per_task": args.cpus_per_task,
+        "mem_gb": args.mem_gb,
+        "time_min": args.time_min,
+        "account": args.account,
+        "qos": args.qos,
+        "array_parallelism": args.array_parallelism,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.sbatch:
+        data["sbatch"] = {**data.get("sbatch", {}), **_kv(args.sbatch, "--sbatch")}
+    if args.setup:
+        data["setup"] = list(args.setup)
+    return from_dict(SlurmOptions, data, prefix="slurm")
+
+
+def _select(sweep, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split runs into (to run, already done, active elsewhere)."""
+    from vlab.slurm.status import sweep_status
+
+    rows = {r["name"]: r for r in sweep_status(sweep)}
+    done = [n for n in names if rows[n]["state"] == "done"]
+    active = [
+        n
+        for n in names
+        if rows[n]["state"] == "running" or (rows[n]["state"] == "pending" and rows[n]["scheduler"])
+    ]
+    todo = [n for n in names if n not in done and n not in active]
+    return todo, done, active
+
+
+def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict | None) -> int:
+    from vlab.slurm import executors
+    from vlab.slurm.status import format_table, sweep_status
+
+    todo, done, active = _select(sweep, names)
+    print(
+        f"{sweep.path}: {len(names)} runs: {len(done)} done (skipped), {len(active)} running "
+        f"or queued elsewhere (skipped), {len(todo)} to run with the {args.executor} executor"
+    )
+    if not todo:
+        return 0
+    record: dict = {"executor": args.executor, "runs": todo}
+    if args.executor == "slurm":
+        opts = _slurm_options(args, options)
+        from vlab.config import to_dict
+
+        record["options"] = to_dict(opts)
+        result = executors.run_slurm(sweep, todo, opts)
+        record.update(result)
+        sweep.record_submission(record)
+        ids = sorted({j["job_id"].split("_")[0] for j in result["jobs"].values()})
+        print(
+            f"submitted {len(todo)} runs as SLURM job array {', '.join(ids)}; "
+            f"submitit folder {result['folder']}"
+        )
+        if not args.wait:
+            print(f"follow with: vlab sweep status {sweep.path}")
+            return 0
+        _wait_slurm(sweep, todo, args.wait_timeout)
+    else:
+        record["options"] = {"workers": args.workers}
+        jobs = {n: {"job_id": None, "log": str(sweep.log_path(n))} for n in todo}
+        sweep.record_submission({**record, "jobs": jobs})
+        if args.executor == "local":
+            executors.run_local(sweep, todo, workers=args.workers)
+        else:
+            executors.run_debug(sweep, todo)
+    rows = sweep_status(sweep)
+    print(format_table(rows))
+    return 0 if all(r["state"] == "done" for r in rows if r["name"] in names) else 1
+
+
+def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
+    from vlab.slurm.status import sweep_status
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = [r for r in sweep_status(sweep) if r["name"] in names]
+        if all(
+            r["state"] in ("done", "failed", "interrupted")
+            and not (
+                r["scheduler"]
+                and r["scheduler"]
+                not in (
+                    "COMPLETED",
+                    "FAILED",
+                    "CANCELLED",
+                    "TIMEOUT",
+                    "OUT_OF_MEMORY",
+                    "NODE_FAIL",
+                    "PREEMPTED",
+                )
+            )
+            for r in rows
+        ):
+            return
+        time.sleep(2)
+    raise VlabError(f"timed out after {timeout:.0f}s waiting for the SLURM jobs of {sweep.path}")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from vlab.slurm.spec import expand, load_spec, nest
+    from vlab.slurm.sweepdir import SweepDir
+
+    spec = load_spec(args.spec)
+    if args.set:
+        from vlab.config import deep_merge
+
+        spec.base = deep_merge(nest(spec.base), nest(_kv(args.set, "--set")))
+    runs = expand(spec)
+    if args.only:
+        runs = [r for r in runs if any(fnmatch.fnmatch(r.name, p) for p in args.only)]
+        if not runs:
+            raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
+    if args.executor == "slurm":
+        _slurm_options(args)  # validate before anything is written
+    sweep = SweepDir(args.out)
+    sweep.write(spec.name, spec.kind, runs, source=args.spec)
+    return _dispatch(sweep, [r.name for r in runs], args, None)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from vlab.slurm.status import format_table, sweep_status
+    from vlab.slurm.sweepdir import SweepDir
+
+    rows = sweep_status(SweepDir(args.sweep_dir))
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from vlab.slurm.status import sweep_status, unfinished
+    from vlab.slurm.sweepdir import SweepDir
+
+    sweep = SweepDir(args.sweep_dir)
+    names = unfinished(sweep_status(sweep))
+    subs = sweep.submissions()
+    last = subs[-1] if subs else {}
+    if args.executor is None:
+        args.executor = last.get("executor", "local")
+    if args.workers is None:
+        args.workers = (last.get("options") or {}).get("workers", 1)
+    options = last.get("options") if last.get("executor") == "slurm" else None
+    if not names:
+        print(f"{sweep.path}: nothing to resume (every run is done, running or queued)")
+        return 0
+    return _dispatch(sweep, names, args, options)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from vlab.slurm.spec import builtin_specs, expand, load_spec
+
+    for name in builtin_specs():
+        spec = load_spec(name)
+        print(f"{name:20s} {len(expand(spec)):4d} runs  {spec.description}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from vlab.slurm.spec import expand, load_spec
+
+    spec = load_spec(args.spec)
+    for run in expand(spec):
+        print(f"{run.name}  {run.id}")
+    return 0
+
+
+def _add_executor_flags(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--executor",
+        choices=["local", "slurm", "debug"],
+        default=default,
+        help="where runs execute: local worker processes, a SLURM job array via "
+        "submitit, or in this process (debug)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None if default is None else 1,
+        help="local executor: runs in parallel (default 1)",
+    )
+    g = p.add_argument_group("slurm executor")
+    g.add_argument("--partition")
+    g.add_argument("--gpus-per-task", type=int)
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--mem-gb", type=float)
+    g.add_argument("--time-min", type=int, help="time limit per job in minutes")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--array-parallelism", type=int, help="max array tasks running at once")
+    g.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra #SBATCH option, e.g. --sbatch constraint=a100",
+    )
+    g.add_argument(
+        "--setup",
+        action="append",
+        metavar="LINE",
+        help="shell line run before each job, e.g. --setup 'module load cuda'",
+    )
+    g.add_argument("--wait", action="store_true", help="block until the SLURM jobs end")
+    g.add_argument("--wait-timeout", type=float, default=24 * 3600)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sweep = subparsers.add_parser("sweep", help="grids of runs, locally or on SLURM")
+    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", required=True)
+
+    submit = sub.add_parser("submit", help="expand a spec and run what is not finished")
+    submit.add_argument("spec", help="built-in spec name (see 'vlab sweep list') or a file")
+    submit.add_argument("--out", required=True, help="sweep directory (created or reused)")
+    submit.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override the spec's base config, e.g. --set train.steps=100",
+    )
+    submit.add_argument(
+        "--only", action="append", metavar="GLOB", help="submit only runs whose name matches"
+    )
+    _add_executor_flags(submit, "local")
+    submit.set_defaults(func=_cmd_submit)
+
+    status = sub.add_parser("status", help="per-run state: pending, running, done, failed")
+    status.add_argument("sweep_dir")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_cmd_status)
+
+    resume = sub.add_parser("resume", help="resubmit only unfinished or failed runs")
+    resume.add_argument("sweep_dir")
+    _add_executor_flags(resume, None)
+    resume.set_defaults(func=_cmd_resume)
+
+    lst = sub.add_parser("list", help="built-in sweep specs")
+    lst.set_defaults(func=_cmd_list)
+
+    show = sub.add_parser("show", help="expand a spec and print its runs (nothing runs)")
+    show.add_argument("spec")
+    show.set_defaults(func=_cmd_show)

@@ -1,0 +1,229 @@
+"""Sweeps declared as code: a base config plus axes that expand to a grid of named runs.
+
+A spec is a Python file that defines ``SPEC`` (a :class:`SweepSpec`) or ``def sweep() ->
+SweepSpec``, or a JSON / YAML file with the same fields. Built-in specs live in
+``vlab.slurm.specs`` and are addressed by name (``cpu-small``, ``paper-grounding``); anything
+else by path.
+
+Expansion: every combination of the ``axes`` values (a grid, in the order the axes are
+written), crossed with each entry of ``runs`` (explicit override sets for non-grid cases).
+Each run gets a readable name from its axis values (``pythia-suffix-L8-lr0.002``) and an id,
+the hash of its fully resolved config, so a changed config is never mistaken for a finished
+run. All of it is validated before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlab.config import deep_merge, from_dict, to_dict
+from vlab.errors import ConfigError, VlabError
+
+SPECS_DIR = Path(__file__).parent / "specs"
+
+# How an axis value shows in a run name: a label prefix per dotted key ("" = value alone).
+NAME_LABELS = {
+    "model.arch": "",
+    "task.variant": "",
+    "task.length": "L",
+    "task.target_mode": "",
+    "train.lr": "lr",
+    "train.seed": "s",
+    "task.seed": "data",
+    "model.init_seed": "init",
+    "model.init_scheme": "",
+    "model.preset": "",
+    "train.steps": "steps",
+}
+
+
+@dataclass
+class SweepSpec:
+    """A named set of runs: ``base`` config, ``axes`` to grid over, explicit ``runs``.
+
+    ``base`` and the entries of ``runs`` are nested dicts or dotted keys
+    (``{"train.lr": 1e-3}``); ``axes`` maps dotted keys to non-empty lists of values.
+    ``kind`` is what each run trains (``probe`` for now).
+    """
+
+    name: str
+    base: dict = field(default_factory=dict)
+    axes: dict[str, list] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    kind: str = "probe"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One expanded run: its name, config id and fully resolved config (a nested dict)."""
+
+    name: str
+    id: str
+    config: dict
+    overrides: dict
+
+
+def nest(flat: dict) -> dict:
+    """``{"train.lr": 1, "task": {"length": 8}}`` -> ``{"train": {"lr": 1}, "task": {...}}``."""
+    out: dict = {}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            value = nest(value)
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = deep_merge(node[leaf], value) if isinstance(node.get(leaf), dict) else value
+    return out
+
+
+def config_id(config: dict) -> str:
+    """Stable short hash of a resolved config (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _label(key: str, value: Any) -> str:
+    prefix = NAME_LABELS.get(key, key.rsplit(".", 1)[-1])
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{prefix}{text}".replace("/", "_").replace(" ", "")
+
+
+def resolve_probe_config(config: dict) -> dict:
+    """Validate a probe config dict and write out every default (what config.json holds)."""
+    from vlab.probes.config import ProbeRunConfig
+    from vlab.probes.trainer import resolve
+
+    return to_dict(resolve(from_dict(ProbeRunConfig, config)))
+
+
+RESOLVERS = {"probe": resolve_probe_config}
+
+
+def expand(spec: SweepSpec) -> list[RunSpec]:
+    """The runs of a spec, validated: unknown keys, empty axes and duplicate names fail."""
+    if not spec.name or "/" in spec.name:
+        raise VlabError(
+            f"sweep spec: name must be a non-empty string without '/', got {spec.name!r}"
+        )
+    if spec.kind not in RESOLVERS:
+        raise VlabError(
+            f"sweep spec {spec.name}: unknown kind {spec.kind!r} ({', '.join(RESOLVERS)})"
+        )
+    for key, values in spec.axes.items():
+        if not isinstance(values, (list, tuple)) or len(values) == 0:
+            raise VlabError(
+                f"sweep spec {spec.name}: axis '{key}' is empty; give it a list of values"
+            )
+    resolve = RESOLVERS[spec.kind]
+    keys = list(spec.axes)
+    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*spec.axes.values())]
+    explicit = spec.runs or [{}]
+    runs: list[RunSpec] = []
+    seen: dict[str, int] = {}
+    for extra in explicit:
+        for point in grid:
+            overrides = {**point, **_flatten(extra)}
+            try:
+                config = resolve(deep_merge(nest(spec.base), nest(overrides)))
+            except ConfigError as e:
+                raise VlabError(f"sweep spec {spec.name}: {e} (run {overrides})") from None
+            name = str(extra.get("name") or "-".join(_label(k, v) for k, v in overrides.items()))
+            if name in seen:
+                raise VlabError(
+                    f"sweep spec {spec.name}: duplicate run name {name!r} (runs {seen[name]} and "
+                    f"{len(runs)}); add an axis or give explicit runs distinct 'name' values"
+                )
+            seen[name] = len(runs)
+            runs.append(RunSpec(name or spec.name, config_id(config), config, overrides))
+    return runs
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if k == "name" and not prefix:
+            continue
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v and not key.endswith("overrides"):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+# loading ------------------------------------------------------------------------------------
+
+
+def builtin_specs() -> dict[str, Path]:
+    """Built-in spec names (file stem with '_' as '-') -> their files."""
+    return {
+        p.stem.replace("_", "-"): p for p in sorted(SPECS_DIR.glob("*.py")) if p.stem != "__init__"
+    }
+
+
+def load_spec(ref: str) -> SweepSpec:
+    """A built-in spec by name, or a spec file (.py, .json, .yaml) by path."""
+    builtin = builtin_specs()
+    path = builtin.get(ref) or Path(ref)
+    if not path.is_file():
+        names = ", ".join(builtin) or "none"
+        raise VlabError(f"no sweep spec {ref!r}: not a built-in ({names}) and no such file")
+    if path.suffix == ".py":
+        return _load_python_spec(path)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        return _spec_from_mapping(_read_mapping(path), str(path))
+    raise VlabError(f"sweep spec {path}: use a .py, .json or .yaml file")
+
+
+def _load_python_spec(path: Path) -> SweepSpec:
+    module_name = f"vlab_sweep_spec_{path.stem}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise VlabError(f"sweep spec {path}: cannot be imported")
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+    if hasattr(module, "SPEC"):
+        spec = module.SPEC
+    elif hasattr(module, "sweep"):
+        spec = module.sweep()
+    else:
+        raise VlabError(f"sweep spec {path}: define SPEC = SweepSpec(...) or def sweep()")
+    if isinstance(spec, dict):
+        spec = _spec_from_mapping(spec, str(path))
+    if not isinstance(spec, SweepSpec):
+        raise VlabError(f"sweep spec {path}: SPEC must be a SweepSpec, got {type(spec).__name__}")
+    return spec
+
+
+def _read_mapping(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise VlabError(f"sweep spec {path}: cannot be parsed ({e})") from e
+
+
+def _spec_from_mapping(data: Any, where: str) -> SweepSpec:
+    if not isinstance(data, dict):
+        raise VlabError(f"sweep spec {where}: expected a mapping at the top level")
+    known = {"name", "base", "axes", "runs", "kind", "description"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VlabError(
+            f"sweep spec {where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
+        )
+    if "name" not in data:
+        raise VlabError(f"sweep spec {where}: missing 'name'")
+    return SweepSpec(**data)

@@ -1,0 +1,1 @@
+"""Built-in sweep specs, addressed by name: the file stem with "_" written as "-"."""

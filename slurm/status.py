@@ -1,0 +1,103 @@
+"""Per-run state of a sweep, from the run directories, the locks and the scheduler.
+
+States: ``pending`` (not started, or queued), ``running`` (a live process holds the lock, or
+the scheduler runs its job), ``done``, ``failed`` (with the reason and the log to read),
+``interrupted`` (stopped or killed before the end: ``vlab sweep resume`` continues it).
+"""
+
+from __future__ import annotations
+
+from vlab.models.rundir import RunDir
+from vlab.slurm.scheduler import job_states
+from vlab.slurm.sweepdir import SweepDir, lock_holder
+
+QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+
+
+def sweep_status(sweep: SweepDir) -> list[dict]:
+    """One dict per run: name, state, step, steps, accuracy, threshold_step, job, reason, log."""
+    runs = sweep.runs()
+    jobs = {r["name"]: sweep.last_job(r["name"]) for r in runs}
+    slurm_ids = [j["job_id"] for j in jobs.values() if j and j.get("executor") == "slurm"]
+    scheduler = job_states(slurm_ids)
+    rows = []
+    for r in runs:
+        name = r["name"]
+        status = RunDir(sweep.run_path(name)).read_status() or {}
+        job = jobs[name] or {}
+        sched = scheduler.get(job.get("job_id") or "", "")
+        holder = lock_holder(sweep.lock_path(name))
+        file_state = status.get("state")
+        if file_state == "done":
+            state = "done"
+        elif holder is not None or sched in RUNNING:
+            state = "running"
+        elif sched in QUEUED:
+            state = "pending"
+        elif file_state == "failed":
+            state = "failed"
+        elif file_state in ("running", "interrupted"):
+            state = "interrupted"
+        elif sched and sched not in QUEUED | RUNNING:
+            state = "failed"  # the job ended without ever writing a status
+        else:
+            state = "pending"
+        reason = status.get("reason")
+        if state == "failed" and not reason:
+            reason = f"job ended as {sched}" if sched else "no status written"
+        if state == "interrupted" and file_state == "running":
+            reason = "process gone without finishing (killed or preempted); resume continues it"
+        rows.append(
+            {
+                "name": name,
+                "state": state,
+                "step": status.get("step"),
+                "steps": r["config"].get("train", {}).get("steps"),
+                "accuracy": status.get("accuracy"),
+                "threshold_step": status.get("threshold_step"),
+                "job_id": job.get("job_id"),
+                "scheduler": sched or None,
+                "reason": reason,
+                "log": job.get("log")
+                or (str(sweep.log_path(name)) if sweep.log_path(name).exists() else None),
+            }
+        )
+    return rows
+
+
+def unfinished(rows: list[dict]) -> list[str]:
+    """Runs that ``resume`` should (re)submit: not done, not running, not queued."""
+    return [
+        r["name"]
+        for r in rows
+        if r["state"] in ("failed", "interrupted")
+        or (r["state"] == "pending" and not r["scheduler"])
+    ]
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table for the terminal, followed by failure reasons and log paths."""
+    header = ["run", "state", "step", "accuracy", "thr_step", "job"]
+    lines = []
+    for r in rows:
+        step = f"{r['step']}/{r['steps']}" if r["step"] is not None else f"-/{r['steps']}"
+        acc = f"{r['accuracy']:.3f}" if isinstance(r["accuracy"], (int, float)) else "-"
+        thr = str(r["threshold_step"]) if r["threshold_step"] is not None else "-"
+        job = str(r["job_id"] or "-") + (f" ({r['scheduler']})" if r["scheduler"] else "")
+        lines.append([r["name"], r["state"], step, acc, thr, job])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)) for line in lines]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    out.append("")
+    out.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for r in rows:
+        if r["state"] in ("failed", "interrupted"):
+            out.append(
+                f"{r['name']}: {r['state']}: {r['reason']}"
+                + (f" (log: {r['log']})" if r["log"] else "")
+            )
+    return "\n".join(out)

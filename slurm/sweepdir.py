@@ -1,0 +1,194 @@
+"""The sweep directory: what a submission writes and what ``status`` / ``resume`` / reports read.
+
+::
+
+    SWEEP_DIR/
+      sweep.json          name, kind and the expanded runs (name, id, resolved config)
+      submissions.jsonl   one line per submission: executor, options, run -> job id, logs
+      runs/<name>/        one run directory per run (config.json, metrics.jsonl, status.json)
+      locks/<name>.lock   held by the process training that run (host, pid, SLURM job id)
+      logs/<name>.log     stdout/stderr of local workers; SLURM logs stay in submitit/
+      submitit/<stamp>/   submitit's folder, a fresh one per submission (job ids get reused)
+
+A run is owned by whoever holds its lock: two overlapping submissions never train the same
+run at once, and a lock whose process is gone (killed, node lost, job requeued) is stale and
+taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlab.errors import VlabError
+from vlab.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
+from vlab.slurm.spec import RunSpec
+
+
+class SweepDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / "sweep.json"
+
+    @property
+    def submissions_path(self) -> Path:
+        return self.path / "submissions.jsonl"
+
+    def run_path(self, name: str) -> Path:
+        return self.path / "runs" / name
+
+    def lock_path(self, name: str) -> Path:
+        return self.path / "locks" / f"{name}.lock"
+
+    def log_path(self, name: str) -> Path:
+        return self.path / "logs" / f"{name}.log"
+
+    def exists(self) -> bool:
+        return self.spec_path.is_file()
+
+    def read(self) -> dict:
+        if not self.spec_path.is_file():
+            raise VlabError(f"{self.path} is not a sweep directory (no sweep.json)")
+        return read_json(self.spec_path)
+
+    def runs(self) -> list[dict]:
+        return self.read()["runs"]
+
+    def run(self, name: str) -> dict:
+        for r in self.runs():
+            if r["name"] == name:
+                return r
+        raise VlabError(f"{self.path}: no run named {name!r} in sweep.json")
+
+    def write(self, name: str, kind: str, runs: list[RunSpec], source: str) -> None:
+        """Create sweep.json, or extend it: a rerun of the same spec is a no-op.
+
+        A run name already present with a different config id is refused: its run directory
+        holds results of another config, and silently mixing the two would corrupt the sweep.
+        """
+        existing = {r["name"]: r for r in self.read()["runs"]} if self.exists() else {}
+        changed = [r.name for r in runs if r.name in existing and existing[r.name]["id"] != r.id]
+        if changed:
+            raise VlabError(
+                f"{self.path} already has runs named {', '.join(changed[:3])} with a different "
+                "config; submit the changed spec to a new sweep directory"
+            )
+        merged = dict(existing)
+        for r in runs:
+            merged.setdefault(
+                r.name, {"name": r.name, "id": r.id, "config": r.config, "overrides": r.overrides}
+            )
+        old = self.read() if self.exists() else {}
+        atomic_write_json(
+            self.spec_path,
+            {
+                "name": old.get("name", name),
+                "kind": kind,
+                "source": old.get("source", source),
+                "created": old.get("created", time.time()),
+                "runs": list(merged.values()),
+            },
+        )
+
+    def record_submission(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.submissions_path, {"time": time.time(), **record})
+
+    def submissions(self) -> list[dict]:
+        return read_jsonl(self.submissions_path)
+
+    def last_job(self, name: str) -> dict | None:
+        """The latest submission entry of run ``name``: executor, job id, folder, log."""
+        for sub in reversed(self.submissions()):
+            if name in sub.get("jobs", {}):
+                return {
+                    "executor": sub["executor"],
+                    "folder": sub.get("folder"),
+                    **sub["jobs"][name],
+                }
+        return None
+
+
+# locks ----------------------------------------------------------------------------------------
+
+
+def current_job_id() -> str | None:
+    """This process's SLURM job (array jobs as ``ARRAYID_TASK``), or None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Lock:
+    path: Path
+    owner: dict
+
+    def release(self) -> None:
+        try:
+            if read_json(self.path) == self.owner:
+                self.path.unlink()
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+
+
+def lock_holder(path: Path) -> dict | None:
+    """The live holder of a lock file, or None if it is free or stale."""
+    try:
+        holder = read_json(path)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None  # torn write of a crashed holder: stale
+    if holder.get("job_id") and holder.get("job_id") == current_job_id():
+        return None  # our own job, requeued after preemption: the old process is gone
+    if holder.get("host") == socket.gethostname():
+        return holder if pid_alive(int(holder.get("pid", -1))) else None
+    if holder.get("job_id"):
+        from vlab.slurm.scheduler import slurm_job_active
+
+        return holder if slurm_job_active(holder["job_id"]) else None
+    return holder  # another host, no scheduler to ask: assume alive
+
+
+def acquire(path: Path) -> Lock | None:
+    """Take the lock at ``path``; None if a live process holds it. Stale locks are taken over.
+
+    Checking for staleness and replacing the file happen under an ``flock`` on a guard file
+    in the same folder, so two processes cannot both decide a lock is stale and both win.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "job_id": current_job_id(),
+        "time": time.time(),
+    }
+    with open(path.parent / ".guard", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            if path.exists() and lock_holder(path) is not None:
+                return None
+            atomic_write_json(path, owner)
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+    return Lock(path, read_json(path))

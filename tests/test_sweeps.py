@@ -1,0 +1,217 @@
+"""Sweeps: specs expand and validate, local and debug executors, idempotence, locks, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vlab.cli import main
+from vlab.errors import VlabError
+from vlab.fileio import read_jsonl
+from vlab.slurm.spec import SweepSpec, config_id, expand, load_spec
+from vlab.slurm.status import sweep_status
+from vlab.slurm.sweepdir import SweepDir, acquire, lock_holder
+
+TINY_BASE = {
+    "task": {"length": 4, "n_heldout": 16},
+    "model": {"preset": "tiny"},
+    "train": {"steps": 20, "eval_every": 10, "threads": 1},
+}
+
+
+def tiny_spec(tmp_path, axes=None, name="tiny", **extra) -> str:
+    path = tmp_path / f"{name}.json"
+    spec = {
+        "name": name,
+        "base": TINY_BASE,
+        "axes": axes or {"task.variant": ["suffix", "prefix"]},
+        **extra,
+    }
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def vlab(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_grid_expands_to_named_runs_with_config_ids():
+    spec = SweepSpec(
+        name="g",
+        base=TINY_BASE,
+        axes={"model.arch": ["pythia", "mamba"], "task.length": [4, 8], "train.lr": [1e-3, 3e-3]},
+    )
+    runs = expand(spec)
+    assert len(runs) == 8
+    assert runs[0].name == "pythia-L4-lr0.001" and runs[-1].name == "mamba-L8-lr0.003"
+    assert len({r.id for r in runs}) == 8
+    assert runs[0].config["train"]["lr"] == 1e-3 and runs[-1].config["model"]["arch"] == "mamba"
+    assert runs[0].id == config_id(runs[0].config) == expand(spec)[0].id  # stable
+
+
+def test_explicit_runs_cross_the_grid():
+    spec = SweepSpec(
+        name="e",
+        base=TINY_BASE,
+        axes={"task.variant": ["suffix", "prefix"]},
+        runs=[{"model.arch": "pythia"}, {"model": {"arch": "mamba"}}],
+    )
+    assert [r.name for r in expand(spec)] == [
+        "suffix-pythia",
+        "prefix-pythia",
+        "suffix-mamba",
+        "prefix-mamba",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (SweepSpec(name="x", axes={"train.lrr": [1]}), "train.lrr"),
+        (SweepSpec(name="x", axes={"task.length": []}), "axis 'task.length' is empty"),
+        (SweepSpec(name="x", axes={"task.length": [4, 4]}), "duplicate run name"),
+        (SweepSpec(name="x", base={"task": {"lenght": 4}}), "task.lenght"),
+        (SweepSpec(name="x", axes={"model.arch": ["pythia", "rwkv"]}), "model.arch"),
+    ],
+)
+def test_malformed_specs_are_rejected_naming_the_problem(spec, message):
+    with pytest.raises(VlabError, match=message.replace(".", r"\.")):
+        expand(spec)
+
+
+def test_malformed_spec_submits_nothing(capsys, tmp_path):
+    path = tiny_spec(tmp_path, axes={"task.variant": ["suffix", "sideways"]})
+    code, _, err = vlab(capsys, "sweep", "submit", path, "--out", str(tmp_path / "sw"))
+    assert code == 2 and "task.variant" in err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_builtin_specs_expand():
+    assert len(expand(load_spec("cpu-small"))) == 8
+    paper = expand(load_spec("paper-grounding"))
+    assert len(paper) == 108
+    assert {r.config["task"]["length"] for r in paper} == {50, 100, 200}
+    assert {r.config["model"]["arch"] for r in paper} == {"pythia", "mamba"}
+
+
+def test_yaml_and_python_specs_load(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: y\naxes:\n  task.length: [4, 8]\n")
+    assert [r.name for r in expand(load_spec(str(tmp_path / "s.yaml")))] == ["L4", "L8"]
+    (tmp_path / "s.py").write_text(
+        "from vlab.slurm.spec import SweepSpec\n"
+        "def sweep():\n    return SweepSpec(name='p', axes={'model.arch': ['mamba']})\n"
+    )
+    assert [r.name for r in expand(load_spec(str(tmp_path / "s.py")))] == ["mamba"]
+    with pytest.raises(VlabError, match="no sweep spec"):
+        load_spec("no-such-spec")
+
+
+def test_local_sweep_runs_everything_and_resubmitting_reruns_nothing(capsys, tmp_path):
+    path, out = tiny_spec(tmp_path), str(tmp_path / "sw")
+    code, stdout, _ = vlab(capsys, "sweep", "submit", path, "--out", out, "--workers", "2")
+    assert code == 0, stdout
+    rows = sweep_status(SweepDir(out))
+    assert [r["state"] for r in rows] == ["done", "done"]
+    metrics = {r["name"]: (tmp_path / "sw" / "runs" / r["name"] / "metrics.jsonl") for r in rows}
+    before = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in metrics.items()}
+    code, stdout, _ = vlab(capsys, "sweep", "submit", path, "--out", out)
+    assert code == 0 and "2 done (skipped)" in stdout and "0 to run" in stdout
+    assert {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in metrics.items()} == before
+    code, stdout, _ = vlab(capsys, "sweep", "status", out)
+    assert "done: 2" in stdout
+    code, stdout, _ = vlab(capsys, "sweep", "resume", out)
+    assert "nothing to resume" in stdout
+
+
+def test_changed_config_under_the_same_run_name_is_refused(capsys, tmp_path):
+    out = str(tmp_path / "sw")
+    assert (
+        vlab(capsys, "sweep", "submit", tiny_spec(tmp_path), "--out", out, "--executor", "debug")[0]
+        == 0
+    )
+    code, _, err = vlab(
+        capsys, "sweep", "submit", tiny_spec(tmp_path), "--out", out, "--set", "train.lr=0.01"
+    )
+    assert code == 2 and "different config" in err
+
+
+def test_lock_excludes_a_second_holder_and_stale_locks_are_taken_over(tmp_path):
+    path = tmp_path / "locks" / "r.lock"
+    first = acquire(path)
+    assert first is not None and acquire(path) is None
+    first.release()
+    assert not path.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "job_id": None}))
+    assert lock_holder(path) is None  # its process is gone
+    assert acquire(path) is not None
+
+
+def test_a_run_locked_by_a_live_process_is_skipped(tmp_path):
+    from vlab.slurm.worker import run_one
+
+    sweep_dir = tmp_path / "sw"
+    sweep = SweepDir(sweep_dir)
+    sweep.write("tiny", "probe", expand(load_spec(tiny_spec(tmp_path))), "test")
+    holder = acquire(sweep.lock_path("suffix"))
+    assert run_one(str(sweep_dir), "suffix")["state"] == "skipped"
+    holder.release()
+    assert run_one(str(sweep_dir), "suffix")["state"] == "done"
+
+
+def test_killed_worker_is_resumed_to_the_same_metrics(capsys, tmp_path):
+    base = {
+        **TINY_BASE,
+        "train": {"steps": 300, "eval_every": 20, "threads": 1, "stop_at_threshold": False},
+    }
+    spec = tmp_path / "k.json"
+    spec.write_text(json.dumps({"name": "k", "base": base, "axes": {"train.seed": [0]}}))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert vlab(capsys, "sweep", "submit", str(spec), "--out", str(full))[0] == 0
+    sweep = SweepDir(cut)
+    sweep.write("k", "probe", expand(load_spec(str(spec))), str(spec))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlab.slurm.worker", str(cut), "s0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = cut / "runs" / "s0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(metrics)) < 4:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [r["state"] for r in sweep_status(sweep)] == ["interrupted"]
+    code, stdout, _ = vlab(capsys, "sweep", "resume", str(cut))
+    assert code == 0 and "1 to run" in stdout
+    assert read_jsonl(metrics) == read_jsonl(full / "runs" / "s0" / "metrics.jsonl")
+
+
+def test_sigterm_stops_a_local_worker_cleanly(tmp_path):
+    base = {**TINY_BASE, "train": {"steps": 5000, "eval_every": 1000, "threads": 1}}
+    spec = tmp_path / "t.json"
+    spec.write_text(json.dumps({"name": "t", "base": base, "axes": {"train.seed": [0]}}))
+    sweep = SweepDir(tmp_path / "sw")
+    sweep.write("t", "probe", expand(load_spec(str(spec))), str(spec))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlab.slurm.worker", str(sweep.path), "s0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    status_path = sweep.run_path("s0") / "status.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (sweep.run_path("s0") / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    status = json.loads(status_path.read_text())
+    assert status["state"] == "interrupted" and 0 < status["step"] < 5000
+    assert not sweep.lock_path("s0").exists()  # released on the way out
