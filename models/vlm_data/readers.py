@@ -1,0 +1,66 @@
+"""All dataset readers in one place: ``read_<name>(annotation file(s), image_root, split=...)``.
+
+Each returns an iterator of :class:`~vlab.models.vlm_data.records.VLSample` streamed from the
+dataset's own files (nothing is converted or cached); the formats are documented in the family
+modules:
+
+* :mod:`~vlab.models.vlm_data.readers_caption`: COCO captions, TextCaps, LLaVA pretraining,
+  LLaVA-Instruct, GRIT;
+* :mod:`~vlab.models.vlm_data.readers_region`: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome
+  regions, Visual7W pointing;
+* :mod:`~vlab.models.vlm_data.readers_qa`: VQAv2, GQA, Visual Genome QA, OCR-VQA, DocVQA,
+  InfographicVQA;
+* :mod:`~vlab.models.vlm_data.readers_choice`: Visual7W telling, AI2D, A-OKVQA, VSR.
+"""
+
+from vlab.models.vlm_data.readers_caption import (
+    grit_grounded_caption,
+    read_coco_captions,
+    read_grit,
+    read_llava_instruct,
+    read_llava_pretrain,
+    read_textcaps,
+    strip_image_tag,
+)
+from vlab.models.vlm_data.readers_choice import (
+    read_ai2d,
+    read_aokvqa,
+    read_visual7w_telling,
+    read_vsr,
+)
+from vlab.models.vlm_data.readers_qa import (
+    read_docvqa,
+    read_gqa,
+    read_infographicvqa,
+    read_ocrvqa,
+    read_vg_qa,
+    read_vqav2,
+)
+from vlab.models.vlm_data.readers_region import (
+    read_refcoco,
+    read_vg_regions,
+    read_visual7w_pointing,
+)
+
+__all__ = [
+    "grit_grounded_caption",
+    "read_ai2d",
+    "read_aokvqa",
+    "read_coco_captions",
+    "read_docvqa",
+    "read_gqa",
+    "read_grit",
+    "read_infographicvqa",
+    "read_llava_instruct",
+    "read_llava_pretrain",
+    "read_ocrvqa",
+    "read_refcoco",
+    "read_textcaps",
+    "read_vg_qa",
+    "read_vg_regions",
+    "read_visual7w_pointing",
+    "read_visual7w_telling",
+    "read_vqav2",
+    "read_vsr",
+    "strip_image_tag",
+]
