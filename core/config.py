@@ -9,6 +9,7 @@ with the dotted path of the field, so a typo fails before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -104,8 +105,12 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 
 
 def to_dict(cfg: Any) -> dict:
-    """The JSON-ready dict of a (nested) dataclass config, every default written out."""
-    return dataclasses.asdict(cfg)
+    """The JSON-ready dict of a (nested) dataclass config, every default written out.
+
+    Round-tripped through JSON so tuples become lists: the dict compares equal to the one read
+    back from ``config.json``.
+    """
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -1,0 +1,443 @@
+"""Derived tables: what the figures plot and the numbers printed next to them.
+
+Inputs are the tidy tables of :func:`vlab.analysis.load.load_sweep`. A *group* is one cell of
+the comparison: (length, variant, arch); architectures are compared within (length, variant),
+never across, because a suffix and a prefix task of different lengths are different problems.
+
+Runs that stopped early because they reached the accuracy threshold keep their last value for
+the rest of their budget when runs are averaged (their accuracy was at least the threshold when
+they stopped); a run that is still running or failed contributes only up to its last evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from vlab.analysis.stats import bootstrap_mean_ci, kaplan_meier, km_median, logrank_test
+
+GROUP = ["length", "variant", "arch"]
+PANEL = ["length", "variant"]
+VARIANT_ORDER = {"suffix": 0, "prefix": 1}
+
+
+def plottable(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that have a length, variant and arch (a run without them cannot be placed)."""
+    return runs.dropna(subset=GROUP)
+
+
+def panels(runs: pd.DataFrame) -> tuple[list[int], list[str]]:
+    """Sorted lengths and variants (suffix before prefix) present among plottable runs."""
+    r = plottable(runs)
+    lengths = sorted(int(x) for x in r["length"].unique())
+    variants = sorted(r["variant"].unique(), key=lambda v: (VARIANT_ORDER.get(v, 9), v))
+    return lengths, variants
+
+
+def stopped_early(runs: pd.DataFrame) -> pd.Series:
+    """Per run (indexed by name): finished before its budget, i.e. stopped at the threshold."""
+    r = runs.set_index("name")
+    return (r["state"] == "done") & (r["last_step"] < r["budget"]).fillna(False)
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """Mean ignoring NaN; all-NaN slices give NaN without a RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def on_grid(x: np.ndarray, y: np.ndarray, grid: np.ndarray, until: float) -> np.ndarray:
+    """Read observations ``y`` (n, ...) made at ascending ``x`` (n,) on ``grid`` (m,).
+
+    Each grid point takes the last observation at or before it (no interpolation); NaN before
+    the first and after ``until`` (the last observation, or the end of the budget for a run
+    whose last value stands for the rest of it). Returns shape (m, ...).
+    """
+    grid = np.asarray(grid)
+    idx = np.searchsorted(x, grid, side="right") - 1
+    out = np.asarray(y, dtype=float)[np.clip(idx, 0, None)]
+    out[(idx < 0) | (grid > until)] = np.nan
+    return out
+
+
+def _until(x: np.ndarray, carry: bool, end: float) -> float:
+    """Where a run's values stop counting: its last observation, or ``end`` if carried."""
+    return max(end, float(x[-1])) if carry else float(x[-1])
+
+
+def mean_curves(runs: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:
+    """Mean held-out accuracy per group on the union of its runs' training fractions.
+
+    Columns: length, variant, arch, fraction, mean, n (runs contributing), n_runs (runs with
+    evaluations in the group). ``n < n_runs`` marks points where some runs have not got there
+    (running, failed), which the plots draw differently.
+    """
+    carry = stopped_early(runs)
+    ev = evaluations.dropna(subset=["fraction", "accuracy"])
+    meta = plottable(runs).set_index("name")[GROUP]
+    ev = ev.join(meta, on="run", how="inner")
+    out = []
+    for key, g in ev.groupby(GROUP):
+        grid = np.unique(g["fraction"].to_numpy())
+        curves = []
+        for name, r in g.sort_values("step").groupby("run"):
+            x = r["fraction"].to_numpy()
+            curves.append(on_grid(x, r["accuracy"].to_numpy(), grid, _until(x, carry[name], 1.0)))
+        stack = np.vstack(curves)
+        n = np.sum(np.isfinite(stack), axis=0)
+        mean = _nanmean(stack, axis=0)
+        out.append(
+            pd.DataFrame({"fraction": grid, "mean": mean, "n": n, "n_runs": len(curves)}).assign(
+                **dict(zip(GROUP, key, strict=True))
+            )
+        )
+    cols = GROUP + ["fraction", "mean", "n", "n_runs"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def curve_table(
+    curves: pd.DataFrame, fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+) -> pd.DataFrame:
+    """Mean accuracy of :func:`mean_curves` at a few fractions of training, one row per group.
+
+    Each value is the mean at the last evaluation at or before the fraction, with the number
+    of runs behind it when not all runs of the group are there (``0.81 (2/3 runs)``).
+    """
+    rows = []
+    for key, g in curves.groupby(GROUP):
+        row = dict(zip(GROUP, key, strict=True))
+        for f in fractions:
+            at = g[g["fraction"] <= f + 1e-9]
+            if at.empty:
+                row[f"at {f:.0%}"] = "–"
+                continue
+            last = at.iloc[-1]
+            partial = "" if last["n"] == last["n_runs"] else f" ({last['n']}/{last['n_runs']} runs)"
+            row[f"at {f:.0%}"] = f"{last['mean']:.3f}{partial}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_heatmap(
+    runs: pd.DataFrame,
+    per_position: pd.DataFrame,
+    names: list[str],
+    grid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean per-position accuracy over the runs ``names`` (one group, one length).
+
+    Returns (steps (m,), accuracy (m, L), runs behind each row (m,)) on ``grid`` (default: the
+    union of their evaluation steps; pass one grid to several groups to compare them row by
+    row). Runs stopped at the threshold count with their last values up to their budget, as
+    in :func:`mean_curves`; cells no run has reached are NaN.
+    """
+    carry = stopped_early(runs)
+    budget = runs.set_index("name")["budget"]
+    pp = per_position[per_position["run"].isin(names)]
+    if pp.empty:
+        return np.zeros(0), np.zeros((0, 0)), np.zeros(0, int)
+    grid = np.unique(pp["step"].to_numpy()) if grid is None else np.asarray(grid)
+    mats = []
+    for name, r in pp.groupby("run"):
+        wide = r.pivot_table(index="step", columns="position", values="accuracy", dropna=False)
+        x = wide.index.to_numpy()
+        end = budget[name] if not pd.isna(budget[name]) else x[-1]
+        mats.append(on_grid(x, wide.to_numpy(), grid, _until(x, carry[name], end)))
+    stack = np.stack(mats)
+    counts = np.isfinite(stack).any(axis=2).sum(axis=0)
+    return grid, _nanmean(stack, axis=0), counts
+
+
+def check_threshold(threshold: object) -> None:
+    """A threshold override must be None or a number in [0, 1] (say so, not a TypeError)."""
+    ok = threshold is None or (
+        isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    )
+    if not ok or (threshold is not None and not 0 <= threshold <= 1):
+        raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}")
+
+
+def first_step_at(steps: np.ndarray, acc: np.ndarray, threshold: float) -> int | None:
+    """First step whose accuracy is >= ``threshold`` (the engine's rule), None if none."""
+    hit = np.nonzero(np.asarray(acc) >= threshold)[0]
+    return int(steps[hit[0]]) if hit.size else None
+
+
+def time_to_threshold(
+    runs: pd.DataFrame, evaluations: pd.DataFrame, threshold: float | None = None
+) -> pd.DataFrame:
+    """One row per run that has started: ``time`` (training step) and ``event``.
+
+    ``event`` True: the run's held-out accuracy reached the threshold at step ``time``;
+    False: censored at its last evaluated step (budget spent, running, failed). ``threshold``
+    None uses each run's own ``train.threshold`` (as recorded in status.json when available).
+    A run that stopped at its own, lower threshold is censored there for a higher override.
+    """
+    check_threshold(threshold)
+    ev = {name: g.sort_values("step") for name, g in evaluations.groupby("run")}
+    rows = []
+    for r in plottable(runs).itertuples(index=False):
+        g = ev.get(r.name)
+        if g is None or g.empty:
+            continue
+        thr = r.threshold if threshold is None else threshold
+        steps, acc = g["step"].to_numpy(), g["accuracy"].to_numpy()
+        hit = first_step_at(steps, acc, thr) if thr is not None and not pd.isna(thr) else None
+        if threshold is None and not pd.isna(r.threshold_step):
+            hit = int(r.threshold_step)
+        rows.append(
+            {
+                "run": r.name,
+                "length": int(r.length),
+                "variant": r.variant,
+                "arch": r.arch,
+                "threshold": thr,
+                "time": hit if hit is not None else int(steps[-1]),
+                "event": hit is not None,
+                "state": r.state,
+            }
+        )
+    cols = ["run", *GROUP, "threshold", "time", "event", "state"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _fmt_time(t: float) -> str:
+    return "not reached" if math.isinf(t) else f"{t:.0f}"
+
+
+def survival_summary(ttt: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per group: runs, reached, censored, Kaplan-Meier median steps with its interval."""
+    rows = []
+    pct = f"{confidence:.0%}"
+    for key, g in ttt.groupby(GROUP):
+        km = kaplan_meier(g["time"], g["event"], confidence)
+        med, lo, hi = km_median(km)
+        rows.append(
+            {
+                **dict(zip(GROUP, key, strict=True)),
+                "runs": len(g),
+                "reached": int(g["event"].sum()),
+                "censored": int((~g["event"]).sum()),
+                "median step": _fmt_time(med),
+                f"{pct} CI low": _fmt_time(lo),
+                f"{pct} CI high": _fmt_time(hi),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def logrank_table(ttt: pd.DataFrame) -> pd.DataFrame:
+    """Per (length, variant): log-rank test of equal time to threshold across architectures."""
+    rows = []
+    for key, g in ttt.groupby(PANEL):
+        res = logrank_test(g["time"], g["event"], g["arch"])
+        archs = sorted(g["arch"].unique(), key=str)
+        oe = ", ".join(
+            f"{a} {o:.0f}/{e:.1f}"
+            for a, o, e in zip(archs, res.observed, res.expected, strict=True)
+        )
+        rows.append(
+            {
+                **dict(zip(PANEL, key, strict=True)),
+                "architectures": " vs ".join(archs),
+                "reached observed/expected": oe,
+                "chi2": res.statistic,
+                "df": res.df,
+                "p": res.p_value,
+                "note": ""
+                if len(archs) > 1 and res.observed.sum()
+                else (
+                    "one architecture only" if len(archs) < 2 else "no run reached the threshold"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def first_pass(
+    runs: pd.DataFrame,
+    per_position: pd.DataFrame,
+    threshold: float | None = None,
+    max_bins: int = 32,
+) -> pd.DataFrame:
+    """Learning order: per run and position bin, the first step the bin's accuracy >= threshold.
+
+    Positions are grouped into at most ``max_bins`` equal bins (bin accuracy = mean over its
+    positions); with L <= ``max_bins`` each position is its own bin. Bins that never pass are
+    censored at the run's last evaluated step. Columns: run, length, variant, arch, bin,
+    first, last (positions of the bin), time, event.
+    """
+    check_threshold(threshold)
+    meta = plottable(runs).set_index("name")
+    rows = []
+    for name, g in per_position.groupby("run"):
+        if name not in meta.index:
+            continue
+        r = meta.loc[name]
+        length = int(r["length"])
+        thr = r["threshold"] if threshold is None else threshold
+        if thr is None or pd.isna(thr):
+            continue
+        wide = g.pivot_table(index="step", columns="position", values="accuracy", dropna=False)
+        wide = wide.reindex(columns=range(length))
+        steps, acc = wide.index.to_numpy(), wide.to_numpy()
+        edges = np.unique(np.linspace(0, length, min(length, max_bins) + 1).round().astype(int))
+        for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            hit = first_step_at(steps, _nanmean(acc[:, lo:hi], axis=1), thr)
+            rows.append(
+                {
+                    "run": name,
+                    "length": length,
+                    "variant": r["variant"],
+                    "arch": r["arch"],
+                    "bin": b,
+                    "first": int(lo),
+                    "last": int(hi) - 1,
+                    "time": hit if hit is not None else int(steps[-1]),
+                    "event": hit is not None,
+                }
+            )
+    cols = ["run", *GROUP, "bin", "first", "last", "time", "event"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def learning_order_summary(fp: pd.DataFrame) -> pd.DataFrame:
+    """Kaplan-Meier median first-pass step per group and position bin (long format)."""
+    rows = []
+    for key, g in fp.groupby([*GROUP, "bin"]):
+        km = kaplan_meier(g["time"], g["event"])
+        rows.append(
+            {
+                **dict(zip([*GROUP, "bin"], key, strict=True)),
+                "first": int(g["first"].iloc[0]),
+                "last": int(g["last"].iloc[0]),
+                "runs": len(g),
+                "passed": int(g["event"].sum()),
+                "median": km_median(km)[0],
+            }
+        )
+    return pd.DataFrame(rows, columns=[*GROUP, "bin", "first", "last", "runs", "passed", "median"])
+
+
+def learning_order_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`learning_order_summary` as one row per group, one column per position bin."""
+    if summary.empty:
+        return pd.DataFrame()
+    s = summary.assign(
+        positions=[
+            f"{a}" if a == b else f"{a}-{b}"
+            for a, b in zip(summary["first"], summary["last"], strict=True)
+        ],
+        value=summary["median"].map(_fmt_time),
+    )
+    order = s.drop_duplicates(["length", "bin"]).sort_values(["length", "bin"])["positions"]
+    wide = s.pivot(index=GROUP, columns="positions", values="value")
+    return wide.reindex(columns=list(dict.fromkeys(order))).reset_index()
+
+
+def final_accuracy(
+    runs: pd.DataFrame,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    by: tuple[str, ...] = tuple(GROUP),
+) -> pd.DataFrame:
+    """Mean final held-out accuracy of finished runs per group, percentile bootstrap interval.
+
+    Only runs in state ``done`` count (a running run's last value is not final); how many
+    runs of the group were left out, and why, is in the ``not finished`` column. Runs stopped
+    at the threshold count with their accuracy at stopping.
+    """
+    pct = f"{confidence:.0%}"
+    rows = []
+    for key, g in plottable(runs).groupby(list(by)):
+        done = g[g["state"] == "done"]
+        mean, lo, hi = bootstrap_mean_ci(done["final_accuracy"], confidence, n_boot, seed)
+        others = g[g["state"] != "done"]["state"].value_counts().sort_index()
+        rows.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                "finished runs": len(done),
+                "mean": mean,
+                f"{pct} CI low": lo,
+                f"{pct} CI high": hi,
+                "min": done["final_accuracy"].min(),
+                "max": done["final_accuracy"].max(),
+                "not finished": ", ".join(f"{n} {s}" for s, n in others.items()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def state_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """How many runs are in each state, per architecture (pending and failed included)."""
+    counts = runs.assign(arch=runs["arch"].fillna("?")).pivot_table(
+        index="arch", columns="state", values="name", aggfunc="count", fill_value=0
+    )
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index().rename_axis(columns=None)
+
+
+def overview(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as a reader wants it: identity, state, progress, accuracy."""
+    cols = [
+        "name",
+        "arch",
+        "variant",
+        "length",
+        "lr",
+        "init_seed",
+        "seed",
+        "state",
+        "last_step",
+        "budget",
+        "threshold_step",
+        "final_accuracy",
+        "best_accuracy",
+        "params",
+        "reason",
+    ]
+    return runs[cols]
+
+
+def _values(values) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def consistency_notes(runs: pd.DataFrame, threshold: float | None = None) -> list[str]:
+    """Things that make a comparison less clean than it looks, for the report's notes."""
+    notes = []
+    unplaced = runs[runs[GROUP].isna().any(axis=1)]
+    for r in unplaced.itertuples():
+        if r.state != "pending":
+            notes.append(f"{r.name}: no arch, variant or length in its config; not plotted")
+    pending = runs[(runs["state"] == "pending")]
+    if len(pending):
+        notes.append(f"{len(pending)} run(s) are pending (no directory yet); they have no data")
+    failed = runs[runs["state"].isin(["failed", "interrupted"])]
+    for r in failed.itertuples():
+        notes.append(
+            f"{r.name} {r.state} at step {r.last_step} ({r.reason}); it is censored in "
+            "time-to-threshold and left out of final accuracy"
+        )
+    if threshold is None:
+        for key, g in plottable(runs).groupby(PANEL):
+            thresholds = sorted(g["threshold"].dropna().unique())
+            if len(thresholds) > 1:
+                notes.append(
+                    f"L={key[0]} {key[1]}: runs use different thresholds {_values(thresholds)}; "
+                    "pass -p threshold VALUE to compare them at one threshold"
+                )
+    for key, g in plottable(runs).groupby(GROUP):
+        for col, what in (("batch_size", "batch sizes"), ("budget", "step budgets")):
+            values = sorted(g[col].dropna().unique())
+            if len(values) > 1:
+                notes.append(
+                    f"L={key[0]} {key[1]} {key[2]}: runs have different {what} {_values(values)}; "
+                    "curves are per fraction of training, times in steps"
+                )
+    return notes

@@ -1,0 +1,80 @@
+"""``vlab vlm``: train Pythia-VL or Mamba-VL, stage 1 then stage 2, into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vlab.config import deep_merge
+from vlab.errors import VlabError
+from vlab.fileio import read_json
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from vlab.probes.cli import _parse_set
+
+    data: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise VlabError(f"--config {path}: no such file")
+        try:
+            data = read_json(path)
+        except json.JSONDecodeError as e:
+            raise VlabError(f"--config {path}: not valid JSON ({e})") from e
+    data = deep_merge(data, _parse_set(args.set or []))
+    if args.steps is not None:
+        data = deep_merge(data, {"stage2": {"steps": args.steps}})
+    if args.ordering is not None:
+        data = deep_merge(data, {"model": {"sequence": {"ordering": args.ordering}}})
+    return data
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vlab.models.vlm_train import config_from, train_vlm
+
+    cfg = config_from(args.preset, args.arch, _overrides(args))
+    stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
+    results = train_vlm(cfg, args.out, stages, progress=not args.no_progress)
+    for stage, result in results.items():
+        if result is not None:
+            acc = (result.final_metrics or {}).get("tasks")
+            print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
+    return 0 if all(r is None or r.state == "done" for r in results.values()) else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from vlab.models.vlm_train import PRESETS
+
+    vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
+    sub = vlm.add_subparsers(dest="vlm_command", metavar="ACTION", required=True)
+    train = sub.add_parser(
+        "train",
+        help="train a VLM (stage 1: projector; stage 2: projector + LM)",
+        description="Two-stage VLM training into OUT/stage1 and OUT/stage2 (run directories "
+        "like the probes'). Rerunning resumes unfinished stages and skips finished ones.",
+    )
+    train.add_argument(
+        "--preset",
+        default="tiny-shapes",
+        help=f"run preset ({', '.join(PRESETS)}; default tiny-shapes)",
+    )
+    train.add_argument("--arch", choices=["pythia", "mamba"], help="LM backbone")
+    train.add_argument("--steps", type=int, help="stage 2 optimizer steps")
+    train.add_argument("--stage", choices=["1", "2", "both"], default="both")
+    train.add_argument(
+        "--ordering",
+        choices=["task_agnostic", "task_aware"],
+        help="image first (task-agnostic) or instruction first (task-aware)",
+    )
+    train.add_argument("--config", help="JSON config file (same nesting as config.json)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any field, e.g. --set stage1.steps=50",
+    )
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--out", required=True, help="run directory (created or resumed)")
+    train.set_defaults(func=_train)

@@ -1,0 +1,350 @@
+"""Two-stage VLM training on the shared engine, into run directories like the probes'.
+
+Stage 1 trains the projector only (the LM and pretrained encoders frozen); stage 2 unfreezes
+the LM and instruction-tunes everything but frozen encoders. Both use the engine of
+``vlab.models.engine`` (AdamW, cosine with warmup ratio, gradient accumulation, bf16 autocast
+on GPU, a checkpoint at every evaluation, resume), and write ``OUT/stage1`` and ``OUT/stage2``
+run directories; stage 2 starts from stage 1's final weights.
+
+Data: the built-in shapes dataset (offline, CPU-sized). Every sample is a pure function of its
+index, so the batch of a step is rebuilt exactly on resume. Held-out metrics per task come from
+greedy generation: exact match for caption / VQA / POPE / ITM, token F1 for dense captions,
+IoU >= 0.5 for grounding: the coarse (summary) vs fine (retrieval) split the papers study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlab.config import deep_merge, diff, from_dict, to_dict
+from vlab.errors import ConfigError, VlabError
+from vlab.models.backbones import count_parameters
+from vlab.models.engine import Batch, TrainConfig, TrainResult, resolve_device, train
+from vlab.models.rundir import RunDir
+from vlab.models.vlm import VLM, VLMConfig, build_vlm
+from vlab.models.vlm_data.instructions import instruction_for
+from vlab.models.vlm_data.records import VLSample
+from vlab.models.vlm_data.shapes import ShapesConfig, shapes_sample
+from vlab.models.vlm_eval import TASK_METRICS, score
+from vlab.models.vlm_loss import per_sequence_loss
+from vlab.models.vlm_sequence import IGNORE, Assembled, assemble, collate
+
+
+@dataclass(frozen=True)
+class VLMDataConfig:
+    """The training data. ``n_heldout`` held-out samples are evaluated at every evaluation."""
+
+    dataset: str = "shapes"
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    n_heldout: int = 120
+    tokenizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset != "shapes":
+            raise ConfigError(
+                "dataset",
+                f"{self.dataset!r}: only the built-in 'shapes' dataset is wired into training so "
+                "far; the real-format readers live in vlab.models.vlm_data",
+            )
+        if self.n_heldout < 1:
+            raise ConfigError("n_heldout", f"must be >= 1, got {self.n_heldout}")
+
+
+@dataclass(frozen=True)
+class VLMRunConfig:
+    """Everything a ``vlab vlm train`` run needs: model, data and both stages' settings."""
+
+    model: VLMConfig = field(default_factory=VLMConfig)
+    data: VLMDataConfig = field(default_factory=VLMDataConfig)
+    stage1: TrainConfig = field(default_factory=TrainConfig)
+    stage2: TrainConfig = field(default_factory=TrainConfig)
+    eval_batch_size: int = 32
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.eval_batch_size < 1:
+            raise ConfigError("eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+
+
+_TINY_TRAIN = {
+    "batch_size": 32,
+    "eval_every": 50,
+    "stop_at_threshold": False,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+}
+PRESETS: dict[str, dict] = {
+    # Tiny Pythia-VL / Mamba-VL on the built-in shapes dataset: minutes on 2 CPU cores.
+    "tiny-shapes": {
+        "model": {
+            "lm": {"preset": "tiny"},
+            "vision": {"kind": "patch", "preset": "tiny", "image_size": 64},
+            "sequence": {"max_length": 256},
+        },
+        "data": {"shapes": {"image_size": 64}, "n_heldout": 120},
+        "stage1": {**_TINY_TRAIN, "steps": 100, "lr": 3e-3},
+        "stage2": {**_TINY_TRAIN, "steps": 600, "lr": 2e-3},
+    },
+    # SHAKEUP's recipe: EVA-02-L/14 at 336 px, 2-layer MLP, Pythia-1.4B / Mamba-1.4B. Stage 1:
+    # batch 256, lr 1e-3; stage 2: batch 128, lr 2e-5; AdamW, cosine, warmup ratio 0.03.
+    # Point model.lm.pretrained, model.vision.pretrained and data.tokenizer at local copies.
+    "paper-1.4b": {
+        "model": {
+            "lm": {"preset": "1.4b"},
+            "vision": {"kind": "eva02", "preset": "paper"},
+            "sequence": {"max_length": 1024},
+        },
+        "stage1": {
+            "steps": 11_621,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "warmup_ratio": 0.03,
+            "weight_decay": 0.0,
+            "stop_at_threshold": False,
+            "eval_fraction": 0.05,
+        },
+        "stage2": {
+            "steps": 96_875,
+            "batch_size": 128,
+            "lr": 2e-5,
+            "warmup_ratio": 0.03,
+            "weight_decay": 0.0,
+            "stop_at_threshold": False,
+            "eval_fraction": 0.02,
+        },
+        "eval_batch_size": 16,
+    },
+}
+
+
+def preset_config(name: str, arch: str | None = None, overrides: dict | None = None) -> dict:
+    """The nested config dict of a preset, with the LM architecture and overrides applied."""
+    if name not in PRESETS:
+        raise ConfigError("preset", f"{name!r} is not a VLM preset ({', '.join(PRESETS)})")
+    data = PRESETS[name]
+    if arch is not None:
+        data = deep_merge(data, {"model": {"lm": {"arch": arch}}})
+    return deep_merge(data, overrides or {})
+
+
+# data -----------------------------------------------------------------------------------------
+
+
+def _tokenizer(cfg: VLMRunConfig, out: Path):
+    """The LM tokenizer: a local directory, or a BPE trained on the dataset's own text
+    (saved under ``OUT/tokenizer`` so generation and later stages read the same one)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from vlab.models.text_tokenizer import train_bpe_tokenizer
+
+    if cfg.data.tokenizer is not None:
+        return AutoTokenizer.from_pretrained(cfg.data.tokenizer, local_files_only=True)
+    saved = out / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(saved))
+    texts = []
+    for i in range(600):
+        s = shapes_sample(cfg.data.shapes, "train", i)
+        texts.append(instruction_for(s.task))
+        texts.extend(t for turn in s.turns for t in (turn.prompt, turn.response))
+    layout = cfg.model.sequence.layout
+    texts.extend(m for m in (layout.start, layout.row_break, layout.end, layout.text_sep) if m)
+    tok = train_bpe_tokenizer(texts, vocab_size=cfg.model.lm.overrides.get("vocab_size", 384))
+    tok.save_pretrained(str(saved))
+    return tok
+
+
+class VLMTask:
+    """The VLM as the engine sees it: batches by step, loss, held-out metrics."""
+
+    def __init__(self, cfg: VLMRunConfig, model: VLM, tok, batch_size: int, device: torch.device):
+        self.cfg, self.model, self.tok = cfg, model, tok
+        self.batch_size = batch_size
+        self.device = device
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.heldout = [
+            shapes_sample(cfg.data.shapes, "held_out", i) for i in range(cfg.data.n_heldout)
+        ]
+
+    def _assemble(self, s: VLSample) -> Assembled:
+        turns = [(t.prompt, t.response) for t in s.turns]
+        return assemble(
+            turns,
+            instruction_for(s.task) or None,
+            self.model.grid,
+            self.tok,
+            self.cfg.model.sequence,
+        )
+
+    def _pixels(self, samples: list[VLSample]) -> list[torch.Tensor]:
+        images = [s.image for s in samples]
+        return [enc.preprocess(images) for enc in self.model.encoders]
+
+    def _batch(self, samples: list[VLSample]) -> Batch:
+        batch = collate([self._assemble(s) for s in samples], self.pad_id)
+        for i, px in enumerate(self._pixels(samples)):
+            batch[f"pixel_values_{i}"] = px
+        return batch
+
+    def train_batch(self, step: int) -> Batch:
+        start = step * self.batch_size
+        return self._batch(
+            [
+                shapes_sample(self.cfg.data.shapes, "train", i)
+                for i in range(start, start + self.batch_size)
+            ]
+        )
+
+    def _forward(self, model: nn.Module, batch: Batch) -> dict:
+        pixels = [batch[k] for k in sorted(batch) if k.startswith("pixel_values_")]
+        return model(
+            batch["input_ids"],
+            batch["patch_index"],
+            pixels,
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self._forward(model, batch)["loss"]
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        losses, by_task = [], {}
+        bs = self.cfg.eval_batch_size
+        for i in range(0, len(self.heldout), bs):
+            samples = self.heldout[i : i + bs]
+            batch = {k: v.to(self.device) for k, v in self._batch(samples).items()}
+            out = self._forward(model, batch)
+            losses.extend(per_sequence_loss(out["logits"], batch["labels"]).tolist())
+            for s, pred in zip(samples, self.generate(model, batch), strict=True):
+                by_task.setdefault(s.task, []).append(score(s.task, pred, s.turns[0].response))
+        tasks = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+        return {
+            "eval_loss": float(np.mean(losses)),
+            "accuracy": float(np.mean(list(tasks.values()))),
+            "tasks": tasks,
+            "metrics": {t: TASK_METRICS.get(t, ("exact_match",))[0] for t in tasks},
+        }
+
+    @torch.no_grad()
+    def generate(self, model: nn.Module, batch: Batch) -> list[str]:
+        """Greedy answers to the first turn of each sequence in ``batch``.
+
+        Prompts are the assembled sequences cut where the first response starts; the batch
+        stays right-padded and each row reads the logits at its own last token, which is
+        exact for causal models (padding comes after, so it is never seen). No KV cache:
+        fine for the short answers of the built-in dataset.
+        """
+        labels = batch["labels"]
+        first = (labels != IGNORE).float().argmax(1)  # first response token per row
+        B = labels.shape[0]
+        width = int(first.max()) + self.cfg.max_new_tokens
+        ids = torch.full((B, width), self.pad_id, dtype=torch.long, device=labels.device)
+        patch = torch.full((B, width), -1, dtype=torch.long, device=labels.device)
+        for b in range(B):
+            n = int(first[b])
+            ids[b, :n] = batch["input_ids"][b, :n]
+            patch[b, :n] = batch["patch_index"][b, :n]
+        lengths = first.clone()
+        done = torch.zeros(B, dtype=torch.bool, device=labels.device)
+        pixels = [batch[k] for k in sorted(batch) if k.startswith("pixel_values_")]
+        out_tokens: list[list[int]] = [[] for _ in range(B)]
+        for _ in range(self.cfg.max_new_tokens):
+            T = int(lengths.max())
+            logits = model(ids[:, :T], patch[:, :T], pixels)["logits"]
+            nxt = logits[torch.arange(B), lengths - 1].argmax(-1)
+            for b in range(B):
+                if done[b]:
+                    continue
+                tok = int(nxt[b])
+                if tok == self.tok.eos_token_id:
+                    done[b] = True
+                    continue
+                out_tokens[b].append(tok)
+                ids[b, lengths[b]] = tok
+                lengths[b] += 1
+            if bool(done.all()):
+                break
+        return [self.tok.decode(t, skip_special_tokens=True) for t in out_tokens]
+
+
+# runs -----------------------------------------------------------------------------------------
+
+
+def _prepare(run: RunDir, config: dict) -> bool:
+    """Write or check config.json; True if this stage is already done."""
+    if run.exists():
+        changed = diff(run.read_config(), config)
+        if changed:
+            raise VlabError(
+                f"{run.path} holds a run with a different config (fields: "
+                f"{', '.join(changed)}); choose another --out"
+            )
+        return run.is_done()
+    run.write_config(config)
+    return False
+
+
+def train_vlm(
+    cfg: VLMRunConfig,
+    out: str | Path,
+    stages: tuple[int, ...] = (1, 2),
+    *,
+    progress: bool = True,
+    log=print,
+) -> dict[int, TrainResult | None]:
+    """Run the requested stages into ``out/stage{N}``; finished stages are skipped."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(cfg, out)
+    full = to_dict(cfg)
+    results: dict[int, TrainResult | None] = {}
+    for stage in stages:
+        train_cfg = cfg.stage1 if stage == 1 else cfg.stage2
+        run = RunDir(out / f"stage{stage}")
+        if _prepare(run, {**full, "stage": stage}):
+            log(f"{run.path}: already done; nothing to do")
+            results[stage] = None
+            continue
+        model = build_vlm(cfg.model, vocab_size=len(tok), seed=train_cfg.seed)
+        if stage == 2 and RunDir(out / "stage1").exists():
+            prev = RunDir(out / "stage1")
+            if not prev.is_done():
+                raise VlabError(f"{prev.path} is not finished: run stage 1 first")
+            model.load_state_dict(prev.load_checkpoint()["model"])
+        elif stage == 2:
+            log(f"{out}: no stage 1 run; stage 2 starts from a randomly initialised projector")
+        model.set_stage(stage)
+        params = count_parameters(model.lm)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(
+            f"{run.path}: {cfg.model.lm.arch}-VL stage {stage}: LM {params['total']:,} "
+            f"parameters, {trainable:,} trainable, {model.num_visual_tokens} visual tokens"
+        )
+        run.write_status(
+            "running",
+            params={**params, "trainable": trainable},
+            arch=cfg.model.lm.arch,
+            stage=stage,
+        )
+        device = resolve_device(train_cfg.device)
+        task = VLMTask(cfg, model, tok, train_cfg.batch_size, device)
+        results[stage] = train(model, task, train_cfg, run, progress=progress)
+    return results
+
+
+def config_from(preset: str | None, arch: str | None, overrides: dict) -> VLMRunConfig:
+    """A validated run config from a preset name (or none), an arch and nested overrides."""
+    if preset:
+        data = preset_config(preset, arch, overrides)
+    else:
+        data = deep_merge({"model": {"lm": {"arch": arch}}} if arch else {}, overrides)
+    return from_dict(VLMRunConfig, data)

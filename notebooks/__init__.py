@@ -1,0 +1,1 @@
+"""Report templates (papermill notebooks) shipped with vlab; see vlab.analysis.report."""
