@@ -89,6 +89,9 @@ class RunDir:
             pid=os.getpid(),
         )
         status.setdefault("threshold_step", None)
+        if os.environ.get("SLURM_JOB_ID"):  # where to look in the scheduler's accounting
+            status["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+            status["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
         atomic_write_json(self.status_path, status)
         return status
 

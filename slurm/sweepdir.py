@@ -129,13 +129,18 @@ def current_job_id() -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host and is not a zombie (killed, unreaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass
