@@ -1,0 +1,35 @@
+"""``vlab bench`` runs and writes the documented JSON (speed is measured, never asserted)."""
+
+import json
+
+import pytest
+
+from vlab.cli import main
+from vlab.models.bench import fit_exponent
+
+
+def test_fit_exponent_recovers_known_growth():
+    tokens = [256, 1024, 4096, 16384]
+    assert fit_exponent(tokens, [3e-6 * t for t in tokens]) == pytest.approx(1.0)
+    assert fit_exponent(tokens, [1e-9 * t**2 for t in tokens]) == pytest.approx(2.0)
+    # only points >= 1k tokens count: a constant overhead at 256 is ignored
+    assert fit_exponent(tokens, [1.0, 1e-3 * 1024, 1e-3 * 4096, 1e-3 * 16384]) == pytest.approx(1.0)
+
+
+def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--threads", "2", "--json", str(out)]) == 0
+    assert "Mamba / Pythia training tokens/s" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    archs = {r["arch"] for r in result["train"]}
+    assert archs == {"pythia", "mamba"}
+    for row in result["train"]:
+        assert {"arch", "length", "batch", "params", "tokens_per_s"} <= set(row)
+        assert row["tokens_per_s"] > 0 and row["batch"] == 64
+    assert result["scan_speedup_vs_reference"] > 0
+    assert {(r["arch"], r["tokens"]) for r in result["forward"]} >= {
+        ("mamba", 256),
+        ("pythia", 4096),
+    }
+    assert all(r["seconds"] > 0 for r in result["forward"])
+    assert set(result["forward_exponent"]) == {"pythia", "mamba"}
