@@ -9,8 +9,8 @@ import math  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from test_analysis_load import write_run  # noqa: E402
 
+from tests.test_analysis_load import write_run  # noqa: E402
 from vlab.analysis import plots, tables  # noqa: E402
 from vlab.analysis.load import load_sweep  # noqa: E402
 

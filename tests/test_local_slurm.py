@@ -182,7 +182,10 @@ def test_checkpointable_job_requeues_after_preemption(slurm_cluster: Any, tmp_pa
             return False
 
     wait_until(made_progress, JOB_TIMEOUT_S, f"job {job.job_id} to start counting")
-    job._interrupt()  # preemption: scancel --signal TERM, then USR2 -> checkpoint + requeue
+    # The preemption / time-limit signal: USR2 -> checkpoint() + requeue. (submitit's own
+    # ``job._interrupt()`` sends TERM first; under load that TERM can land on the
+    # ``scontrol requeue`` the handler starts and kill it, so the test sends USR2 alone.)
+    slurm_cluster.run("scancel", "--signal=USR2", job.job_id)
     # A requeued job may start again once its credential expired (AuthInfo cred_expire=10).
     result = wait_result(job, timeout=90)
     assert result["runs"] == 2, result

@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-import submitit
 
 from vlab.cli import main
 from vlab.fileio import read_jsonl
@@ -45,11 +44,6 @@ def wait_for(predicate, timeout, what, sweep=None):
         time.sleep(0.2)
     rows = sweep_status(sweep) if sweep is not None else None
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; status: {rows}")
-
-
-def the_job(sweep: SweepDir, name: str) -> submitit.SlurmJob:
-    job = sweep.last_job(name)
-    return submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"])
 
 
 def reference_metrics(capsys, tmp_path, spec, name):
@@ -119,7 +113,9 @@ def test_preempted_run_requeues_and_resumes_to_the_same_metrics(capsys, tmp_path
     sweep = SweepDir(out)
     metrics = out / "runs" / "s0" / "metrics.jsonl"
     wait_for(lambda: len(read_jsonl(metrics)) >= 3, 120, "the run to get going")
-    the_job(sweep, "s0")._interrupt()  # the preemption signal: checkpoint() and requeue
+    # the preemption signal (what SLURM sends before preempting or at the time limit):
+    # submitit calls checkpoint() and requeues the job
+    slurm_cluster.run("scancel", "--signal=USR2", sweep.last_job("s0")["job_id"])
     wait_for(lambda: sweep_status(sweep)[0]["state"] == "done", 240, "the requeued run", sweep)
     status = json.loads((out / "runs" / "s0" / "status.json").read_text())
     assert status["slurm_restart_count"] >= 1  # it really was requeued
