@@ -158,3 +158,29 @@ def test_killed_run_is_finished_by_resume(capsys, tmp_path, slurm_cluster):
     assert "1 to run" in stdout
     assert sweep_status(sweep)[0]["state"] == "done"
     assert read_jsonl(metrics) == expected
+
+
+def test_builtin_cpu_small_spec_completes_on_slurm(capsys, tmp_path, slurm_cluster):
+    out = str(tmp_path / "cpu-small")
+    code, stdout, _ = vlab(
+        capsys,
+        "sweep",
+        "submit",
+        "cpu-small",
+        "--executor",
+        "slurm",
+        "--out",
+        out,
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.eval_every=10",
+        "--partition",
+        slurm_cluster.partition,
+        "--wait",
+        "--wait-timeout",
+        "300",
+    )
+    assert code == 0, stdout
+    rows = sweep_status(SweepDir(out))
+    assert len(rows) == 8 and all(r["state"] == "done" for r in rows), rows

@@ -215,3 +215,27 @@ def test_sigterm_stops_a_local_worker_cleanly(tmp_path):
     status = json.loads(status_path.read_text())
     assert status["state"] == "interrupted" and 0 < status["step"] < 5000
     assert not sweep.lock_path("s0").exists()  # released on the way out
+
+
+def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
+    out = str(tmp_path / "cpu-small")
+    code, stdout, _ = vlab(
+        capsys,
+        "sweep",
+        "submit",
+        "cpu-small",
+        "--out",
+        out,
+        "--workers",
+        "2",
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.eval_every=10",
+    )
+    assert code == 0, stdout
+    rows = sweep_status(SweepDir(out))
+    assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
+    assert {r["name"] for r in rows} == {
+        f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (6, 8)
+    }
