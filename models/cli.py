@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from vlab.config import deep_merge
@@ -38,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
     results = train_vlm(cfg, args.out, stages, progress=not args.no_progress)
     for stage, result in results.items():
-        if result is not None:
+        if result is not None and int(os.environ.get("RANK", "0")) == 0:
             acc = (result.final_metrics or {}).get("tasks")
             print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
     return 0 if all(r is None or r.state == "done" for r in results.values()) else 1

@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlab.errors import ConfigError
-from vlab.models.rundir import RunDir
+from vlab.models.distributed import setup_distributed
+from vlab.models.rundir import ReadOnlyRunDir, RunDir
 
 Batch = dict[str, torch.Tensor]
 
@@ -184,12 +185,30 @@ def train(
 
     ``should_stop`` is polled after every step (a preemption signal handler sets it); when it
     returns True the loop checkpoints at the current step and returns state ``interrupted``.
+
+    Under ``torchrun`` (see :mod:`vlab.models.distributed`) the model is wrapped in
+    DistributedDataParallel, each rank trains on its slice of every global batch, and rank 0
+    alone evaluates and writes the run directory.
     """
-    device = resolve_device(cfg.device)
+    ctx = setup_distributed(resolve_device(cfg.device))
+    device = ctx.device(resolve_device(cfg.device))
+    if ctx.enabled and cfg.batch_size % (ctx.world * cfg.grad_accum):
+        raise ConfigError(
+            "batch_size",
+            f"{cfg.batch_size} does not split into {ctx.world} ranks x {cfg.grad_accum} "
+            "micro-batches",
+        )
+    files = run if ctx.is_main else ReadOnlyRunDir(run.path)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model.to(device)
+    net = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
@@ -206,14 +225,14 @@ def train(
         step, loss_sum, loss_count = ckpt["step"], ckpt["loss_sum"], ckpt["loss_count"]
         threshold_step = ckpt["threshold_step"]
         last_metrics = ckpt.get("last_metrics")
-        run.truncate_metrics(ckpt["last_eval_step"])
+        files.truncate_metrics(ckpt["last_eval_step"])
     else:
-        run.truncate_metrics(-1)
+        files.truncate_metrics(-1)
     last_eval_step = ckpt["last_eval_step"] if ckpt else -1
-    run.write_status("running", step=step, threshold_step=threshold_step)
+    files.write_status("running", step=step, threshold_step=threshold_step)
 
     def checkpoint() -> None:
-        run.save_checkpoint(
+        files.save_checkpoint(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -228,32 +247,39 @@ def train(
             }
         )
 
-    def evaluate() -> dict:
+    def evaluate() -> dict | None:
+        """Held-out metrics on rank 0 (None elsewhere); every rank learns the threshold."""
         nonlocal loss_sum, loss_count, last_eval_step, last_metrics, threshold_step
-        model.eval()
-        with torch.no_grad(), autocast:
-            metrics = task.evaluate(model)
-        model.train()
-        record = {
-            "step": step,
-            "examples_seen": step * cfg.batch_size,
-            "fraction": step / cfg.steps,
-            "loss": loss_sum / loss_count if loss_count else None,
-            "lr": optimizer.param_groups[0]["lr"],
-            **metrics,
-        }
-        if threshold_step is None and record["accuracy"] >= cfg.threshold:
-            threshold_step = step
-        run.append_metrics(record)
+        record = None
+        if ctx.is_main:
+            model.eval()
+            with torch.no_grad(), autocast:
+                metrics = task.evaluate(model)
+            model.train()
+            record = {
+                "step": step,
+                "examples_seen": step * cfg.batch_size,
+                "fraction": step / cfg.steps,
+                "loss": loss_sum / loss_count if loss_count else None,
+                "lr": optimizer.param_groups[0]["lr"],
+                **metrics,
+            }
+            if threshold_step is None and record["accuracy"] >= cfg.threshold:
+                threshold_step = step
+            files.append_metrics(record)
+        threshold_step = ctx.broadcast_int(threshold_step)
         loss_sum, loss_count, last_eval_step, last_metrics = 0.0, 0, step, record
         checkpoint()
-        run.write_status(
-            "running", step=step, threshold_step=threshold_step, accuracy=record["accuracy"]
+        files.write_status(
+            "running",
+            step=step,
+            threshold_step=threshold_step,
+            accuracy=record["accuracy"] if record else None,
         )
         return record
 
     def finish(state: str, reason: str) -> TrainResult:
-        run.write_status(
+        files.write_status(
             state,
             reason,
             step=step,
@@ -263,12 +289,12 @@ def train(
         return TrainResult(state, reason, step, threshold_step, last_metrics)
 
     interval = cfg.eval_interval
-    micro = cfg.batch_size // cfg.grad_accum
+    micro = cfg.batch_size // ctx.world // cfg.grad_accum
     model.train()
     bar = tqdm(
         total=cfg.steps,
         initial=step,
-        disable=not progress,
+        disable=not progress or not ctx.is_main,
         desc=run.path.name,
         unit="step",
         dynamic_ncols=True,
@@ -285,7 +311,7 @@ def train(
                 )
             if step >= cfg.steps:
                 return finish("done", f"finished the budget of {cfg.steps} steps")
-            batch = task.train_batch(step)
+            batch = {k: ctx.shard(v) for k, v in task.train_batch(step).items()}
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for i in range(cfg.grad_accum):
@@ -294,9 +320,10 @@ def train(
                     for k, v in batch.items()
                 }
                 with autocast:
-                    loss = task.loss(model, part) / cfg.grad_accum
+                    loss = task.loss(net, part) / cfg.grad_accum
                 loss.backward()
                 total += loss.item()
+            total = ctx.mean(total)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -306,10 +333,13 @@ def train(
             bar.update(1)
             if step % interval == 0 or step == cfg.steps:
                 record = evaluate()
-                bar.set_postfix(
-                    loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False
-                )
-            if should_stop is not None and should_stop():
+                if record is not None:
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.3f}",
+                        acc=f"{record['accuracy']:.3f}",
+                        refresh=False,
+                    )
+            if ctx.any(should_stop is not None and should_stop()):
                 checkpoint_now = step != last_eval_step
                 if checkpoint_now:
                     checkpoint()
@@ -320,7 +350,7 @@ def train(
             if isinstance(e, KeyboardInterrupt)
             else (f"{type(e).__name__}: {e}")
         )
-        run.write_status(
+        files.write_status(
             "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
             reason,
             step=step,
@@ -332,7 +362,7 @@ def train(
         elapsed = time.perf_counter() - start_time
         if step > start_step and elapsed > 0:
             status = run.read_status() or {}
-            run.write_status(
+            files.write_status(
                 status.get("state", "running"),
                 status.get("reason"),
                 steps_per_s=(step - start_step) / elapsed,

@@ -131,3 +131,23 @@ class RunDir:
         if not self.checkpoint_path.is_file():
             return None
         return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+
+
+class ReadOnlyRunDir(RunDir):
+    """A run directory seen by a non-zero rank of a data-parallel run: it reads the same
+    files (to resume from the same checkpoint) but never writes; rank 0 owns the files."""
+
+    def write_config(self, config: dict) -> None:
+        pass
+
+    def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
+        return {}
+
+    def append_metrics(self, record: dict) -> None:
+        pass
+
+    def truncate_metrics(self, last_step: int) -> list[dict]:
+        return self.read_metrics()
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass

@@ -25,8 +25,9 @@ from torch import nn
 from vlab.config import deep_merge, diff, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import count_parameters
+from vlab.models.distributed import setup_distributed
 from vlab.models.engine import Batch, TrainConfig, TrainResult, resolve_device, train
-from vlab.models.rundir import RunDir
+from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.models.vlm import VLM, VLMConfig, build_vlm
 from vlab.models.vlm_data.instructions import instruction_for
 from vlab.models.vlm_data.records import VLSample
@@ -303,14 +304,24 @@ def train_vlm(
 ) -> dict[int, TrainResult | None]:
     """Run the requested stages into ``out/stage{N}``; finished stages are skipped."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = _tokenizer(cfg, out)
+    ctx = setup_distributed(resolve_device(cfg.stage2.device))
+    log = log if ctx.is_main else (lambda *_: None)
+    if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it
+        out.mkdir(parents=True, exist_ok=True)
+        tok = _tokenizer(cfg, out)
+    ctx.barrier()
+    if not ctx.is_main:
+        tok = _tokenizer(cfg, out)
     full = to_dict(cfg)
     results: dict[int, TrainResult | None] = {}
     for stage in stages:
         train_cfg = cfg.stage1 if stage == 1 else cfg.stage2
-        run = RunDir(out / f"stage{stage}")
-        if _prepare(run, {**full, "stage": stage}):
+        run = (
+            RunDir(out / f"stage{stage}") if ctx.is_main else ReadOnlyRunDir(out / f"stage{stage}")
+        )
+        done = _prepare(run, {**full, "stage": stage}) if ctx.is_main else False
+        ctx.barrier()
+        if done or (not ctx.is_main and run.is_done()):
             log(f"{run.path}: already done; nothing to do")
             results[stage] = None
             continue
@@ -335,7 +346,7 @@ def train_vlm(
             arch=cfg.model.lm.arch,
             stage=stage,
         )
-        device = resolve_device(train_cfg.device)
+        device = ctx.device(resolve_device(train_cfg.device))
         task = VLMTask(cfg, model, tok, train_cfg.batch_size, device)
         results[stage] = train(model, task, train_cfg, run, progress=progress)
     return results

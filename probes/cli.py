@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from vlab.config import deep_merge, from_dict
@@ -81,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = run_probe(cfg, args.out, progress=not args.no_progress)
-    if result is not None:
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.out}: {result.state}: {result.reason}")
         return 0 if result.state == "done" else 1
     return 0

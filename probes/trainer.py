@@ -20,8 +20,9 @@ from torch import nn
 from vlab.config import diff, to_dict
 from vlab.errors import VlabError
 from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
+from vlab.models.distributed import setup_distributed
 from vlab.models.engine import Batch, TrainResult, resolve_device, train
-from vlab.models.rundir import RunDir
+from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.tasks import ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
@@ -107,7 +108,13 @@ def run_probe(
 ) -> TrainResult | None:
     """Train one probe run into ``out`` (resuming it if unfinished); None if already done."""
     cfg = resolve(cfg)
-    run, done = prepare_run_dir(cfg, out)
+    ctx = setup_distributed(resolve_device(cfg.train.device))
+    if ctx.is_main:  # rank 0 checks and creates the run directory; the others wait for it
+        run, done = prepare_run_dir(cfg, out)
+    ctx.barrier()
+    if not ctx.is_main:
+        run = ReadOnlyRunDir(out)
+        done = run.is_done()
     if done:
         status = run.read_status() or {}
         log(f"{run.path}: already done ({status.get('reason')}); nothing to do")
@@ -116,6 +123,7 @@ def run_probe(
     vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
     add_tokens(model, len(vocab.new_token_names), cfg.model)
     params = count_parameters(model)
+    log = log if ctx.is_main else (lambda *_: None)
     log(
         f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
         f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
@@ -123,6 +131,6 @@ def run_probe(
     )
     run.write_status("running", params=params, arch=cfg.model.arch)
     data = ProbeData(cfg.task, vocab)
-    device = resolve_device(cfg.train.device)
+    device = ctx.device(resolve_device(cfg.train.device))
     task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
     return train(model, task, cfg.train, run, should_stop=should_stop, progress=progress)
