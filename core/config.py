@@ -135,3 +135,45 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(path)
     return out
+
+
+def parse_assignments(items: list[str], flag: str = "--set") -> dict:
+    """``["train.lr=3e-3", "task.variant=prefix"]`` -> a nested dict; values parsed as JSON
+    when they are JSON (numbers, true/false, lists), kept as strings otherwise."""
+    from vlab.errors import VlabError
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise VlabError(f"{flag} expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def cli_overrides(config_file: str | None, assignments: list[str] | None) -> dict:
+    """What ``--config FILE`` (JSON, nested like config.json) and ``--set k=v`` describe,
+    the assignments winning; a missing or malformed file is a clear error."""
+    from pathlib import Path
+
+    from vlab.errors import VlabError
+    from vlab.fileio import read_json
+
+    data: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise VlabError(f"--config {path}: no such file")
+        try:
+            data = read_json(path)
+        except json.JSONDecodeError as e:
+            raise VlabError(f"--config {path}: not valid JSON ({e})") from e
+    return deep_merge(data, parse_assignments(assignments or []))

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
-from vlab.config import deep_merge
-from vlab.errors import VlabError
-from vlab.fileio import read_json
+from vlab.config import cli_overrides, deep_merge
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from vlab.probes.cli import _parse_set
-
-    data: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise VlabError(f"--config {path}: no such file")
-        try:
-            data = read_json(path)
-        except json.JSONDecodeError as e:
-            raise VlabError(f"--config {path}: not valid JSON ({e})") from e
-    data = deep_merge(data, _parse_set(args.set or []))
+    data = cli_overrides(args.config, args.set)
     if args.steps is not None:
         data = deep_merge(data, {"stage2": {"steps": args.steps}})
     if args.ordering is not None:

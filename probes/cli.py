@@ -8,48 +8,16 @@ built, so a bad value fails in milliseconds with the field's name.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
-from vlab.config import deep_merge, from_dict
-from vlab.errors import VlabError
-from vlab.fileio import read_json
-
-
-def _parse_set(items: list[str]) -> dict:
-    """``["train.lr=3e-3", "task.variant=prefix"]`` -> nested dict; values parsed as JSON."""
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise VlabError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+from vlab.config import cli_overrides, deep_merge, from_dict
 
 
 def config_from_args(args: argparse.Namespace):
     """The validated :class:`ProbeRunConfig` the flags describe."""
     from vlab.probes.config import ProbeRunConfig
 
-    data: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise VlabError(f"--config {path}: no such file")
-        try:
-            data = read_json(path)
-        except json.JSONDecodeError as e:
-            raise VlabError(f"--config {path}: not valid JSON ({e})") from e
-    data = deep_merge(data, _parse_set(args.set or []))
+    data = cli_overrides(args.config, args.set)
     flags = {
         "model": {
             "arch": args.arch,

@@ -137,9 +137,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.set:
-        from vlab.config import deep_merge
+        from vlab.config import deep_merge, parse_assignments
 
-        spec.base = deep_merge(nest(spec.base), nest(_kv(args.set, "--set")))
+        spec.base = deep_merge(nest(spec.base), parse_assignments(args.set))
     runs = expand(spec)
     if args.only:
         runs = [r for r in runs if any(fnmatch.fnmatch(r.name, p) for p in args.only)]

@@ -53,6 +53,32 @@ def reference_metrics(capsys, tmp_path, spec, name):
     return read_jsonl(out / "runs" / name / "metrics.jsonl")
 
 
+def start_long_run(capsys, tmp_path, slurm_cluster):
+    """Submit one long run to SLURM, wait until it is training; also train the same run
+    uninterrupted in this process. Returns (sweep, its metrics path, the expected metrics)."""
+    spec = spec_file(tmp_path, "long", LONG, {"train.seed": [0]})
+    expected = reference_metrics(capsys, tmp_path, spec, "s0")
+    out = tmp_path / "sw"
+    code, _, _ = vlab(
+        capsys,
+        "sweep",
+        "submit",
+        spec,
+        "--executor",
+        "slurm",
+        "--out",
+        str(out),
+        "--partition",
+        slurm_cluster.partition,
+        "--time-min",
+        "10",
+    )
+    assert code == 0
+    metrics = out / "runs" / "s0" / "metrics.jsonl"
+    wait_for(lambda: len(read_jsonl(metrics)) >= 3, 120, "the run to get going")
+    return SweepDir(out), metrics, expected
+
+
 def test_slurm_sweep_completes_and_resubmitting_reruns_nothing(capsys, tmp_path, slurm_cluster):
     spec = spec_file(
         tmp_path,
@@ -92,58 +118,18 @@ def test_slurm_sweep_completes_and_resubmitting_reruns_nothing(capsys, tmp_path,
 
 
 def test_preempted_run_requeues_and_resumes_to_the_same_metrics(capsys, tmp_path, slurm_cluster):
-    spec = spec_file(tmp_path, "p", LONG, {"train.seed": [0]})
-    expected = reference_metrics(capsys, tmp_path, spec, "s0")
-    out = tmp_path / "sw"
-    code, _, _ = vlab(
-        capsys,
-        "sweep",
-        "submit",
-        spec,
-        "--executor",
-        "slurm",
-        "--out",
-        str(out),
-        "--partition",
-        slurm_cluster.partition,
-        "--time-min",
-        "10",
-    )
-    assert code == 0
-    sweep = SweepDir(out)
-    metrics = out / "runs" / "s0" / "metrics.jsonl"
-    wait_for(lambda: len(read_jsonl(metrics)) >= 3, 120, "the run to get going")
+    sweep, metrics, expected = start_long_run(capsys, tmp_path, slurm_cluster)
     # the preemption signal (what SLURM sends before preempting or at the time limit):
     # submitit calls checkpoint() and requeues the job
     slurm_cluster.run("scancel", "--signal=USR2", sweep.last_job("s0")["job_id"])
     wait_for(lambda: sweep_status(sweep)[0]["state"] == "done", 240, "the requeued run", sweep)
-    status = json.loads((out / "runs" / "s0" / "status.json").read_text())
+    status = json.loads((sweep.run_path("s0") / "status.json").read_text())
     assert status["slurm_restart_count"] >= 1  # it really was requeued
     assert read_jsonl(metrics) == expected
 
 
 def test_killed_run_is_finished_by_resume(capsys, tmp_path, slurm_cluster):
-    spec = spec_file(tmp_path, "k", LONG, {"train.seed": [0]})
-    expected = reference_metrics(capsys, tmp_path, spec, "s0")
-    out = tmp_path / "sw"
-    code, _, _ = vlab(
-        capsys,
-        "sweep",
-        "submit",
-        spec,
-        "--executor",
-        "slurm",
-        "--out",
-        str(out),
-        "--partition",
-        slurm_cluster.partition,
-        "--time-min",
-        "10",
-    )
-    assert code == 0
-    sweep = SweepDir(out)
-    metrics = out / "runs" / "s0" / "metrics.jsonl"
-    wait_for(lambda: len(read_jsonl(metrics)) >= 3, 120, "the run to get going")
+    sweep, metrics, expected = start_long_run(capsys, tmp_path, slurm_cluster)
     job_id = sweep.last_job("s0")["job_id"]
     slurm_cluster.run("scancel", job_id)  # cancelled outright: TERM, then KILL, no checkpoint()
     wait_for(
@@ -153,7 +139,9 @@ def test_killed_run_is_finished_by_resume(capsys, tmp_path, slurm_cluster):
         sweep,
     )
     assert len(read_jsonl(metrics)) < len(expected)
-    code, stdout, _ = vlab(capsys, "sweep", "resume", str(out), "--wait", "--wait-timeout", "240")
+    code, stdout, _ = vlab(
+        capsys, "sweep", "resume", str(sweep.path), "--wait", "--wait-timeout", "240"
+    )
     assert code == 0, stdout
     assert "1 to run" in stdout
     assert sweep_status(sweep)[0]["state"] == "done"
