@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from vlab.config import cli_overrides, deep_merge
+from vlab.models.distributed import is_main_process
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -24,7 +24,7 @@ def _train(args: argparse.Namespace) -> int:
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
     results = train_vlm(cfg, args.out, stages, progress=not args.no_progress)
     for stage, result in results.items():
-        if result is not None and int(os.environ.get("RANK", "0")) == 0:
+        if result is not None and is_main_process():
             acc = (result.final_metrics or {}).get("tasks")
             print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
     return 0 if all(r is None or r.state == "done" for r in results.values()) else 1

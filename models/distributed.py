@@ -73,6 +73,11 @@ class DistContext:
         return None if t.item() < 0 else int(t.item())
 
 
+def is_main_process() -> bool:
+    """Rank 0, or not under torchrun: the process that reports and writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup_distributed(device: torch.device) -> DistContext:
     """Join the process group torchrun describes (idempotent); a single-process context
     when ``WORLD_SIZE`` is unset or 1."""

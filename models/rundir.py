@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from vlab.config import diff
 from vlab.errors import VlabError
 from vlab.fileio import (
     append_jsonl,
@@ -63,6 +64,26 @@ class RunDir:
     # config -------------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, config)
+
+    def claim(self, config: dict) -> bool:
+        """Start or resume the run of ``config`` here; True if it is already finished.
+
+        An existing run directory is resumed only if its config is the same; otherwise the
+        user is told which fields differ and nothing is touched. A non-empty folder that is
+        not a run directory is refused too.
+        """
+        if self.exists():
+            changed = diff(self.read_config(), config)
+            if changed:
+                raise VlabError(
+                    f"{self.path} already holds a run with a different config "
+                    f"(fields: {', '.join(changed)}); choose another --out or delete it"
+                )
+            return self.is_done()
+        if self.path.exists() and any(self.path.iterdir()):
+            raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
+        self.write_config(config)
+        return False
 
     def read_config(self) -> dict:
         if not self.config_path.is_file():

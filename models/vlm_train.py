@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlab.config import deep_merge, diff, from_dict, to_dict
+from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import count_parameters
 from vlab.models.distributed import setup_distributed
@@ -280,20 +280,6 @@ class VLMTask:
 # runs -----------------------------------------------------------------------------------------
 
 
-def _prepare(run: RunDir, config: dict) -> bool:
-    """Write or check config.json; True if this stage is already done."""
-    if run.exists():
-        changed = diff(run.read_config(), config)
-        if changed:
-            raise VlabError(
-                f"{run.path} holds a run with a different config (fields: "
-                f"{', '.join(changed)}); choose another --out"
-            )
-        return run.is_done()
-    run.write_config(config)
-    return False
-
-
 def train_vlm(
     cfg: VLMRunConfig,
     out: str | Path,
@@ -319,7 +305,7 @@ def train_vlm(
         run = (
             RunDir(out / f"stage{stage}") if ctx.is_main else ReadOnlyRunDir(out / f"stage{stage}")
         )
-        done = _prepare(run, {**full, "stage": stage}) if ctx.is_main else False
+        done = run.claim({**full, "stage": stage}) if ctx.is_main else False
         ctx.barrier()
         if done or (not ctx.is_main and run.is_done()):
             log(f"{run.path}: already done; nothing to do")

@@ -8,9 +8,9 @@ built, so a bad value fails in milliseconds with the field's name.
 from __future__ import annotations
 
 import argparse
-import os
 
 from vlab.config import cli_overrides, deep_merge, from_dict
+from vlab.models.distributed import is_main_process
 
 
 def config_from_args(args: argparse.Namespace):
@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = run_probe(cfg, args.out, progress=not args.no_progress)
-    if result is not None and int(os.environ.get("RANK", "0")) == 0:
+    if result is not None and is_main_process():
         print(f"{args.out}: {result.state}: {result.reason}")
         return 0 if result.state == "done" else 1
     return 0

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlab.config import diff, to_dict
-from vlab.errors import VlabError
+from vlab.config import to_dict
 from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
 from vlab.models.distributed import setup_distributed
 from vlab.models.engine import Batch, TrainResult, resolve_device, train
@@ -80,29 +79,6 @@ def resolve(cfg: ProbeRunConfig) -> ProbeRunConfig:
     return dataclasses.replace(cfg, task=task, train=train_cfg)
 
 
-def prepare_run_dir(cfg: ProbeRunConfig, out: str | Path) -> tuple[RunDir, bool]:
-    """Check ``out`` against ``cfg``; returns the run dir and whether it is already finished.
-
-    An existing run directory is resumed only if its config is the same; otherwise the user is
-    told which fields differ, and nothing is touched.
-    """
-    run = RunDir(out)
-    resolved = to_dict(cfg)
-    if run.exists():
-        stored = run.read_config()
-        changed = diff(stored, resolved)
-        if changed:
-            raise VlabError(
-                f"{run.path} already holds a run with a different config "
-                f"(fields: {', '.join(changed)}); choose another --out or delete it"
-            )
-        return run, run.is_done()
-    if run.path.exists() and any(run.path.iterdir()):
-        raise VlabError(f"{run.path} exists, is not empty and is not a run directory")
-    run.write_config(resolved)
-    return run, False
-
-
 def run_probe(
     cfg: ProbeRunConfig, out: str | Path, *, progress: bool = True, should_stop=None, log=print
 ) -> TrainResult | None:
@@ -110,7 +86,8 @@ def run_probe(
     cfg = resolve(cfg)
     ctx = setup_distributed(resolve_device(cfg.train.device))
     if ctx.is_main:  # rank 0 checks and creates the run directory; the others wait for it
-        run, done = prepare_run_dir(cfg, out)
+        run = RunDir(out)
+        done = run.claim(to_dict(cfg))
     ctx.barrier()
     if not ctx.is_main:
         run = ReadOnlyRunDir(out)
