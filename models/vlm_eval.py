@@ -7,8 +7,13 @@
 * grounding accuracy: a hit when the predicted box has IoU >= 0.5 with the reference;
 * token F1 for short descriptions (dense captions on the built-in dataset).
 
-Caption metrics of the papers (CIDEr, BLEU-4, METEOR, ROUGE-L, SPICE) need the COCO caption
-toolkit and are not implemented here yet.
+* caption metrics (CIDEr, BLEU-4, METEOR, ROUGE-L, SPICE) of :mod:`vlab.models.caption_metrics`
+  when the held-out captions carry their references (dataset files); the built-in shapes
+  captions are deterministic, so there exact match is the stricter measure.
+
+:func:`evaluate_predictions` turns the predictions of a held-out set into the per-task record
+of ``metrics.jsonl``. Its ``accuracy`` is the mean over tasks of the metrics bounded by 1;
+CIDEr (0 to 10) is reported next to it, never averaged into it.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
-from vlab.models.vlm_data.records import box_iou, parse_box
+from vlab.models.vlm_data.records import VLSample, box_iou, parse_box
 
 _ARTICLES = {"a", "an", "the"}
 _NUMBERS = {
@@ -95,3 +101,69 @@ def score(task: str, prediction: str, reference: str) -> float:
     """The task's metric for one example (1.0 / 0.0 for hit metrics)."""
     _, fn = TASK_METRICS.get(task, ("exact_match", exact_match))
     return float(fn(prediction, reference))
+
+
+def _sample_score(sample: VLSample, prediction: str) -> tuple[str, float]:
+    """The metric name and value of one first-turn prediction (VQAv2-style samples with
+    several human answers get the official VQA score)."""
+    answers = sample.meta.get("answers") or []
+    if sample.task == "vqa" and len(answers) >= 2:
+        return "vqa_score", vqa_score(prediction, answers)
+    name, _ = TASK_METRICS.get(sample.task, ("exact_match", exact_match))
+    return name, score(sample.task, prediction, sample.turns[0].response)
+
+
+def _caption_task(items: list[tuple[VLSample, str]]) -> tuple[str, float, dict[str, float]]:
+    from vlab.models.caption_metrics import caption_scores
+
+    preds = {str(i): p for i, (_, p) in enumerate(items)}
+    refs = {
+        str(i): list(s.meta.get("references") or [s.turns[0].response])
+        for i, (s, _) in enumerate(items)
+    }
+    scores = caption_scores(preds, refs, spice=False)
+    return "CIDEr", scores["CIDEr"], scores
+
+
+def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]) -> dict[str, Any]:
+    """Held-out scores of greedy answers to the first turn of each sample.
+
+    Returns ``tasks`` (task -> score), ``metrics`` (task -> metric name), ``sources``
+    ("source/task" -> score, one per benchmark), ``captions`` (every caption metric, when the
+    captions carry references) and ``accuracy`` (mean of the bounded task scores).
+    """
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    by_task: dict[str, list[tuple[VLSample, str]]] = {}
+    for s, p in zip(samples, predictions, strict=True):
+        by_task.setdefault(s.task, []).append((s, p))
+    tasks, metrics, sources, captions = {}, {}, {}, {}
+    for task, items in sorted(by_task.items()):
+        if task == "caption" and any("references" in s.meta for s, _ in items):
+            metrics[task], tasks[task], captions = _caption_task(items)
+            by_source: dict[str, list] = {}
+            for s, p in items:
+                by_source.setdefault(s.source, []).append((s, p))
+            for src, group in sorted(by_source.items()):
+                sources[f"{src}/{task}"] = _caption_task(group)[1]
+            continue
+        per_source: dict[str, list[float]] = {}
+        names = set()
+        for s, p in items:
+            name, value = _sample_score(s, p)
+            names.add(name)
+            per_source.setdefault(s.source, []).append(value)
+        metrics[task] = "/".join(sorted(names))
+        tasks[task] = sum(sum(v) for v in per_source.values()) / len(items)
+        for src, values in sorted(per_source.items()):
+            sources[f"{src}/{task}"] = sum(values) / len(values)
+    bounded = [v for t, v in tasks.items() if metrics[t] != "CIDEr"]
+    out: dict[str, Any] = {
+        "accuracy": sum(bounded) / len(bounded) if bounded else 0.0,
+        "tasks": tasks,
+        "metrics": metrics,
+        "sources": sources,
+    }
+    if captions:
+        out["captions"] = captions
+    return out

@@ -30,31 +30,18 @@ from vlab.models.engine import Batch, TrainConfig, TrainResult, resolve_device, 
 from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.models.vlm import VLM, VLMConfig, build_vlm
 from vlab.models.vlm_data.instructions import instruction_for
-from vlab.models.vlm_data.records import VLSample
-from vlab.models.vlm_data.shapes import ShapesConfig, shapes_sample
-from vlab.models.vlm_eval import TASK_METRICS, score
+from vlab.models.vlm_data.records import VLSample, load_image
+from vlab.models.vlm_datasets import FileData, ShapesData, VLMDataConfig, open_data, tokenizer_texts
+from vlab.models.vlm_eval import evaluate_predictions
 from vlab.models.vlm_loss import per_sequence_loss
-from vlab.models.vlm_sequence import IGNORE, Assembled, assemble, collate
-
-
-@dataclass(frozen=True)
-class VLMDataConfig:
-    """The training data. ``n_heldout`` held-out samples are evaluated at every evaluation."""
-
-    dataset: str = "shapes"
-    shapes: ShapesConfig = field(default_factory=ShapesConfig)
-    n_heldout: int = 120
-    tokenizer: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.dataset != "shapes":
-            raise ConfigError(
-                "dataset",
-                f"{self.dataset!r}: only the built-in 'shapes' dataset is wired into training so "
-                "far; the real-format readers live in vlab.models.vlm_data",
-            )
-        if self.n_heldout < 1:
-            raise ConfigError("n_heldout", f"must be >= 1, got {self.n_heldout}")
+from vlab.models.vlm_sequence import (
+    IGNORE,
+    Assembled,
+    SequenceConfig,
+    assemble,
+    collate,
+    image_segment_length,
+)
 
 
 @dataclass(frozen=True)
@@ -151,11 +138,7 @@ def _tokenizer(cfg: VLMRunConfig, out: Path):
     saved = out / "tokenizer"
     if (saved / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(saved))
-    texts = []
-    for i in range(600):
-        s = shapes_sample(cfg.data.shapes, "train", i)
-        texts.append(instruction_for(s.task))
-        texts.extend(t for turn in s.turns for t in (turn.prompt, turn.response))
+    texts = list(tokenizer_texts(cfg.data, n=600))
     layout = cfg.model.sequence.layout
     texts.extend(m for m in (layout.start, layout.row_break, layout.end, layout.text_sep) if m)
     tok = train_bpe_tokenizer(texts, vocab_size=cfg.model.lm.overrides.get("vocab_size", 384))
@@ -166,14 +149,20 @@ def _tokenizer(cfg: VLMRunConfig, out: Path):
 class VLMTask:
     """The VLM as the engine sees it: batches by step, loss, held-out metrics."""
 
-    def __init__(self, cfg: VLMRunConfig, model: VLM, tok, batch_size: int, device: torch.device):
-        self.cfg, self.model, self.tok = cfg, model, tok
+    def __init__(
+        self,
+        cfg: VLMRunConfig,
+        model: VLM,
+        tok,
+        batch_size: int,
+        device: torch.device,
+        data: ShapesData | FileData,
+    ):
+        self.cfg, self.model, self.tok, self.data = cfg, model, tok, data
         self.batch_size = batch_size
         self.device = device
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.heldout = [
-            shapes_sample(cfg.data.shapes, "held_out", i) for i in range(cfg.data.n_heldout)
-        ]
+        self.heldout = data.heldout
 
     def _assemble(self, s: VLSample) -> Assembled:
         turns = [(t.prompt, t.response) for t in s.turns]
@@ -186,7 +175,7 @@ class VLMTask:
         )
 
     def _pixels(self, samples: list[VLSample]) -> list[torch.Tensor]:
-        images = [s.image for s in samples]
+        images = [load_image(s) for s in samples]
         return [enc.preprocess(images) for enc in self.model.encoders]
 
     def _batch(self, samples: list[VLSample]) -> Batch:
@@ -196,13 +185,7 @@ class VLMTask:
         return batch
 
     def train_batch(self, step: int) -> Batch:
-        start = step * self.batch_size
-        return self._batch(
-            [
-                shapes_sample(self.cfg.data.shapes, "train", i)
-                for i in range(start, start + self.batch_size)
-            ]
-        )
+        return self._batch(self.data.train(step * self.batch_size, self.batch_size))
 
     def _forward(self, model: nn.Module, batch: Batch) -> dict:
         pixels = [batch[k] for k in sorted(batch) if k.startswith("pixel_values_")]
@@ -218,22 +201,16 @@ class VLMTask:
         return self._forward(model, batch)["loss"]
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        losses, by_task = [], {}
+        losses, predictions = [], []
         bs = self.cfg.eval_batch_size
         for i in range(0, len(self.heldout), bs):
             samples = self.heldout[i : i + bs]
             batch = {k: v.to(self.device) for k, v in self._batch(samples).items()}
             out = self._forward(model, batch)
             losses.extend(per_sequence_loss(out["logits"], batch["labels"]).tolist())
-            for s, pred in zip(samples, self.generate(model, batch), strict=True):
-                by_task.setdefault(s.task, []).append(score(s.task, pred, s.turns[0].response))
-        tasks = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
-        return {
-            "eval_loss": float(np.mean(losses)),
-            "accuracy": float(np.mean(list(tasks.values()))),
-            "tasks": tasks,
-            "metrics": {t: TASK_METRICS.get(t, ("exact_match",))[0] for t in tasks},
-        }
+            predictions.extend(self.generate(model, batch))
+        scores = evaluate_predictions(self.heldout, predictions)
+        return {"eval_loss": float(np.mean(losses)), **scores}
 
     @torch.no_grad()
     def generate(self, model: nn.Module, batch: Batch) -> list[str]:
@@ -280,6 +257,14 @@ class VLMTask:
 # runs -----------------------------------------------------------------------------------------
 
 
+def image_tokens(seq: SequenceConfig, grid: tuple[int, int], tok) -> int:
+    """Tokens the image takes in a sequence (patches, markers and the text separator): what
+    packing reserves before counting text."""
+    sep = seq.layout.text_sep
+    n_sep = len(tok.encode(sep, add_special_tokens=False)) if sep else 0
+    return image_segment_length(seq.layout, *grid, tok) + n_sep
+
+
 def train_vlm(
     cfg: VLMRunConfig,
     out: str | Path,
@@ -290,6 +275,7 @@ def train_vlm(
 ) -> dict[int, TrainResult | None]:
     """Run the requested stages into ``out/stage{N}``; finished stages are skipped."""
     out = Path(out)
+    cfg.data.check_files()
     ctx = setup_distributed(resolve_device(cfg.stage2.device))
     log = log if ctx.is_main else (lambda *_: None)
     if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it
@@ -333,7 +319,18 @@ def train_vlm(
             stage=stage,
         )
         device = ctx.device(resolve_device(train_cfg.device))
-        task = VLMTask(cfg, model, tok, train_cfg.batch_size, device)
+        data = open_data(
+            cfg.data,
+            stage,
+            out,
+            is_main=ctx.is_main,
+            barrier=ctx.barrier,
+            length_fn=lambda text: len(tok.encode(text, add_special_tokens=False)),
+            max_length=cfg.model.sequence.max_length,
+            image_tokens=image_tokens(cfg.model.sequence, model.grid, tok),
+            log=log,
+        )
+        task = VLMTask(cfg, model, tok, train_cfg.batch_size, device, data)
         results[stage] = train(model, task, train_cfg, run, progress=progress)
     return results
 

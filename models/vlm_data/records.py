@@ -130,3 +130,18 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def load_image(sample: VLSample) -> Image.Image:
+    """The sample's image as RGB: opened from its path, or the in-memory image itself."""
+    if isinstance(sample.image, Image.Image):
+        return sample.image
+    if sample.image is None:
+        raise VlabError(f"{sample.source}/{sample.image_id} has no image")
+    try:
+        with Image.open(sample.image) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise VlabError(
+            f"{sample.source}/{sample.image_id}: cannot read image {sample.image}: {e}"
+        ) from e
