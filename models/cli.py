@@ -10,6 +10,10 @@ from vlab.models.distributed import is_main_process
 
 def _overrides(args: argparse.Namespace) -> dict:
     data = cli_overrides(args.config, args.set)
+    if args.data_root is not None:
+        from vlab.models.vlm_data.paper_data import paper_data
+
+        data = deep_merge({"data": paper_data(args.data_root)}, data)
     if args.steps is not None:
         data = deep_merge(data, {"stage2": {"steps": args.steps}})
     if args.ordering is not None:
@@ -53,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ordering",
         choices=["task_agnostic", "task_aware"],
         help="image first (task-agnostic) or instruction first (task-aware)",
+    )
+    train.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="train on the paper's datasets in their usual layout under DIR "
+        "(see vlab.models.vlm_data.paper_data); default: the built-in shapes dataset",
     )
     train.add_argument("--config", help="JSON config file (same nesting as config.json)")
     train.add_argument(

@@ -192,3 +192,89 @@ def test_tiny_vlm_trains_on_dataset_files_from_the_cli(tmp_path, files, capsys):
     # rerunning finds both stages done and the data prepared
     assert main([*argv, "--out", str(out)]) == 0
     assert "already done" in capsys.readouterr().out
+
+
+PAPER_LAYOUT = {  # fixture -> place in the paper layout (vlab.models.vlm_data.paper_data)
+    "llava_pretrain/blip_laion_cc_sbu_558k.json": ["LLaVA-CC3M-Pretrain-595K/chat.json"],
+    "coco_captions/captions_train2017.json": [
+        "coco/annotations/captions_train2017.json",
+        "coco/annotations/captions_val2017.json",
+    ],
+    "textcaps/TextCaps_0.1_train.json": ["textcaps/TextCaps_0.1_train.json"],
+    "llava_instruct/llava_instruct_150k.json": ["llava/llava_instruct_150k.json"],
+    "refcoco/refs(unc).p": [
+        "refcoco/refs(unc).p",
+        "refcoco+/refs(unc).p",
+        "refcocog/refs(umd).p",
+    ],
+    "refcoco/instances.json": [
+        "refcoco/instances.json",
+        "refcoco+/instances.json",
+        "refcocog/instances.json",
+    ],
+    "visual_genome/region_descriptions.json": ["vg/region_descriptions.json"],
+    "visual_genome/question_answers.json": ["vg/question_answers.json"],
+    "visual_genome/image_data.json": ["vg/image_data.json"],
+    "grit/00000.jsonl": ["grit/00000.jsonl"],
+    "vsr/train.jsonl": ["vsr/train.jsonl"],
+    "ai2d/questions/0.png.json": ["ai2d/questions/0.png.json"],
+    "ai2d/questions/12.png.json": ["ai2d/questions/12.png.json"],
+    "ai2d/ai2d_test_ids.csv": ["ai2d/ai2d_test_ids.csv"],
+    "visual7w/dataset_v7w_telling.json": ["visual7w/dataset_v7w_telling.json"],
+    "aokvqa/aokvqa_v1p0_train.json": ["aokvqa/aokvqa_v1p0_train.json"],
+    "vqav2/v2_OpenEnded_mscoco_train2014_questions.json": [
+        "vqav2/v2_OpenEnded_mscoco_train2014_questions.json",
+        "vqav2/v2_OpenEnded_mscoco_val2014_questions.json",
+    ],
+    "vqav2/v2_mscoco_train2014_annotations.json": [
+        "vqav2/v2_mscoco_train2014_annotations.json",
+        "vqav2/v2_mscoco_val2014_annotations.json",
+    ],
+    "gqa/train_balanced_questions.json": ["gqa/train_balanced_questions.json"],
+    "ocrvqa/dataset.json": ["ocrvqa/dataset.json"],
+    "docvqa/train_v1.0.json": ["docvqa/train_v1.0.json"],
+    "infographicvqa/infographicVQA_train_v1.0.json": [
+        "infographicvqa/infographicVQA_train_v1.0.json"
+    ],
+}
+
+
+def test_paper_layout_names_every_missing_file_then_reads_every_source(tmp_path):
+    from vlab.models.vlm_data.paper_data import paper_data
+
+    root = tmp_path / "datasets"
+    cfg = from_dict(VLMDataConfig, paper_data(root))
+    with pytest.raises(ConfigError, match=r"data\.stage1\.sources\[0\]\.paths.*1 annotation"):
+        cfg.check_files()
+    for fixture, places in PAPER_LAYOUT.items():
+        for place in places:
+            (root / place).parent.mkdir(parents=True, exist_ok=True)
+            (root / place).write_bytes((FX / fixture).read_bytes())
+    cfg = from_dict(VLMDataConfig, paper_data(root))
+    cfg.check_files()
+    stage2 = paper_data(root)["stage2"]["sources"]
+    _write_images({str(i): s for i, s in enumerate(stage2) if s["reader"] != "ocrvqa"})
+    # OCR-VQA's filter reads its images: give them a size that passes (>= 350 px, not blank)
+    ocr = next(s for s in stage2 if s["reader"] == "ocrvqa")
+    for s in load_source(from_dict(SourceConfig, {**ocr, "filter": False}))[0]:
+        Path(s.image).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(1).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(s.image)
+    tasks = set()
+    for source in cfg.stage2.sources:
+        samples, stats = load_source(source)
+        assert stats.read > 0, source.label
+        # GRIT keeps phrases seen on >= 3 images: the 2-image fixture keeps none
+        assert (stats.samples == 0) == (source.reader == "grit"), source.label
+        assert all(Path(s.image).is_file() for s in samples), source.label
+        tasks |= {s.task for s in samples}
+    assert tasks == {
+        "caption",
+        "chat",
+        "grounding",
+        "dense_caption",
+        "itm",
+        "mcvqa",
+        "vqa",
+    }
+    assert [s.label for s in cfg.stage2.sources][3:6] == ["refcoco", "refcoco+", "refcocog"]

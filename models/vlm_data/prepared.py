@@ -70,11 +70,18 @@ class MixtureConfig:
             raise ConfigError("pair_overhead", f"must be >= 0, got {self.pair_overhead}")
 
     def check_files(self, field_prefix: str = "") -> None:
-        """Every annotation file exists (raised as a ConfigError naming the source)."""
+        """Every annotation file exists, else one ConfigError naming the first source with a
+        missing file and listing all of them (before any work starts)."""
         if not self.sources:
             raise ConfigError(f"{field_prefix}sources", "no sources given")
-        for i, s in enumerate(self.sources):
-            s.check_files(f"{field_prefix}sources[{i}].")
+        missing = [(i, f) for i, s in enumerate(self.sources) for f in s.missing()]
+        if missing:
+            listed = "\n  ".join(str(f) for _, f in missing[:20])
+            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise ConfigError(
+                f"{field_prefix}sources[{missing[0][0]}].paths",
+                f"{len(missing)} annotation file(s) do not exist:\n  {listed}{more}",
+            )
 
 
 def sample_to_json(s: VLSample) -> dict:

@@ -127,11 +127,9 @@ class SourceConfig:
                 out.append(Path(self.options[key]))
         return out
 
-    def check_files(self, field_prefix: str = "") -> None:
-        """Raise a ConfigError naming the first missing annotation file (before any work)."""
-        for f in self.files():
-            if not f.is_file():
-                raise ConfigError(f"{field_prefix}paths", f"{f} does not exist")
+    def missing(self) -> list[Path]:
+        """The annotation files (or AI2D question directories) that do not exist."""
+        return [f for f in self.files() if not f.exists()]
 
 
 @dataclass
