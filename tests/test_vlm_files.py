@@ -101,7 +101,7 @@ def test_missing_annotation_file_is_rejected_before_any_work(tmp_path, files):
     )
     from vlab.models.vlm_train import train_vlm
 
-    with pytest.raises(ConfigError, match=r"data\.stage2\.sources\[0\]\.paths.*nope\.json"):
+    with pytest.raises(ConfigError, match=r"(?s)data\.stage2\.sources\[0\]\.paths.*nope\.json"):
         train_vlm(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     assert not (tmp_path / "run").exists()
 
