@@ -4,6 +4,8 @@
   removed, number words as digits) for VQA, GQA, POPE, image-text matching, multiple choice;
 * the official VQAv2 score: an answer counts ``min(#humans who gave it / 3, 1)``, averaged over
   the ten leave-one-annotator-out subsets;
+* ANLS (average normalised Levenshtein similarity, threshold 0.5) for DocVQA and
+  InfographicVQA, whose answers are read off the page;
 * grounding accuracy: a hit when the predicted box has IoU >= 0.5 with the reference;
 * token F1 for short descriptions (dense captions on the built-in dataset).
 
@@ -103,12 +105,43 @@ def score(task: str, prediction: str, reference: str) -> float:
     return float(fn(prediction, reference))
 
 
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions of characters)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
+    """DocVQA's ANLS of one prediction: the best ``1 - NL`` over the answers, where NL is the
+    edit distance over the longer string's length (lower case, trimmed); 0 when NL >= 0.5."""
+    pred = " ".join(prediction.lower().split())
+    best = 0.0
+    for ans in answers:
+        ref = " ".join(str(ans).lower().split())
+        longest = max(len(pred), len(ref))
+        nl = levenshtein(pred, ref) / longest if longest else 0.0
+        best = max(best, 1.0 - nl if nl < threshold else 0.0)
+    return best
+
+
+VQA_SCORE_SOURCES = ("vqav2", "textvqa")  # ten human answers each: the official VQA score
+ANLS_SOURCES = ("docvqa", "infographicvqa")
+
+
 def _sample_score(sample: VLSample, prediction: str) -> tuple[str, float]:
-    """The metric name and value of one first-turn prediction (VQAv2-style samples with
-    several human answers get the official VQA score)."""
+    """The metric name and value of one first-turn prediction, by task and benchmark."""
     answers = sample.meta.get("answers") or []
-    if sample.task == "vqa" and len(answers) >= 2:
+    if sample.task == "vqa" and answers and sample.source in VQA_SCORE_SOURCES:
         return "vqa_score", vqa_score(prediction, answers)
+    if sample.task == "vqa" and answers and sample.source in ANLS_SOURCES:
+        return "anls", anls(prediction, answers)
     name, _ = TASK_METRICS.get(sample.task, ("exact_match", exact_match))
     return name, score(sample.task, prediction, sample.turns[0].response)
 

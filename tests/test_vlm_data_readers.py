@@ -291,3 +291,18 @@ def test_missing_and_malformed_files_name_the_file(tmp_path):
     wrong.write_text('{"images": []}')
     with pytest.raises(VlabError, match="wrong.json.*annotations"):
         list(R.read_coco_captions(wrong, "."))
+
+
+def test_textvqa_answers_with_the_most_common_of_ten():
+    out = list(R.read_textvqa(FX / "textvqa/TextVQA_0.5.1_val.json", "textvqa/train_images"))
+    assert [s.turns[0].response for s in out] == ["dakota", "copenhagen"]
+    assert out[0].image == "textvqa/train_images/003a8ae2ef43b901.jpg"
+    assert (out[0].task, out[0].source, len(out[0].meta["answers"])) == ("vqa", "textvqa", 10)
+
+
+def test_pope_is_yes_no_object_existence():
+    out = list(R.read_pope(FX / "pope/coco_pope_random.json", "coco/val2014"))
+    assert [(s.task, s.turns[0].response) for s in out] == [("pope", "yes"), ("pope", "no")]
+    assert out[1].turns[0].prompt == "Is there a dining table in the image?"
+    assert out[0].image == "coco/val2014/COCO_val2014_000000310196.jpg"
+    assert out[0].image_id == "COCO_val2014_000000310196"

@@ -9,7 +9,7 @@ modules:
 * :mod:`~vlab.models.vlm_data.readers_region`: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome
   regions, Visual7W pointing;
 * :mod:`~vlab.models.vlm_data.readers_qa`: VQAv2, GQA, Visual Genome QA, OCR-VQA, DocVQA,
-  InfographicVQA;
+  InfographicVQA, TextVQA and POPE (evaluation);
 * :mod:`~vlab.models.vlm_data.readers_choice`: Visual7W telling, AI2D, A-OKVQA, VSR.
 """
 
@@ -33,6 +33,8 @@ from vlab.models.vlm_data.readers_qa import (
     read_gqa,
     read_infographicvqa,
     read_ocrvqa,
+    read_pope,
+    read_textvqa,
     read_vg_qa,
     read_vqav2,
 )
@@ -54,8 +56,10 @@ __all__ = [
     "read_llava_instruct",
     "read_llava_pretrain",
     "read_ocrvqa",
+    "read_pope",
     "read_refcoco",
     "read_textcaps",
+    "read_textvqa",
     "read_vg_qa",
     "read_vg_regions",
     "read_visual7w_pointing",

@@ -20,10 +20,16 @@ Formats:
   ``{"data": [{"questionId", "question", "answers", "image" (DocVQA, e.g.
   "documents/xxx.png") or "image_local_name" (InfographicVQA)}]}``. Response: the first answer;
   all answers in ``meta["answers"]`` (ANLS).
+* TextVQA (evaluation): ``TextVQA_0.5.1_<split>.json``: ``{"data": [{"question_id",
+  "question", "image_id", "answers" x 10}]}``; images ``<image_id>.jpg`` (the val images sit in
+  ``train_images``). Response: the most common answer; all ten in ``meta["answers"]``.
+* POPE (evaluation): one JSON object per line, ``{"question_id", "image", "text", "label"}``
+  with ``label`` "yes" / "no"; images by file name (COCO val2014). Task ``pope``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
@@ -33,6 +39,7 @@ from vlab.models.vlm_data._files import (
     format_errors,
     image_path,
     load_json,
+    load_jsonl,
 )
 from vlab.models.vlm_data.readers_region import load_vg_images
 from vlab.models.vlm_data.records import Turn, VLSample
@@ -184,3 +191,37 @@ def read_infographicvqa(
 ) -> Iterator[VLSample]:
     """InfographicVQA -> ``vqa`` samples (source ``infographicvqa``). meta as DocVQA."""
     return _read_doc_qa(annotation_path, image_root, split, "infographicvqa")
+
+
+def read_textvqa(
+    annotation_path: PathLike, image_root: PathLike, split: str = "val"
+) -> Iterator[VLSample]:
+    """TextVQA -> ``vqa`` samples (source ``textvqa``). meta: split, question_id, answers."""
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "a TextVQA file"):
+        for row in data["data"]:
+            answers = [str(a) for a in row.get("answers", [])]
+            top = Counter(answers).most_common(1)[0][0] if answers else ""
+            meta = {"split": split, "question_id": row["question_id"], "answers": answers}
+            yield _vqa(
+                image_path(image_root, f"{row['image_id']}.jpg"),
+                str(row["image_id"]),
+                "textvqa",
+                row["question"],
+                top,
+                meta,
+            )
+
+
+def read_pope(
+    annotation_path: PathLike, image_root: PathLike, split: str = "test"
+) -> Iterator[VLSample]:
+    """POPE -> ``pope`` samples (source ``pope``). meta: split, question_id, label."""
+    for row in load_jsonl(annotation_path):
+        with format_errors(annotation_path, "a POPE jsonl file"):
+            label = str(row["label"]).strip().lower()
+            meta = {"split": split, "question_id": row["question_id"], "label": label}
+            turn = Turn(row["text"].strip(), label)
+            name = row["image"]
+            image_id = PurePosixPath(name).stem
+            yield VLSample(image_path(image_root, name), image_id, "pope", "pope", [turn], meta)

@@ -51,6 +51,8 @@ READERS: dict[str, Callable[..., Iterator[VLSample]]] = {
     "ocrvqa": R.read_ocrvqa,
     "docvqa": R.read_docvqa,
     "infographicvqa": R.read_infographicvqa,
+    "textvqa": R.read_textvqa,
+    "pope": R.read_pope,
     "visual7w_telling": R.read_visual7w_telling,
     "ai2d": R.read_ai2d,
     "aokvqa": R.read_aokvqa,
