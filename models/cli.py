@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vlab.config import cli_overrides, deep_merge
+from vlab.errors import ConfigError
 from vlab.models.distributed import is_main_process
 
 
@@ -32,6 +33,38 @@ def _train(args: argparse.Namespace) -> int:
             acc = (result.final_metrics or {}).get("tasks")
             print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
     return 0 if all(r is None or r.state == "done" for r in results.values()) else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vlab.config import from_dict
+    from vlab.models.vlm_benchmark import evaluate_run, select_sources
+    from vlab.models.vlm_data.prepared import MixtureConfig
+
+    if (args.data_root is None) == (args.config is None):
+        raise ConfigError("benchmarks", "give exactly one of --data-root and --config")
+    if args.data_root is not None:
+        from vlab.models.vlm_data.paper_data import paper_benchmarks
+
+        spec = {"sources": paper_benchmarks(args.data_root), "pack": False}
+    else:
+        spec = cli_overrides(args.config, None)
+    mixture = select_sources(from_dict(MixtureConfig, spec), args.limit, args.skip_missing)
+    results = evaluate_run(
+        args.run,
+        mixture,
+        args.name,
+        stage=int(args.stage),
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    width = max(len(k) for k in results["sources"])
+    for key, value in results["sources"].items():
+        metric = results["metrics"][key.split("/")[1]]
+        print(f"{key:<{width}}  {value:8.4f}  {metric}")
+    print(f"results: {args.run}/eval/{args.name}/results.json")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,3 +107,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--out", required=True, help="run directory (created or resumed)")
     train.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained VLM on benchmark sets (predictions and scores per benchmark)",
+        description="Greedy answers of RUN/stage{N}'s checkpoint on the benchmarks, scored per "
+        "benchmark, into RUN/eval/NAME/{predictions.jsonl,results.json}. Resumes a killed "
+        "evaluation.",
+    )
+    ev.add_argument("--run", required=True, help="a vlab vlm train output directory")
+    ev.add_argument("--stage", choices=["1", "2"], default="2")
+    ev.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the paper's benchmarks under DIR (see vlab.models.vlm_data.paper_data)",
+    )
+    ev.add_argument("--config", help='JSON file of a mixture: {"sources": [{"reader": ..., ...}]}')
+    ev.add_argument("--name", default="benchmarks", help="results go to RUN/eval/NAME")
+    ev.add_argument("--limit", type=int, help="at most N examples per benchmark")
+    ev.add_argument(
+        "--skip-missing", action="store_true", help="leave out benchmarks whose files are missing"
+    )
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_eval)

@@ -126,7 +126,7 @@ def preset_config(name: str, arch: str | None = None, overrides: dict | None = N
 # data -----------------------------------------------------------------------------------------
 
 
-def _tokenizer(cfg: VLMRunConfig, out: Path):
+def run_tokenizer(cfg: VLMRunConfig, out: Path):
     """The LM tokenizer: a local directory, or a BPE trained on the dataset's own text
     (saved under ``OUT/tokenizer`` so generation and later stages read the same one)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -178,14 +178,14 @@ class VLMTask:
         images = [load_image(s) for s in samples]
         return [enc.preprocess(images) for enc in self.model.encoders]
 
-    def _batch(self, samples: list[VLSample]) -> Batch:
+    def batch_of(self, samples: list[VLSample]) -> Batch:
         batch = collate([self._assemble(s) for s in samples], self.pad_id)
         for i, px in enumerate(self._pixels(samples)):
             batch[f"pixel_values_{i}"] = px
         return batch
 
     def train_batch(self, step: int) -> Batch:
-        return self._batch(self.data.train(step * self.batch_size, self.batch_size))
+        return self.batch_of(self.data.train(step * self.batch_size, self.batch_size))
 
     def _forward(self, model: nn.Module, batch: Batch) -> dict:
         pixels = [batch[k] for k in sorted(batch) if k.startswith("pixel_values_")]
@@ -205,7 +205,7 @@ class VLMTask:
         bs = self.cfg.eval_batch_size
         for i in range(0, len(self.heldout), bs):
             samples = self.heldout[i : i + bs]
-            batch = {k: v.to(self.device) for k, v in self._batch(samples).items()}
+            batch = {k: v.to(self.device) for k, v in self.batch_of(samples).items()}
             out = self._forward(model, batch)
             losses.extend(per_sequence_loss(out["logits"], batch["labels"]).tolist())
             predictions.extend(self.generate(model, batch))
@@ -280,10 +280,10 @@ def train_vlm(
     log = log if ctx.is_main else (lambda *_: None)
     if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it
         out.mkdir(parents=True, exist_ok=True)
-        tok = _tokenizer(cfg, out)
+        tok = run_tokenizer(cfg, out)
     ctx.barrier()
     if not ctx.is_main:
-        tok = _tokenizer(cfg, out)
+        tok = run_tokenizer(cfg, out)
     full = to_dict(cfg)
     results: dict[int, TrainResult | None] = {}
     for stage in stages:

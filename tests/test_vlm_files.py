@@ -278,3 +278,75 @@ def test_paper_layout_names_every_missing_file_then_reads_every_source(tmp_path)
         "vqa",
     }
     assert [s.label for s in cfg.stage2.sources][3:6] == ["refcoco", "refcoco+", "refcocog"]
+
+
+def test_vlm_eval_scores_a_trained_run_per_benchmark_and_resumes(tmp_path, files, capsys):
+    config = {
+        "data": {
+            "dataset": "files",
+            "stage2": {"sources": [files["coco"], files["vqav2"]]},
+            "heldout": {"sources": [files["coco"]]},
+            "n_heldout": 2,
+        },
+        "stage1": {"steps": 2, "eval_every": 2, "batch_size": 2, "threads": 2},
+        "stage2": {"steps": 4, "eval_every": 4, "batch_size": 2, "threads": 2},
+        "max_new_tokens": 6,
+    }
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    run = tmp_path / "run"
+    train = ["vlm", "train", "--arch", "mamba", "--config", str(tmp_path / "c.json")]
+    assert main([*train, "--no-progress", "--out", str(run)]) == 0
+    bench = {"sources": [files["coco"], files["vqav2"], files["refcoco"], files["v7w"]]}
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    argv = ["vlm", "eval", "--run", str(run), "--config", str(tmp_path / "b.json"), "--no-progress"]
+    assert main(argv) == 0
+    where = run / "eval" / "benchmarks"
+    results = json.loads((where / "results.json").read_text())
+    assert results["examples"] == 2 + 3 + 4 + 8  # captions merged; v7w rotated (config says so)
+    assert set(results["sources"]) == {
+        "coco/caption",
+        "vqav2/vqa",
+        "refcoco/grounding",
+        "refcoco/dense_caption",
+        "visual7w_telling/mcvqa",
+    }
+    assert results["metrics"]["caption"] == "CIDEr" and results["step"] == 4
+    preds = read_jsonl(where / "predictions.jsonl")
+    assert [p["index"] for p in preds] == list(range(17))
+    # a killed evaluation resumes: drop the last rows and the results, run again
+    lines = (where / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (where / "predictions.jsonl").write_text("".join(lines[:5]))
+    (where / "results.json").unlink()
+    assert main(argv) == 0
+    again = json.loads((where / "results.json").read_text())
+    assert again["sources"] == results["sources"]
+    assert read_jsonl(where / "predictions.jsonl") == preds
+    assert "visual7w_telling/mcvqa" in capsys.readouterr().out
+
+
+def test_vlm_eval_needs_exactly_one_benchmark_spec(tmp_path, capsys):
+    assert main(["vlm", "eval", "--run", str(tmp_path)]) != 0
+    assert "exactly one of --data-root and --config" in capsys.readouterr().err
+
+
+def test_paper_benchmarks_validate_and_skip_what_is_missing(tmp_path):
+    from vlab.models.vlm_benchmark import select_sources
+    from vlab.models.vlm_data.paper_data import paper_benchmarks
+
+    root = tmp_path / "datasets"
+    mixture = from_dict(MixtureConfig, {"sources": paper_benchmarks(root), "pack": False})
+    labels = [s.label for s in mixture.sources]
+    assert {"coco", "nocaps", "vqav2", "gqa", "pope_adversarial", "refcocog_test"} <= set(labels)
+    assert "textvqa" in labels and "ai2d" in labels
+    place = root / "pope" / "coco_pope_random.json"
+    place.parent.mkdir(parents=True)
+    place.write_bytes((FX / "pope/coco_pope_random.json").read_bytes())
+    logged = []
+    kept = select_sources(mixture, limit=1, skip_missing=True, log=logged.append)
+    assert [s.label for s in kept.sources] == ["pope_random"] and kept.sources[0].limit == 1
+    assert len(logged) == len(labels) - 1
+    samples, _ = load_source(kept.sources[0])
+    assert [s.source for s in samples] == ["pope_random"]  # the name labels the benchmark
+    place.unlink()
+    with pytest.raises(VlabError, match="no benchmark source"):
+        select_sources(mixture, skip_missing=True, log=logged.append)

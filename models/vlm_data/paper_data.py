@@ -129,3 +129,104 @@ def paper_data(root: str | Path) -> dict:
         "stage2": {"sources": stage2},
         "heldout": {"sources": heldout, "pack": False},
     }
+
+
+def paper_benchmarks(root: str | Path) -> list[dict]:
+    """SHAKEUP's evaluation sets under ``root`` (the layout above plus the files below), as
+    held-out sources for ``vlab vlm eval``; each source's name is its benchmark.
+
+    COCO ``captions_val2017.json``; NoCaps ``nocaps/nocaps_val_4500_captions.json``
+    (``nocaps/images``); VQAv2 val2014; GQA ``gqa/testdev_balanced_questions.json``; Visual7W
+    telling and pointing, test split; VSR ``vsr/test.jsonl``; POPE
+    ``pope/coco_pope_{random,popular,adversarial}.json`` (``coco/val2014``); RefCOCO / + val,
+    testA, testB and RefCOCOg val, test; TextCaps ``textcaps/TextCaps_0.1_val.json``; TextVQA
+    ``textvqa/TextVQA_0.5.1_val.json``; AI2D test. Multiple choice is scored without rotation.
+    """
+    r = Path(root)
+
+    def p(rel: str) -> str:
+        return str(r / rel)
+
+    coco14 = p("coco/train2014")
+    out = [
+        _src(
+            "coco_captions",
+            [p("coco/annotations/captions_val2017.json")],
+            p("coco/val2017"),
+            split="val",
+            name="coco",
+        ),
+        _src(
+            "coco_captions",
+            [p("nocaps/nocaps_val_4500_captions.json")],
+            p("nocaps/images"),
+            split="val",
+            name="nocaps",
+        ),
+        _src(
+            "vqav2",
+            [
+                p("vqav2/v2_OpenEnded_mscoco_val2014_questions.json"),
+                p("vqav2/v2_mscoco_val2014_annotations.json"),
+            ],
+            p("coco/val2014"),
+            split="val",
+        ),
+        _src("gqa", [p("gqa/testdev_balanced_questions.json")], p("gqa/images"), split="testdev"),
+        _src(
+            "visual7w_telling",
+            [p("visual7w/dataset_v7w_telling.json")],
+            p("visual7w/images"),
+            split="test",
+            rotate_choices=False,
+        ),
+        _src(
+            "visual7w_pointing",
+            [p("visual7w/dataset_v7w_pointing.json")],
+            p("visual7w/images"),
+            split="test",
+        ),
+        _src("vsr", [p("vsr/test.jsonl")], p("coco/train2017"), split="test"),
+    ]
+    out += [
+        _src("pope", [p(f"pope/coco_pope_{kind}.json")], p("coco/val2014"), name=f"pope_{kind}")
+        for kind in ("random", "popular", "adversarial")
+    ]
+    splits = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB")}
+    splits["refcocog"] = ("val", "test")
+    refs = {"refcoco": "refs(unc).p", "refcoco+": "refs(unc).p", "refcocog": "refs(umd).p"}
+    for variant, names in splits.items():
+        for split in names:
+            out.append(
+                _src(
+                    "refcoco",
+                    [p(f"{variant}/{refs[variant]}"), p(f"{variant}/instances.json")],
+                    coco14,
+                    split=split,
+                    options={"tasks": ["grounding"]},
+                    name=f"{variant}_{split}",
+                )
+            )
+    out += [
+        _src(
+            "textcaps",
+            [p("textcaps/TextCaps_0.1_val.json")],
+            p("textvqa/train_images"),
+            split="val",
+        ),
+        _src(
+            "textvqa",
+            [p("textvqa/TextVQA_0.5.1_val.json")],
+            p("textvqa/train_images"),
+            split="val",
+        ),
+        _src(
+            "ai2d",
+            [p("ai2d/questions")],
+            p("ai2d/images"),
+            split="test",
+            options={"test_ids_path": p("ai2d/ai2d_test_ids.csv")},
+            rotate_choices=False,
+        ),
+    ]
+    return out

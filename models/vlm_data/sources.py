@@ -82,8 +82,9 @@ class SourceConfig:
     annotation file then ``image_data.json``; a list of files where the reader takes several,
     as ``grit``'s shards; null where the reader allows none, as VQAv2 test's annotations).
     ``options``: further keyword arguments of the reader (``source``, ``tasks``,
-    ``test_ids_path`` ...). ``name``: the source's label in statistics (the reader
-    name by default).
+    ``test_ids_path`` ...). ``name``: the source's label in statistics and, when given, the
+    ``source`` of its samples (so two splits of one dataset score apart, and packing caps
+    are looked up under it); by default the reader's name and the reader's source.
     """
 
     reader: str
@@ -149,6 +150,8 @@ def load_source(cfg: SourceConfig) -> tuple[list[VLSample], SourceStats]:
     stats = SourceStats()
     read = READERS[cfg.reader](*cfg.paths, cfg.image_root, split=cfg.split, **cfg.options)
     samples = list(islice(read, cfg.limit) if cfg.limit else read)
+    if cfg.name is not None:
+        samples = [s if s.source == cfg.name else s.replace(source=cfg.name) for s in samples]
     stats.read = len(samples)
     if cfg.filter and cfg.reader in FILTERS:
         samples = list(FILTERS[cfg.reader](samples))
