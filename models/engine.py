@@ -9,6 +9,16 @@ replaying a loader), for the loss of a batch, and for held-out metrics.
 Resume equals uninterrupted: the checkpoint holds model, optimizer, scheduler, RNG states and
 the loop's own counters, and ``metrics.jsonl`` is cut back to the checkpoint's step before the
 loop continues.
+
+Under ``torchrun`` the same loop is data parallel (see :mod:`vlab.models.distributed`):
+``TrainConfig.parallel`` "ddp" (DistributedDataParallel; whole model on every rank) for the
+probes and models up to ~1B, "fsdp" (FSDP2, parameters/gradients/optimizer state sharded) for
+the 1B+ models, as MambaVLM (FSDP) and SHAKEUP (ZeRO 2/3) trained theirs::
+
+    torchrun --nproc_per_node 8 -m vlab.cli vlm train ... --set stage2.parallel=fsdp
+
+Either way the checkpoint is the plain single-process one: a run checkpointed under FSDP
+resumes in one process or on another number of ranks, and the other way round.
 """
 
 from __future__ import annotations
@@ -24,7 +34,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlab.errors import ConfigError
-from vlab.models.distributed import setup_distributed
+from vlab.models.distributed import (
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+    setup_distributed,
+    shard_model,
+)
 from vlab.models.rundir import ReadOnlyRunDir, RunDir
 
 Batch = dict[str, torch.Tensor]
@@ -40,6 +57,10 @@ class TrainConfig:
     ``eval_every`` None means every ``eval_fraction`` of ``steps`` (the paper's 1%).
     ``batch_size`` is the global batch per optimizer step; it is split into ``grad_accum``
     equal micro-batches. ``precision`` "auto" is bf16 autocast on CUDA and fp32 on CPU.
+
+    ``parallel`` matters only under ``torchrun`` with more than one process: "ddp" replicates
+    the model on every rank, "fsdp" shards it (for the 1B+ models; see
+    :mod:`vlab.models.distributed`). It does not change what is computed, only where.
     """
 
     steps: int = 2000
@@ -61,6 +82,7 @@ class TrainConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "grad_accum")
@@ -94,6 +116,8 @@ class TrainConfig:
             raise ConfigError("threads", f"must be >= 1, got {self.threads}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError("device", f"{self.device!r} is not 'auto', 'cpu' or 'cuda[:N]'")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ConfigError("parallel", f"{self.parallel!r} is not 'ddp' or 'fsdp'")
 
     @property
     def eval_interval(self) -> int:
@@ -186,9 +210,14 @@ def train(
     ``should_stop`` is polled after every step (a preemption signal handler sets it); when it
     returns True the loop checkpoints at the current step and returns state ``interrupted``.
 
-    Under ``torchrun`` (see :mod:`vlab.models.distributed`) the model is wrapped in
-    DistributedDataParallel, each rank trains on its slice of every global batch, and rank 0
-    alone evaluates and writes the run directory.
+    Under ``torchrun`` (see :mod:`vlab.models.distributed`) each rank trains on its slice of
+    every global batch and rank 0 alone writes the run directory. With ``cfg.parallel`` "ddp"
+    the model is wrapped in DistributedDataParallel and rank 0 alone evaluates. With "fsdp"
+    it is sharded in place (no rank holds all its weights), so every rank runs
+    ``task.evaluate`` in lockstep on the same held-out data (its forward passes are
+    collectives; the task must be deterministic, including where a generation loop stops,
+    which it is given identical weights and inputs) and rank 0 alone records the metrics;
+    checkpoints gather the full state to rank 0.
     """
     ctx = setup_distributed(resolve_device(cfg.device))
     device = ctx.device(resolve_device(cfg.device))
@@ -203,23 +232,27 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model.to(device)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    sharded = ctx.enabled and cfg.parallel == "fsdp"
     net = model
-    if ctx.enabled:
+    if sharded:
+        shard_model(model, device, bf16=use_bf16)  # in place: ``model`` is the sharded net
+    elif ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)  # after sharding: it must hold the sharded params
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     step, loss_sum, loss_count, threshold_step = 0, 0.0, 0, None
     last_metrics: dict | None = None
-    ckpt = run.load_checkpoint(map_location=device)
+    # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
+    ckpt = run.load_checkpoint(map_location="cpu" if sharded else device)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_model_state(model, ckpt["model"], sharded)
+        load_optimizer_state(model, optimizer, ckpt["optimizer"], sharded)
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         step, loss_sum, loss_count = ckpt["step"], ckpt["loss_sum"], ckpt["loss_count"]
@@ -232,10 +265,11 @@ def train(
     files.write_status("running", step=step, threshold_step=threshold_step)
 
     def checkpoint() -> None:
+        """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves."""
         files.save_checkpoint(
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": model_state(model, sharded),
+                "optimizer": optimizer_state(model, optimizer, sharded),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(),
                 "step": step,
@@ -248,14 +282,19 @@ def train(
         )
 
     def evaluate() -> dict | None:
-        """Held-out metrics on rank 0 (None elsewhere); every rank learns the threshold."""
+        """Held-out metrics on rank 0 (None elsewhere); every rank learns the threshold.
+
+        Sharded, every rank evaluates (rank 0 cannot run the model alone) and the others'
+        identical metrics are dropped.
+        """
         nonlocal loss_sum, loss_count, last_eval_step, last_metrics, threshold_step
         record = None
-        if ctx.is_main:
+        if ctx.is_main or sharded:
             model.eval()
             with torch.no_grad(), autocast:
                 metrics = task.evaluate(model)
             model.train()
+        if ctx.is_main:
             record = {
                 "step": step,
                 "examples_seen": step * cfg.batch_size,

@@ -89,11 +89,16 @@ def scan_table(dims: tuple[int, ...], lengths: tuple[int, ...], reference: bool)
     """Prints fwd+bwd seconds per backend and the speed-ups of the C++ path."""
     backends = (["reference"] if reference else []) + ["torch", "cpp"]
     repeats = {"reference": 1, "torch": 3, "cpp": 7}
-    print(f"selective scan fwd+bwd, batch {SCAN_BATCH}, dstate {SCAN_DSTATE}, "
-          f"{torch.get_num_threads()} threads: best wall seconds, and speed-ups of cpp by wall "
-          "and by CPU time")
-    print(f"{'dim':>5} {'L':>5} " + " ".join(f"{b:>10}" for b in backends)
-          + "   ref/cpp torch/cpp | CPU: ref/cpp torch/cpp")
+    print(
+        f"selective scan fwd+bwd, batch {SCAN_BATCH}, dstate {SCAN_DSTATE}, "
+        f"{torch.get_num_threads()} threads: best wall seconds, and speed-ups of cpp by wall "
+        "and by CPU time"
+    )
+    print(
+        f"{'dim':>5} {'L':>5} "
+        + " ".join(f"{b:>10}" for b in backends)
+        + "   ref/cpp torch/cpp | CPU: ref/cpp torch/cpp"
+    )
     for dim in dims:
         for length in lengths:
             steps = {b: _scan_step(b, SCAN_BATCH, dim, SCAN_DSTATE, length) for b in backends}
@@ -135,8 +140,13 @@ def tiny_neox() -> torch.nn.Module:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     config = GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=192, rotary_pct=0.25, max_position_embeddings=512,
+        vocab_size=VOCAB,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=192,
+        rotary_pct=0.25,
+        max_position_embeddings=512,
     )
     return GPTNeoXForCausalLM(config)
 
@@ -186,41 +196,57 @@ def training_table(threads: list[int], repeats: int) -> None:
     mamba, neox = tiny_mamba(), tiny_neox()
     n_mamba = sum(p.numel() for p in mamba.parameters())
     n_neox = sum(p.numel() for p in neox.parameters())
-    print(f"training step (fwd+bwd+AdamW), batch {TRAIN_BATCH} x seq {TRAIN_SEQ_LEN}; "
-          f"Mamba {n_mamba} params, GPT-NeoX {n_neox} params; best of {repeats}")
+    print(
+        f"training step (fwd+bwd+AdamW), batch {TRAIN_BATCH} x seq {TRAIN_SEQ_LEN}; "
+        f"Mamba {n_mamba} params, GPT-NeoX {n_neox} params; best of {repeats}"
+    )
     print("         tokens/s (wall): Mamba  GPT-NeoX  ratio | tokens/CPU-s: Mamba  GPT-NeoX  ratio")
     steps = {"mamba": _train_step(mamba), "neox": _train_step(neox)}
     for n in threads:
         torch.set_num_threads(n)
         tps = tokens_per_second(steps, repeats)
         (m_wall, m_cpu), (n_wall, n_cpu) = tps["mamba"], tps["neox"]
-        line = (f"threads {n} [{scan_backend('cpu')}]: {m_wall:8.0f} {n_wall:8.0f}  "
-                f"{m_wall / n_wall:5.2f} | {m_cpu:8.0f} {n_cpu:8.0f}  {m_cpu / n_cpu:5.2f}")
+        line = (
+            f"threads {n} [{scan_backend('cpu')}]: {m_wall:8.0f} {n_wall:8.0f}  "
+            f"{m_wall / n_wall:5.2f} | {m_cpu:8.0f} {n_cpu:8.0f}  {m_cpu / n_cpu:5.2f}"
+        )
         print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the scan table and the training comparison; returns a process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
-                        help="torch thread counts for the training comparison")
-    parser.add_argument("--scan-threads", type=int, default=2,
-                        help="torch threads for the scan table")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="torch thread counts for the training comparison",
+    )
+    parser.add_argument(
+        "--scan-threads", type=int, default=2, help="torch threads for the scan table"
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     parser.add_argument("--quick", action="store_true", help="one scan shape, no reference")
-    parser.add_argument("--hf-loop", action="store_true",
-                        help="also time transformers' own CPU scan at dim 128, L 200 (minutes)")
+    parser.add_argument(
+        "--hf-loop",
+        action="store_true",
+        help="also time transformers' own CPU scan at dim 128, L 200 (minutes)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.scan_threads)
-    dims, lengths = ((SCAN_DIMS[0],), (SCAN_LENGTHS[-1],)) if args.quick else (
-        SCAN_DIMS, SCAN_LENGTHS)
+    dims, lengths = (
+        ((SCAN_DIMS[0],), (SCAN_LENGTHS[-1],)) if args.quick else (SCAN_DIMS, SCAN_LENGTHS)
+    )
     scan_table(dims, lengths, reference=not args.quick)
     if args.hf_loop:
         dim, length = SCAN_DIMS[0], SCAN_LENGTHS[-1]
         hf = time_hf_loop(dim, length)
         cpp = time_scan("cpp", SCAN_BATCH, dim, SCAN_DSTATE, length, 7)
-        print(f"transformers' own CPU scan, dim {dim}, L {length}: {hf:.1f} s "
-              f"({hf / cpp:.0f}x the C++ path's {cpp:.3f} s)")
+        print(
+            f"transformers' own CPU scan, dim {dim}, L {length}: {hf:.1f} s "
+            f"({hf / cpp:.0f}x the C++ path's {cpp:.3f} s)"
+        )
     print()
     training_table(args.threads, args.steps)
     return 0

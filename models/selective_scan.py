@@ -195,8 +195,13 @@ class _TorchCore:
         dt = delta[:, :, sl] if delta_bias is None else delta[:, :, sl] + delta_bias[:, None]
         dt = F.softplus(dt) if softplus else dt
         x, ys = x0, []
-        steps = zip(dt.unbind(2), (dt * u_c).unbind(2), Bt[:, sl].unbind(1), Ct[:, sl].unbind(1),
-                    strict=True)
+        steps = zip(
+            dt.unbind(2),
+            (dt * u_c).unbind(2),
+            Bt[:, sl].unbind(1),
+            Ct[:, sl].unbind(1),
+            strict=True,
+        )
         for dt_t, du_t, b_t, c_t in steps:
             decay = torch.exp(dt_t[:, :, None] * A)
             x = torch.addcmul(du_t[:, :, None] * b_t[:, None, :], decay, x)
@@ -215,8 +220,9 @@ class _TorchCore:
         carry = dlast if dlast is not None else torch.zeros_like(checkpoints[0])
         for index in reversed(range(len(checkpoints) if u.shape[2] else 0)):
             sl = slice(index * cls.chunk, (index + 1) * cls.chunk)
-            carry = cls._chunk_backward(inputs, grads, checkpoints[index], sl, softplus,
-                                        dout[:, :, sl], carry)
+            carry = cls._chunk_backward(
+                inputs, grads, checkpoints[index], sl, softplus, dout[:, :, sl], carry
+            )
         du, ddelta, dA, dBt, dCt, dD, dz, dbias = grads
         return du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2), dD, dz, dbias
 
@@ -321,7 +327,13 @@ class _CppCore:
         """(out, last state, tensors for ``backward``) from float32 API-layout inputs."""
         u, delta, A, B, C, D, z, delta_bias = inputs
         saved = (
-            u, delta, A.contiguous(), _time_major(B), _time_major(C), _contiguous(D), z,
+            u,
+            delta,
+            A.contiguous(),
+            _time_major(B),
+            _time_major(C),
+            _contiguous(D),
+            z,
             _contiguous(delta_bias),
         )
         out, last, checkpoints = _cpp_ops().fwd(*saved, softplus, cls.chunk, save)
@@ -514,20 +526,41 @@ def _make_hf_adapter(hf_scan: Callable[..., Any]) -> Callable[..., Any]:
     hf_has_kernel = _hf_resolved_kernel(hf_scan)
 
     def mamba_selective_scan(
-        hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-        return_last_state=False, **kwargs,
+        hidden_states,
+        dt,
+        A,
+        B,
+        C,
+        D=None,
+        z=None,
+        delta_bias=None,
+        delta_softplus=False,
+        return_last_state=False,
+        **kwargs,
     ):
         device = hidden_states.device
         hf_args = (hidden_states, dt, A, B, C)
         hf_kwargs = dict(
-            D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-            return_last_state=return_last_state, **kwargs,
+            D=D,
+            z=z,
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=return_last_state,
+            **kwargs,
         )
         if scan_backend(device) == "reference" or (device.type == "cuda" and hf_has_kernel):
             return hf_scan(*hf_args, **hf_kwargs)
         result = selective_scan(
-            hidden_states, dt, A, B, C, D=D, z=z, delta_bias=delta_bias,
-            delta_softplus=delta_softplus, return_last_state=return_last_state,
+            hidden_states,
+            dt,
+            A,
+            B,
+            C,
+            D=D,
+            z=z,
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=return_last_state,
         )
         if return_last_state:
             out, last = result

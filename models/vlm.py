@@ -101,6 +101,17 @@ class VLM(nn.Module):
             out["loss"] = sequence_mean_loss(logits, labels)
         return out
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP shards one at a time (``TrainConfig.parallel="fsdp"``): the LM's decoder
+        blocks, which hold nearly all of a 1B+ VLM's weights, and the encoders' transformer
+        blocks (frozen 0.3-0.4B towers would otherwise stay unsharded in the root through the
+        whole step). The LM's embeddings and head stay in the root unit, so Mamba's tied
+        table is one parameter in one unit; the projector is small and stays there too.
+        """
+        from vlab.models.distributed import find_blocks
+
+        return [*find_blocks(self.lm), *(b for enc in self.encoders for b in find_blocks(enc))]
+
     def set_stage(self, stage: int) -> None:
         """Stage 1: train the projector (and trainable encoders) only; stage 2: also the LM."""
         if stage not in (1, 2):

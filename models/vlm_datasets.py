@@ -138,6 +138,4 @@ def open_data(
         prepare(mixture, dirs["train"], log=log, **common)
         prepare(cfg.heldout, dirs["heldout"], heldout=True, log=log, **common)
     barrier()
-    return FileData(
-        PreparedMixture(dirs["train"]), PreparedMixture(dirs["heldout"]), cfg.n_heldout
-    )
+    return FileData(PreparedMixture(dirs["train"]), PreparedMixture(dirs["heldout"]), cfg.n_heldout)

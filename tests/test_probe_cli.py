@@ -6,8 +6,19 @@ import pytest
 
 from vlab.cli import main
 
-FAST = ["--length", "4", "--steps", "20", "--threads", "1", "--no-progress",
-        "--set", "train.eval_every=10", "--set", "task.n_heldout=16"]
+FAST = [
+    "--length",
+    "4",
+    "--steps",
+    "20",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--set",
+    "train.eval_every=10",
+    "--set",
+    "task.n_heldout=16",
+]
 
 
 def vlab(capsys, *argv):
@@ -49,8 +60,9 @@ def test_config_file_and_flags_merge_with_flags_winning(capsys, tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"task": {"variant": "prefix"}, "train": {"lr": 0.005}}))
     out = tmp_path / "r"
-    code, stdout, _ = vlab(capsys, "probe", "run", "--config", str(path), "--lr", "0.001", *FAST,
-                           "--out", str(out))
+    code, stdout, _ = vlab(
+        capsys, "probe", "run", "--config", str(path), "--lr", "0.001", *FAST, "--out", str(out)
+    )
     assert code == 0 and "done" in stdout
     config = json.loads((out / "config.json").read_text())
     assert config["task"]["variant"] == "prefix" and config["train"]["lr"] == 0.001

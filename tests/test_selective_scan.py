@@ -69,7 +69,10 @@ def run_scan(fn, inputs, dtype, *, softplus, last_state, seed=1):
 
 def assert_matches_reference(backend, inputs, *, softplus, last_state):
     expected = run_scan(
-        ss.selective_scan_reference, inputs, torch.float64, softplus=softplus,
+        ss.selective_scan_reference,
+        inputs,
+        torch.float64,
+        softplus=softplus,
         last_state=last_state,
     )
     with ss.use_scan_backend(backend):
@@ -85,8 +88,14 @@ def assert_matches_reference(backend, inputs, *, softplus, last_state):
 @pytest.mark.parametrize(
     ("batch", "dim", "dstate", "length"),
     [
-        (2, 3, 16, 1), (1, 4, 5, 7), (2, 4, 16, 64), (2, 3, 8, 200), (3, 2, 16, 130),
-        (2, 16, 16, 40), (1, 12, 32, 33), (1, 9, 64, 10),
+        (2, 3, 16, 1),
+        (1, 4, 5, 7),
+        (2, 4, 16, 64),
+        (2, 3, 8, 200),
+        (3, 2, 16, 130),
+        (2, 16, 16, 40),
+        (1, 12, 32, 33),
+        (1, 9, 64, 10),
     ],
 )
 def test_fast_paths_match_reference(backend, batch, dim, dstate, length):
@@ -127,20 +136,27 @@ def test_channel_last_and_strided_inputs_match_reference(backend):
     assert z_view.stride(1) == 1 and not z_view.is_contiguous()
     with ss.use_scan_backend(backend):
         out, last = ss.selective_scan(
-            u_base.transpose(1, 2), delta_base.transpose(1, 2), z=z_view, delta_softplus=True,
-            return_last_state=True, **rest,
+            u_base.transpose(1, 2),
+            delta_base.transpose(1, 2),
+            z=z_view,
+            delta_softplus=True,
+            return_last_state=True,
+            **rest,
         )
     linear_loss(out, last).backward()
     got = {
-        "out": out, "last_state": last, "grad_u": u_base.grad.transpose(1, 2),
+        "out": out,
+        "last_state": last,
+        "grad_u": u_base.grad.transpose(1, 2),
         "grad_delta": delta_base.grad.transpose(1, 2),
         "grad_z": z_wide.grad[:, :, :12].transpose(1, 2),
         **{f"grad_{k}": v.grad for k, v in rest.items()},
     }
     assert not z_wide.grad[:, :, 12:].any()
     for name in expected:
-        torch.testing.assert_close(got[name].double(), expected[name], rtol=RTOL, atol=ATOL,
-                                   msg=name)
+        torch.testing.assert_close(
+            got[name].double(), expected[name], rtol=RTOL, atol=ATOL, msg=name
+        )
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
@@ -149,8 +165,9 @@ def test_parallel_backward_with_channel_groups(backend):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert_matches_reference(backend, make_inputs(1, 40, 16, 50, seed=13), softplus=True,
-                                 last_state=True)
+        assert_matches_reference(
+            backend, make_inputs(1, 40, 16, 50, seed=13), softplus=True, last_state=True
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -237,8 +254,9 @@ def fresh_loader_state(monkeypatch):
 
 
 @pytest.mark.parametrize("error", ["ImportError", "OSError"])
-def test_broken_mamba_ssm_falls_back_with_one_warning(tmp_path, monkeypatch, fresh_loader_state,
-                                                      error):
+def test_broken_mamba_ssm_falls_back_with_one_warning(
+    tmp_path, monkeypatch, fresh_loader_state, error
+):
     package = tmp_path / "mamba_ssm"
     package.mkdir()
     (package / "__init__.py").write_text(
@@ -293,9 +311,7 @@ def tiny_mamba(seed=0):
     from transformers import MambaConfig, MambaForCausalLM
 
     torch.manual_seed(seed)
-    config = MambaConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2
-    )
+    config = MambaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2)
     return MambaForCausalLM(config)
 
 
