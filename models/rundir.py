@@ -65,20 +65,30 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, config)
 
-    def claim(self, config: dict) -> bool:
+    def claim(self, config: dict, defaults: dict | None = None) -> bool:
         """Start or resume the run of ``config`` here; True if it is already finished.
 
         An existing run directory is resumed only if its config is the same; otherwise the
-        user is told which fields differ and nothing is touched. A non-empty folder that is
-        not a run directory is refused too.
+        user is told which fields differ and nothing is touched. A field the stored config
+        lacks (added by a later vlab) counts as the same when ``config`` holds its default
+        (``defaults``: the config class's defaults as a dict), so upgrading vlab does not
+        orphan unfinished runs; the stored config is then completed. A non-empty folder that
+        is not a run directory is refused too.
         """
         if self.exists():
-            changed = diff(self.read_config(), config)
+            stored = self.read_config()
+            changed = [
+                path
+                for path in diff(stored, config)
+                if not _added_with_default(path, stored, config, defaults)
+            ]
             if changed:
                 raise VlabError(
                     f"{self.path} already holds a run with a different config "
                     f"(fields: {', '.join(changed)}); choose another --out or delete it"
                 )
+            if stored != config:
+                self.write_config(config)
             return self.is_done()
         if self.path.exists() and any(self.path.iterdir()):
             raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
@@ -172,3 +182,23 @@ class ReadOnlyRunDir(RunDir):
 
     def save_checkpoint(self, state: dict) -> None:
         pass
+
+
+_MISSING = object()
+
+
+def _lookup(data: dict | None, path: str) -> object:
+    node: object = data
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _added_with_default(path: str, stored: dict, config: dict, defaults: dict | None) -> bool:
+    """True when ``path`` is absent from the stored config and ``config`` has its default."""
+    if defaults is None or _lookup(stored, path) is not _MISSING:
+        return False
+    value = _lookup(config, path)
+    return value is not _MISSING and value == _lookup(defaults, path)

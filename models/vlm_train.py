@@ -291,7 +291,9 @@ def train_vlm(
         run = (
             RunDir(out / f"stage{stage}") if ctx.is_main else ReadOnlyRunDir(out / f"stage{stage}")
         )
-        done = run.claim({**full, "stage": stage}) if ctx.is_main else False
+        done = (
+            run.claim({**full, "stage": stage}, to_dict(VLMRunConfig())) if ctx.is_main else False
+        )
         ctx.barrier()
         if done or (not ctx.is_main and run.is_done()):
             log(f"{run.path}: already done; nothing to do")

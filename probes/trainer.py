@@ -87,7 +87,7 @@ def run_probe(
     ctx = setup_distributed(resolve_device(cfg.train.device))
     if ctx.is_main:  # rank 0 checks and creates the run directory; the others wait for it
         run = RunDir(out)
-        done = run.claim(to_dict(cfg))
+        done = run.claim(to_dict(cfg), defaults=to_dict(type(cfg)()))
     ctx.barrier()
     if not ctx.is_main:
         run = ReadOnlyRunDir(out)
