@@ -93,14 +93,23 @@ class ProjectorConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(name, f"must be positive, got {value}")
-            if value is None:
-                object.__setattr__(self, name, self.lm_width)
         if self.dw_kernel <= 0 or self.dw_kernel % 2 == 0:
             raise ConfigError("dw_kernel", f"must be a positive odd size, got {self.dw_kernel}")
         if self.interleave not in ("cross_stitch", "cross_cat"):
             raise ConfigError("interleave", f"{self.interleave!r} is not cross_stitch or cross_cat")
         if self.reversed_scans not in ("flip", "per_map"):
             raise ConfigError("reversed_scans", f"{self.reversed_scans!r} is not flip or per_map")
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width: ``hidden_width``, or ``lm_width`` when None. Resolved here
+        rather than stored, so None keeps following the LM's width when that is filled in."""
+        return self.hidden_width or self.lm_width
+
+    @property
+    def model_width(self) -> int:
+        """The Mamba projector's common width: ``d_model``, or ``lm_width`` when None."""
+        return self.d_model or self.lm_width
 
 
 def _tokens(features: torch.Tensor, name: str) -> torch.Tensor:
@@ -371,13 +380,13 @@ def build_projector(cfg: ProjectorConfig, seed: int = 0) -> Projector:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.kind == "mlp":
-            return MLPConnector(cfg.vision_widths[0], cfg.lm_width, cfg.hidden_width)
+            return MLPConnector(cfg.vision_widths[0], cfg.lm_width, cfg.mlp_hidden)
         if cfg.kind == "channel_concat":
-            return ChannelConcatConnector(cfg.vision_widths, cfg.lm_width, cfg.hidden_width)
+            return ChannelConcatConnector(cfg.vision_widths, cfg.lm_width, cfg.mlp_hidden)
         return MambaProjector(
             cfg.vision_widths,
             cfg.lm_width,
-            cfg.d_model,
+            cfg.model_width,
             d_state=cfg.d_state,
             d_conv=cfg.d_conv,
             expand=cfg.expand,

@@ -148,14 +148,6 @@ def build_vlm(cfg: VLMConfig, vocab_size: int | None = None, seed: int = 0) -> V
         encoders.append(build_vision_encoder(cfg.vision2, seed=seed + 1))
     widths = tuple(e.width for e in encoders)
     lm_width = lm.get_input_embeddings().weight.shape[1]
-    proj_cfg = dataclasses.replace(
-        cfg.projector,
-        vision_widths=widths,
-        lm_width=lm_width,
-        hidden_width=None
-        if cfg.projector.hidden_width == cfg.projector.lm_width
-        else cfg.projector.hidden_width,
-        d_model=None if cfg.projector.d_model == cfg.projector.lm_width else cfg.projector.d_model,
-    )
+    proj_cfg = dataclasses.replace(cfg.projector, vision_widths=widths, lm_width=lm_width)
     projector = build_projector(proj_cfg, seed=seed)
     return VLM(encoders, projector, lm)

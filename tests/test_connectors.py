@@ -232,5 +232,6 @@ def test_config_validation_and_json_round_trip():
     with pytest.raises(ConfigError, match="'d_state'"):
         ProjectorConfig(kind="mamba", vision_widths=(8, 8), d_state=0)
     cfg = ProjectorConfig(kind="mamba", vision_widths=[8, 12], lm_width=24)
-    assert cfg.vision_widths == (8, 12) and cfg.d_model == 24 and cfg.hidden_width == 24
+    assert cfg.vision_widths == (8, 12) and cfg.model_width == 24 and cfg.mlp_hidden == 24
+    assert cfg.d_model is None  # None follows lm_width when build_vlm fills it in
     assert from_dict(ProjectorConfig, to_dict(cfg)) == cfg
