@@ -126,15 +126,30 @@ def preset_config(name: str, arch: str | None = None, overrides: dict | None = N
 # data -----------------------------------------------------------------------------------------
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
 def run_tokenizer(cfg: VLMRunConfig, out: Path):
-    """The LM tokenizer: a local directory, or a BPE trained on the dataset's own text
-    (saved under ``OUT/tokenizer`` so generation and later stages read the same one)."""
+    """The LM tokenizer: ``data.tokenizer``, else the pretrained LM's own directory, else (a
+    from-scratch LM) a BPE trained on the dataset's own text, saved under ``OUT/tokenizer`` so
+    generation and later stages read the same one."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from vlab.models.text_tokenizer import train_bpe_tokenizer
 
-    if cfg.data.tokenizer is not None:
-        return AutoTokenizer.from_pretrained(cfg.data.tokenizer, local_files_only=True)
+    source = cfg.data.tokenizer or cfg.model.lm.pretrained
+    if source is not None:
+        field = "data.tokenizer" if cfg.data.tokenizer else "model.lm.pretrained"
+        # transformers 5 builds an empty tokenizer from a model directory without one
+        if not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+            raise ConfigError(
+                field,
+                f"{source} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); set data.tokenizer",
+            )
+        try:
+            return AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ConfigError(field, f"no tokenizer loads from {source}: {e}") from e
     saved = out / "tokenizer"
     if (saved / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(saved))

@@ -78,3 +78,25 @@ def test_vlm_cli_rejects_bad_values_naming_the_field(capsys, tmp_path):
     assert code == 2 and "model.sequence.ordering" in capsys.readouterr().err
     code = main(["vlm", "train", "--preset", "huge", "--out", str(tmp_path / "v")])
     assert code == 2 and "preset" in capsys.readouterr().err
+
+
+def test_tokenizer_comes_from_the_pretrained_lm_directory(tmp_path):
+    from vlab.errors import ConfigError
+    from vlab.models.backbones import BackboneConfig, build_backbone
+    from vlab.models.text_tokenizer import train_bpe_tokenizer
+    from vlab.models.vlm_train import run_tokenizer
+
+    lm = build_backbone(BackboneConfig(arch="pythia", preset="tiny"))
+    lm_dir, empty = tmp_path / "lm", tmp_path / "no-tokenizer"
+    lm.save_pretrained(str(lm_dir))
+    lm.save_pretrained(str(empty))
+    train_bpe_tokenizer(["a red circle", "two blue squares"], vocab_size=300).save_pretrained(
+        str(lm_dir)
+    )
+    cfg = config_from("tiny-shapes", "pythia", {"model": {"lm": {"pretrained": str(lm_dir)}}})
+    tok = run_tokenizer(cfg, tmp_path / "out")
+    assert tok.decode(tok.encode("a red circle")) == "a red circle"
+    assert not (tmp_path / "out" / "tokenizer").exists()  # nothing trained
+    cfg = config_from("tiny-shapes", "pythia", {"model": {"lm": {"pretrained": str(empty)}}})
+    with pytest.raises(ConfigError, match="model.lm.pretrained"):
+        run_tokenizer(cfg, tmp_path / "out")
