@@ -161,7 +161,10 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
         if not self.checkpoint_path.is_file():
             return None
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        # mmap: ranks on one node share the file's pages instead of each holding a full copy
+        return torch.load(
+            self.checkpoint_path, map_location=map_location, weights_only=False, mmap=True
+        )
 
 
 class ReadOnlyRunDir(RunDir):
