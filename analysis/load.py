@@ -29,6 +29,7 @@ import pandas as pd
 
 from vlab.errors import VlabError
 from vlab.fileio import read_json, read_jsonl
+from vlab.process import writer_alive
 
 RUN_COLUMNS = [
     "name",
@@ -278,7 +279,14 @@ def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str,
     if not isinstance(status, dict):
         warnings.append(f"{name}: status.json is not a JSON object")
         return {}, "unknown", "status.json unreadable"
-    return status, str(status.get("state") or "unknown"), status.get("reason")
+    state, reason = str(status.get("state") or "unknown"), status.get("reason")
+    if state == "running" and writer_alive(status) is False:
+        state = "interrupted"
+        reason = (
+            f"its process ({status.get('host')}, pid {status.get('pid')}) is gone without "
+            "finishing: killed or preempted; rerunning the same command resumes it"
+        )
+    return status, state, reason
 
 
 def _read_metrics(path: Path, name: str, warnings: list[str]) -> list[dict]:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except VlabError as e:
         if args.debug:
             raise
@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vlab: interrupted", file=sys.stderr)
         return 130
+    if "torch.distributed" in sys.modules:  # a subcommand ran under torchrun: leave its group
+        from vlab.models.distributed import close_distributed
+
+        close_distributed()
+    return code
 
 
 if __name__ == "__main__":

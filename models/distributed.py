@@ -121,6 +121,19 @@ def setup_distributed(device: torch.device) -> DistContext:
     return ctx
 
 
+def close_distributed() -> None:
+    """Leave the process group at the end of a run that finished on every rank.
+
+    Without it gloo's worker threads can outlive the interpreter, and a rank whose training
+    finished aborts at exit ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed job. Called only after success: destroying the group while
+    another rank is still inside a collective would hang it. A no-op outside ``torchrun``.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # FSDP ---------------------------------------------------------------------------------------
 
 # Where Hugging Face keeps the decoder blocks of the two backbones (GPT-NeoX, Mamba).

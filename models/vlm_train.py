@@ -299,16 +299,14 @@ def train_vlm(
     ctx.barrier()
     if not ctx.is_main:
         tok = run_tokenizer(cfg, out)
-    full = to_dict(cfg)
+    full, defaults = to_dict(cfg), to_dict(type(cfg)())
     results: dict[int, TrainResult | None] = {}
     for stage in stages:
         train_cfg = cfg.stage1 if stage == 1 else cfg.stage2
         run = (
             RunDir(out / f"stage{stage}") if ctx.is_main else ReadOnlyRunDir(out / f"stage{stage}")
         )
-        done = (
-            run.claim({**full, "stage": stage}, to_dict(VLMRunConfig())) if ctx.is_main else False
-        )
+        done = run.claim({**full, "stage": stage}, defaults) if ctx.is_main else False
         ctx.barrier()
         if done or (not ctx.is_main and run.is_done()):
             log(f"{run.path}: already done; nothing to do")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
+from vlab.process import pid_alive
 from vlab.slurm.spec import RunSpec
 
 
@@ -126,21 +127,6 @@ def current_job_id() -> str | None:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID")
-
-
-def pid_alive(pid: int) -> bool:
-    """True if process ``pid`` exists on this host and is not a zombie (killed, unreaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """Loading sweeps into tidy tables: partial, failed, corrupt and pending runs all show up."""
 
 import json
+import socket
+import subprocess
 
 import pytest
 
 from vlab.analysis.load import EVAL_COLUMNS, POSITION_COLUMNS, RUN_COLUMNS, load_sweep
 from vlab.errors import VlabError
-from vlab.fileio import atomic_write_json
+from vlab.fileio import atomic_write_json, read_json
 
 
 def run_config(arch="pythia", variant="suffix", length=4, steps=30, threshold=0.9, seed=0, lr=2e-3):
@@ -107,6 +109,25 @@ def test_sweep_json_with_done_running_failed_and_pending_runs(tmp_path):
     assert r.loc["a", "id"] == "id-a" and r.loc["a", "params"] == 1234
     assert len(sweep.evaluations) == 3 + 2 + 1
     assert len(sweep.per_position) == 4 * (3 + 2 + 1)
+
+
+def test_a_running_run_whose_process_died_shows_as_interrupted(tmp_path):
+    """status.json says running, but the pid it names on this host is gone (SIGKILL, OOM)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    here = write_run(tmp_path / "here", [0.1, 0.3], state="running")
+    elsewhere = write_run(tmp_path / "elsewhere", [0.1, 0.3], state="running")
+    for path, host in ((here, socket.gethostname()), (elsewhere, "node-that-we-cannot-see")):
+        status = read_json(path / "status.json")
+        atomic_write_json(path / "status.json", {**status, "host": host, "pid": proc.pid})
+    try:
+        runs = load_sweep(tmp_path).runs.set_index("name")
+        assert runs["state"].to_dict() == {"elsewhere": "running", "here": "running"}
+    finally:
+        proc.kill()
+        proc.wait()
+    runs = load_sweep(tmp_path).runs.set_index("name")
+    assert runs["state"].to_dict() == {"elsewhere": "running", "here": "interrupted"}
+    assert f"pid {proc.pid}) is gone" in runs.loc["here", "reason"]
 
 
 def test_corrupt_middle_line_is_skipped_with_a_warning_naming_the_line(tmp_path):

@@ -1,0 +1,35 @@
+"""Is the process that claims a run still there? Shared by sweep locks and reports."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host and is not a zombie (killed, unreaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def writer_alive(record: dict) -> bool | None:
+    """Whether the process that wrote ``record`` (a status or lock with ``host``, ``pid`` and
+    perhaps ``slurm_job_id``) still runs: checked by pid on this host, by the scheduler for a
+    SLURM job elsewhere; None when neither can tell (another host, no job id)."""
+    pid = record.get("pid")
+    if record.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0:
+        return pid_alive(pid)
+    if record.get("slurm_job_id"):
+        from vlab.slurm.scheduler import slurm_job_active
+
+        return slurm_job_active(str(record["slurm_job_id"]))
+    return None
