@@ -598,6 +598,11 @@ def install_into_transformers() -> bool:
         # Without mamba-ssm, HF's fused-path stub only returns None, with a warning that the
         # "reference implementation" is used: misleading, since the scan above is fast.
         modeling.mamba_inner_fn = _no_fused_path
+        # Decoding's one-token state update: the torch form is a few element-wise ops per
+        # token, as fast as a kernel on CPU; skip the wrapper's "much slower" warning.
+        step = getattr(modeling, "mamba_selective_state_update", None)
+        if step is not None and hasattr(step, "__wrapped__"):
+            modeling.mamba_selective_state_update = step.__wrapped__
     if importlib.util.find_spec("causal_conv1d") is None:
         # HF's wrappers warn on every first use that they fall back to torch; call the torch
         # functions they wrap directly (same maths: a grouped conv1d).

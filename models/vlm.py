@@ -12,7 +12,9 @@ grid of 2 x rows rows.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,15 +93,49 @@ class VLM(nn.Module):
         pixel_values: list[torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        cache: Any = None,
+        position_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Logits (B, T, V); with ``labels`` also the per-sequence-normalised ``loss``."""
+        """Logits (B, T, V); with ``labels`` also the per-sequence-normalised ``loss``.
+
+        ``cache`` (from :meth:`new_cache`) makes this a step of incremental decoding: the LM
+        reads its keys and values (GPT-NeoX) or conv and SSM states (Mamba) from it and
+        appends this call's tokens. ``attention_mask`` then covers the cached tokens too,
+        (B, past + T); ``position_ids`` (B, T) place left-padded rows (attention LMs only:
+        Mamba has no positions, and the mask keeps its padding out of the state).
+        Generation passes through here rather than calling the LM directly so that the
+        hooks of a wrapped model (FSDP's all-gathers) run as in training.
+        """
         emb = self.embed(input_ids, patch_index, pixel_values)
-        kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
+        kwargs: dict[str, Any] = {}
+        if self._recurrent:
+            if attention_mask is not None and attention_mask.shape[1] == emb.shape[1]:
+                kwargs["attention_mask"] = attention_mask  # the state has no use for the past
+            if cache is not None:
+                kwargs.update(cache_params=cache, use_cache=True)
+        else:
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask
+            if position_ids is not None:
+                kwargs["position_ids"] = position_ids
+            if cache is not None:
+                kwargs.update(past_key_values=cache, use_cache=True)
         logits = self.lm(inputs_embeds=emb, **kwargs).logits
         out = {"logits": logits}
         if labels is not None:
             out["loss"] = sequence_mean_loss(logits, labels)
         return out
+
+    @property
+    def _recurrent(self) -> bool:
+        """Mamba-style LMs carry a state (``cache_params``) instead of keys and values."""
+        return "cache_params" in inspect.signature(self.lm.forward).parameters
+
+    def new_cache(self) -> Any:
+        """An empty decoding cache for :meth:`forward` (keys/values or conv/SSM states)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.lm.config)
 
     def fsdp_units(self) -> list[nn.Module]:
         """What FSDP shards one at a time (``TrainConfig.parallel="fsdp"``): the LM's decoder

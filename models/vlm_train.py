@@ -231,41 +231,47 @@ class VLMTask:
     def generate(self, model: nn.Module, batch: Batch) -> list[str]:
         """Greedy answers to the first turn of each sequence in ``batch``.
 
-        Prompts are the assembled sequences cut where the first response starts; the batch
-        stays right-padded and each row reads the logits at its own last token, which is
-        exact for causal models (padding comes after, so it is never seen). No KV cache:
-        fine for the short answers of the built-in dataset.
+        Prompts are the assembled sequences cut where the first response starts, left-padded
+        to a common length P so every row's next token comes from the last column. One
+        prefill pass over (B, P) fills the decoding cache (keys and values, or Mamba's conv
+        and SSM states); each further token is one (B, 1) step, so an answer of n tokens
+        costs P + n token positions instead of n passes over the growing sequence. Rows that
+        have finished keep stepping on padding, which is discarded.
         """
         labels = batch["labels"]
+        dev = labels.device
         first = (labels != IGNORE).float().argmax(1)  # first response token per row
-        B = labels.shape[0]
-        width = int(first.max()) + self.cfg.max_new_tokens
-        ids = torch.full((B, width), self.pad_id, dtype=torch.long, device=labels.device)
-        patch = torch.full((B, width), -1, dtype=torch.long, device=labels.device)
+        B, P = labels.shape[0], int(first.max())
+        ids = torch.full((B, P), self.pad_id, dtype=torch.long, device=dev)
+        patch = torch.full((B, P), -1, dtype=torch.long, device=dev)
+        mask = torch.zeros((B, P), dtype=torch.long, device=dev)
         for b in range(B):
             n = int(first[b])
-            ids[b, :n] = batch["input_ids"][b, :n]
-            patch[b, :n] = batch["patch_index"][b, :n]
-        lengths = first.clone()
-        done = torch.zeros(B, dtype=torch.bool, device=labels.device)
+            ids[b, P - n :] = batch["input_ids"][b, :n]
+            patch[b, P - n :] = batch["patch_index"][b, :n]
+            mask[b, P - n :] = 1
         pixels = [batch[k] for k in sorted(batch) if k.startswith("pixel_values_")]
+        cache = model.new_cache()
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(ids, patch, pixels, attention_mask=mask, cache=cache, position_ids=positions)
+        nxt = logits["logits"][:, -1].argmax(-1)
+        no_patch = torch.full((B, 1), -1, dtype=torch.long, device=dev)
+        step_pos = positions[:, -1:]
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
         out_tokens: list[list[int]] = [[] for _ in range(B)]
-        for _ in range(self.cfg.max_new_tokens):
-            T = int(lengths.max())
-            logits = model(ids[:, :T], patch[:, :T], pixels)["logits"]
-            nxt = logits[torch.arange(B), lengths - 1].argmax(-1)
-            for b in range(B):
-                if done[b]:
-                    continue
-                tok = int(nxt[b])
-                if tok == self.tok.eos_token_id:
-                    done[b] = True
-                    continue
-                out_tokens[b].append(tok)
-                ids[b, lengths[b]] = tok
-                lengths[b] += 1
-            if bool(done.all()):
+        for step in range(self.cfg.max_new_tokens):
+            done |= nxt == self.tok.eos_token_id
+            for b in (~done).nonzero().flatten().tolist():
+                out_tokens[b].append(int(nxt[b]))
+            if bool(done.all()) or step + 1 == self.cfg.max_new_tokens:
                 break
+            mask = torch.cat([mask, torch.ones_like(no_patch)], 1)
+            step_pos = step_pos + 1
+            fed = torch.where(done, self.pad_id, nxt).unsqueeze(1)
+            logits = model(
+                fed, no_patch, pixels, attention_mask=mask, cache=cache, position_ids=step_pos
+            )
+            nxt = logits["logits"][:, -1].argmax(-1)
         return [self.tok.decode(t, skip_special_tokens=True) for t in out_tokens]
 
 
