@@ -114,11 +114,28 @@ def setup_distributed(device: torch.device) -> DistContext:
         return DistContext()
     ctx = DistContext(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        # On GPUs, NCCL carries the tensors of training; the small control values (loss means,
+        # stop flags, step numbers) are CPU tensors, which NCCL cannot take: gloo carries them.
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group(backend=backend)
     return ctx
+
+
+def lockstep_all(flag: bool, model: nn.Module) -> bool:
+    """``flag`` held on every rank, for loops a sharded model runs in lockstep (each step
+    all-gathers, so one rank leaving a generation loop early would hang the others); the
+    flag itself for a model that is not sharded, which rank 0 runs alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def close_distributed() -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import count_parameters
-from vlab.models.distributed import setup_distributed
+from vlab.models.distributed import lockstep_all, setup_distributed
 from vlab.models.engine import Batch, TrainConfig, TrainResult, resolve_device, train
 from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.models.vlm import VLM, VLMConfig, build_vlm
@@ -263,7 +263,7 @@ class VLMTask:
             done |= nxt == self.tok.eos_token_id
             for b in (~done).nonzero().flatten().tolist():
                 out_tokens[b].append(int(nxt[b]))
-            if bool(done.all()) or step + 1 == self.cfg.max_new_tokens:
+            if lockstep_all(bool(done.all()), model) or step + 1 == self.cfg.max_new_tokens:
                 break
             mask = torch.cat([mask, torch.ones_like(no_patch)], 1)
             step_pos = step_pos + 1
