@@ -280,7 +280,10 @@ def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str,
         warnings.append(f"{name}: status.json is not a JSON object")
         return {}, "unknown", "status.json unreadable"
     state, reason = str(status.get("state") or "unknown"), status.get("reason")
-    if state == "running" and writer_alive(status) is False:
+    if (
+        state == "running"
+        and writer_alive(status.get("host"), status.get("pid"), status.get("slurm_job_id")) is False
+    ):
         state = "interrupted"
         reason = (
             f"its process ({status.get('host')}, pid {status.get('pid')}) is gone without "

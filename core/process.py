@@ -21,15 +21,14 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def writer_alive(record: dict) -> bool | None:
-    """Whether the process that wrote ``record`` (a status or lock with ``host``, ``pid`` and
-    perhaps ``slurm_job_id``) still runs: checked by pid on this host, by the scheduler for a
+def writer_alive(host: str | None, pid: int | None, slurm_job_id: str | None) -> bool | None:
+    """Whether the process that wrote a status or lock file (its ``host``, ``pid`` and SLURM
+    job, as recorded there) still runs: checked by pid on this host, by the scheduler for a
     SLURM job elsewhere; None when neither can tell (another host, no job id)."""
-    pid = record.get("pid")
-    if record.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0:
+    if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
         return pid_alive(pid)
-    if record.get("slurm_job_id"):
+    if slurm_job_id:
         from vlab.slurm.scheduler import slurm_job_active
 
-        return slurm_job_active(str(record["slurm_job_id"]))
+        return slurm_job_active(str(slurm_job_id))
     return None

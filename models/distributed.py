@@ -123,16 +123,18 @@ def setup_distributed(device: torch.device) -> DistContext:
     return ctx
 
 
-def lockstep_all(flag: bool, model: nn.Module) -> bool:
-    """``flag`` held on every rank, for loops a sharded model runs in lockstep (each step
-    all-gathers, so one rank leaving a generation loop early would hang the others); the
-    flag itself for a model that is not sharded, which rank 0 runs alone."""
+def is_sharded(model: nn.Module) -> bool:
+    """True for a model FSDP has sharded (DTensor parameters): every rank must then run it in
+    lockstep, since each forward all-gathers."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
+        return False
     from torch.distributed.tensor import DTensor
 
-    if not any(isinstance(p, DTensor) for p in model.parameters()):
-        return flag
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def all_ranks(flag: bool) -> bool:
+    """True on every rank if ``flag`` is True on every rank (a sharded loop ends together)."""
     t = torch.tensor([int(flag)])
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())

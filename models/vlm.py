@@ -60,6 +60,8 @@ class VLM(nn.Module):
         self.encoders = nn.ModuleList(encoders)
         self.projector = projector
         self.lm = lm
+        # Mamba-style LMs carry a state (``cache_params``) instead of keys and values.
+        self._recurrent = "cache_params" in inspect.signature(lm.forward).parameters
         rows, cols = encoders[0].grid
         for enc in encoders[1:]:
             if enc.grid != (rows, cols):
@@ -125,11 +127,6 @@ class VLM(nn.Module):
         if labels is not None:
             out["loss"] = sequence_mean_loss(logits, labels)
         return out
-
-    @property
-    def _recurrent(self) -> bool:
-        """Mamba-style LMs carry a state (``cache_params``) instead of keys and values."""
-        return "cache_params" in inspect.signature(self.lm.forward).parameters
 
     def new_cache(self) -> Any:
         """An empty decoding cache for :meth:`forward` (keys/values or conv/SSM states)."""

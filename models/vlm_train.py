@@ -25,7 +25,7 @@ from torch import nn
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import count_parameters
-from vlab.models.distributed import lockstep_all, setup_distributed
+from vlab.models.distributed import all_ranks, is_sharded, setup_distributed
 from vlab.models.engine import Batch, TrainConfig, TrainResult, resolve_device, train
 from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.models.vlm import VLM, VLMConfig, build_vlm
@@ -259,11 +259,13 @@ class VLMTask:
         step_pos = positions[:, -1:]
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         out_tokens: list[list[int]] = [[] for _ in range(B)]
+        lockstep = is_sharded(model)  # one rank leaving early would hang the others
         for step in range(self.cfg.max_new_tokens):
             done |= nxt == self.tok.eos_token_id
             for b in (~done).nonzero().flatten().tolist():
                 out_tokens[b].append(int(nxt[b]))
-            if lockstep_all(bool(done.all()), model) or step + 1 == self.cfg.max_new_tokens:
+            finished = all_ranks(bool(done.all())) if lockstep else bool(done.all())
+            if finished or step + 1 == self.cfg.max_new_tokens:
                 break
             mask = torch.cat([mask, torch.ones_like(no_patch)], 1)
             step_pos = step_pos + 1

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
-from vlab.process import pid_alive
+from vlab.process import writer_alive
 from vlab.slurm.spec import RunSpec
 
 
@@ -152,13 +152,9 @@ def lock_holder(path: Path) -> dict | None:
         return None  # torn write of a crashed holder: stale
     if holder.get("job_id") and holder.get("job_id") == current_job_id():
         return None  # our own job, requeued after preemption: the old process is gone
-    if holder.get("host") == socket.gethostname():
-        return holder if pid_alive(int(holder.get("pid", -1))) else None
-    if holder.get("job_id"):
-        from vlab.slurm.scheduler import slurm_job_active
-
-        return holder if slurm_job_active(holder["job_id"]) else None
-    return holder  # another host, no scheduler to ask: assume alive
+    # dead by pid on this host or by the scheduler; another host with no job id: assume alive
+    alive = writer_alive(holder.get("host"), holder.get("pid"), holder.get("job_id"))
+    return None if alive is False else holder
 
 
 def acquire(path: Path) -> Lock | None:
