@@ -233,3 +233,35 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     if out is not None and out.weight.data_ptr() not in seen:
         emb += out.weight.numel()
     return {"total": total, "embedding": emb, "non_embedding": total - emb}
+
+
+# Names of a causal LM's decoding arguments across the transformers releases vlab allows.
+# 5.24 renamed both families' cache argument to ``cache`` (the old names are deprecated, to
+# be removed in 5.40); before it, GPT-NeoX took ``past_key_values`` and Mamba ``cache_params``.
+# Passing the wrong one is silently swallowed by ``**kwargs``: the model then decodes every
+# step without its past, so the name is read off the model's own signature, never assumed.
+_CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The keyword under which ``model.forward`` takes its decoding cache."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    for name in _CACHE_ARGUMENTS:
+        if name in params:
+            return name
+    raise ConfigError(
+        "model",
+        f"{type(model).__name__}.forward takes none of {', '.join(_CACHE_ARGUMENTS)}: this "
+        "transformers version is not supported by vlab's cached decoding",
+    )
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """True for LMs without positions (Mamba): they carry a state, not keys and values, so
+    their attention mask covers only the tokens of the current call and they take no
+    ``position_ids``."""
+    import inspect
+
+    return "position_ids" not in inspect.signature(model.forward).parameters

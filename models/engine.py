@@ -162,6 +162,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_environment(device: torch.device) -> dict[str, Any]:
+    """What a run's exact trajectory depends on besides its config, written to status.json.
+
+    Given its seeds a run is bit-for-bit reproducible on the same software, CPU and thread
+    count (``train.threads`` fixes the latter); another thread count or CPU changes the
+    order of floating-point reductions, so the numbers differ slightly and the curves drift.
+    """
+    import platform
+
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (not on biases, norms, or 1-d SSM params)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -262,7 +282,9 @@ def train(
     else:
         files.truncate_metrics(-1)
     last_eval_step = ckpt["last_eval_step"] if ckpt else -1
-    files.write_status("running", step=step, threshold_step=threshold_step)
+    files.write_status(
+        "running", step=step, threshold_step=threshold_step, environment=run_environment(device)
+    )
 
     def checkpoint() -> None:
         """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves."""

@@ -12,7 +12,6 @@ grid of 2 x rows rows.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,13 @@ import torch
 from torch import nn
 
 from vlab.errors import ConfigError
-from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
+from vlab.models.backbones import (
+    BackboneConfig,
+    add_tokens,
+    build_backbone,
+    cache_argument,
+    is_recurrent,
+)
 from vlab.models.connectors import ProjectorConfig, build_projector
 from vlab.models.vision import VisionConfig, build_vision_encoder
 from vlab.models.vlm_loss import sequence_mean_loss
@@ -60,8 +65,10 @@ class VLM(nn.Module):
         self.encoders = nn.ModuleList(encoders)
         self.projector = projector
         self.lm = lm
-        # Mamba-style LMs carry a state (``cache_params``) instead of keys and values.
-        self._recurrent = "cache_params" in inspect.signature(lm.forward).parameters
+        # Mamba-style LMs carry a state instead of keys and values; the cache's keyword
+        # differs between transformers releases (``backbones.cache_argument``).
+        self._recurrent = is_recurrent(lm)
+        self._cache_argument = cache_argument(lm)
         rows, cols = encoders[0].grid
         for enc in encoders[1:]:
             if enc.grid != (rows, cols):
@@ -113,15 +120,13 @@ class VLM(nn.Module):
         if self._recurrent:
             if attention_mask is not None and attention_mask.shape[1] == emb.shape[1]:
                 kwargs["attention_mask"] = attention_mask  # the state has no use for the past
-            if cache is not None:
-                kwargs.update(cache_params=cache, use_cache=True)
         else:
             if attention_mask is not None:
                 kwargs["attention_mask"] = attention_mask
             if position_ids is not None:
                 kwargs["position_ids"] = position_ids
-            if cache is not None:
-                kwargs.update(past_key_values=cache, use_cache=True)
+        if cache is not None:
+            kwargs.update({self._cache_argument: cache, "use_cache": True})
         logits = self.lm(inputs_embeds=emb, **kwargs).logits
         out = {"logits": logits}
         if labels is not None:

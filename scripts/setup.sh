@@ -1,22 +1,55 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv and install vlab into it.
 #
-# The install recipe, chosen once for the whole project: torch 2.14.1 + torchvision 0.29.1.
-# It is a CUDA build that also runs on CPU, so the same environment serves a laptop, CI and
-# a GPU node; torchvision is needed by timm (EVA-02, the paper's vision encoder). Override
-# with VLAB_TORCH_SPEC, e.g. VLAB_TORCH_SPEC="torch==2.13.0" for a CPU-only wheel without
-# torchvision (everything but the timm encoders works), or a build for your CUDA version.
+# By default every package comes at the version in requirements.lock: the set CI tested, so a
+# fresh machine gets what passed (refresh it with scripts/lock.sh). The torch build is
+# scripts/torch-spec.sh's (torch 2.14.1 + torchvision 0.29.1, a CUDA build that also runs on
+# CPU). Settings, all optional:
+#   VLAB_DEPS=latest     the newest versions pyproject.toml's ranges allow instead of the lock
+#                        (torch stays the chosen build)
+#   VLAB_TORCH_SPEC=...  another torch, e.g. "torch==2.13.0" (CPU-only wheel, no torchvision:
+#                        everything but the timm encoders works) or a build for your CUDA; the
+#                        lock's torch, torchvision, triton and nvidia-* pins are then dropped
+#   VLAB_EXTRAS=dev,gpu  extras (gpu: mamba-ssm and causal-conv1d, on CUDA machines)
+#   VLAB_VENV=PATH       where the environment goes (default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/torch-spec.sh
 VENV=${VLAB_VENV:-.venv}
-TORCH_SPEC=${VLAB_TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+TORCH_SPEC=${VLAB_TORCH_SPEC:-$VLAB_LOCKED_TORCH}
 EXTRAS=${VLAB_EXTRAS:-dev}
+DEPS=${VLAB_DEPS:-locked}
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+case "$DEPS" in
+  locked)
+    if [ -n "${VLAB_TORCH_SPEC:-}" ]; then
+      # Another torch brings its own torchvision, triton and CUDA libraries.
+      grep -vE '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==' \
+        requirements.lock >"$CONSTRAINTS"
+    else
+      cp requirements.lock "$CONSTRAINTS"
+    fi
+    ;;
+  latest)
+    # Everything as new as pyproject.toml allows, except torch: that stays the chosen build.
+    tr ' ' '\n' <<<"$TORCH_SPEC" | grep -E '^[A-Za-z]' >"$CONSTRAINTS"
+    PIP+=(--upgrade --upgrade-strategy eager)
+    ;;
+  *)
+    echo "scripts/setup.sh: VLAB_DEPS must be 'locked' or 'latest', not '$DEPS'" >&2
+    exit 2
+    ;;
+esac
+PIP+=(-c "$CONSTRAINTS")
 # shellcheck disable=SC2086
 "${PIP[@]}" $TORCH_SPEC 2> >(grep -v "is ignored: it is neither" >&2)
 "${PIP[@]}" -e ".[${EXTRAS}]" 2> >(grep -v "is ignored: it is neither" >&2)
-echo "vlab installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
+VERSIONS=$("$VENV/bin/python" -c 'import torch, transformers
+print(f"torch {torch.__version__}, transformers {transformers.__version__}")')
+echo "vlab installed in $VENV ($DEPS versions: $VERSIONS)"

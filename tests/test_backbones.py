@@ -1,5 +1,7 @@
 """Backbones: both arms train at tiny size, token rows are added safely, checkpoints load."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -10,7 +12,9 @@ from vlab.models.backbones import (
     add_tokens,
     base_vocab_size,
     build_backbone,
+    cache_argument,
     count_parameters,
+    is_recurrent,
 )
 
 
@@ -133,3 +137,34 @@ def test_paper_shapes_are_the_published_ones():
     mamba = hf_config("mamba", "1.4b")
     assert (mamba.hidden_size, mamba.num_hidden_layers, mamba.state_size) == (2048, 48, 16)
     assert set(PRESETS["mamba"]) >= {"790m", "1.4b", "2.8b"}
+
+
+class _OldMamba(torch.nn.Module):
+    def forward(self, input_ids=None, inputs_embeds=None, cache_params=None, use_cache=None):
+        return None
+
+
+class _OldNeoX(torch.nn.Module):
+    def forward(self, input_ids=None, position_ids=None, past_key_values=None, use_cache=None):
+        return None
+
+
+class _NoCache(torch.nn.Module):
+    def forward(self, input_ids=None, position_ids=None):
+        return None
+
+
+@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+def test_decoding_arguments_are_read_off_the_installed_transformers(arch):
+    """The installed release's real classes, then the names transformers < 5.24 used."""
+    model = build_backbone(BackboneConfig(arch=arch))
+    params = inspect.signature(model.forward).parameters
+    assert cache_argument(model) in params
+    assert is_recurrent(model) == (arch == "mamba")
+
+
+def test_decoding_arguments_of_older_releases_and_an_unsupported_one():
+    assert cache_argument(_OldMamba()) == "cache_params" and is_recurrent(_OldMamba())
+    assert cache_argument(_OldNeoX()) == "past_key_values" and not is_recurrent(_OldNeoX())
+    with pytest.raises(ConfigError, match="cached decoding"):
+        cache_argument(_NoCache())

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from vlab.config import from_dict
 from vlab.fileio import read_jsonl
@@ -27,17 +28,24 @@ def cfg(**sections) -> ProbeRunConfig:
     return from_dict(ProbeRunConfig, base)
 
 
-def test_tiny_pythia_learns_the_retrieval_task_past_the_threshold(tmp_path):
+@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+def test_tiny_backbone_learns_the_retrieval_task_past_the_threshold(tmp_path, arch):
+    """A budget with room to spare, so the test holds on any CPU: a run's trajectory depends on
+    the thread count and the CPU's floating-point kernels, not only on the seeds. Measured on
+    the machine that wrote this test, over seeds 0-2 with 1 and 2 threads, L = 4 crossed 0.95
+    at steps 400-650 (pythia) and 100 (mamba), a third of the 2,000-step budget or less."""
     c = cfg(
-        task={"length": 8, "n_heldout": 128}, train={"steps": 2500, "eval_every": 100, "threads": 2}
+        model={"arch": arch},
+        task={"length": 4, "n_heldout": 64},
+        train={"steps": 2000, "eval_every": 50, "threads": 1},
     )
     result = run_probe(c, tmp_path / "run", progress=False, log=lambda *_: None)
     assert result.state == "done"
     assert result.threshold_step is not None, result
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert metrics[0]["step"] == 0 and metrics[0]["accuracy"] < 0.5  # starts at chance
+    assert metrics[0]["step"] == 0 and metrics[0]["accuracy"] < 0.5  # starts near chance (0.25)
     assert metrics[-1]["accuracy"] >= 0.95
-    assert metrics[-1]["step"] == result.threshold_step < 2500  # stopped at the threshold
+    assert metrics[-1]["step"] == result.threshold_step < 2000  # stopped at the threshold
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "done" and status["threshold_step"] == result.threshold_step
 
@@ -58,7 +66,10 @@ def test_run_directory_contract(tmp_path, arch, variant):
         assert len(m["per_position"]) == 4
         assert m["examples_seen"] == m["step"] * 64
         assert abs(sum(m["per_position"]) / 4 - m["accuracy"]) < 1e-9  # balanced held-out
-    assert run.read_status()["state"] == "done"
+    status = run.read_status()
+    assert status["state"] == "done"
+    assert status["environment"]["threads"] == 1  # what reproducing the numbers needs
+    assert status["environment"]["torch"] == torch.__version__
     assert run.checkpoint_path.is_file()
 
 

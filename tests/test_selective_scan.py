@@ -11,9 +11,11 @@ import warnings
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from vlab.errors import VlabError
 from vlab.models import selective_scan as ss
+from vlab.models.backbones import cache_argument
 
 RTOL, ATOL = 6e-4, 2e-3
 FAST_BACKENDS = ["cpp", "torch"]
@@ -378,10 +380,11 @@ def test_hf_generation_cache_path_matches_hf_loop():
     ids = torch.randint(0, 64, (2, 30), generator=torch.Generator().manual_seed(2))
 
     def prompt_then_step():
+        cache = {cache_argument(model): DynamicCache(config=model.config), "use_cache": True}
         with torch.no_grad():
-            first = model(ids, use_cache=True)
+            first = model(ids, **cache)
             step_ids = first.logits[:, -1].argmax(-1, keepdim=True)
-            second = model(step_ids, cache_params=first.cache_params, use_cache=True)
+            second = model(step_ids, **cache)
         return first.logits, second.logits
 
     with ss.use_scan_backend("reference"):
@@ -389,3 +392,7 @@ def test_hf_generation_cache_path_matches_hf_loop():
     got = prompt_then_step()
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=RTOL, atol=ATOL)
+    with torch.no_grad():  # the step read the prompt's state: it equals re-running it all
+        step_ids = got[0][:, -1].argmax(-1, keepdim=True)
+        rerun = model(torch.cat([ids, step_ids], 1)).logits[:, -1:]
+    torch.testing.assert_close(got[1], rerun, rtol=RTOL, atol=ATOL)
