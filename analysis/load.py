@@ -58,8 +58,6 @@ RUN_COLUMNS = [
 ]
 EVAL_COLUMNS = ["run", "step", "fraction", "examples_seen", "loss", "eval_loss", "accuracy"]
 POSITION_COLUMNS = ["run", "step", "position", "accuracy"]
-# Every state a run can be shown in, in the order reports list them.
-STATES = ("done", "running", "interrupted", "failed", "unknown", "pending")
 
 # Directories never searched for runs when there is no sweep.json.
 _SKIP_DIRS = {".git", ".venv", "__pycache__", "checkpoints", "figures", "node_modules"}

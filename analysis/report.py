@@ -29,8 +29,9 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
-from vlab.analysis.load import STATES, Sweep, load_sweep
+from vlab.analysis.load import Sweep, load_sweep
 from vlab.errors import VlabError
+from vlab.rundir import STATES
 
 TEMPLATES_PACKAGE = "vlab.notebooks"
 DEFAULT_TEMPLATE = "probe_report"

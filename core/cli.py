@@ -16,7 +16,7 @@ from vlab.errors import VlabError
 # (subcommand, module that registers it). A module that is not there yet is skipped.
 SUBCOMMANDS = [
     ("probe", "vlab.probes.cli"),
-    ("vlm", "vlab.models.cli"),
+    ("vlm", "vlab.models.vlm.cli"),
     ("sweep", "vlab.slurm.cli"),
     ("report", "vlab.analysis.cli"),
     ("bench", "vlab.models.bench_cli"),
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vlab: interrupted", file=sys.stderr)
         return 130
     if "torch.distributed" in sys.modules:  # a subcommand ran under torchrun: leave its group
-        from vlab.models.distributed import close_distributed
+        from vlab.training.distributed import close_distributed
 
         close_distributed()
     return code

@@ -28,7 +28,7 @@ def writer_alive(host: str | None, pid: int | None, slurm_job_id: str | None) ->
     if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
         return pid_alive(pid)
     if slurm_job_id:
-        from vlab.slurm.scheduler import slurm_job_active
+        from vlab.scheduler import slurm_job_active
 
         return slurm_job_active(str(slurm_job_id))
     return None

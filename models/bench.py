@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vlab.models.backbones import BackboneConfig, build_backbone, count_parameters, hf_config
-from vlab.models.selective_scan import install_into_transformers, scan_backend, use_scan_backend
+from vlab.models.ops.selective_scan import install_into_transformers, scan_backend, use_scan_backend
 
 ARCHS = ("pythia", "mamba")
 
@@ -148,8 +148,8 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
 
 def bench_scan(plan: BenchPlan, device: torch.device, log=print) -> dict:
     """Forward + backward of one tiny-Mamba-shaped scan: fast path vs the reference loop."""
+    from vlab.models.ops.selective_scan import selective_scan
     from vlab.models.scan_speed import _scan_inputs
-    from vlab.models.selective_scan import selective_scan
 
     dim = hf_config("mamba", plan.preset).intermediate_size  # the preset's d_inner
     inputs = [

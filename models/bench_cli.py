@@ -11,7 +11,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from vlab.models.bench import BenchPlan, run_bench
-    from vlab.models.engine import resolve_device
+    from vlab.training.engine import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

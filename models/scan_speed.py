@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from vlab.models.selective_scan import (
+from vlab.models.ops.selective_scan import (
     install_into_transformers,
     scan_backend,
     selective_scan,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from vlab.config import cli_overrides, deep_merge, from_dict
-from vlab.models.distributed import is_main_process
+from vlab.training.distributed import is_main_process
 
 
 def config_from_args(args: argparse.Namespace):

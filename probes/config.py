@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vlab.models.backbones import BackboneConfig
-from vlab.models.engine import TrainConfig
 from vlab.probes.tasks import ProbeTaskConfig
+from vlab.training.engine import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Train a backbone on the retrieval probe into a run directory.
 
-The probe plugs into the shared engine as a :class:`~vlab.models.engine.TrainTask`: batches
+The probe plugs into the shared engine as a :class:`~vlab.training.engine.TrainTask`: batches
 come from :class:`~vlab.probes.tasks.ProbeData` by step, the loss is cross-entropy on the
 target token only (predicted at the last input position), and each evaluation records
 held-out accuracy overall and per target position.
@@ -19,12 +19,11 @@ from torch import nn
 
 from vlab.config import to_dict
 from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
-from vlab.models.distributed import setup_distributed
-from vlab.models.engine import Batch, TrainResult, resolve_device, train
-from vlab.models.rundir import ReadOnlyRunDir, RunDir
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.tasks import ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
+from vlab.training.distributed import claim_run, setup_distributed
+from vlab.training.engine import Batch, TrainResult, resolve_device, train
 
 
 def target_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
@@ -85,13 +84,7 @@ def run_probe(
     """Train one probe run into ``out`` (resuming it if unfinished); None if already done."""
     cfg = resolve(cfg)
     ctx = setup_distributed(resolve_device(cfg.train.device))
-    if ctx.is_main:  # rank 0 checks and creates the run directory; the others wait for it
-        run = RunDir(out)
-        done = run.claim(to_dict(cfg), defaults=to_dict(type(cfg)()))
-    ctx.barrier()
-    if not ctx.is_main:
-        run = ReadOnlyRunDir(out)
-        done = run.is_done()
+    run, done = claim_run(ctx, out, to_dict(cfg), defaults=to_dict(type(cfg)()))
     if done:
         status = run.read_status() or {}
         log(f"{run.path}: already done ({status.get('reason')}); nothing to do")

@@ -7,8 +7,8 @@ the scheduler runs its job), ``done``, ``failed`` (with the reason and the log t
 
 from __future__ import annotations
 
-from vlab.models.rundir import RunDir
-from vlab.slurm.scheduler import job_states
+from vlab.rundir import RunDir
+from vlab.scheduler import job_states
 from vlab.slurm.sweepdir import SweepDir, lock_holder
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}

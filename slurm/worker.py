@@ -38,7 +38,7 @@ def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=No
         run_probe(cfg, sweep.run_path(name), progress=progress, should_stop=should_stop)
     finally:
         lock.release()
-    from vlab.models.rundir import RunDir
+    from vlab.rundir import RunDir
 
     return {"name": name, **(RunDir(sweep.run_path(name)).read_status() or {})}
 

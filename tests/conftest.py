@@ -7,4 +7,4 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # a real single-node SLURM cluster (fixture ``slurm_cluster``) for the sweep tests
-pytest_plugins = ["tests.slurm_cluster"]
+pytest_plugins = ["tests.slurm.cluster"]

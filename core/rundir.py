@@ -1,0 +1,217 @@
+"""The run directory: the plain-file contract between training and everything after it.
+
+::
+
+    RUN_DIR/
+      config.json      fully resolved config (every default written out)
+      metrics.jsonl    one JSON object per evaluation: step, examples_seen, loss, accuracy, ...
+      status.json      state (running | done | failed | interrupted), reason, threshold_step, ...
+      checkpoints/last.pt   model, optimizer, scheduler and loop state at the last evaluation
+
+Every file is written atomically or appended a whole line at a time, so a reader (resume,
+``vlab sweep status``, the report) never sees a half-written file. Analysis reads only these
+files, never the trainer's objects.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlab.config import diff
+from vlab.errors import VlabError
+from vlab.fileio import (
+    append_jsonl,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    write_jsonl,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# What a writer records in status.json.
+WRITTEN_STATES = ("running", "done", "failed", "interrupted")
+# Every state a reader (``vlab sweep status``, the report) shows a run in, in display order:
+# the written ones as judged from outside (a "running" run whose process is gone is
+# "interrupted"), "unknown" for an unreadable status and "pending" for a run not started.
+STATES = ("done", "running", "interrupted", "failed", "unknown", "pending")
+
+
+class RunDir:
+    """Paths and atomic accessors of one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    # config -------------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def claim(self, config: dict, defaults: dict | None = None) -> bool:
+        """Start or resume the run of ``config`` here; True if it is already finished.
+
+        An existing run directory is resumed only if its config is the same; otherwise the
+        user is told which fields differ and nothing is touched. A field the stored config
+        lacks (added by a later vlab) counts as the same when ``config`` holds its default
+        (``defaults``: the config class's defaults as a dict), so upgrading vlab does not
+        orphan unfinished runs; the stored config is then completed. A non-empty folder that
+        is not a run directory is refused too.
+        """
+        if self.exists():
+            stored = self.read_config()
+            changed = [
+                path
+                for path in diff(stored, config)
+                if not _added_with_default(path, stored, config, defaults)
+            ]
+            if changed:
+                raise VlabError(
+                    f"{self.path} already holds a run with a different config "
+                    f"(fields: {', '.join(changed)}); choose another --out or delete it"
+                )
+            if stored != config:
+                self.write_config(config)
+            return self.is_done()
+        if self.path.exists() and any(self.path.iterdir()):
+            raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
+        self.write_config(config)
+        return False
+
+    def read_config(self) -> dict:
+        if not self.config_path.is_file():
+            raise VlabError(f"{self.path} is not a run directory (no config.json)")
+        return read_json(self.config_path)
+
+    # status -------------------------------------------------------------------------------
+    def read_status(self) -> dict | None:
+        if not self.status_path.is_file():
+            return None
+        return read_json(self.status_path)
+
+    def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
+        """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old."""
+        if state not in WRITTEN_STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        status = {k: v for k, v in (self.read_status() or {}).items() if k not in ("reason",)}
+        status.update(fields)
+        status.update(
+            state=state,
+            reason=reason,
+            updated=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        status.setdefault("threshold_step", None)
+        if os.environ.get("SLURM_JOB_ID"):  # where to look in the scheduler's accounting
+            status["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+            status["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+        atomic_write_json(self.status_path, status)
+        return status
+
+    def is_done(self) -> bool:
+        status = self.read_status()
+        return bool(status) and status.get("state") == "done"
+
+    # metrics ------------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, last_step: int) -> list[dict]:
+        """Keep only evaluations up to ``last_step`` (the checkpoint a resume starts from).
+
+        Lines written after the last checkpoint, and a torn last line, are dropped, so the
+        resumed run appends exactly the lines an uninterrupted run would have.
+        """
+        kept = [r for r in self.read_metrics() if r.get("step", -1) <= last_step]
+        write_jsonl(self.metrics_path, kept)
+        return kept
+
+    # checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        import torch  # here, not at the top: readers of run directories need no torch
+
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
+        import torch
+
+        if not self.checkpoint_path.is_file():
+            return None
+        # mmap: ranks on one node share the file's pages instead of each holding a full copy
+        return torch.load(
+            self.checkpoint_path, map_location=map_location, weights_only=False, mmap=True
+        )
+
+
+class ReadOnlyRunDir(RunDir):
+    """A run directory seen by a non-zero rank of a data-parallel run: it reads the same
+    files (to resume from the same checkpoint) but never writes; rank 0 owns the files."""
+
+    def write_config(self, config: dict) -> None:
+        pass
+
+    def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
+        return {}
+
+    def append_metrics(self, record: dict) -> None:
+        pass
+
+    def truncate_metrics(self, last_step: int) -> list[dict]:
+        return self.read_metrics()
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+
+_MISSING = object()
+
+
+def _lookup(data: dict | None, path: str) -> object:
+    node: object = data
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _added_with_default(path: str, stored: dict, config: dict, defaults: dict | None) -> bool:
+    """True when ``path`` is absent from the stored config and ``config`` has its default."""
+    if defaults is None or _lookup(stored, path) is not _MISSING:
+        return False
+    value = _lookup(config, path)
+    return value is not _MISSING and value == _lookup(defaults, path)

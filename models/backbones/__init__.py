@@ -1,0 +1,267 @@
+"""Language-model backbones: GPT-NeoX (Pythia) and Mamba through Hugging Face ``transformers``.
+
+A backbone is chosen by architecture and either a named size preset (tiny CPU shapes, the
+papers' Pythia / Mamba shapes; random init) or a local directory holding a ``save_pretrained``
+checkpoint (loaded with ``from_pretrained``, never from a hub). New special tokens are added by
+resizing the embeddings; the new rows are initialised by a configurable scheme and seed while
+the old rows are kept bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vlab.errors import ConfigError
+
+Arch = Literal["pythia", "mamba"]
+InitScheme = Literal["normal", "mean", "uniform"]
+
+# Named shapes. "tiny" and "small" are CPU presets whose two arms have comparable parameter
+# counts (the tiny Pythia rotates all head dims: 25% of 24 dims carries too little position
+# signal to learn retrieval on a CPU budget); the others are the papers' shapes (Pythia:
+# GPT-NeoX with rotary on 25% of the head dims; Mamba: expand 2, d_state 16, conv 4) built
+# from config with random weights.
+PRESETS: dict[str, dict[str, dict]] = {
+    "pythia": {
+        "tiny": dict(
+            vocab_size=256,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=192,
+            rotary_pct=1.0,
+        ),
+        "small": dict(
+            vocab_size=256,
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+        ),
+        "160m": dict(
+            vocab_size=50304,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+        ),
+        "1b": dict(
+            vocab_size=50304,
+            hidden_size=2048,
+            num_hidden_layers=16,
+            num_attention_heads=8,
+            intermediate_size=8192,
+        ),
+        "1.4b": dict(
+            vocab_size=50304,
+            hidden_size=2048,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=8192,
+        ),
+        "2.8b": dict(
+            vocab_size=50304,
+            hidden_size=2560,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            intermediate_size=10240,
+        ),
+    },
+    "mamba": {
+        "tiny": dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, state_size=16),
+        "small": dict(vocab_size=256, hidden_size=128, num_hidden_layers=6, state_size=16),
+        "130m": dict(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16),
+        "790m": dict(vocab_size=50280, hidden_size=1536, num_hidden_layers=48, state_size=16),
+        "1.4b": dict(vocab_size=50280, hidden_size=2048, num_hidden_layers=48, state_size=16),
+        "2.8b": dict(vocab_size=50280, hidden_size=2560, num_hidden_layers=64, state_size=16),
+    },
+}
+
+_NEOX_DEFAULTS = dict(
+    rotary_pct=0.25,
+    max_position_embeddings=2048,
+    use_parallel_residual=True,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    tie_word_embeddings=False,
+)
+_MAMBA_DEFAULTS = dict(expand=2, conv_kernel=4, tie_word_embeddings=True)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which LM to build and how to initialise the rows of tokens added for a task.
+
+    ``pretrained`` is a local directory with a ``save_pretrained`` checkpoint; when set it
+    replaces ``preset``. ``init_scheme`` for new embedding rows: ``normal`` (N(0, init_std),
+    ``init_std`` None = the model's ``initializer_range``), ``mean`` (mean of the old rows plus
+    N(0, init_std) noise, as HF's mean resizing does), ``uniform`` (U(-a, a) with the std of
+    ``init_std``). ``init_seed`` makes the new rows reproducible independently of the model's
+    own initialisation seed. ``overrides`` are set on the preset's ``transformers`` config
+    (e.g. ``{"num_hidden_layers": 4}``); they are ignored for ``pretrained``.
+    ``attn_implementation`` applies to the Transformer arm ("sdpa" by default;
+    "flash_attention_2" on GPUs that have it).
+    """
+
+    arch: Arch = "pythia"
+    preset: str = "tiny"
+    pretrained: str | None = None
+    init_scheme: InitScheme = "normal"
+    init_std: float | None = None
+    init_seed: int = 0
+    attn_implementation: str = "sdpa"
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in PRESETS:
+            raise ConfigError("arch", f"{self.arch!r} is not one of {', '.join(PRESETS)}")
+        if self.pretrained is None and self.preset not in PRESETS[self.arch]:
+            names = ", ".join(PRESETS[self.arch])
+            raise ConfigError("preset", f"{self.preset!r} is not a {self.arch} preset ({names})")
+        if self.pretrained is not None and not (Path(self.pretrained) / "config.json").is_file():
+            raise ConfigError(
+                "pretrained",
+                f"{self.pretrained!r} is not a local checkpoint directory (no config.json); "
+                "save one with save_pretrained() or download it yourself first",
+            )
+        if self.init_std is not None and self.init_std <= 0:
+            raise ConfigError("init_std", f"must be > 0, got {self.init_std}")
+
+
+def hf_config(arch: Arch, preset: str, **overrides):
+    """The ``transformers`` config object of a preset."""
+    from transformers import GPTNeoXConfig, MambaConfig
+
+    if arch == "pythia":
+        return GPTNeoXConfig(**{**_NEOX_DEFAULTS, **PRESETS[arch][preset], **overrides})
+    return MambaConfig(**{**_MAMBA_DEFAULTS, **PRESETS[arch][preset], **overrides})
+
+
+def build_backbone(cfg: BackboneConfig, seed: int = 0) -> nn.Module:
+    """A ``*ForCausalLM`` model: the preset with random init (seeded), or a local checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    if cfg.arch == "mamba":
+        from vlab.models.ops.selective_scan import install_into_transformers
+
+        install_into_transformers()
+    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.arch == "pythia" else {}
+    if cfg.pretrained is not None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.pretrained, local_files_only=True, **kwargs
+        )
+        expected = "gpt_neox" if cfg.arch == "pythia" else "mamba"
+        if model.config.model_type != expected:
+            raise ConfigError(
+                "pretrained",
+                f"{cfg.pretrained} holds a {model.config.model_type!r} model, not {expected!r} "
+                f"(arch={cfg.arch})",
+            )
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(
+            hf_config(cfg.arch, cfg.preset, **cfg.overrides), **kwargs
+        )
+
+
+def base_vocab_size(model: nn.Module) -> int:
+    """Rows of the input embedding table (may exceed the tokenizer's size through padding)."""
+    return model.get_input_embeddings().weight.shape[0]
+
+
+@torch.no_grad()
+def _init_rows(
+    weight: torch.Tensor, start: int, scheme: InitScheme, std: float, gen: torch.Generator
+) -> None:
+    new = weight[start:]
+    noise = torch.randn(new.shape, generator=gen, dtype=torch.float32)
+    if scheme == "normal":
+        value = noise * std
+    elif scheme == "mean":
+        value = weight[:start].float().mean(dim=0, keepdim=True) + noise * std
+    elif scheme == "uniform":
+        a = std * 3**0.5
+        value = (torch.rand(new.shape, generator=gen) * 2 - 1) * a
+    else:
+        raise ConfigError("init_scheme", f"unknown scheme {scheme!r}")
+    new.copy_(value.to(weight.dtype))
+
+
+def add_tokens(model: nn.Module, n_new: int, cfg: BackboneConfig) -> int:
+    """Append ``n_new`` rows to the input (and untied output) embeddings; return the old size.
+
+    Old rows are kept exactly; new rows follow ``cfg.init_scheme`` with ``cfg.init_seed``. For
+    untied heads (GPT-NeoX's ``embed_out``) the new output rows get the same scheme with the
+    next draw of the generator, so the two tables are initialised independently.
+    """
+    old = base_vocab_size(model)
+    if n_new <= 0:
+        return old
+    model.resize_token_embeddings(old + n_new, mean_resizing=False)
+    std = (
+        cfg.init_std
+        if cfg.init_std is not None
+        else float(getattr(model.config, "initializer_range", 0.02))
+    )
+    gen = torch.Generator().manual_seed(cfg.init_seed)
+    emb_in = model.get_input_embeddings().weight
+    _init_rows(emb_in, old, cfg.init_scheme, std, gen)
+    emb_out = model.get_output_embeddings()
+    if emb_out is not None and emb_out.weight.data_ptr() != emb_in.data_ptr():
+        _init_rows(emb_out.weight, old, cfg.init_scheme, std, gen)
+    return old
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total, embedding (input + untied output) and non-embedding parameter counts.
+
+    Non-embedding counts are what the two arms are matched on: the embedding tables scale
+    with the vocabulary, which the task sets, not the architecture.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    seen = {model.get_input_embeddings().weight.data_ptr()}
+    emb = model.get_input_embeddings().weight.numel()
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() not in seen:
+        emb += out.weight.numel()
+    return {"total": total, "embedding": emb, "non_embedding": total - emb}
+
+
+# Names of a causal LM's decoding arguments across the transformers releases vlab allows.
+# 5.24 renamed both families' cache argument to ``cache`` (the old names are deprecated, to
+# be removed in 5.40); before it, GPT-NeoX took ``past_key_values`` and Mamba ``cache_params``.
+# Passing the wrong one is silently swallowed by ``**kwargs``: the model then decodes every
+# step without its past, so the name is read off the model's own signature, never assumed.
+_CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The keyword under which ``model.forward`` takes its decoding cache."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    for name in _CACHE_ARGUMENTS:
+        if name in params:
+            return name
+    raise ConfigError(
+        "model",
+        f"{type(model).__name__}.forward takes none of {', '.join(_CACHE_ARGUMENTS)}: this "
+        "transformers version is not supported by vlab's cached decoding",
+    )
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """True for LMs without positions (Mamba): they carry a state, not keys and values, so
+    their attention mask covers only the tokens of the current call and they take no
+    ``position_ids``."""
+    import inspect
+
+    return "position_ids" not in inspect.signature(model.forward).parameters

@@ -1,0 +1,135 @@
+"""``vlab vlm``: train Pythia-VL or Mamba-VL, stage 1 then stage 2, into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlab.config import cli_overrides, deep_merge
+from vlab.errors import ConfigError
+from vlab.training.distributed import is_main_process
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    data = cli_overrides(args.config, args.set)
+    if args.data_root is not None:
+        from vlab.models.vlm.data.paper_data import paper_data
+
+        data = deep_merge({"data": paper_data(args.data_root)}, data)
+    if args.steps is not None:
+        data = deep_merge(data, {"stage2": {"steps": args.steps}})
+    if args.ordering is not None:
+        data = deep_merge(data, {"model": {"sequence": {"ordering": args.ordering}}})
+    return data
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vlab.models.vlm.train import config_from, train_vlm
+
+    cfg = config_from(args.preset, args.arch, _overrides(args))
+    stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
+    results = train_vlm(cfg, args.out, stages, progress=not args.no_progress)
+    for stage, result in results.items():
+        if result is not None and is_main_process():
+            acc = (result.final_metrics or {}).get("tasks")
+            print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
+    return 0 if all(r is None or r.state == "done" for r in results.values()) else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vlab.config import from_dict
+    from vlab.models.vlm.data.prepared import MixtureConfig
+    from vlab.models.vlm.evaluate import evaluate_run, select_sources
+
+    if (args.data_root is None) == (args.config is None):
+        raise ConfigError("benchmarks", "give exactly one of --data-root and --config")
+    if args.data_root is not None:
+        from vlab.models.vlm.data.paper_data import paper_benchmarks
+
+        spec = {"sources": paper_benchmarks(args.data_root), "pack": False}
+    else:
+        spec = cli_overrides(args.config, None)
+    mixture = select_sources(from_dict(MixtureConfig, spec), args.limit, args.skip_missing)
+    results = evaluate_run(
+        args.run,
+        mixture,
+        args.name,
+        stage=int(args.stage),
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    width = max(len(k) for k in results["sources"])
+    for key, value in results["sources"].items():
+        metric = results["metrics"][key.split("/")[1]]
+        print(f"{key:<{width}}  {value:8.4f}  {metric}")
+    print(f"results: {args.run}/eval/{args.name}/results.json")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from vlab.models.vlm.train import PRESETS
+
+    vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
+    sub = vlm.add_subparsers(dest="vlm_command", metavar="ACTION", required=True)
+    train = sub.add_parser(
+        "train",
+        help="train a VLM (stage 1: projector; stage 2: projector + LM)",
+        description="Two-stage VLM training into OUT/stage1 and OUT/stage2 (run directories "
+        "like the probes'). Rerunning resumes unfinished stages and skips finished ones.",
+    )
+    train.add_argument(
+        "--preset",
+        default="tiny-shapes",
+        help=f"run preset ({', '.join(PRESETS)}; default tiny-shapes)",
+    )
+    train.add_argument("--arch", choices=["pythia", "mamba"], help="LM backbone")
+    train.add_argument("--steps", type=int, help="stage 2 optimizer steps")
+    train.add_argument("--stage", choices=["1", "2", "both"], default="both")
+    train.add_argument(
+        "--ordering",
+        choices=["task_agnostic", "task_aware"],
+        help="image first (task-agnostic) or instruction first (task-aware)",
+    )
+    train.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="train on the paper's datasets in their usual layout under DIR "
+        "(see vlab.models.vlm.data.paper_data); default: the built-in shapes dataset",
+    )
+    train.add_argument("--config", help="JSON config file (same nesting as config.json)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any field, e.g. --set stage1.steps=50",
+    )
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--out", required=True, help="run directory (created or resumed)")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained VLM on benchmark sets (predictions and scores per benchmark)",
+        description="Greedy answers of RUN/stage{N}'s checkpoint on the benchmarks, scored per "
+        "benchmark, into RUN/eval/NAME/{predictions.jsonl,results.json}. Resumes a killed "
+        "evaluation.",
+    )
+    ev.add_argument("--run", required=True, help="a vlab vlm train output directory")
+    ev.add_argument("--stage", choices=["1", "2"], default="2")
+    ev.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the paper's benchmarks under DIR (see vlab.models.vlm.data.paper_data)",
+    )
+    ev.add_argument("--config", help='JSON file of a mixture: {"sources": [{"reader": ..., ...}]}')
+    ev.add_argument("--name", default="benchmarks", help="results go to RUN/eval/NAME")
+    ev.add_argument("--limit", type=int, help="at most N examples per benchmark")
+    ev.add_argument(
+        "--skip-missing", action="store_true", help="leave out benchmarks whose files are missing"
+    )
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_eval)

@@ -1,0 +1,227 @@
+"""Readers for open-ended VQA sources (task ``vqa``: prompt = question, response = answer).
+
+Formats:
+
+* VQAv2: ``v2_OpenEnded_mscoco_<subtype>_questions.json`` (``{"data_subtype", "questions":
+  [{"image_id", "question", "question_id"}]}``) + ``v2_mscoco_<subtype>_annotations.json``
+  (``{"annotations": [{"question_id", "multiple_choice_answer", "answers": [{"answer"}] x 10,
+  "answer_type", "question_type"}]}``); images ``COCO_<subtype>_<image_id:012d>.jpg``. Response:
+  ``multiple_choice_answer``; all ten answers in ``meta["answers"]`` for the VQA score. Without
+  annotations (test-dev) the response is empty.
+* GQA: ``<split>_balanced_questions.json``: ``{qid: {"imageId", "question", "answer",
+  "fullAnswer", ...}}``; images ``<imageId>.jpg``.
+* Visual Genome QA: ``question_answers.json`` (``[{"id", "qas": [{"qa_id", "question",
+  "answer"}]}]``) + ``image_data.json`` for the image folders. Answers lose their final period
+  ("Green." -> "Green"), the raw answer stays in ``meta["raw_answer"]``.
+* OCR-VQA: ``dataset.json``: ``{book_id: {"imageURL", "questions", "answers", "title",
+  "authorName", "genre", "split": 1 | 2 | 3}}`` (1 train, 2 val, 3 test); images as saved by the
+  dataset's download script, ``<book_id><extension of imageURL>``.
+* DocVQA / InfographicVQA: ``train_v1.0.json`` / ``infographicVQA_train_v1.0.json``:
+  ``{"data": [{"questionId", "question", "answers", "image" (DocVQA, e.g.
+  "documents/xxx.png") or "image_local_name" (InfographicVQA)}]}``. Response: the first answer;
+  all answers in ``meta["answers"]`` (ANLS).
+* TextVQA (evaluation): ``TextVQA_0.5.1_<split>.json``: ``{"data": [{"question_id",
+  "question", "image_id", "answers" x 10}]}``; images ``<image_id>.jpg`` (the val images sit in
+  ``train_images``). Response: the most common answer; all ten in ``meta["answers"]``.
+* POPE (evaluation): one JSON object per line, ``{"question_id", "image", "text", "label"}``
+  with ``label`` "yes" / "no"; images by file name (COCO val2014). Task ``pope``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+from vlab.models.vlm.data._files import (
+    PathLike,
+    check_split,
+    format_errors,
+    image_path,
+    load_json,
+    load_jsonl,
+)
+from vlab.models.vlm.data.readers.region import load_vg_images
+from vlab.models.vlm.data.records import Turn, VLSample
+
+
+def _vqa(image: str, image_id: str, source: str, q: str, a: str, meta: dict) -> VLSample:
+    return VLSample(image, image_id, "vqa", source, [Turn(q.strip(), a.strip())], meta)
+
+
+def read_vqav2(
+    questions_path: PathLike,
+    annotations_path: PathLike | None,
+    image_root: PathLike,
+    split: str = "train",
+) -> Iterator[VLSample]:
+    """VQAv2 -> ``vqa`` samples (source ``vqav2``). meta: split, question_id, answers (10),
+    answer_type, question_type."""
+    qdata = load_json(questions_path)
+    answers: dict[int, dict] = {}
+    if annotations_path is not None:
+        adata = load_json(annotations_path)
+        with format_errors(annotations_path, "a VQAv2 annotations file"):
+            answers = {a["question_id"]: a for a in adata["annotations"]}
+    with format_errors(questions_path, "a VQAv2 questions file"):
+        subtype = qdata["data_subtype"]
+        for q in qdata["questions"]:
+            ann = answers.get(q["question_id"]) if answers else None
+            if answers and ann is None:
+                continue
+            meta = {
+                "split": split,
+                "question_id": q["question_id"],
+                "answers": [a["answer"] for a in ann["answers"]] if ann else [],
+                "answer_type": ann.get("answer_type") if ann else None,
+                "question_type": ann.get("question_type") if ann else None,
+            }
+            name = f"COCO_{subtype}_{q['image_id']:012d}.jpg"
+            response = ann["multiple_choice_answer"] if ann else ""
+            yield _vqa(
+                image_path(image_root, name),
+                str(q["image_id"]),
+                "vqav2",
+                q["question"],
+                response,
+                meta,
+            )
+
+
+def read_gqa(
+    questions_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """GQA balanced questions -> ``vqa`` samples (source ``gqa``). meta: split, question_id,
+    full_answer."""
+    data = load_json(questions_path)
+    with format_errors(questions_path, "a GQA questions file"):
+        for qid, q in data.items():
+            meta = {"split": split, "question_id": qid, "full_answer": q.get("fullAnswer")}
+            yield _vqa(
+                image_path(image_root, f"{q['imageId']}.jpg"),
+                str(q["imageId"]),
+                "gqa",
+                q["question"],
+                q.get("answer", ""),
+                meta,
+            )
+
+
+def read_vg_qa(
+    question_answers_path: PathLike,
+    image_data_path: PathLike,
+    image_root: PathLike,
+    split: str = "train",
+) -> Iterator[VLSample]:
+    """Visual Genome QA -> ``vqa`` samples (source ``visual_genome``). meta: split, qa_id,
+    raw_answer."""
+    images = load_vg_images(image_data_path)
+    data = load_json(question_answers_path)
+    with format_errors(question_answers_path, "a Visual Genome question_answers.json"):
+        for entry in data:
+            path = image_path(image_root, images[entry["id"]]["path"])
+            for qa in entry["qas"]:
+                answer = qa["answer"].strip()
+                meta = {"split": split, "qa_id": qa["qa_id"], "raw_answer": qa["answer"]}
+                yield _vqa(
+                    path,
+                    str(entry["id"]),
+                    "visual_genome",
+                    qa["question"],
+                    answer[:-1] if answer.endswith(".") else answer,
+                    meta,
+                )
+
+
+OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
+
+
+def read_ocrvqa(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """OCR-VQA -> ``vqa`` samples (source ``ocrvqa``), one per question. meta: split, title,
+    genre, image_url. Apply :func:`~vlab.models.vlm.data.filters.filter_ocrvqa` for the spec's
+    filters."""
+    code = OCRVQA_SPLITS[check_split(split, tuple(OCRVQA_SPLITS))]
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "an OCR-VQA dataset.json"):
+        for book_id, book in data.items():
+            if book["split"] != code:
+                continue
+            ext = PurePosixPath(book["imageURL"]).suffix or ".jpg"
+            path = image_path(image_root, f"{book_id}{ext}")
+            meta = {
+                "split": split,
+                "title": book.get("title"),
+                "genre": book.get("genre"),
+                "image_url": book["imageURL"],
+            }
+            for q, a in zip(book["questions"], book["answers"], strict=True):
+                yield _vqa(path, str(book_id), "ocrvqa", q, str(a), dict(meta))
+
+
+def _read_doc_qa(
+    annotation_path: PathLike, image_root: PathLike, split: str, source: str
+) -> Iterator[VLSample]:
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, f"a {source} annotation file"):
+        for row in data["data"]:
+            rel = row["image"] if "image" in row else row["image_local_name"]
+            answers = row.get("answers") or [""]
+            meta = {"split": split, "question_id": row["questionId"], "answers": answers}
+            yield _vqa(
+                image_path(image_root, rel),
+                PurePosixPath(rel).stem,
+                source,
+                row["question"],
+                answers[0],
+                meta,
+            )
+
+
+def read_docvqa(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """DocVQA -> ``vqa`` samples (source ``docvqa``). meta: split, question_id, answers."""
+    return _read_doc_qa(annotation_path, image_root, split, "docvqa")
+
+
+def read_infographicvqa(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """InfographicVQA -> ``vqa`` samples (source ``infographicvqa``). meta as DocVQA."""
+    return _read_doc_qa(annotation_path, image_root, split, "infographicvqa")
+
+
+def read_textvqa(
+    annotation_path: PathLike, image_root: PathLike, split: str = "val"
+) -> Iterator[VLSample]:
+    """TextVQA -> ``vqa`` samples (source ``textvqa``). meta: split, question_id, answers."""
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "a TextVQA file"):
+        for row in data["data"]:
+            answers = [str(a) for a in row.get("answers", [])]
+            top = Counter(answers).most_common(1)[0][0] if answers else ""
+            meta = {"split": split, "question_id": row["question_id"], "answers": answers}
+            yield _vqa(
+                image_path(image_root, f"{row['image_id']}.jpg"),
+                str(row["image_id"]),
+                "textvqa",
+                row["question"],
+                top,
+                meta,
+            )
+
+
+def read_pope(
+    annotation_path: PathLike, image_root: PathLike, split: str = "test"
+) -> Iterator[VLSample]:
+    """POPE -> ``pope`` samples (source ``pope``). meta: split, question_id, label."""
+    for row in load_jsonl(annotation_path):
+        with format_errors(annotation_path, "a POPE jsonl file"):
+            label = str(row["label"]).strip().lower()
+            meta = {"split": split, "question_id": row["question_id"], "label": label}
+            turn = Turn(row["text"].strip(), label)
+            name = row["image"]
+            image_id = PurePosixPath(name).stem
+            yield VLSample(image_path(image_root, name), image_id, "pope", "pope", [turn], meta)

@@ -1,0 +1,144 @@
+"""``vlab vlm eval``: a trained VLM on benchmark sets, without task-specific finetuning.
+
+Reads a finished (or, with a warning, an unfinished) stage of a ``vlab vlm train`` run: its
+``config.json``, the tokenizer it trained with and ``checkpoints/last.pt``. The benchmark
+sources are prepared like held-out data (unpacked, captions merged per image with all their
+references) into ``OUT/eval/NAME/data``; greedy answers to every example go to
+``OUT/eval/NAME/predictions.jsonl`` batch by batch, so a killed evaluation resumes where it
+stopped; the scores per benchmark (``source/task``: CIDEr, VQA score, accuracy, IoU@0.5 ...)
+are written last, atomically, to ``OUT/eval/NAME/results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vlab.config import from_dict
+from vlab.errors import VlabError
+from vlab.fileio import append_jsonl, atomic_write_json, read_jsonl
+from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
+from vlab.models.vlm.metrics.answers import evaluate_predictions
+from vlab.models.vlm.model import build_vlm
+from vlab.rundir import RunDir
+from vlab.training.engine import resolve_device
+
+
+def select_sources(
+    mixture: MixtureConfig, limit: int | None = None, skip_missing: bool = False, log=print
+) -> MixtureConfig:
+    """The mixture with at most ``limit`` examples per source, and (``skip_missing``) without
+    the sources whose files are not there (each named in the log)."""
+    sources = []
+    for s in mixture.sources:
+        if skip_missing and s.missing():
+            log(f"skipping {s.label}: {', '.join(str(f) for f in s.missing())} missing")
+            continue
+        sources.append(dataclasses.replace(s, limit=limit) if limit else s)
+    if not sources:
+        raise VlabError("no benchmark source has its files; nothing to evaluate")
+    return dataclasses.replace(mixture, sources=tuple(sources), pack=False)
+
+
+def evaluate_run(
+    out: str | Path,
+    mixture: MixtureConfig,
+    name: str = "benchmarks",
+    *,
+    stage: int = 2,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Evaluate ``out/stage{stage}`` on ``mixture``; returns (and writes) the results."""
+    from vlab.models.vlm.train import VLMRunConfig, VLMTask, image_tokens, run_tokenizer
+
+    out = Path(out)
+    run = RunDir(out / f"stage{stage}")
+    stored = run.read_config()
+    stored.pop("stage", None)
+    changes: dict[str, Any] = {}
+    if batch_size:
+        changes["eval_batch_size"] = batch_size
+    if max_new_tokens:
+        changes["max_new_tokens"] = max_new_tokens
+    cfg = from_dict(VLMRunConfig, {**stored, **changes})
+    ckpt = run.load_checkpoint()
+    if ckpt is None:
+        raise VlabError(f"{run.path} has no checkpoint to evaluate")
+    if not run.is_done():
+        log(f"{run.path} is not finished: evaluating its checkpoint at step {ckpt['step']}")
+    mixture.check_files("sources.")
+    tok = run_tokenizer(cfg, out)
+    dev = resolve_device(device)
+    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
+    model.load_state_dict(ckpt["model"])
+    model.to(dev).eval()
+
+    where = out / "eval" / name
+    data_dir = prepare(
+        mixture,
+        where / "data",
+        length_fn=lambda text: len(tok.encode(text, add_special_tokens=False)),
+        max_length=cfg.model.sequence.max_length,
+        image_tokens=image_tokens(cfg.model.sequence, model.grid, tok),
+        heldout=True,
+        log=log,
+    )
+    data = PreparedMixture(data_dir)
+    samples = list(data)
+    task = VLMTask(cfg, model, tok, cfg.eval_batch_size, dev, _Heldout(samples))
+    pred_path = where / "predictions.jsonl"
+    done = read_jsonl(pred_path) if pred_path.exists() else []
+    if [r["index"] for r in done] != list(range(len(done))):
+        raise VlabError(f"{pred_path} is not a prefix of this evaluation; remove it to start over")
+    bs = cfg.eval_batch_size
+    use_bf16 = dev.type == "cuda"
+    bar = tqdm(total=len(samples), initial=len(done), disable=not progress, desc=name)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+        for start in range(len(done), len(samples), bs):
+            chunk = samples[start : start + bs]
+            batch = {k: v.to(dev) for k, v in task.batch_of(chunk).items()}
+            for i, (s, pred) in enumerate(zip(chunk, task.generate(model, batch), strict=True)):
+                append_jsonl(
+                    pred_path,
+                    {
+                        "index": start + i,
+                        "source": s.source,
+                        "task": s.task,
+                        "image_id": s.image_id,
+                        "prompt": s.turns[0].prompt,
+                        "prediction": pred,
+                        "reference": s.turns[0].response,
+                    },
+                )
+            bar.update(len(chunk))
+    bar.close()
+    predictions = [r["prediction"] for r in read_jsonl(pred_path)]
+    results = {
+        "run": str(out),
+        "stage": stage,
+        "step": ckpt["step"],
+        "examples": len(samples),
+        "per_source": {k: v["sequences"] for k, v in data.stats.items()},
+        **evaluate_predictions(samples, predictions),
+    }
+    atomic_write_json(where / "results.json", results)
+    return results
+
+
+@dataclasses.dataclass
+class _Heldout:
+    """The data object VLMTask expects, holding only the examples to evaluate."""
+
+    heldout: list
+
+    def train(self, start: int, n: int) -> list:  # never trained on
+        raise VlabError("an evaluation has no training data")

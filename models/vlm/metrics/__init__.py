@@ -1,0 +1,2 @@
+"""Scores of generated answers: ``answers`` (VQA score, ANLS, accuracy, IoU, per task and
+benchmark) and ``captions`` (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)."""

@@ -1,0 +1,173 @@
+"""Derived tables and figures on small hand-made sweeps whose answers are known."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import math  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from tests.analysis.test_load import write_run  # noqa: E402
+from vlab.analysis import plots, tables  # noqa: E402
+from vlab.analysis.load import load_sweep  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """pythia: one run stopped at the threshold at step 20, one that used its whole budget;
+    mamba: one done (own threshold 0.95), one still running, one failed; plus a hybrid arm
+    (L = 8, binned)."""
+    root = tmp_path_factory.mktemp("sweep")
+    write_run(root / "p-stop", [0.1, 0.5, 0.95], threshold_step=20, threshold=0.9)
+    write_run(root / "p-full", [0.1, 0.2, 0.3, 0.4], threshold=0.9)
+    write_run(
+        root / "m-done", [0.1, 0.6, 0.92, 0.97], arch="mamba", threshold_step=20, threshold=0.95
+    )
+    write_run(root / "m-run", [0.1, 0.3], arch="mamba", state="running")
+    write_run(root / "m-fail", [0.1], arch="mamba", state="failed", reason="boom")
+    ramp = [[min(1.0, 0.25 * (i + 1) * (p < 4) + 0.2 * i) for p in range(8)] for i in range(4)]
+    write_run(
+        root / "h",
+        [sum(r) / 8 for r in ramp],
+        arch="hybrid",
+        length=8,
+        per_position=ramp,
+        threshold=0.9,
+    )
+    return load_sweep(root)
+
+
+def test_time_to_threshold_events_and_censoring(sweep):
+    ttt = tables.time_to_threshold(sweep.runs, sweep.evaluations).set_index("run")
+    assert ttt.loc["p-stop", ["time", "event"]].tolist() == [20, True]
+    assert ttt.loc["p-full", ["time", "event"]].tolist() == [30, False]  # budget spent
+    assert ttt.loc["m-run", ["time", "event"]].tolist() == [10, False]  # censored while running
+    assert ttt.loc["m-fail", ["time", "event"]].tolist() == [0, False]
+    low = tables.time_to_threshold(sweep.runs, sweep.evaluations, threshold=0.3).set_index("run")
+    assert low.loc["p-full", ["time", "event"]].tolist() == [20, True]
+    assert low.loc["m-run", ["time", "event"]].tolist() == [10, True]
+    assert (low["threshold"] == 0.3).all()
+
+
+@pytest.mark.parametrize("bad", ["0.9", 2, -0.1, True])
+def test_threshold_override_must_be_a_number_in_unit_range(sweep, bad):
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        tables.time_to_threshold(sweep.runs, sweep.evaluations, threshold=bad)
+
+
+def test_survival_and_logrank_tables(sweep):
+    ttt = tables.time_to_threshold(sweep.runs, sweep.evaluations)
+    surv = tables.survival_summary(ttt).set_index("arch")
+    assert surv.loc["pythia", ["runs", "reached", "censored"]].tolist() == [2, 1, 1]
+    assert surv.loc["pythia", "median step"] == "20"  # S drops to 1/2 at step 20
+    # mamba: censored at 0 (failed) and 10 (running) leave m-done alone at risk at 20: S = 0
+    assert surv.loc["mamba", "median step"] == "20"
+    lr = tables.logrank_table(ttt).set_index("length")
+    assert lr.loc[4, "architectures"] == "mamba vs pythia" and 0 < lr.loc[4, "p"] < 1
+    assert lr.loc[8, "note"] == "one architecture only"
+
+
+def test_mean_curves_carry_stopped_runs_but_not_running_ones(sweep):
+    m = tables.mean_curves(sweep.runs, sweep.evaluations)
+    p = m[m["arch"] == "pythia"].set_index("fraction")
+    # p-stop stopped at 2/3 with 0.95 and counts with it at the end; p-full ends at 0.4
+    assert p.loc[1.0, "mean"] == pytest.approx((0.95 + 0.4) / 2) and p.loc[1.0, "n"] == 2
+    mb = m[m["arch"] == "mamba"].set_index("fraction")
+    assert mb["n_runs"].iloc[0] == 3
+    assert mb.loc[0.0, "n"] == 3 and mb.loc[1 / 3, "n"] == 2 and mb.loc[1.0, "n"] == 1
+    assert mb.loc[1 / 3, "mean"] == pytest.approx((0.6 + 0.3) / 2)
+    t = tables.curve_table(m).set_index("arch")
+    assert t.loc["mamba", "at 100%"] == "0.970 (1/3 runs)"
+    assert t.loc["pythia", "at 100%"] == "0.675"
+
+
+def test_mean_heatmap_on_a_shared_grid_counts_runs_per_row(sweep):
+    grid = [0, 10, 20, 30, 40]
+    steps, acc, counts = tables.mean_heatmap(
+        sweep.runs, sweep.per_position, ["m-done", "m-run", "m-fail"], grid
+    )
+    assert list(steps) == grid and acc.shape == (5, 4)
+    assert counts.tolist() == [3, 2, 1, 1, 0]  # nobody evaluated at 40: a NaN row
+    assert acc[1, 0] == pytest.approx((0.6 + 0.3) / 2) and math.isnan(acc[4, 0])
+
+
+def test_first_pass_learning_order_with_position_bins(sweep):
+    fp = tables.first_pass(sweep.runs, sweep.per_position, max_bins=4)
+    h = fp[fp["run"] == "h"].set_index("bin")
+    assert h[["first", "last"]].values.tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    # positions 0-3 reach 0.9 at eval 3 (0.75 + 0.4 -> 1.0) while 4-7 end at 0.6: censored
+    assert h["time"].tolist() == [20, 20, 30, 30]
+    assert h["event"].tolist() == [True, True, False, False]
+    wide = tables.learning_order_table(tables.learning_order_summary(fp))
+    assert list(wide.columns[3:]) == ["0", "1", "2", "3", "0-1", "2-3", "4-5", "6-7"]
+
+
+def test_final_accuracy_uses_finished_runs_only(sweep):
+    fa = tables.final_accuracy(sweep.runs, n_boot=500).set_index("arch")
+    assert fa.loc["mamba", "finished runs"] == 1 and fa.loc["mamba", "mean"] == 0.97
+    assert math.isnan(fa.loc["mamba", "95% CI low"])  # one finished run: no interval
+    assert fa.loc["mamba", "not finished"] == "1 failed, 1 running"
+    assert fa.loc["pythia", "mean"] == pytest.approx((0.95 + 0.4) / 2)
+    assert fa.loc["pythia", "95% CI low"] == pytest.approx(0.4)
+
+
+def test_notes_name_failed_runs_and_mixed_thresholds(sweep):
+    notes = tables.consistency_notes(sweep.runs)
+    assert any(n.startswith("m-fail failed at step 0 (boom)") for n in notes)
+    assert any("different thresholds [0.9, 0.95]" in n for n in notes)
+    assert not any("different thresholds" in n for n in tables.consistency_notes(sweep.runs, 0.5))
+
+
+def test_state_counts_and_overview(sweep):
+    counts = tables.state_counts(sweep.runs).set_index("arch")
+    assert counts.loc["mamba", ["done", "failed", "running", "total"]].tolist() == [1, 1, 1, 3]
+    assert "reason" in tables.overview(sweep.runs).columns
+
+
+def test_every_figure_builds_and_saves(sweep, tmp_path):
+    ttt = tables.time_to_threshold(sweep.runs, sweep.evaluations)
+    figs = {
+        "curves": plots.learning_curves(sweep.runs, sweep.evaluations),
+        "heat": plots.position_heatmaps(sweep.runs, sweep.per_position, 4),
+        "times": plots.threshold_times(ttt),
+        "km": plots.survival_curves(ttt),
+        "order": plots.learning_order(tables.first_pass(sweep.runs, sweep.per_position)),
+    }
+    for name, fig in figs.items():
+        assert isinstance(fig, Figure)
+        paths = plots.save(fig, tmp_path, name)
+        assert [p.suffix for p in paths] == [".png", ".pdf"]
+        assert all(p.stat().st_size > 1000 for p in paths)
+    heat = figs["heat"]
+    meshes = [c for ax in heat.axes[:-1] for c in ax.collections]
+    assert meshes and all(m.get_clim() == (0, 1) for m in meshes)  # one colour scale
+    assert heat.axes[-1].get_ylabel() == "held-out accuracy"  # the colour bar
+    titles = [ax.get_title() for ax in heat.axes[:-1]]
+    # p-stop counts with its last values after stopping; m-run and m-fail end early
+    assert titles == [
+        "pythia · suffix (mean of 2 runs)",
+        "mamba · suffix (mean of 3 runs, fewer later)",
+    ]
+    curves = figs["curves"]
+    assert {ax.get_xlabel() for ax in curves.axes} == {"fraction of training (step / budget)"}
+    assert {ax.get_title() for ax in curves.axes} == {"L = 4 · suffix", "L = 8 · suffix"}
+
+
+def test_empty_tables_give_a_message_figure_not_an_error(sweep):
+    ev = sweep.evaluations.iloc[0:0]
+    fig = plots.learning_curves(sweep.runs, ev)
+    assert "No evaluations yet" in fig.texts[0].get_text()
+    empty = tables.time_to_threshold(sweep.runs, ev)
+    assert empty.empty and "No run" in plots.survival_curves(empty).texts[0].get_text()
+    assert plots.position_heatmaps(sweep.runs, sweep.per_position.iloc[0:0], 4).texts
+
+
+def test_arch_colours_are_fixed_for_the_paper_arms_and_distinct_for_others():
+    c = plots.arch_colors(["mamba", "hybrid-2", "pythia", "mamba2"])
+    assert list(c) == ["pythia", "mamba", "hybrid-2", "mamba2"]  # legend order
+    assert c["pythia"] == "#1f77b4" and c["mamba"] == "#ff7f0e"
+    assert len(set(c.values())) == 4
+    assert isinstance(pd.Series(c), pd.Series)
