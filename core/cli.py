@@ -13,7 +13,8 @@ import sys
 
 from vlab.errors import VlabError
 
-# (subcommand, module that registers it). A module that is not there yet is skipped.
+# (subcommand, module that registers it). These modules import nothing heavy at the top (torch,
+# transformers, pandas come inside the command that needs them), so ``vlab --help`` is fast.
 SUBCOMMANDS = [
     ("probe", "vlab.probes.cli"),
     ("vlm", "vlab.models.vlm.cli"),
@@ -31,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _, module in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(module).register(sub)
     return parser
 
 

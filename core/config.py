@@ -137,26 +137,42 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def parse_assignments(items: list[str], flag: str = "--set") -> dict:
-    """``["train.lr=3e-3", "task.variant=prefix"]`` -> a nested dict; values parsed as JSON
-    when they are JSON (numbers, true/false, lists), kept as strings otherwise."""
+def parse_key_values(items: list[str] | None, flag: str = "--set") -> dict:
+    """``["lr=3e-3", "name=x"]`` -> ``{"lr": 0.003, "name": "x"}``: values parsed as JSON
+    when they are JSON (numbers, true/false, lists, objects), kept as strings otherwise."""
     from vlab.errors import VlabError
 
     out: dict = {}
-    for item in items:
+    for item in items or []:
         if "=" not in item:
             raise VlabError(f"{flag} expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = json.loads(raw)
+            out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
+            out[key.strip()] = raw
+    return out
+
+
+def nest(flat: dict) -> dict:
+    """``{"train.lr": 1, "task": {"length": 8}}`` -> ``{"train": {"lr": 1}, "task": {...}}``:
+    dotted keys become nested sections; sections named twice are merged."""
+    out: dict = {}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            value = nest(value)
+        *parents, leaf = key.split(".")
         node = out
-        *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = value
+        node[leaf] = deep_merge(node[leaf], value) if isinstance(node.get(leaf), dict) else value
     return out
+
+
+def parse_assignments(items: list[str], flag: str = "--set") -> dict:
+    """``["train.lr=3e-3", "task.variant=prefix"]`` -> a nested dict (see
+    :func:`parse_key_values` for how values are read)."""
+    return nest(parse_key_values(items, flag))
 
 
 def cli_overrides(config_file: str | None, assignments: list[str] | None) -> dict:

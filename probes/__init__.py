@@ -1,1 +1,7 @@
-"""vlab package."""
+"""The synthetic retrieval probe (``vlab.probes``): a context of patch tokens and a query; the
+model names the queried token's position.
+
+``tasks`` (the data, a pure function of the seed), ``config`` (the run config), ``tracking``
+(per-position accuracy), ``trainer`` (one run on the shared training loop), ``cli``
+(``vlab probe``).
+"""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from vlab.config import cli_overrides, deep_merge, from_dict
-from vlab.training.distributed import is_main_process
 
 
 def config_from_args(args: argparse.Namespace):
@@ -47,6 +46,7 @@ def config_from_args(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     from vlab.probes.trainer import run_probe
+    from vlab.training.distributed import is_main_process
 
     cfg = config_from_args(args)
     result = run_probe(cfg, args.out, progress=not args.no_progress)

@@ -7,21 +7,8 @@ import fnmatch
 import json
 import time
 
-from vlab.config import from_dict
+from vlab.config import from_dict, parse_key_values
 from vlab.errors import VlabError
-
-
-def _kv(items: list[str] | None, what: str) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise VlabError(f"{what} expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 def _slurm_options(args: argparse.Namespace, defaults: dict | None = None):
@@ -40,7 +27,7 @@ def _slurm_options(args: argparse.Namespace, defaults: dict | None = None):
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.sbatch:
-        data["sbatch"] = {**data.get("sbatch", {}), **_kv(args.sbatch, "--sbatch")}
+        data["sbatch"] = {**data.get("sbatch", {}), **parse_key_values(args.sbatch, "--sbatch")}
     if args.setup:
         data["setup"] = list(args.setup)
     return from_dict(SlurmOptions, data, prefix="slurm")
@@ -132,7 +119,8 @@ def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from vlab.slurm.spec import expand, load_spec, nest
+    from vlab.config import nest
+    from vlab.slurm.spec import expand, load_spec
     from vlab.slurm.sweepdir import SweepDir
 
     spec = load_spec(args.spec)

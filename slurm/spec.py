@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlab.config import deep_merge, from_dict, to_dict
+from vlab.config import deep_merge, from_dict, nest, to_dict
 from vlab.errors import ConfigError, VlabError
 
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -68,20 +68,6 @@ class RunSpec:
     id: str
     config: dict
     overrides: dict
-
-
-def nest(flat: dict) -> dict:
-    """``{"train.lr": 1, "task": {"length": 8}}`` -> ``{"train": {"lr": 1}, "task": {...}}``."""
-    out: dict = {}
-    for key, value in flat.items():
-        if isinstance(value, dict):
-            value = nest(value)
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = deep_merge(node[leaf], value) if isinstance(node.get(leaf), dict) else value
-    return out
 
 
 def config_id(config: dict) -> str:

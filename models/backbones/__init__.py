@@ -1,5 +1,10 @@
 """Language-model backbones: GPT-NeoX (Pythia) and Mamba through Hugging Face ``transformers``.
 
+One module per family (``neox``, ``mamba``) holds its presets and its ``transformers`` config;
+this module builds any of them, adds task tokens, and reads decoding arguments off a model.
+torch and transformers are imported only when a model is built, so configs validate (and the
+``vlab`` commands that only read them run) without them.
+
 A backbone is chosen by architecture and either a named size preset (tiny CPU shapes, the
 papers' Pythia / Mamba shapes; random init) or a local directory holding a ``save_pretrained``
 checkpoint (loaded with ``from_pretrained``, never from a hub). New special tokens are added by
@@ -12,86 +17,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from vlab.errors import ConfigError
+from vlab.models.backbones import mamba, neox
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Arch = Literal["pythia", "mamba"]
 InitScheme = Literal["normal", "mean", "uniform"]
 
-# Named shapes. "tiny" and "small" are CPU presets whose two arms have comparable parameter
-# counts (the tiny Pythia rotates all head dims: 25% of 24 dims carries too little position
-# signal to learn retrieval on a CPU budget); the others are the papers' shapes (Pythia:
-# GPT-NeoX with rotary on 25% of the head dims; Mamba: expand 2, d_state 16, conv 4) built
-# from config with random weights.
-PRESETS: dict[str, dict[str, dict]] = {
-    "pythia": {
-        "tiny": dict(
-            vocab_size=256,
-            hidden_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=192,
-            rotary_pct=1.0,
-        ),
-        "small": dict(
-            vocab_size=256,
-            hidden_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=512,
-        ),
-        "160m": dict(
-            vocab_size=50304,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-        ),
-        "1b": dict(
-            vocab_size=50304,
-            hidden_size=2048,
-            num_hidden_layers=16,
-            num_attention_heads=8,
-            intermediate_size=8192,
-        ),
-        "1.4b": dict(
-            vocab_size=50304,
-            hidden_size=2048,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            intermediate_size=8192,
-        ),
-        "2.8b": dict(
-            vocab_size=50304,
-            hidden_size=2560,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            intermediate_size=10240,
-        ),
-    },
-    "mamba": {
-        "tiny": dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, state_size=16),
-        "small": dict(vocab_size=256, hidden_size=128, num_hidden_layers=6, state_size=16),
-        "130m": dict(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16),
-        "790m": dict(vocab_size=50280, hidden_size=1536, num_hidden_layers=48, state_size=16),
-        "1.4b": dict(vocab_size=50280, hidden_size=2048, num_hidden_layers=48, state_size=16),
-        "2.8b": dict(vocab_size=50280, hidden_size=2560, num_hidden_layers=64, state_size=16),
-    },
-}
-
-_NEOX_DEFAULTS = dict(
-    rotary_pct=0.25,
-    max_position_embeddings=2048,
-    use_parallel_residual=True,
-    hidden_dropout=0.0,
-    attention_dropout=0.0,
-    tie_word_embeddings=False,
-)
-_MAMBA_DEFAULTS = dict(expand=2, conv_kernel=4, tie_word_embeddings=True)
+# One module per family; an arch name picks its family. Mamba-2 and hybrids join here.
+FAMILIES = {"pythia": neox, "mamba": mamba}
+PRESETS: dict[str, dict[str, dict]] = {arch: family.PRESETS for arch, family in FAMILIES.items()}
 
 
 @dataclass(frozen=True)
@@ -136,33 +76,27 @@ class BackboneConfig:
 
 def hf_config(arch: Arch, preset: str, **overrides):
     """The ``transformers`` config object of a preset."""
-    from transformers import GPTNeoXConfig, MambaConfig
-
-    if arch == "pythia":
-        return GPTNeoXConfig(**{**_NEOX_DEFAULTS, **PRESETS[arch][preset], **overrides})
-    return MambaConfig(**{**_MAMBA_DEFAULTS, **PRESETS[arch][preset], **overrides})
+    return FAMILIES[arch].hf_config(preset, **overrides)
 
 
 def build_backbone(cfg: BackboneConfig, seed: int = 0) -> nn.Module:
     """A ``*ForCausalLM`` model: the preset with random init (seeded), or a local checkpoint."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    if cfg.arch == "mamba":
-        from vlab.models.ops.selective_scan import install_into_transformers
-
-        install_into_transformers()
-    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.arch == "pythia" else {}
+    family = FAMILIES[cfg.arch]
+    family.prepare()
+    kwargs = family.model_kwargs(cfg.attn_implementation)
     if cfg.pretrained is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         model = AutoModelForCausalLM.from_pretrained(
             cfg.pretrained, local_files_only=True, **kwargs
         )
-        expected = "gpt_neox" if cfg.arch == "pythia" else "mamba"
-        if model.config.model_type != expected:
+        if model.config.model_type != family.MODEL_TYPE:
             raise ConfigError(
                 "pretrained",
-                f"{cfg.pretrained} holds a {model.config.model_type!r} model, not {expected!r} "
-                f"(arch={cfg.arch})",
+                f"{cfg.pretrained} holds a {model.config.model_type!r} model, not "
+                f"{family.MODEL_TYPE!r} (arch={cfg.arch})",
             )
         return model
     with torch.random.fork_rng(devices=[]):
@@ -177,22 +111,24 @@ def base_vocab_size(model: nn.Module) -> int:
     return model.get_input_embeddings().weight.shape[0]
 
 
-@torch.no_grad()
 def _init_rows(
     weight: torch.Tensor, start: int, scheme: InitScheme, std: float, gen: torch.Generator
 ) -> None:
-    new = weight[start:]
-    noise = torch.randn(new.shape, generator=gen, dtype=torch.float32)
-    if scheme == "normal":
-        value = noise * std
-    elif scheme == "mean":
-        value = weight[:start].float().mean(dim=0, keepdim=True) + noise * std
-    elif scheme == "uniform":
-        a = std * 3**0.5
-        value = (torch.rand(new.shape, generator=gen) * 2 - 1) * a
-    else:
-        raise ConfigError("init_scheme", f"unknown scheme {scheme!r}")
-    new.copy_(value.to(weight.dtype))
+    import torch
+
+    with torch.no_grad():  # old rows are data here, not parameters
+        new = weight[start:]
+        noise = torch.randn(new.shape, generator=gen, dtype=torch.float32)
+        if scheme == "normal":
+            value = noise * std
+        elif scheme == "mean":
+            value = weight[:start].float().mean(dim=0, keepdim=True) + noise * std
+        elif scheme == "uniform":
+            a = std * 3**0.5
+            value = (torch.rand(new.shape, generator=gen) * 2 - 1) * a
+        else:
+            raise ConfigError("init_scheme", f"unknown scheme {scheme!r}")
+        new.copy_(value.to(weight.dtype))
 
 
 def add_tokens(model: nn.Module, n_new: int, cfg: BackboneConfig) -> int:
@@ -205,6 +141,8 @@ def add_tokens(model: nn.Module, n_new: int, cfg: BackboneConfig) -> int:
     old = base_vocab_size(model)
     if n_new <= 0:
         return old
+    import torch
+
     model.resize_token_embeddings(old + n_new, mean_resizing=False)
     std = (
         cfg.init_std

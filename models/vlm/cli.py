@@ -6,7 +6,6 @@ import argparse
 
 from vlab.config import cli_overrides, deep_merge
 from vlab.errors import ConfigError
-from vlab.training.distributed import is_main_process
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -24,6 +23,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _train(args: argparse.Namespace) -> int:
     from vlab.models.vlm.train import config_from, train_vlm
+    from vlab.training.distributed import is_main_process
 
     cfg = config_from(args.preset, args.arch, _overrides(args))
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlab.errors import ConfigError, VlabError
+from vlab.models.ops.selective_scan import install_into_transformers
 
 ProjectorKind = Literal["mlp", "channel_concat", "mamba"]
 Interleave = Literal["cross_stitch", "cross_cat"]
@@ -234,15 +235,6 @@ def cross_merge(sequences: list[torch.Tensor], perms: torch.Tensor) -> torch.Ten
 # --------------------------------------------------------------------------- Mamba projector
 
 
-def _install_fast_scan() -> None:
-    """Routes HF Mamba's CPU scan through vlab's fast kernel when that module exists."""
-    try:
-        from vlab.models.ops.selective_scan import install_into_transformers
-    except ImportError:
-        return
-    install_into_transformers()
-
-
 def _mamba_block(d_model: int, d_state: int, d_conv: int, expand: int) -> nn.Module:
     """One pre-norm residual Mamba block (RMSNorm, mixer, residual) from ``transformers``.
 
@@ -316,7 +308,7 @@ class MambaProjector(nn.Module):
         shared_block: bool = False,
     ) -> None:
         super().__init__()
-        _install_fast_scan()
+        install_into_transformers()  # HF Mamba's scan through vlab's fast kernel
         self.interleave = interleave
         self.reversed_scans = reversed_scans
         self.w1 = nn.ModuleList([nn.Linear(w, d_model) for w in vision_widths])

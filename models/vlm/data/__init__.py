@@ -6,7 +6,7 @@ Pipeline (each step a plain function over iterables of :class:`VLSample`)::
     filters.filter_<dataset>(...)        -> the spec's subsets (VG, GRIT, OCR-VQA)
     multiple_choice.expand_rotations(...) -> correct option at every letter
     packing.pack_samples(...)            -> several pairs per sequence, capped and length-limited
-    mixture.mix(...)                     -> one deterministic shuffle over all sources
+    mixture.mixture_order(...)           -> one deterministic shuffle over all sources
 
 ``shapes.shapes_samples(cfg, split, n)`` is the offline stand-in for all of it: rendered
 scenes with exact ground truth for every task, so the summary-vs-retrieval comparison runs on a
