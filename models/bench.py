@@ -1,15 +1,25 @@
 """``vlab bench``: Mamba vs Pythia speed, measured side by side in one process.
 
+Why: the fast selective scan exists to make Mamba training affordable on CPU (Hugging Face's
+own CPU scan is a Python loop over time, ~100x slower than a GPT-NeoX of the same size); this
+measures what it buys, against the Transformer arm at matched size. Every model is a backbone
+preset (``vlab.models.backbones``), so the numbers describe the models the probes train.
+
 Three measurements, each alternating the contenders so that load from other processes hits
 them alike, keeping the best of several repeats:
 
 * training throughput (forward + backward + AdamW) of the two tiny presets at matched
   parameter counts, on probe-shaped batches (batch 64, L context tokens + 2), and of Mamba
-  with the reference scan (what users would get without the fast scan);
-* the selective scan alone, fast path vs Hugging Face's reference loop;
+  with the reference backend, which inside transformers runs Hugging Face's own scan loop
+  (what users would get without the fast scan);
+* the selective scan alone, fast path vs the plain reference recurrence;
 * forward-only cost over sequence length (256 to 16,384 tokens) with the growth exponent
   fitted on a log-log scale over the points >= 1k tokens (attention's quadratic term shows up
   for Pythia; Mamba's scan is linear), and the peak memory of each forward.
+
+With ``backends`` (``vlab bench --backends``) a fourth table times the scan alone on every
+backend that runs on the device, at the tiny and small Mamba presets' scan shapes, in wall
+and CPU seconds: on a shared machine CPU time moves far less than wall time under load.
 
 Performance is never asserted in tests; this command measures and reports it.
 """
@@ -21,21 +31,30 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from vlab.models.backbones import BackboneConfig, build_backbone, count_parameters, hf_config
-from vlab.models.ops.selective_scan import install_into_transformers, scan_backend, use_scan_backend
+from vlab.models.ops.selective_scan import (
+    install_into_transformers,
+    scan_backend,
+    selective_scan,
+    use_scan_backend,
+)
 
 ARCHS = ("pythia", "mamba")
+# Mamba presets whose scan shapes (d_inner x d_state) the backend table covers.
+BACKEND_PRESETS = ("tiny", "small")
 
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """What to measure. ``quick`` fits in a few minutes on 2 CPU cores."""
+    """What to measure. ``quick`` fits in a few minutes on 2 CPU cores; ``backends`` adds the
+    per-backend scan table."""
 
     train_lengths: tuple[int, ...] = (50, 100, 200)
     batch: int = 64
@@ -43,15 +62,24 @@ class BenchPlan:
     reference_length: int = 200
     forward_tokens: tuple[int, ...] = (256, 1024, 2048, 4096, 8192, 16384)
     preset: str = "tiny"
+    backends: bool = False
 
     @classmethod
-    def quick(cls) -> BenchPlan:
+    def quick(cls, backends: bool = False) -> BenchPlan:
         return cls(
             train_lengths=(50, 200),
             repeats=2,
             reference_length=50,
             forward_tokens=(256, 1024, 2048, 4096),
+            backends=backends,
         )
+
+
+class Timing(NamedTuple):
+    """The fastest repeat of one step: wall seconds, and CPU seconds over all threads."""
+
+    wall: float
+    cpu: float
 
 
 def _sync(device: torch.device) -> None:
@@ -59,30 +87,45 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best(
-    steps: dict[str, Callable[[], None]], repeats: int, device: torch.device
-) -> dict[str, float]:
-    """Fastest wall seconds of each step, timed in alternation after one warm-up each."""
-    for step in steps.values():
-        step()
-    _sync(device)
-    best = dict.fromkeys(steps, math.inf)
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
+def best_times(
+    steps: Mapping[str, Callable[[], None]],
+    repeats: int | Mapping[str, int],
+    device: torch.device,
+) -> dict[str, Timing]:
+    """Fastest wall and CPU seconds of each step over its repeats (one count, or one per step).
+
+    Steps are timed in alternation, so load from other processes hits them alike, and the
+    device is synchronised after every call so that queued CUDA work is counted. A step
+    repeated more than once is first run once untimed (lazy optimizer state, kernel builds,
+    allocator caches); a step timed once is a slow reference, whose first-call overhead is
+    noise, so it is not run twice.
+    """
+    counts = dict.fromkeys(steps, repeats) if isinstance(repeats, int) else dict(repeats)
+    for name, step in steps.items():
+        if counts[name] > 1:
             step()
-            _sync(device)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    _sync(device)
+    wall = dict.fromkeys(steps, math.inf)
+    cpu = dict.fromkeys(steps, math.inf)
+    for round_ in range(max(counts.values(), default=0)):
+        for name, step in steps.items():
+            if round_ < counts[name]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                step()
+                _sync(device)
+                wall[name] = min(wall[name], time.perf_counter() - start)
+                cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return {name: Timing(wall[name], cpu[name]) for name in steps}
 
 
 def _model(arch: str, preset: str, device: torch.device) -> torch.nn.Module:
     return build_backbone(BackboneConfig(arch=arch, preset=preset), seed=0).to(device)
 
 
-def _train_step(
+def train_step(
     model: torch.nn.Module, batch: int, seq: int, device: torch.device
 ) -> Callable[[], None]:
+    """A closure running one forward + backward + AdamW step on fixed random ids (batch x seq)."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -104,10 +147,10 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
     rows = []
     for length in plan.train_lengths:
         seq = length + 2
-        steps = {a: _train_step(m, plan.batch, seq, device) for a, m in models.items()}
-        best = _best(steps, plan.repeats, device)
+        steps = {a: train_step(m, plan.batch, seq, device) for a, m in models.items()}
+        best = best_times(steps, plan.repeats, device)
         for arch in ARCHS:
-            tps = plan.batch * seq / best[arch]
+            tps = plan.batch * seq / best[arch].wall
             rows.append(
                 {
                     "arch": arch,
@@ -122,8 +165,9 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
             log(f"train  {arch:7s} L={length:4d} batch {plan.batch}: {tps:10.0f} tokens/s")
     seq = plan.reference_length + 2
     with use_scan_backend("reference"):
-        ref = _best({"mamba": _train_step(models["mamba"], plan.batch, seq, device)}, 1, device)
-    ref_tps = plan.batch * seq / ref["mamba"]
+        step = {"mamba": train_step(models["mamba"], plan.batch, seq, device)}
+        ref = best_times(step, 1, device)["mamba"].wall
+    ref_tps = plan.batch * seq / ref
     fast = next(
         (
             r["tokens_per_s"]
@@ -133,8 +177,8 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
         None,
     )
     if fast is None:
-        step = {"mamba": _train_step(models["mamba"], plan.batch, seq, device)}
-        fast = plan.batch * seq / _best(step, plan.repeats, device)["mamba"]
+        step = {"mamba": train_step(models["mamba"], plan.batch, seq, device)}
+        fast = plan.batch * seq / best_times(step, plan.repeats, device)["mamba"].wall
     log(
         f"train  mamba   L={plan.reference_length:4d} with the reference scan: "
         f"{ref_tps:10.0f} tokens/s ({fast / ref_tps:.1f}x slower than the fast scan)"
@@ -146,47 +190,121 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
     }
 
 
-def bench_scan(plan: BenchPlan, device: torch.device, log=print) -> dict:
-    """Forward + backward of one tiny-Mamba-shaped scan: fast path vs the reference loop."""
-    from vlab.models.ops.selective_scan import selective_scan
-    from vlab.models.scan_speed import _scan_inputs
+def _scan_shape(preset: str) -> tuple[int, int]:
+    """(d_inner, d_state) of a Mamba preset: the dim and state size its layers scan over."""
+    config = hf_config("mamba", preset)
+    return config.intermediate_size, config.state_size
 
-    dim = hf_config("mamba", plan.preset).intermediate_size  # the preset's d_inner
-    inputs = [
-        t.detach().to(device).requires_grad_()
-        for t in _scan_inputs(plan.batch, dim, 16, plan.reference_length)
+
+def _scan_inputs(
+    batch: int, dim: int, dstate: int, length: int, device: torch.device
+) -> list[torch.Tensor]:
+    """Leaf tensors shaped like a Mamba layer's scan inputs (u, delta, A, B, C, D, z, bias)."""
+    g = torch.Generator().manual_seed(0)
+    tensors = [
+        torch.randn(batch, dim, length, generator=g),
+        torch.randn(batch, dim, length, generator=g) - 2.0,
+        -torch.rand(dim, dstate, generator=g) * dstate,
+        torch.randn(batch, dstate, length, generator=g),
+        torch.randn(batch, dstate, length, generator=g),
+        torch.randn(dim, generator=g),
+        torch.randn(batch, dim, length, generator=g),
+        torch.rand(dim, generator=g),
     ]
+    return [t.to(device).requires_grad_() for t in tensors]
 
-    def run(backend: str) -> Callable[[], None]:
-        def step() -> None:
-            u, delta, A, B, C, D, z, bias = inputs
-            with use_scan_backend(backend):
-                out = selective_scan(u, delta, A, B, C, D, z, bias, delta_softplus=True)
-            out.sum().backward()
 
-        return step
+def _scan_step(backend: str, inputs: list[torch.Tensor]) -> Callable[[], None]:
+    """A closure running one forward + backward of ``selective_scan`` on ``backend``."""
+    u, delta, A, B, C, D, z, bias = inputs
 
+    def step() -> None:
+        with use_scan_backend(backend):
+            out = selective_scan(u, delta, A, B, C, D, z, bias, delta_softplus=True)
+        out.sum().backward()
+
+    return step
+
+
+def bench_scan(plan: BenchPlan, device: torch.device, log=print) -> dict:
+    """Forward + backward of the preset's scan alone: fast path vs the reference recurrence."""
+    dim, dstate = _scan_shape(plan.preset)
+    inputs = _scan_inputs(plan.batch, dim, dstate, plan.reference_length, device)
     fast_backend = scan_backend(device.type)
-    best = _best({"fast": run(fast_backend)}, plan.repeats, device)
-    start = time.perf_counter()
-    run("reference")()
-    _sync(device)
-    ref = time.perf_counter() - start
+    steps = {"fast": _scan_step(fast_backend, inputs), "reference": _scan_step("reference", inputs)}
+    best = best_times(steps, {"fast": plan.repeats, "reference": 1}, device)
+    fast, ref = best["fast"].wall, best["reference"].wall
     log(
         f"scan   fwd+bwd batch {plan.batch} dim {dim} L={plan.reference_length}: "
-        f"{fast_backend} {best['fast']:.4f}s, reference {ref:.3f}s ({ref / best['fast']:.0f}x)"
+        f"{fast_backend} {fast:.4f}s, reference {ref:.3f}s ({ref / fast:.0f}x)"
     )
     return {
-        "scan_speedup_vs_reference": ref / best["fast"],
+        "scan_speedup_vs_reference": ref / fast,
         "scan_backend": fast_backend,
         "scan": {
             "batch": plan.batch,
             "dim": dim,
             "length": plan.reference_length,
-            "fast_seconds": best["fast"],
+            "fast_seconds": fast,
             "reference_seconds": ref,
         },
     }
+
+
+def bench_backends(plan: BenchPlan, device: torch.device, log=print) -> dict:
+    """Forward + backward seconds (wall and CPU) of the scan alone on every backend that runs
+    on ``device``, at each of ``BACKEND_PRESETS``' scan shapes and each training length."""
+    fast = scan_backend(device.type)
+    backends = ["reference", "torch"] + ([fast] if fast not in ("reference", "torch") else [])
+    # the fast paths take milliseconds: extra repeats cost little and steady the minimum
+    repeats = {b: 1 if b == "reference" else 3 * plan.repeats for b in backends}
+    others = [b for b in backends if b != fast]
+    heads = [f"{kind}{b}/{fast}" for kind in ("", "CPU ") for b in others]
+    width = max(map(len, heads)) + 1
+    log(
+        f"scan backends fwd+bwd, batch {plan.batch}, {torch.get_num_threads()} threads: best "
+        f"wall seconds, and how many times faster {fast} is by wall | by CPU time"
+    )
+    log(
+        f"{'dim':>5} {'dstate':>6} {'L':>5} "
+        + "".join(f"{b:>11}" for b in backends)
+        + "".join(f"{h:>{width}}" for h in heads[: len(others)])
+        + " |"
+        + "".join(f"{h:>{width}}" for h in heads[len(others) :])
+    )
+    rows = []
+    for preset in BACKEND_PRESETS:
+        dim, dstate = _scan_shape(preset)
+        for length in plan.train_lengths:
+            inputs = _scan_inputs(plan.batch, dim, dstate, length, device)
+            steps = {b: _scan_step(b, inputs) for b in backends}
+            best = best_times(steps, repeats, device)
+            for b in backends:
+                rows.append(
+                    {
+                        "backend": b,
+                        "preset": preset,
+                        "dim": dim,
+                        "dstate": dstate,
+                        "length": length,
+                        "batch": plan.batch,
+                        "seconds": best[b].wall,
+                        "cpu_seconds": best[b].cpu,
+                    }
+                )
+            ratios = [
+                "".join(
+                    f"{f'{getattr(best[b], kind) / getattr(best[fast], kind):.1f}x':>{width}}"
+                    for b in others
+                )
+                for kind in ("wall", "cpu")
+            ]
+            log(
+                f"{dim:>5} {dstate:>6} {length:>5} "
+                + "".join(f"{best[b].wall:11.4f}" for b in backends)
+                + f"{ratios[0]} |{ratios[1]}"
+            )
+    return {"scan_backends": rows}
 
 
 def _rss_mb() -> float | None:
@@ -271,7 +389,8 @@ def bench_forward(plan: BenchPlan, device: torch.device, log=print) -> dict:
             with PeakMemory(device) as mem:  # first call: the allocator has nothing cached
                 step()
             peak = mem.peak_mb
-            seconds = _best({arch: step}, max(1, plan.repeats - 1), device)[arch]
+            # the memory call above warmed the step up, so even one timed repeat is warm
+            seconds = best_times({arch: step}, max(1, plan.repeats - 1), device)[arch].wall
             rows.append({"arch": arch, "tokens": tokens, "seconds": seconds, "peak_mb": peak})
             log(
                 f"forward {arch:7s} {tokens:6d} tokens: {seconds:8.4f}s"
@@ -304,6 +423,8 @@ def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
     result.update(bench_train(plan, device, log))
     result.update(bench_scan(plan, device, log))
     result.update(bench_forward(plan, device, log))
+    if plan.backends:
+        result.update(bench_backends(plan, device, log))
     by = {(r["arch"], r["length"]): r["tokens_per_s"] for r in result["train"]}
     result["mamba_vs_pythia_train"] = {
         str(length): by[("mamba", length)] / by[("pythia", length)] for length in plan.train_lengths

@@ -15,7 +15,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = BenchPlan.quick() if args.quick else BenchPlan()
+    plan = BenchPlan.quick(args.backends) if args.quick else BenchPlan(backends=args.backends)
     result = run_bench(plan, resolve_device(args.device))
     ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in result["mamba_vs_pythia_train"].items())
     print(f"Mamba / Pythia training tokens/s: {ratios}")
@@ -35,10 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Mamba vs Pythia speed: training, scan, forward scaling (writes JSON)",
         description="Measure side by side in one process: training tokens/s of the tiny "
         "presets at L in {50, 100, 200}, the fast selective scan vs the reference loop, and "
-        "forward cost from 256 to 16,384 tokens with fitted growth exponents.",
+        "forward cost from 256 to 16,384 tokens with fitted growth exponents. Every model is a "
+        "backbone preset.",
     )
     bench.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores")
     bench.add_argument("--json", help="write the results to this JSON file")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     bench.add_argument("--threads", type=int, help="torch CPU threads")
+    bench.add_argument(
+        "--backends",
+        action="store_true",
+        help="also time the scan alone on every backend (reference, torch, cpp or mamba_ssm) at "
+        "the tiny and small Mamba presets' shapes, wall and CPU seconds (JSON: scan_backends)",
+    )
     bench.set_defaults(func=_run)

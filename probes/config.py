@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from vlab.models.backbones import BackboneConfig
@@ -27,3 +28,15 @@ class ProbeRunConfig:
 
         if self.eval_batch_size < 1:
             raise ConfigError("eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+
+
+def resolve(cfg: ProbeRunConfig) -> ProbeRunConfig:
+    """Write out the defaults that depend on other fields (pool size, eval interval)."""
+    task = dataclasses.replace(
+        cfg.task,
+        pool_size=cfg.task.pool,
+        n_train=cfg.task.train_size,
+        n_heldout=cfg.task.heldout_size,
+    )
+    train_cfg = dataclasses.replace(cfg.train, eval_every=cfg.train.eval_interval)
+    return dataclasses.replace(cfg, task=task, train=train_cfg)

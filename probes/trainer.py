@@ -8,7 +8,6 @@ held-out accuracy overall and per target position.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import nn
 
 from vlab.config import to_dict
 from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
-from vlab.probes.config import ProbeRunConfig
+from vlab.probes.config import ProbeRunConfig, resolve
 from vlab.probes.tasks import ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
 from vlab.training.distributed import claim_run, setup_distributed
@@ -64,18 +63,6 @@ class ProbeTrainTask:
             "accuracy": float(hits.mean()),
             "per_position": per_position_accuracy(hits, held.positions, self.data.task.length),
         }
-
-
-def resolve(cfg: ProbeRunConfig) -> ProbeRunConfig:
-    """Write out the defaults that depend on other fields (pool size, eval interval)."""
-    task = dataclasses.replace(
-        cfg.task,
-        pool_size=cfg.task.pool,
-        n_train=cfg.task.train_size,
-        n_heldout=cfg.task.heldout_size,
-    )
-    train_cfg = dataclasses.replace(cfg.train, eval_every=cfg.train.eval_interval)
-    return dataclasses.replace(cfg, task=task, train=train_cfg)
 
 
 def run_probe(

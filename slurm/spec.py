@@ -84,8 +84,7 @@ def _label(key: str, value: Any) -> str:
 
 def resolve_probe_config(config: dict) -> dict:
     """Validate a probe config dict and write out every default (what config.json holds)."""
-    from vlab.probes.config import ProbeRunConfig
-    from vlab.probes.trainer import resolve
+    from vlab.probes.config import ProbeRunConfig, resolve
 
     return to_dict(resolve(from_dict(ProbeRunConfig, config)))
 

@@ -22,7 +22,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vlab.models.vlm.train import config_from, train_vlm
+    from vlab.models.vlm.config import config_from
+    from vlab.models.vlm.train import train_vlm
     from vlab.training.distributed import is_main_process
 
     cfg = config_from(args.preset, args.arch, _overrides(args))
@@ -68,7 +69,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vlab.models.vlm.train import PRESETS
+    from vlab.models.vlm.presets import PRESETS
 
     vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
     sub = vlm.add_subparsers(dest="vlm_command", metavar="ACTION", required=True)

@@ -7,6 +7,10 @@ references) into ``OUT/eval/NAME/data``; greedy answers to every example go to
 ``OUT/eval/NAME/predictions.jsonl`` batch by batch, so a killed evaluation resumes where it
 stopped; the scores per benchmark (``source/task``: CIDEr, VQA score, accuracy, IoU@0.5 ...)
 are written last, atomically, to ``OUT/eval/NAME/results.json``.
+
+It builds batches, generates and autocasts exactly as training's held-out evaluation does
+(``batch``, ``generate``, ``vlab.training.precision``) without importing the training code:
+a benchmark score and a held-out score differ only in their data.
 """
 
 from __future__ import annotations
@@ -22,11 +26,16 @@ from tqdm.auto import tqdm
 from vlab.config import from_dict
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_jsonl
+from vlab.models.vlm.batch import batch_of, image_tokens
+from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
+from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
 from vlab.models.vlm.model import build_vlm
+from vlab.models.vlm.tokenizer import run_tokenizer
 from vlab.rundir import RunDir
 from vlab.training.engine import resolve_device
+from vlab.training.precision import autocast_for
 
 
 def select_sources(
@@ -54,12 +63,15 @@ def evaluate_run(
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     device: str = "auto",
+    precision: str | None = None,
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Evaluate ``out/stage{stage}`` on ``mixture``; returns (and writes) the results."""
-    from vlab.models.vlm.train import VLMRunConfig, VLMTask, image_tokens, run_tokenizer
+    """Evaluate ``out/stage{stage}`` on ``mixture``; returns (and writes) the results.
 
+    ``precision`` ("auto", "fp32", "bf16") defaults to the one the stage trained with, so the
+    answers come from the numerics its held-out metrics were measured in.
+    """
     out = Path(out)
     run = RunDir(out / f"stage{stage}")
     stored = run.read_config()
@@ -94,19 +106,20 @@ def evaluate_run(
     )
     data = PreparedMixture(data_dir)
     samples = list(data)
-    task = VLMTask(cfg, model, tok, cfg.eval_batch_size, dev, _Heldout(samples))
     pred_path = where / "predictions.jsonl"
     done = read_jsonl(pred_path) if pred_path.exists() else []
     if [r["index"] for r in done] != list(range(len(done))):
         raise VlabError(f"{pred_path} is not a prefix of this evaluation; remove it to start over")
     bs = cfg.eval_batch_size
-    use_bf16 = dev.type == "cuda"
+    autocast = autocast_for(dev, precision or cfg.train_config(stage).precision)
     bar = tqdm(total=len(samples), initial=len(done), disable=not progress, desc=name)
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+    with torch.no_grad(), autocast:
         for start in range(len(done), len(samples), bs):
             chunk = samples[start : start + bs]
-            batch = {k: v.to(dev) for k, v in task.batch_of(chunk).items()}
-            for i, (s, pred) in enumerate(zip(chunk, task.generate(model, batch), strict=True)):
+            batch = batch_of(chunk, model, tok, cfg.model.sequence)
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            preds = greedy_generate(model, tok, batch, cfg.max_new_tokens)
+            for i, (s, pred) in enumerate(zip(chunk, preds, strict=True)):
                 append_jsonl(
                     pred_path,
                     {
@@ -132,13 +145,3 @@ def evaluate_run(
     }
     atomic_write_json(where / "results.json", results)
     return results
-
-
-@dataclasses.dataclass
-class _Heldout:
-    """The data object VLMTask expects, holding only the examples to evaluate."""
-
-    heldout: list
-
-    def train(self, start: int, n: int) -> list:  # never trained on
-        raise VlabError("an evaluation has no training data")

@@ -11,6 +11,7 @@ from vlab.cli import main
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import read_jsonl
+from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.prepared import (
     MixtureConfig,
     PreparedMixture,
@@ -20,7 +21,6 @@ from vlab.models.vlm.data.prepared import (
 from vlab.models.vlm.data.records import Turn, VLSample
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig, load_source
-from vlab.models.vlm.train import config_from
 
 FX = Path(__file__).parent / "fixtures" / "vlm"
 

@@ -5,10 +5,13 @@ for every new token."""
 import pytest
 import torch
 
+from vlab.models.vlm.batch import batch_of
+from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.run_data import ShapesData
+from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.model import build_vlm
 from vlab.models.vlm.sequence import IGNORE
-from vlab.models.vlm.train import VLMTask, config_from, run_tokenizer
+from vlab.models.vlm.tokenizer import run_tokenizer
 
 
 def plain_greedy(model, tok, batch, row: int, max_new: int) -> str:
@@ -35,13 +38,12 @@ def test_cached_generation_equals_the_plain_loop_on_prompts_of_mixed_lengths(tmp
     torch.manual_seed(0)
     model = build_vlm(cfg.model, vocab_size=len(tok), seed=3).eval()
     data = ShapesData(cfg.data)
-    task = VLMTask(cfg, model, tok, 8, torch.device("cpu"), data)
     samples = data.heldout[:8]
-    batch = task.batch_of(samples)
+    batch = batch_of(samples, model, tok, cfg.model.sequence)
     prompt_lengths = (batch["labels"] != IGNORE).float().argmax(1)
     assert len(set(prompt_lengths.tolist())) > 1  # the left padding is exercised
     with torch.no_grad():
-        got = task.generate(model, batch)
+        got = greedy_generate(model, tok, batch, cfg.max_new_tokens)
         want = [plain_greedy(model, tok, batch, r, 6) for r in range(len(samples))]
     assert got == want
     assert any(got)  # random weights still produce tokens: the comparison is not vacuous
