@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from vlab.models.backbones import BackboneConfig
 from vlab.probes.tasks import ProbeTaskConfig
-from vlab.training.engine import TrainConfig
+from vlab.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

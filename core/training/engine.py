@@ -7,8 +7,8 @@ the batch of a step (a pure function of the step, so a resumed run sees the same
 replaying a loader), for the loss of a batch, and for held-out metrics.
 
 Resume equals uninterrupted: the checkpoint holds model, optimizer, scheduler, RNG states and
-the loop's own counters, and ``metrics.jsonl`` is cut back to the checkpoint's step before the
-loop continues.
+the loop's own counters (:class:`LoopState`), and ``metrics.jsonl`` is cut back to the
+checkpoint's step before the loop continues.
 
 Under ``torchrun`` the same loop is data parallel (see :mod:`vlab.training.distributed`):
 ``TrainConfig.parallel`` "ddp" (DistributedDataParallel; whole model on every rank) for the
@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -35,7 +35,9 @@ from tqdm.auto import tqdm
 
 from vlab.errors import ConfigError
 from vlab.rundir import ReadOnlyRunDir, RunDir
+from vlab.training.config import TrainConfig
 from vlab.training.distributed import (
+    DistContext,
     load_model_state,
     load_optimizer_state,
     model_state,
@@ -43,91 +45,9 @@ from vlab.training.distributed import (
     setup_distributed,
     shard_model,
 )
+from vlab.training.precision import autocast_for, bf16_enabled
 
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and loop settings. Budgets are in steps, never wall-clock, so runs reproduce.
-
-    Defaults suit the CPU probe presets (lr 2e-3 without weight decay learns L=8 in about 1k
-    steps); the VLM presets set their own values.
-
-    ``eval_every`` None means every ``eval_fraction`` of ``steps`` (the paper's 1%).
-    ``batch_size`` is the global batch per optimizer step; it is split into ``grad_accum``
-    equal micro-batches. ``precision`` "auto" is bf16 autocast on CUDA and fp32 on CPU.
-
-    ``parallel`` matters only under ``torchrun`` with more than one process: "ddp" replicates
-    the model on every rank, "fsdp" shards it (for the 1B+ models; see
-    :mod:`vlab.training.distributed`). It does not change what is computed, only where.
-    """
-
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int | None = None
-    eval_fraction: float = 0.01
-    eval_at_start: bool = True
-    threshold: float = 0.95
-    stop_at_threshold: bool = True
-    seed: int = 0
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    threads: int | None = None
-    parallel: Literal["ddp", "fsdp"] = "ddp"
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "grad_accum")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
-        for name in ("warmup_ratio", "min_lr_ratio"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(name, f"must be in [0, 1], got {getattr(self, name)}")
-        if self.grad_clip < 0:
-            raise ConfigError("grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
-        if self.batch_size % self.grad_accum:
-            raise ConfigError(
-                "grad_accum",
-                f"batch_size={self.batch_size} does not split into {self.grad_accum} micro-batches",
-            )
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ConfigError("eval_every", f"must be >= 1, got {self.eval_every}")
-        if not 0 < self.eval_fraction <= 1:
-            raise ConfigError("eval_fraction", f"must be in (0, 1], got {self.eval_fraction}")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError("threshold", f"must be in [0, 1], got {self.threshold}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads", f"must be >= 1, got {self.threads}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError("device", f"{self.device!r} is not 'auto', 'cpu' or 'cuda[:N]'")
-        if self.parallel not in ("ddp", "fsdp"):
-            raise ConfigError("parallel", f"{self.parallel!r} is not 'ddp' or 'fsdp'")
-
-    @property
-    def eval_interval(self) -> int:
-        if self.eval_every is not None:
-            return self.eval_every
-        return max(1, round(self.steps * self.eval_fraction))
-
-    @property
-    def warmup_steps(self) -> int:
-        return round(self.steps * self.warmup_ratio)
 
 
 class TrainTask(Protocol):
@@ -216,6 +136,252 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class LoopState:
+    """The loop's own counters, saved in every checkpoint next to model, optimizer, scheduler
+    and RNG states, so a resumed run carries on exactly where the checkpoint was taken.
+
+    ``loss_sum`` / ``loss_count`` accumulate the (rank-averaged) training loss since the last
+    evaluation; that evaluation's metrics line reports their mean as ``loss``.
+    ``last_eval_step`` is -1 before the first evaluation. ``last_metrics`` is the last metrics
+    line as rank 0 wrote it (the other ranks record None).
+    """
+
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    threshold_step: int | None = None
+    last_eval_step: int = -1
+    last_metrics: dict | None = None
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> LoopState:
+        return cls(
+            step=ckpt["step"],
+            loss_sum=ckpt["loss_sum"],
+            loss_count=ckpt["loss_count"],
+            threshold_step=ckpt["threshold_step"],
+            last_eval_step=ckpt["last_eval_step"],
+            last_metrics=ckpt.get("last_metrics"),
+        )
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """The checkpoint's loop keys. Their names (and order) are those of every checkpoint
+        written so far: existing run directories must keep resuming bit for bit."""
+        return {
+            "step": self.step,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "threshold_step": self.threshold_step,
+            "last_eval_step": self.last_eval_step,
+            "last_metrics": self.last_metrics,
+        }
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What the loop trains with, fixed once :func:`_set_up` has built it.
+
+    ``model`` is the module itself (under FSDP sharded in place): evaluation, gradient clipping
+    and checkpoints use it. ``net`` is what the training forward runs through: the DDP wrapper
+    (its backward all-reduces the gradients) or ``model`` itself. ``files`` is the run
+    directory on rank 0 and a read-only view of it on the other ranks.
+    """
+
+    ctx: DistContext
+    device: torch.device
+    files: RunDir
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: torch.autocast
+    sharded: bool
+
+
+def _set_up(model: nn.Module, cfg: TrainConfig, run: RunDir) -> _Setup:
+    """Seed, place (and under ``torchrun`` wrap or shard) ``model``; make its optimizer."""
+    ctx = setup_distributed(resolve_device(cfg.device))
+    device = ctx.device(resolve_device(cfg.device))
+    if ctx.enabled and cfg.batch_size % (ctx.world * cfg.grad_accum):
+        raise ConfigError(
+            "batch_size",
+            f"{cfg.batch_size} does not split into {ctx.world} ranks x {cfg.grad_accum} "
+            "micro-batches",
+        )
+    files = run if ctx.is_main else ReadOnlyRunDir(run.path)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    use_bf16 = bf16_enabled(device, cfg.precision)
+    autocast = autocast_for(device, cfg.precision)
+    sharded = ctx.enabled and cfg.parallel == "fsdp"
+    net = model
+    if sharded:
+        shard_model(model, device, bf16=use_bf16)  # in place: ``model`` is the sharded net
+    elif ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    optimizer = make_optimizer(model, cfg)  # after sharding: it must hold the sharded params
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    return _Setup(ctx, device, files, model, net, optimizer, scheduler, autocast, sharded)
+
+
+def _resume(setup: _Setup, run: RunDir) -> LoopState:
+    """Load ``run``'s checkpoint if it has one (else start at step 0) and mark it running.
+
+    ``metrics.jsonl`` is cut back to the checkpoint's last evaluation: lines written after it
+    (by a run killed before its next checkpoint) would otherwise be written twice.
+    """
+    state = LoopState()
+    # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
+    ckpt = run.load_checkpoint(map_location="cpu" if setup.sharded else setup.device)
+    if ckpt is not None:
+        load_model_state(setup.model, ckpt["model"], setup.sharded)
+        load_optimizer_state(setup.model, setup.optimizer, ckpt["optimizer"], setup.sharded)
+        setup.scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        state = LoopState.from_checkpoint(ckpt)
+    setup.files.truncate_metrics(state.last_eval_step)
+    setup.files.write_status(
+        "running",
+        step=state.step,
+        threshold_step=state.threshold_step,
+        environment=run_environment(setup.device),
+    )
+    return state
+
+
+def _checkpoint(setup: _Setup, state: LoopState) -> None:
+    """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves."""
+    setup.files.save_checkpoint(
+        {
+            "model": model_state(setup.model, setup.sharded),
+            "optimizer": optimizer_state(setup.model, setup.optimizer, setup.sharded),
+            "scheduler": setup.scheduler.state_dict(),
+            "rng": _rng_state(),
+            **state.checkpoint_entries(),
+        }
+    )
+
+
+def _done_reason(cfg: TrainConfig, state: LoopState) -> str | None:
+    """Why the run is finished before another step, or None while it goes on."""
+    if cfg.stop_at_threshold and state.threshold_step is not None:
+        return f"reached accuracy >= {cfg.threshold} at step {state.threshold_step}"
+    if state.step >= cfg.steps:
+        return f"finished the budget of {cfg.steps} steps"
+    return None
+
+
+def _train_step(setup: _Setup, task: TrainTask, cfg: TrainConfig, step: int) -> float:
+    """Optimizer step ``step``; returns its training loss, averaged over the ranks.
+
+    ``task.train_batch(step)`` is the global batch (every tensor ``[batch_size, ...]``); each
+    rank keeps its slice ``[batch_size / world, ...]`` and runs it as ``grad_accum``
+    micro-batches ``[micro, ...]``, each loss divided by ``grad_accum`` so that the
+    accumulated gradient is that of the mean loss.
+    """
+    ctx = setup.ctx
+    micro = cfg.batch_size // ctx.world // cfg.grad_accum
+    batch = {k: ctx.shard(v) for k, v in task.train_batch(step).items()}
+    setup.optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for i in range(cfg.grad_accum):
+        part = {
+            k: v[i * micro : (i + 1) * micro].to(setup.device, non_blocking=True)
+            for k, v in batch.items()
+        }
+        with setup.autocast:
+            loss = task.loss(setup.net, part) / cfg.grad_accum
+        loss.backward()
+        total += loss.item()
+    total = ctx.mean(total)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), cfg.grad_clip)
+    setup.optimizer.step()
+    setup.scheduler.step()
+    return total
+
+
+def _evaluate_and_record(
+    setup: _Setup, task: TrainTask, cfg: TrainConfig, state: LoopState
+) -> dict | None:
+    """Evaluate at ``state.step``, append the metrics line, checkpoint, update status.json.
+
+    Returns the metrics line on rank 0 (None elsewhere); every rank learns the threshold step.
+    Sharded, every rank evaluates (rank 0 cannot run the model alone) and the others'
+    identical metrics are dropped. Updates ``state``: the threshold step, and the loss
+    accumulators restart for the next interval.
+    """
+    ctx, model, files = setup.ctx, setup.model, setup.files
+    record = None
+    if ctx.is_main or setup.sharded:
+        model.eval()
+        with torch.no_grad(), setup.autocast:
+            metrics = task.evaluate(model)
+        model.train()
+    if ctx.is_main:
+        record = {
+            "step": state.step,
+            "examples_seen": state.step * cfg.batch_size,
+            "fraction": state.step / cfg.steps,
+            "loss": state.loss_sum / state.loss_count if state.loss_count else None,
+            "lr": setup.optimizer.param_groups[0]["lr"],
+            **metrics,
+        }
+        if state.threshold_step is None and record["accuracy"] >= cfg.threshold:
+            state.threshold_step = state.step
+        files.append_metrics(record)
+    state.threshold_step = ctx.broadcast_int(state.threshold_step)
+    state.loss_sum, state.loss_count = 0.0, 0
+    state.last_eval_step, state.last_metrics = state.step, record
+    _checkpoint(setup, state)
+    files.write_status(
+        "running",
+        step=state.step,
+        threshold_step=state.threshold_step,
+        accuracy=record["accuracy"] if record else None,
+    )
+    return record
+
+
+def _finish(files: RunDir, state: LoopState, status: str, reason: str) -> TrainResult:
+    last = state.last_metrics
+    files.write_status(
+        status,
+        reason,
+        step=state.step,
+        threshold_step=state.threshold_step,
+        accuracy=last["accuracy"] if last else None,
+    )
+    return TrainResult(status, reason, state.step, state.threshold_step, last)
+
+
+def _record_failure(files: RunDir, state: LoopState, error: BaseException) -> None:
+    """status.json says why the loop died: Ctrl-C is "interrupted", anything else "failed"."""
+    by_user = isinstance(error, KeyboardInterrupt)
+    reason = "interrupted by the user" if by_user else f"{type(error).__name__}: {error}"
+    files.write_status(
+        "interrupted" if by_user else "failed",
+        reason,
+        step=state.step,
+        threshold_step=state.threshold_step,
+    )
+
+
+def _record_speed(run: RunDir, files: RunDir, steps: int, elapsed: float) -> None:
+    """Add this process's training speed to status.json, keeping its state and reason."""
+    if steps > 0 and elapsed > 0:
+        status = run.read_status() or {}
+        files.write_status(
+            status.get("state", "running"), status.get("reason"), steps_per_s=steps / elapsed
+        )
+
+
 def train(
     model: nn.Module,
     task: TrainTask,
@@ -239,192 +405,46 @@ def train(
     which it is given identical weights and inputs) and rank 0 alone records the metrics;
     checkpoints gather the full state to rank 0.
     """
-    ctx = setup_distributed(resolve_device(cfg.device))
-    device = ctx.device(resolve_device(cfg.device))
-    if ctx.enabled and cfg.batch_size % (ctx.world * cfg.grad_accum):
-        raise ConfigError(
-            "batch_size",
-            f"{cfg.batch_size} does not split into {ctx.world} ranks x {cfg.grad_accum} "
-            "micro-batches",
-        )
-    files = run if ctx.is_main else ReadOnlyRunDir(run.path)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    sharded = ctx.enabled and cfg.parallel == "fsdp"
-    net = model
-    if sharded:
-        shard_model(model, device, bf16=use_bf16)  # in place: ``model`` is the sharded net
-    elif ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
-    optimizer = make_optimizer(model, cfg)  # after sharding: it must hold the sharded params
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-
-    step, loss_sum, loss_count, threshold_step = 0, 0.0, 0, None
-    last_metrics: dict | None = None
-    # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
-    ckpt = run.load_checkpoint(map_location="cpu" if sharded else device)
-    if ckpt is not None:
-        load_model_state(model, ckpt["model"], sharded)
-        load_optimizer_state(model, optimizer, ckpt["optimizer"], sharded)
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        step, loss_sum, loss_count = ckpt["step"], ckpt["loss_sum"], ckpt["loss_count"]
-        threshold_step = ckpt["threshold_step"]
-        last_metrics = ckpt.get("last_metrics")
-        files.truncate_metrics(ckpt["last_eval_step"])
-    else:
-        files.truncate_metrics(-1)
-    last_eval_step = ckpt["last_eval_step"] if ckpt else -1
-    files.write_status(
-        "running", step=step, threshold_step=threshold_step, environment=run_environment(device)
-    )
-
-    def checkpoint() -> None:
-        """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves."""
-        files.save_checkpoint(
-            {
-                "model": model_state(model, sharded),
-                "optimizer": optimizer_state(model, optimizer, sharded),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "step": step,
-                "loss_sum": loss_sum,
-                "loss_count": loss_count,
-                "threshold_step": threshold_step,
-                "last_eval_step": last_eval_step,
-                "last_metrics": last_metrics,
-            }
-        )
-
-    def evaluate() -> dict | None:
-        """Held-out metrics on rank 0 (None elsewhere); every rank learns the threshold.
-
-        Sharded, every rank evaluates (rank 0 cannot run the model alone) and the others'
-        identical metrics are dropped.
-        """
-        nonlocal loss_sum, loss_count, last_eval_step, last_metrics, threshold_step
-        record = None
-        if ctx.is_main or sharded:
-            model.eval()
-            with torch.no_grad(), autocast:
-                metrics = task.evaluate(model)
-            model.train()
-        if ctx.is_main:
-            record = {
-                "step": step,
-                "examples_seen": step * cfg.batch_size,
-                "fraction": step / cfg.steps,
-                "loss": loss_sum / loss_count if loss_count else None,
-                "lr": optimizer.param_groups[0]["lr"],
-                **metrics,
-            }
-            if threshold_step is None and record["accuracy"] >= cfg.threshold:
-                threshold_step = step
-            files.append_metrics(record)
-        threshold_step = ctx.broadcast_int(threshold_step)
-        loss_sum, loss_count, last_eval_step, last_metrics = 0.0, 0, step, record
-        checkpoint()
-        files.write_status(
-            "running",
-            step=step,
-            threshold_step=threshold_step,
-            accuracy=record["accuracy"] if record else None,
-        )
-        return record
-
-    def finish(state: str, reason: str) -> TrainResult:
-        files.write_status(
-            state,
-            reason,
-            step=step,
-            threshold_step=threshold_step,
-            accuracy=last_metrics["accuracy"] if last_metrics else None,
-        )
-        return TrainResult(state, reason, step, threshold_step, last_metrics)
-
+    setup = _set_up(model, cfg, run)
+    state = _resume(setup, run)
     interval = cfg.eval_interval
-    micro = cfg.batch_size // ctx.world // cfg.grad_accum
     model.train()
     bar = tqdm(
         total=cfg.steps,
-        initial=step,
-        disable=not progress or not ctx.is_main,
+        initial=state.step,
+        disable=not progress or not setup.ctx.is_main,
         desc=run.path.name,
         unit="step",
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    start_time, start_step = time.perf_counter(), step
+    start_time, start_step = time.perf_counter(), state.step
     try:
-        if step == 0 and cfg.eval_at_start and last_eval_step < 0:
-            evaluate()
-        while True:
-            if cfg.stop_at_threshold and threshold_step is not None:
-                return finish(
-                    "done", f"reached accuracy >= {cfg.threshold} at step {threshold_step}"
-                )
-            if step >= cfg.steps:
-                return finish("done", f"finished the budget of {cfg.steps} steps")
-            batch = {k: ctx.shard(v) for k, v in task.train_batch(step).items()}
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for i in range(cfg.grad_accum):
-                part = {
-                    k: v[i * micro : (i + 1) * micro].to(device, non_blocking=True)
-                    for k, v in batch.items()
-                }
-                with autocast:
-                    loss = task.loss(net, part) / cfg.grad_accum
-                loss.backward()
-                total += loss.item()
-            total = ctx.mean(total)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            loss_sum, loss_count = loss_sum + total, loss_count + 1
+        if state.step == 0 and cfg.eval_at_start and state.last_eval_step < 0:
+            _evaluate_and_record(setup, task, cfg, state)
+        while (reason := _done_reason(cfg, state)) is None:
+            loss = _train_step(setup, task, cfg, state.step)
+            state.step += 1
+            state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
             bar.update(1)
-            if step % interval == 0 or step == cfg.steps:
-                record = evaluate()
+            if state.step % interval == 0 or state.step == cfg.steps:
+                record = _evaluate_and_record(setup, task, cfg, state)
                 if record is not None:
                     bar.set_postfix(
                         loss=f"{record['loss']:.3f}",
                         acc=f"{record['accuracy']:.3f}",
                         refresh=False,
                     )
-            if ctx.any(should_stop is not None and should_stop()):
-                checkpoint_now = step != last_eval_step
-                if checkpoint_now:
-                    checkpoint()
-                return finish("interrupted", f"stopped on request at step {step}")
+            # a collective: every rank stops at the same step if any rank was asked to
+            if setup.ctx.any(should_stop is not None and should_stop()):
+                if state.step != state.last_eval_step:  # else the evaluation just saved it
+                    _checkpoint(setup, state)
+                reason = f"stopped on request at step {state.step}"
+                return _finish(setup.files, state, "interrupted", reason)
+        return _finish(setup.files, state, "done", reason)
     except BaseException as e:
-        reason = (
-            "interrupted by the user"
-            if isinstance(e, KeyboardInterrupt)
-            else (f"{type(e).__name__}: {e}")
-        )
-        files.write_status(
-            "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-            reason,
-            step=step,
-            threshold_step=threshold_step,
-        )
+        _record_failure(setup.files, state, e)
         raise
     finally:
         bar.close()
-        elapsed = time.perf_counter() - start_time
-        if step > start_step and elapsed > 0:
-            status = run.read_status() or {}
-            files.write_status(
-                status.get("state", "running"),
-                status.get("reason"),
-                steps_per_s=(step - start_step) / elapsed,
-            )
+        _record_speed(run, setup.files, state.step - start_step, time.perf_counter() - start_time)

@@ -15,7 +15,7 @@ from vlab.errors import ConfigError
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.model import VLMConfig
 from vlab.models.vlm.presets import PRESETS
-from vlab.training.engine import TrainConfig
+from vlab.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

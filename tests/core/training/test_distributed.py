@@ -15,8 +15,8 @@ from vlab.fileio import read_json, read_jsonl
 from vlab.models.backbones import BackboneConfig, build_backbone
 from vlab.models.vlm.model import VLMConfig, build_vlm
 from vlab.models.vlm.vision import VisionConfig
+from vlab.training.config import TrainConfig
 from vlab.training.distributed import fsdp_units
-from vlab.training.engine import TrainConfig
 
 ARGS = [
     "--length",
