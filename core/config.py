@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -39,7 +40,9 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
             try:
                 return _coerce(value, arg, field)
             except ConfigError as e:
-                errors.append(str(e))
+                errors.append(e)
+        if len(errors) == 1:  # ``X | None``: X's own message says what is wrong
+            raise errors[0]
         raise ConfigError(field, f"{value!r} does not match {tp}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -73,6 +76,8 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(field, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -155,26 +155,61 @@ class RunDir:
 
     # checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
+        """Write ``checkpoints/last.pt`` atomically. ``state`` holds tensors and plain data
+        only (dicts, lists, numbers, strings, None), so it loads with ``weights_only``."""
+        import torch  # here, not at the top: readers of run directories need no torch
+
         path = self.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        import torch  # here, not at the top: readers of run directories need no torch
-
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def remove_partial_checkpoints(self) -> list[Path]:
+        """Delete the temporary files of checkpoint writes that a kill interrupted (at paper
+        scale each is gigabytes). Called when a run starts, before it writes its own."""
+        folder = self.checkpoint_path.parent
+        leftovers = sorted(folder.glob(f".{self.checkpoint_path.name}.*.tmp"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
+
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
+        """The last checkpoint, or None when the run has none yet.
+
+        Loaded with ``weights_only=True``: tensors and plain data, never arbitrary objects, so
+        a crafted ``last.pt`` cannot run code. A file that is not such a checkpoint (crafted,
+        truncated, empty, garbage) is a :class:`~vlab.errors.VlabError` naming the file.
+        """
+        import pickle
+
         import torch
 
-        if not self.checkpoint_path.is_file():
+        path = self.checkpoint_path
+        if not path.is_file():
             return None
-        # mmap: ranks on one node share the file's pages instead of each holding a full copy
-        return torch.load(
-            self.checkpoint_path, map_location=map_location, weights_only=False, mmap=True
+        what_to_do = (
+            "move it away (or delete it) to restart the run from step 0, or put back a good copy"
         )
+        if path.stat().st_size == 0:
+            raise VlabError(f"{path}: the checkpoint is empty; {what_to_do}")
+        try:
+            # mmap: ranks on one node share the file's pages instead of each holding a copy
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VlabError(
+                f"{path}: refused to load: it holds more than tensors and plain data "
+                f"({first[:160]}); a checkpoint written by vlab never does. {what_to_do}"
+            ) from e
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VlabError(
+                f"{path}: not a readable checkpoint ({first[:160]}); {what_to_do}"
+            ) from e
 
 
 class ReadOnlyRunDir(RunDir):
@@ -195,6 +230,9 @@ class ReadOnlyRunDir(RunDir):
 
     def save_checkpoint(self, state: dict) -> None:
         pass
+
+    def remove_partial_checkpoints(self) -> list[Path]:
+        return []
 
 
 _MISSING = object()

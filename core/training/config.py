@@ -6,6 +6,8 @@ and sweeps expand without loading it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +28,10 @@ class TrainConfig:
     ``parallel`` matters only under ``torchrun`` with more than one process: "ddp" replicates
     the model on every rank, "fsdp" shards it (for the 1B+ models; see
     :mod:`vlab.training.distributed`). It does not change what is computed, only where.
+
+    A step whose loss or gradient norm is not finite updates nothing; ``nonfinite_patience``
+    such steps in a row are tolerated (bf16 spikes), one more stops the run as "failed"
+    with the step named, so a diverged run is never reported "done".
     """
 
     steps: int = 2000
@@ -48,8 +54,15 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None
     parallel: Literal["ddp", "fsdp"] = "ddp"
+    nonfinite_patience: int = 0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+        if self.nonfinite_patience < 0:
+            raise ConfigError("nonfinite_patience", f"must be >= 0, got {self.nonfinite_patience}")
         positive = ("steps", "batch_size", "grad_accum")
         for name in positive:
             if getattr(self, name) < 1:

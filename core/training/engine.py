@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vlab.errors import ConfigError
+from vlab.errors import ConfigError, VlabError
 from vlab.rundir import ReadOnlyRunDir, RunDir
 from vlab.training.config import TrainConfig
 from vlab.training.distributed import (
@@ -153,6 +153,7 @@ class LoopState:
     threshold_step: int | None = None
     last_eval_step: int = -1
     last_metrics: dict | None = None
+    nonfinite_steps: int = 0  # non-finite steps in a row (see ``TrainConfig.nonfinite_patience``)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> LoopState:
@@ -163,11 +164,12 @@ class LoopState:
             threshold_step=ckpt["threshold_step"],
             last_eval_step=ckpt["last_eval_step"],
             last_metrics=ckpt.get("last_metrics"),
+            nonfinite_steps=ckpt.get("nonfinite_steps", 0),  # absent before vlab recorded it
         )
 
     def checkpoint_entries(self) -> dict[str, Any]:
-        """The checkpoint's loop keys. Their names (and order) are those of every checkpoint
-        written so far: existing run directories must keep resuming bit for bit."""
+        """The checkpoint's loop keys. Names are never changed or removed, only added (with a
+        default in :meth:`from_checkpoint`), so existing run directories keep resuming."""
         return {
             "step": self.step,
             "loss_sum": self.loss_sum,
@@ -175,6 +177,7 @@ class LoopState:
             "threshold_step": self.threshold_step,
             "last_eval_step": self.last_eval_step,
             "last_metrics": self.last_metrics,
+            "nonfinite_steps": self.nonfinite_steps,
         }
 
 
@@ -237,6 +240,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
     (by a run killed before its next checkpoint) would otherwise be written twice.
     """
     state = LoopState()
+    setup.files.remove_partial_checkpoints()
     # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
     ckpt = run.load_checkpoint(map_location="cpu" if setup.sharded else setup.device)
     if ckpt is not None:
@@ -277,8 +281,9 @@ def _done_reason(cfg: TrainConfig, state: LoopState) -> str | None:
     return None
 
 
-def _train_step(setup: _Setup, task: TrainTask, cfg: TrainConfig, step: int) -> float:
-    """Optimizer step ``step``; returns its training loss, averaged over the ranks.
+def _train_step(setup: _Setup, task: TrainTask, cfg: TrainConfig, step: int) -> tuple[float, bool]:
+    """Optimizer step ``step``; returns its training loss, averaged over the ranks, and
+    whether the loss and gradient norm were finite (the weights are updated only if so).
 
     ``task.train_batch(step)`` is the global batch (every tensor ``[batch_size, ...]``); each
     rank keeps its slice ``[batch_size / world, ...]`` and runs it as ``grad_accum``
@@ -300,11 +305,23 @@ def _train_step(setup: _Setup, task: TrainTask, cfg: TrainConfig, step: int) -> 
         loss.backward()
         total += loss.item()
     total = ctx.mean(total)
+    norm = None
     if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), cfg.grad_clip)
-    setup.optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(setup.model.parameters(), cfg.grad_clip)
+    finite = math.isfinite(total) and (norm is None or _finite_norm(norm))
+    if finite:
+        setup.optimizer.step()
+    else:  # a NaN or inf would poison the weights and AdamW's moments for good
+        setup.optimizer.zero_grad(set_to_none=True)
     setup.scheduler.step()
-    return total
+    return total, finite
+
+
+def _finite_norm(norm: torch.Tensor) -> bool:
+    """Whether a total gradient norm is finite (FSDP returns it as a DTensor)."""
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return bool(torch.isfinite(norm))
 
 
 def _evaluate_and_record(
@@ -406,7 +423,11 @@ def train(
     checkpoints gather the full state to rank 0.
     """
     setup = _set_up(model, cfg, run)
-    state = _resume(setup, run)
+    try:
+        state = _resume(setup, run)
+    except VlabError as e:  # an unreadable checkpoint: say so rather than stay "running"
+        setup.files.write_status("failed", str(e))
+        raise
     interval = cfg.eval_interval
     model.train()
     bar = tqdm(
@@ -423,10 +444,22 @@ def train(
         if state.step == 0 and cfg.eval_at_start and state.last_eval_step < 0:
             _evaluate_and_record(setup, task, cfg, state)
         while (reason := _done_reason(cfg, state)) is None:
-            loss = _train_step(setup, task, cfg, state.step)
+            loss, finite = _train_step(setup, task, cfg, state.step)
             state.step += 1
-            state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
             bar.update(1)
+            if finite:
+                state.nonfinite_steps = 0
+                state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
+            else:
+                state.nonfinite_steps += 1
+                if state.nonfinite_steps > cfg.nonfinite_patience:
+                    reason = (
+                        f"diverged: loss or gradient not finite at step {state.step} "
+                        f"(loss {loss}; {state.nonfinite_steps} such steps in a row, "
+                        f"train.nonfinite_patience={cfg.nonfinite_patience}); lower the "
+                        "learning rate or resume from the last checkpoint"
+                    )
+                    return _finish(setup.files, state, "failed", reason)
             if state.step % interval == 0 or state.step == cfg.steps:
                 record = _evaluate_and_record(setup, task, cfg, state)
                 if record is not None:

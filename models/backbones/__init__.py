@@ -70,8 +70,8 @@ class BackboneConfig:
                 f"{self.pretrained!r} is not a local checkpoint directory (no config.json); "
                 "save one with save_pretrained() or download it yourself first",
             )
-        if self.init_std is not None and self.init_std <= 0:
-            raise ConfigError("init_std", f"must be > 0, got {self.init_std}")
+        if self.init_std is not None and not (0 < self.init_std < float("inf")):
+            raise ConfigError("init_std", f"must be a finite number > 0, got {self.init_std}")
 
 
 def hf_config(arch: Arch, preset: str, **overrides):
