@@ -121,6 +121,7 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             except ConfigError as e:
                 raise VlabError(f"sweep spec {spec.name}: {e} (run {overrides})") from None
             name = str(extra.get("name") or "-".join(_label(k, v) for k, v in overrides.items()))
+            _check_run_name(spec.name, name or spec.name)
             if name in seen:
                 raise VlabError(
                     f"sweep spec {spec.name}: duplicate run name {name!r} (runs {seen[name]} and "
@@ -129,6 +130,22 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             seen[name] = len(runs)
             runs.append(RunSpec(name or spec.name, config_id(config), config, overrides))
     return runs
+
+
+def _check_run_name(sweep: str, name: str) -> None:
+    """A run name becomes a folder under ``runs/`` and a lock and log file name: it must be one
+    plain path component, or a spec could write outside its sweep directory."""
+    bad = (
+        name in (".", "..")
+        or name.startswith(("-", "."))
+        or any(c in name for c in '/\\\0\n\r\t')
+        or len(name.encode()) > 200
+    )
+    if bad:
+        raise VlabError(
+            f"sweep spec {sweep}: run name {name!r} is not a plain folder name (no '/', '\\', "
+            "control characters or leading '.' or '-', at most 200 bytes)"
+        )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

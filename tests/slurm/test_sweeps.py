@@ -239,3 +239,20 @@ def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
     assert {r["name"] for r in rows} == {
         f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (6, 8)
     }
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/absolute", "a/b", "..", ".hidden", "x\ny"])
+def test_run_names_that_are_not_one_plain_folder_name_are_refused(tmp_path, capsys, name):
+    spec = {
+        "name": "names",
+        "base": {"task": {"length": 4}, "train": {"steps": 4}},
+        "runs": [{"name": name}],
+    }
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "deep" / "sweep"
+    argv = ["sweep", "submit", str(path), "--executor", "debug", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a plain folder name" in err
+    assert not out.exists() and not (tmp_path / "escaped").exists()
