@@ -138,7 +138,7 @@ def _check_run_name(sweep: str, name: str) -> None:
     bad = (
         name in (".", "..")
         or name.startswith(("-", "."))
-        or any(c in name for c in '/\\\0\n\r\t')
+        or any(c in name for c in "/\\\0\n\r\t")
         or len(name.encode()) > 200
     )
     if bad:
