@@ -1,4 +1,5 @@
-"""Is the process that claims a run still there? Shared by sweep locks and reports."""
+"""Is the process that claims a run still there? Shared by locks (:mod:`vlab.locks`) and
+reports."""
 
 from __future__ import annotations
 
@@ -21,12 +22,31 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def writer_alive(host: str | None, pid: int | None, slurm_job_id: str | None) -> bool | None:
-    """Whether the process that wrote a status or lock file (its ``host``, ``pid`` and SLURM
-    job, as recorded there) still runs: checked by pid on this host, by the scheduler for a
-    SLURM job elsewhere; None when neither can tell (another host, no job id)."""
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, with the boot's id), or None where
+    ``/proc`` cannot tell. A pid is reused after its process ends; the start time is not, so
+    a recorded (pid, start) names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = f.read().rsplit(")", 1)[1].split()[19]
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
+def writer_alive(
+    host: str | None, pid: int | None, slurm_job_id: str | None, start: str | None = None
+) -> bool | None:
+    """Whether the process that wrote a status or lock file (its ``host``, ``pid``, SLURM
+    job and, where recorded, ``start`` from :func:`process_start`) still runs: checked by pid
+    and start time on this host, by the scheduler for a SLURM job elsewhere; None when
+    neither can tell (another host, no job id)."""
     if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
-        return pid_alive(pid)
+        if not pid_alive(pid):
+            return False
+        return start is None or process_start(pid) in (None, start)
     if slurm_job_id:
         from vlab.scheduler import slurm_job_active
 

@@ -7,6 +7,8 @@
       metrics.jsonl    one JSON object per evaluation: step, examples_seen, loss, accuracy, ...
       status.json      state (running | done | failed | interrupted), reason, threshold_step, ...
       checkpoints/last.pt   model, optimizer, scheduler and loop state at the last evaluation
+                       (tensors and plain data only: loaded with ``weights_only``)
+      writer.lock      while a process trains the run: its host, pid, start time, SLURM job
 
 Every file is written atomically or appended a whole line at a time, so a reader (resume,
 ``vlab sweep status``, the report) never sees a half-written file. Analysis reads only these
@@ -33,6 +35,8 @@ from vlab.fileio import (
 
 if TYPE_CHECKING:
     import torch
+
+LOCK_FILE = "writer.lock"  # held by the one process writing the run (see ``RunDir.claim``)
 
 # What a writer records in status.json.
 WRITTEN_STATES = ("running", "done", "failed", "interrupted")
@@ -80,7 +84,36 @@ class RunDir:
         (``defaults``: the config class's defaults as a dict), so upgrading vlab does not
         orphan unfinished runs; the stored config is then completed. A non-empty folder that
         is not a run directory is refused too.
+
+        One writer per run directory: an unfinished run is claimed by taking its lock file
+        (``writer.lock``, :mod:`vlab.locks`), held until :meth:`release`; a run that another
+        live process holds is refused, naming that process. A lock whose holder is gone
+        (killed, preempted) is taken over.
         """
+        from vlab.locks import acquire, describe, lock_holder
+
+        if not self.exists() and self.path.exists():
+            if any(p.name not in (LOCK_FILE, ".guard") for p in self.path.iterdir()):
+                raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = acquire(self.lock_path)
+        if lock is None:
+            holder = lock_holder(self.lock_path) or {}
+            raise VlabError(
+                f"{self.path} is being trained by {describe(holder)}; wait for it to finish "
+                "or stop it (a killed holder's lock is taken over automatically)"
+            )
+        self._lock = lock
+        try:
+            done = self._claim_locked(config, defaults)
+        except BaseException:
+            self.release()
+            raise
+        if done:
+            self.release()
+        return done
+
+    def _claim_locked(self, config: dict, defaults: dict | None) -> bool:
         if self.exists():
             stored = self.read_config()
             changed = [
@@ -96,10 +129,19 @@ class RunDir:
             if stored != config:
                 self.write_config(config)
             return self.is_done()
-        if self.path.exists() and any(self.path.iterdir()):
-            raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
         self.write_config(config)
         return False
+
+    def release(self) -> None:
+        """Give up the writer lock that :meth:`claim` took (a no-op if none is held)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
 
     def read_config(self) -> dict:
         if not self.config_path.is_file():

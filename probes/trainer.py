@@ -76,18 +76,21 @@ def run_probe(
         status = run.read_status() or {}
         log(f"{run.path}: already done ({status.get('reason')}); nothing to do")
         return None
-    model = build_backbone(cfg.model, seed=cfg.train.seed)
-    vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
-    add_tokens(model, len(vocab.new_token_names), cfg.model)
-    params = count_parameters(model)
-    log = log if ctx.is_main else (lambda *_: None)
-    log(
-        f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
-        f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
-        f"{cfg.task.variant} L={cfg.task.length}"
-    )
-    run.write_status("running", params=params, arch=cfg.model.arch)
-    data = ProbeData(cfg.task, vocab)
-    device = ctx.device(resolve_device(cfg.train.device))
-    task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
-    return train(model, task, cfg.train, run, should_stop=should_stop, progress=progress)
+    try:
+        model = build_backbone(cfg.model, seed=cfg.train.seed)
+        vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
+        add_tokens(model, len(vocab.new_token_names), cfg.model)
+        params = count_parameters(model)
+        log = log if ctx.is_main else (lambda *_: None)
+        log(
+            f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
+            f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
+            f"{cfg.task.variant} L={cfg.task.length}"
+        )
+        run.write_status("running", params=params, arch=cfg.model.arch)
+        data = ProbeData(cfg.task, vocab)
+        device = ctx.device(resolve_device(cfg.train.device))
+        task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
+        return train(model, task, cfg.train, run, should_stop=should_stop, progress=progress)
+    finally:
+        run.release()  # the run's writer lock (see RunDir.claim)

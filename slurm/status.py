@@ -7,9 +7,10 @@ the scheduler runs its job), ``done``, ``failed`` (with the reason and the log t
 
 from __future__ import annotations
 
+from vlab.locks import lock_holder
 from vlab.rundir import RunDir
 from vlab.scheduler import job_states
-from vlab.slurm.sweepdir import SweepDir, lock_holder
+from vlab.slurm.sweepdir import SweepDir
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}

@@ -17,17 +17,12 @@ taken over.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
-from vlab.process import writer_alive
 from vlab.slurm.spec import RunSpec
 
 
@@ -116,66 +111,3 @@ class SweepDir:
                     **sub["jobs"][name],
                 }
         return None
-
-
-# locks ----------------------------------------------------------------------------------------
-
-
-def current_job_id() -> str | None:
-    """This process's SLURM job (array jobs as ``ARRAYID_TASK``), or None outside SLURM."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
-@dataclass
-class Lock:
-    path: Path
-    owner: dict
-
-    def release(self) -> None:
-        try:
-            if read_json(self.path) == self.owner:
-                self.path.unlink()
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-
-
-def lock_holder(path: Path) -> dict | None:
-    """The live holder of a lock file, or None if it is free or stale."""
-    try:
-        holder = read_json(path)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        return None  # torn write of a crashed holder: stale
-    if holder.get("job_id") and holder.get("job_id") == current_job_id():
-        return None  # our own job, requeued after preemption: the old process is gone
-    # dead by pid on this host or by the scheduler; another host with no job id: assume alive
-    alive = writer_alive(holder.get("host"), holder.get("pid"), holder.get("job_id"))
-    return None if alive is False else holder
-
-
-def acquire(path: Path) -> Lock | None:
-    """Take the lock at ``path``; None if a live process holds it. Stale locks are taken over.
-
-    Checking for staleness and replacing the file happen under an ``flock`` on a guard file
-    in the same folder, so two processes cannot both decide a lock is stale and both win.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    owner = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "job_id": current_job_id(),
-        "time": time.time(),
-    }
-    with open(path.parent / ".guard", "a") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        try:
-            if path.exists() and lock_holder(path) is not None:
-                return None
-            atomic_write_json(path, owner)
-        finally:
-            fcntl.flock(guard, fcntl.LOCK_UN)
-    return Lock(path, read_json(path))

@@ -16,7 +16,8 @@ import sys
 import submitit
 
 from vlab.errors import VlabError
-from vlab.slurm.sweepdir import SweepDir, acquire
+from vlab.locks import acquire
+from vlab.slurm.sweepdir import SweepDir
 
 
 def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=None) -> dict:

@@ -121,39 +121,42 @@ def train_vlm(
             log(f"{run.path}: already done; nothing to do")
             results[stage] = None
             continue
-        model = build_vlm(cfg.model, vocab_size=len(tok), seed=train_cfg.seed)
-        if stage == 2 and RunDir(out / "stage1").exists():
-            prev = RunDir(out / "stage1")
-            if not prev.is_done():
-                raise VlabError(f"{prev.path} is not finished: run stage 1 first")
-            model.load_state_dict(prev.load_checkpoint()["model"])
-        elif stage == 2:
-            log(f"{out}: no stage 1 run; stage 2 starts from a randomly initialised projector")
-        model.set_stage(stage)
-        params = count_parameters(model.lm)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log(
-            f"{run.path}: {cfg.model.lm.arch}-VL stage {stage}: LM {params['total']:,} "
-            f"parameters, {trainable:,} trainable, {model.num_visual_tokens} visual tokens"
-        )
-        run.write_status(
-            "running",
-            params={**params, "trainable": trainable},
-            arch=cfg.model.lm.arch,
-            stage=stage,
-        )
-        device = ctx.device(resolve_device(train_cfg.device))
-        data = open_data(
-            cfg.data,
-            stage,
-            out,
-            is_main=ctx.is_main,
-            barrier=ctx.barrier,
-            length_fn=lambda text: len(tok.encode(text, add_special_tokens=False)),
-            max_length=cfg.model.sequence.max_length,
-            image_tokens=image_tokens(cfg.model.sequence, model.grid, tok),
-            log=log,
-        )
-        task = VLMTask(cfg, model, tok, train_cfg.batch_size, device, data)
-        results[stage] = train(model, task, train_cfg, run, progress=progress)
+        try:
+            model = build_vlm(cfg.model, vocab_size=len(tok), seed=train_cfg.seed)
+            if stage == 2 and RunDir(out / "stage1").exists():
+                prev = RunDir(out / "stage1")
+                if not prev.is_done():
+                    raise VlabError(f"{prev.path} is not finished: run stage 1 first")
+                model.load_state_dict(prev.load_checkpoint()["model"])
+            elif stage == 2:
+                log(f"{out}: no stage 1 run; stage 2 starts from a randomly initialised projector")
+            model.set_stage(stage)
+            params = count_parameters(model.lm)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log(
+                f"{run.path}: {cfg.model.lm.arch}-VL stage {stage}: LM {params['total']:,} "
+                f"parameters, {trainable:,} trainable, {model.num_visual_tokens} visual tokens"
+            )
+            run.write_status(
+                "running",
+                params={**params, "trainable": trainable},
+                arch=cfg.model.lm.arch,
+                stage=stage,
+            )
+            device = ctx.device(resolve_device(train_cfg.device))
+            data = open_data(
+                cfg.data,
+                stage,
+                out,
+                is_main=ctx.is_main,
+                barrier=ctx.barrier,
+                length_fn=lambda text: len(tok.encode(text, add_special_tokens=False)),
+                max_length=cfg.model.sequence.max_length,
+                image_tokens=image_tokens(cfg.model.sequence, model.grid, tok),
+                log=log,
+            )
+            task = VLMTask(cfg, model, tok, train_cfg.batch_size, device, data)
+            results[stage] = train(model, task, train_cfg, run, progress=progress)
+        finally:
+            run.release()  # the stage's writer lock (see RunDir.claim)
     return results

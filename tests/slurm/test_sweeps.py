@@ -12,9 +12,10 @@ import pytest
 from vlab.cli import main
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
+from vlab.locks import acquire, lock_holder
 from vlab.slurm.spec import SweepSpec, config_id, expand, load_spec
 from vlab.slurm.status import sweep_status
-from vlab.slurm.sweepdir import SweepDir, acquire, lock_holder
+from vlab.slurm.sweepdir import SweepDir
 
 TINY_BASE = {
     "task": {"length": 4, "n_heldout": 16},
