@@ -104,6 +104,7 @@ class RunDir:
                 "or stop it (a killed holder's lock is taken over automatically)"
             )
         self._lock = lock
+        self._defaults = defaults
         try:
             done = self._claim_locked(config, defaults)
         except BaseException:
@@ -131,6 +132,30 @@ class RunDir:
             return self.is_done()
         self.write_config(config)
         return False
+
+    def check_checkpoint_config(self, checkpoint: dict) -> None:
+        """Refuse to resume from a checkpoint trained under another config than config.json
+        now holds (an edited config.json would otherwise be recorded for a run that never
+        used it). Fields added by a later vlab count as the same while they hold their
+        defaults, as in :meth:`claim`; checkpoints from before vlab recorded the config pass.
+        """
+        trained = checkpoint.get("config")
+        if trained is None:
+            return
+        current = self.read_config()
+        defaults = getattr(self, "_defaults", None)
+        changed = [
+            path
+            for path in diff(trained, current)
+            if not _added_with_default(path, trained, current, defaults)
+            and not _added_with_default(path, current, trained, defaults)
+        ]
+        if changed:
+            raise VlabError(
+                f"{self.config_path} differs from the config its checkpoint was trained with "
+                f"(fields: {', '.join(changed)}); put the old values back, or move "
+                f"{self.checkpoint_path.parent} away to train from step 0 under the new config"
+            )
 
     def release(self) -> None:
         """Give up the writer lock that :meth:`claim` took (a no-op if none is held)."""

@@ -135,6 +135,7 @@ def claim_run(ctx: DistContext, path: str | os.PathLike, config: dict, defaults:
     ctx.barrier()
     if not ctx.is_main:
         run = ReadOnlyRunDir(path)
+        run._defaults = defaults  # so every rank judges a resumed checkpoint alike
         done = run.is_done()
     return run, done
 

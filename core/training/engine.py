@@ -244,6 +244,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
     # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
     ckpt = run.load_checkpoint(map_location="cpu" if setup.sharded else setup.device)
     if ckpt is not None:
+        setup.files.check_checkpoint_config(ckpt)
         load_model_state(setup.model, ckpt["model"], setup.sharded)
         load_optimizer_state(setup.model, setup.optimizer, ckpt["optimizer"], setup.sharded)
         setup.scheduler.load_state_dict(ckpt["scheduler"])
@@ -268,6 +269,7 @@ def _checkpoint(setup: _Setup, state: LoopState) -> None:
             "scheduler": setup.scheduler.state_dict(),
             "rng": _rng_state(),
             **state.checkpoint_entries(),
+            "config": setup.files.read_config(),  # what was trained: checked on resume
         }
     )
 

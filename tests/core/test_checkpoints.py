@@ -8,9 +8,11 @@ import os
 import pytest
 import torch
 
-from vlab.cli import main
+from vlab.cli import build_parser, main
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
+from vlab.probes.cli import config_from_args
+from vlab.probes.trainer import run_probe
 from vlab.rundir import RunDir
 
 ARGS = ["--arch", "pythia", "--length", "4", "--no-progress"]
@@ -28,19 +30,20 @@ class _RunsCode:
 
 
 def _stopped_run(tmp_path):
-    """A run stopped at step 10 of 20 (interrupted, with a checkpoint to resume from)."""
+    """A run of 20 steps stopped after step 10, as a preemption leaves it: interrupted, with
+    the checkpoint of step 10 to resume from."""
     out = tmp_path / "run"
-    assert main(["probe", "run", *ARGS, *SETS, "--steps", "10", "--out", str(out)]) == 0
-    config = json.loads((out / "config.json").read_text())
-    config["train"]["steps"] = 20  # the same run, now with its full budget
-    (out / "config.json").write_text(json.dumps(config))
-    status = json.loads((out / "status.json").read_text())
-    (out / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
+    argv = ["probe", "run", *ARGS, *SETS, "--steps", "20", "--out", str(out)]
+    args = build_parser().parse_args(argv)
+    steps = iter(range(1, 100))
+    stop = lambda: next(steps) >= 10  # noqa: E731
+    run_probe(config_from_args(args), out, progress=False, should_stop=stop, log=lambda *_: 0)
+    assert RunDir(out).read_status()["state"] == "interrupted"
     return out
 
 
-def _resume(out):
-    return main(["probe", "run", *ARGS, *SETS, "--steps", "20", "--out", str(out)])
+def _resume(out, *extra):
+    return main(["probe", "run", *ARGS, *SETS, "--steps", "20", *extra, "--out", str(out)])
 
 
 @pytest.mark.parametrize("damage", ["crafted", "truncated", "empty", "garbage"])
@@ -86,3 +89,16 @@ def test_leftovers_of_interrupted_checkpoint_writes_are_removed_and_the_run_resu
     assert not leftover.exists()
     assert RunDir(out).read_status()["state"] == "done"
     assert [m["step"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 10, 20]
+
+
+def test_resuming_under_an_edited_config_json_is_refused_naming_the_fields(tmp_path, capsys):
+    out = _stopped_run(tmp_path)  # trained to step 10 with lr 2e-3
+    config = json.loads((out / "config.json").read_text())
+    config["train"]["lr"] = 0.01  # edited by hand, then rerun with the matching flag
+    (out / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert _resume(out, "--lr", "0.01") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fields: train.lr" in err
+    assert RunDir(out).read_status()["state"] == "failed"
+    assert [m["step"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 10]
