@@ -45,6 +45,22 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_json_object(path: str | os.PathLike, what_to_do: str) -> dict:
+    """A JSON object that a vlab step wrote (config, status, sweep files). A file that is not
+    valid JSON or not an object is a :class:`~vlab.errors.VlabError` naming it and saying
+    ``what_to_do``, never a traceback."""
+    from vlab.errors import VlabError
+
+    try:
+        data = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VlabError(f"{path}: corrupt JSON ({e}); {what_to_do}") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise VlabError(f"{path}: expected a JSON object, found a {kind}; {what_to_do}")
+    return data
+
+
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON object as one line, flushed and fsynced before returning.
 

@@ -28,7 +28,7 @@ from vlab.errors import VlabError
 from vlab.fileio import (
     append_jsonl,
     atomic_write_json,
-    read_json,
+    read_json_object,
     read_jsonl,
     write_jsonl,
 )
@@ -171,13 +171,17 @@ class RunDir:
     def read_config(self) -> dict:
         if not self.config_path.is_file():
             raise VlabError(f"{self.path} is not a run directory (no config.json)")
-        return read_json(self.config_path)
+        return read_json_object(
+            self.config_path, "restore it, or move the run directory away to start over"
+        )
 
     # status -------------------------------------------------------------------------------
     def read_status(self) -> dict | None:
         if not self.status_path.is_file():
             return None
-        return read_json(self.status_path)
+        return read_json_object(
+            self.status_path, "delete it: the next run of this directory writes a new one"
+        )
 
     def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
         """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old."""

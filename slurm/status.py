@@ -7,6 +7,7 @@ the scheduler runs its job), ``done``, ``failed`` (with the reason and the log t
 
 from __future__ import annotations
 
+from vlab.errors import VlabError
 from vlab.locks import lock_holder
 from vlab.rundir import RunDir
 from vlab.scheduler import job_states
@@ -25,7 +26,11 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
     rows = []
     for r in runs:
         name = r["name"]
-        status = RunDir(sweep.run_path(name)).read_status() or {}
+        try:
+            status = RunDir(sweep.run_path(name)).read_status() or {}
+            unreadable = None
+        except VlabError as e:  # one corrupt status.json must not hide the other runs
+            status, unreadable = {}, str(e)
         job = jobs[name] or {}
         sched = scheduler.get(job.get("job_id") or "", "")
         holder = lock_holder(sweep.lock_path(name))
@@ -49,6 +54,8 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
             reason = f"job ended as {sched}" if sched else "no status written"
         if state == "interrupted" and file_state == "running":
             reason = "process gone without finishing (killed or preempted); resume continues it"
+        if unreadable and state != "running":
+            state, reason = "unknown", unreadable
         rows.append(
             {
                 "name": name,
@@ -96,7 +103,7 @@ def format_table(rows: list[dict]) -> str:
     out.append("")
     out.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     for r in rows:
-        if r["state"] in ("failed", "interrupted"):
+        if r["state"] in ("failed", "interrupted", "unknown"):
             out.append(
                 f"{r['name']}: {r['state']}: {r['reason']}"
                 + (f" (log: {r['log']})" if r["log"] else "")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from vlab.errors import VlabError
-from vlab.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
+from vlab.fileio import append_jsonl, atomic_write_json, read_json_object, read_jsonl
 from vlab.slurm.spec import RunSpec
 
 
@@ -53,7 +53,11 @@ class SweepDir:
     def read(self) -> dict:
         if not self.spec_path.is_file():
             raise VlabError(f"{self.path} is not a sweep directory (no sweep.json)")
-        return read_json(self.spec_path)
+        return read_json_object(
+            self.spec_path,
+            "restore it, or submit the spec again into a new --out (finished runs can be "
+            "moved into its runs/ folder)",
+        )
 
     def runs(self) -> list[dict]:
         return self.read()["runs"]

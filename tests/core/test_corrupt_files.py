@@ -1,0 +1,49 @@
+"""Corrupt run and sweep files give a one-line error naming the file and what to do, never a
+traceback; a sweep with one unreadable status still shows its other runs."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vlab.cli import main
+from vlab.rundir import RunDir
+
+ARGS = ["--arch", "pythia", "--length", "4", "--steps", "10", "--no-progress"]
+SETS = ["--set", "train.eval_every=10", "--set", "train.threads=1", "--set", "task.n_heldout=16"]
+SWEEP = Path(__file__).resolve().parents[1] / "slurm" / "fixtures" / "sweep-2c5bbbe"
+DAMAGE = {"garbage": b"{not json", "empty": b"", "list": b"[1, 2]", "binary": b"\xff\xfe\x00"}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.parametrize("name", ["status.json", "config.json"])
+def test_a_corrupt_run_file_is_a_one_line_error_naming_it(tmp_path, capsys, name, damage):
+    out = tmp_path / "run"
+    argv = ["probe", "run", *ARGS, *SETS, "--out", str(out)]
+    assert main(argv) == 0
+    (out / name).write_bytes(DAMAGE[damage])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out / name) in err and "Traceback" not in err
+
+
+def test_a_corrupt_sweep_json_is_a_one_line_error(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    (sweep / "sweep.json").write_text('{"name": "compat", "runs": [')
+    assert main(["sweep", "status", str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sweep.json: corrupt JSON" in err
+
+
+def test_one_corrupt_status_shows_as_unknown_and_the_other_runs_still_show(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(SWEEP, sweep)
+    (sweep / "runs" / "mamba" / "status.json").write_text("{truncated")
+    assert main(["sweep", "status", str(sweep), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["pythia"]["state"] == "done"
+    assert rows["mamba"]["state"] == "unknown" and "status.json" in rows["mamba"]["reason"]
+    assert RunDir(sweep / "runs" / "pythia").read_status()["state"] == "done"
