@@ -118,14 +118,28 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """``base`` updated by ``override``, merging nested mappings key by key."""
+def deep_merge(base: dict, override: dict, prefix: str = "") -> dict:
+    """``base`` updated by ``override``, merging nested mappings key by key.
+
+    A section (mapping) and a plain value under the same key is an error naming the key
+    (``--set train=5`` next to ``--steps``, say): silently keeping either would drop what
+    the user wrote. None on either side replaces the other (``vision2: null`` drops a part).
+    """
     out = dict(base)
     for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
+        here = _join(prefix, k)
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            out[k] = deep_merge(old, v, here)
+            continue
+        if old is not None and v is not None and isinstance(v, dict) != isinstance(old, dict):
+            section, value = (here, old) if isinstance(v, dict) else (here, v)
+            raise ConfigError(
+                section,
+                f"is a section of settings, not a value (got {value!r}); "
+                f"set its fields instead, e.g. --set {section}.FIELD=VALUE",
+            )
+        out[k] = v
     return out
 
 
@@ -195,6 +209,21 @@ def cli_overrides(config_file: str | None, assignments: list[str] | None) -> dic
             raise VlabError(f"--config {path}: no such file")
         try:
             data = read_json(path)
-        except json.JSONDecodeError as e:
-            raise VlabError(f"--config {path}: not valid JSON ({e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VlabError(f"--config {path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise VlabError(
+                f"--config {path}: expected a JSON object nested like config.json "
+                f'({{"train": {{"lr": 0.001}}}}), found a {type(data).__name__}'
+            )
     return deep_merge(data, parse_assignments(assignments or []))
+
+
+def output_dir(value: str, flag: str = "--out") -> str:
+    """A directory a command will create or resume: a non-empty path, not the current
+    directory by accident (``--out ''`` or ``--out .`` would fill it with run files)."""
+    from pathlib import Path
+
+    if not value.strip() or Path(value).resolve() == Path.cwd().resolve():
+        raise ConfigError(flag, f"{value!r} is not a directory to create; name a new folder")
+    return value

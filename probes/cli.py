@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlab.config import cli_overrides, deep_merge, from_dict
+from vlab.config import cli_overrides, deep_merge, from_dict, output_dir
 
 
 def config_from_args(args: argparse.Namespace):
@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlab.training.distributed import is_main_process
 
     cfg = config_from_args(args)
-    result = run_probe(cfg, args.out, progress=not args.no_progress)
+    result = run_probe(cfg, output_dir(args.out), progress=not args.no_progress)
     if result is not None and is_main_process():
         print(f"{args.out}: {result.state}: {result.reason}")
         return 0 if result.state == "done" else 1

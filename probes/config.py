@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from vlab.models.backbones import BackboneConfig
-from vlab.probes.tasks import ProbeTaskConfig
+from vlab.models.backbones import BackboneConfig, vocab_size
+from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 from vlab.training.config import TrainConfig
 
 
@@ -39,4 +39,7 @@ def resolve(cfg: ProbeRunConfig) -> ProbeRunConfig:
         n_heldout=cfg.task.heldout_size,
     )
     train_cfg = dataclasses.replace(cfg.train, eval_every=cfg.train.eval_interval)
+    # the task's target ids must fit the backbone's vocabulary: known from the preset or the
+    # checkpoint's config.json, so this fails here, before any run directory exists
+    ProbeVocab.for_task(task, base_vocab_size=vocab_size(cfg.model))
     return dataclasses.replace(cfg, task=task, train=train_cfg)

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlab.config import to_dict
-from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
+from vlab.models.backbones import (
+    add_tokens,
+    base_vocab_size,
+    build_backbone,
+    check_overrides,
+    count_parameters,
+)
 from vlab.probes.config import ProbeRunConfig, resolve
 from vlab.probes.tasks import ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
@@ -71,6 +77,7 @@ def run_probe(
     """Train one probe run into ``out`` (resuming it if unfinished); None if already done."""
     cfg = resolve(cfg)
     ctx = setup_distributed(resolve_device(cfg.train.device))
+    check_overrides(cfg.model)  # every check that needs no model, before the directory exists
     run, done = claim_run(ctx, out, to_dict(cfg), defaults=to_dict(type(cfg)()))
     if done:
         status = run.read_status() or {}

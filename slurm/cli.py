@@ -7,7 +7,7 @@ import fnmatch
 import json
 import time
 
-from vlab.config import from_dict, parse_key_values
+from vlab.config import from_dict, output_dir, parse_key_values
 from vlab.errors import VlabError
 
 
@@ -135,7 +135,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
     if args.executor == "slurm":
         _slurm_options(args)  # validate before anything is written
-    sweep = SweepDir(args.out)
+    sweep = SweepDir(output_dir(args.out))
     sweep.write(spec.name, spec.kind, runs, source=args.spec)
     return _dispatch(sweep, [r.name for r in runs], args, None)
 

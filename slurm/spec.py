@@ -191,12 +191,31 @@ def _load_python_spec(path: Path) -> SweepSpec:
     if loader_spec is None or loader_spec.loader is None:
         raise VlabError(f"sweep spec {path}: cannot be imported")
     module = importlib.util.module_from_spec(loader_spec)
-    loader_spec.loader.exec_module(module)
-    if hasattr(module, "SPEC"):
-        spec = module.SPEC
-    elif hasattr(module, "sweep"):
-        spec = module.sweep()
-    else:
+    try:  # the spec is Python: it runs here, as any script would
+        loader_spec.loader.exec_module(module)
+        if hasattr(module, "SPEC"):
+            spec = module.SPEC
+        elif hasattr(module, "sweep"):
+            spec = module.sweep()
+        else:
+            spec = None
+    except VlabError:
+        raise
+    except Exception as e:
+        where = ""
+        tb = e.__traceback__
+        while tb is not None:  # the innermost line of the spec file itself
+            if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+                where = f" (line {tb.tb_lineno})"
+            tb = tb.tb_next
+        if isinstance(e, SyntaxError) and e.lineno:
+            where = f" (line {e.lineno})"
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise VlabError(
+            f"sweep spec {path}{where}: {type(e).__name__}: {message}; fix the file "
+            "(vlab --debug sweep show shows the traceback)"
+        ) from e
+    if spec is None:
         raise VlabError(f"sweep spec {path}: define SPEC = SweepSpec(...) or def sweep()")
     if isinstance(spec, dict):
         spec = _spec_from_mapping(spec, str(path))

@@ -67,6 +67,12 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        # beyond these a typo (an extra zero or three) would run for weeks or exhaust memory
+        for name, limit in (("steps", 10**9), ("batch_size", 2**20)):
+            if getattr(self, name) > limit:
+                raise ConfigError(name, f"must be <= {limit:,}, got {getattr(self, name):,}")
+        if self.seed < 0:
+            raise ConfigError("seed", f"must be >= 0, got {self.seed}")
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:

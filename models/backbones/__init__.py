@@ -70,13 +70,74 @@ class BackboneConfig:
                 f"{self.pretrained!r} is not a local checkpoint directory (no config.json); "
                 "save one with save_pretrained() or download it yourself first",
             )
+        if self.pretrained is not None:
+            model_type = self.hf_settings().get("model_type")
+            expected = FAMILIES[self.arch].MODEL_TYPE
+            if model_type != expected:
+                raise ConfigError(
+                    "pretrained",
+                    f"{self.pretrained} holds a {model_type!r} model, not {expected!r} "
+                    f"(arch={self.arch}); give each arch its own checkpoint",
+                )
+        if self.init_seed < 0:
+            raise ConfigError("init_seed", f"must be >= 0, got {self.init_seed}")
         if self.init_std is not None and not (0 < self.init_std < float("inf")):
             raise ConfigError("init_std", f"must be a finite number > 0, got {self.init_std}")
+
+    def hf_settings(self) -> dict:
+        """The ``transformers`` config as plain data, without importing transformers: the
+        preset's shape with its overrides, or the checkpoint's config.json."""
+        if self.pretrained is not None:
+            import json
+
+            try:
+                return json.loads((Path(self.pretrained) / "config.json").read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(
+                    "pretrained", f"{self.pretrained}/config.json is unreadable ({e})"
+                ) from None
+        family = FAMILIES[self.arch]
+        return {**family.DEFAULTS, **family.PRESETS[self.preset], **self.overrides}
+
+
+def vocab_size(cfg: BackboneConfig) -> int:
+    """Rows of the backbone's token table before task tokens are added, read from the preset
+    or the checkpoint's config.json: known before anything is built."""
+    size = cfg.hf_settings().get("vocab_size")
+    if not isinstance(size, int):
+        raise ConfigError("pretrained", f"{cfg.pretrained}/config.json has no vocab_size")
+    return size
 
 
 def hf_config(arch: Arch, preset: str, **overrides):
     """The ``transformers`` config object of a preset."""
     return FAMILIES[arch].hf_config(preset, **overrides)
+
+
+def check_overrides(cfg: BackboneConfig, field: str = "model.overrides") -> None:
+    """Refuse ``overrides`` the family's ``transformers`` config does not know or accept.
+
+    transformers configs take any keyword and keep it as an attribute that nothing reads, so a
+    typo would train the preset unchanged. Needs transformers (not torch): run it before a
+    run directory is created, not when validating configs in bulk (sweeps).
+    """
+    if not cfg.overrides or cfg.pretrained is not None:
+        return
+    family = FAMILIES[cfg.arch]
+    known = hf_config(cfg.arch, cfg.preset).to_dict()
+    unknown = sorted(set(cfg.overrides) - set(known))
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see the family's HF config class"
+        raise ConfigError(
+            field, f"{unknown[0]!r} is not a setting of {family.MODEL_TYPE} configs; {hint}"
+        )
+    try:
+        hf_config(cfg.arch, cfg.preset, **cfg.overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(field, str(e).strip().splitlines()[0]) from None
 
 
 def build_backbone(cfg: BackboneConfig, seed: int = 0) -> nn.Module:

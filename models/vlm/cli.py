@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlab.config import cli_overrides, deep_merge
+from vlab.config import cli_overrides, deep_merge, output_dir
 from vlab.errors import ConfigError
 
 
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = config_from(args.preset, args.arch, _overrides(args))
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
-    results = train_vlm(cfg, args.out, stages, progress=not args.no_progress)
+    results = train_vlm(cfg, output_dir(args.out), stages, progress=not args.no_progress)
     for stage, result in results.items():
         if result is not None and is_main_process():
             acc = (result.final_metrics or {}).get("tasks")

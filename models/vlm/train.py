@@ -27,7 +27,7 @@ from torch import nn
 
 from vlab.config import to_dict
 from vlab.errors import VlabError
-from vlab.models.backbones import count_parameters
+from vlab.models.backbones import check_overrides, count_parameters
 from vlab.models.vlm.batch import batch_of, image_tokens, pixel_values
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.records import VLSample
@@ -104,6 +104,7 @@ def train_vlm(
     """Run the requested stages into ``out/stage{N}``; finished stages are skipped."""
     out = Path(out)
     cfg.data.check_files()
+    check_overrides(cfg.model.lm, "model.lm.overrides")
     ctx = setup_distributed(resolve_device(cfg.stage2.device))
     log = log if ctx.is_main else (lambda *_: None)
     if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it
