@@ -239,11 +239,14 @@ class RunDir:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def remove_partial_checkpoints(self) -> list[Path]:
-        """Delete the temporary files of checkpoint writes that a kill interrupted (at paper
-        scale each is gigabytes). Called when a run starts, before it writes its own."""
-        folder = self.checkpoint_path.parent
-        leftovers = sorted(folder.glob(f".{self.checkpoint_path.name}.*.tmp"))
+    def remove_temporary_files(self) -> list[Path]:
+        """Delete what killed writes left behind: the temporary files of atomic writes
+        (``.status.json.*.tmp``, ...) and of checkpoint writes (``checkpoints/.last.pt.*.tmp``,
+        gigabytes each at paper scale). Called when a run starts, before it writes anything;
+        only its one writer (see :meth:`claim`) does, so no live write is touched."""
+        leftovers = sorted(
+            [*self.path.glob(".*.tmp"), *self.checkpoint_path.parent.glob(".*.tmp")]
+        )
         for path in leftovers:
             path.unlink(missing_ok=True)
         return leftovers
@@ -302,7 +305,7 @@ class ReadOnlyRunDir(RunDir):
     def save_checkpoint(self, state: dict) -> None:
         pass
 
-    def remove_partial_checkpoints(self) -> list[Path]:
+    def remove_temporary_files(self) -> list[Path]:
         return []
 
 

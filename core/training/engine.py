@@ -240,7 +240,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
     (by a run killed before its next checkpoint) would otherwise be written twice.
     """
     state = LoopState()
-    setup.files.remove_partial_checkpoints()
+    setup.files.remove_temporary_files()
     # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
     ckpt = run.load_checkpoint(map_location="cpu" if setup.sharded else setup.device)
     if ckpt is not None:
