@@ -244,9 +244,7 @@ class RunDir:
         (``.status.json.*.tmp``, ...) and of checkpoint writes (``checkpoints/.last.pt.*.tmp``,
         gigabytes each at paper scale). Called when a run starts, before it writes anything;
         only its one writer (see :meth:`claim`) does, so no live write is touched."""
-        leftovers = sorted(
-            [*self.path.glob(".*.tmp"), *self.checkpoint_path.parent.glob(".*.tmp")]
-        )
+        leftovers = sorted([*self.path.glob(".*.tmp"), *self.checkpoint_path.parent.glob(".*.tmp")])
         for path in leftovers:
             path.unlink(missing_ok=True)
         return leftovers
