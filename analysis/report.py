@@ -168,6 +168,18 @@ def summary(sweep: Sweep) -> str:
     return f"sweep {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_warn} warnings"
 
 
+def _remove_stale_work_dirs(root: Path) -> None:
+    """Delete the ``.report-<pid>-*`` work folders of reports that were killed (their process
+    is gone); a report still running in another process keeps its folder."""
+    from vlab.process import pid_alive
+
+    for work in root.glob(".report-*"):
+        parts = work.name.split("-")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        if work.is_dir() and (pid is None or not pid_alive(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def render_report(
     sweep_dir: str | Path,
     template: str = DEFAULT_TEMPLATE,
@@ -189,8 +201,9 @@ def render_report(
     with ExitStack() as stack:
         template_path = resolve_template(template, stack)
         check_parameters(parameters, template_parameters(template_path))
+        _remove_stale_work_dirs(root)
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".report-{os.getpid()}-", dir=root))
         except OSError as e:
             raise VlabError(f"cannot write the report into {root}: {e}") from e
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)

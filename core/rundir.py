@@ -218,9 +218,17 @@ class RunDir:
         """Keep only evaluations up to ``last_step`` (the checkpoint a resume starts from).
 
         Lines written after the last checkpoint, and a torn last line, are dropped, so the
-        resumed run appends exactly the lines an uninterrupted run would have.
+        resumed run appends exactly the lines an uninterrupted run would have. A corrupt line
+        before the last is an error: it is damage, not an interrupted write.
         """
-        kept = [r for r in self.read_metrics() if r.get("step", -1) <= last_step]
+        try:  # a torn last line is a killed append; a corrupt line before it is damage
+            records = read_jsonl(self.metrics_path, strict=True)
+        except VlabError as e:
+            raise VlabError(
+                f"{e}; resuming would drop that evaluation silently: repair the line, or move "
+                "the run directory away to train it again"
+            ) from None
+        kept = [r for r in records if r.get("step", -1) <= last_step]
         write_jsonl(self.metrics_path, kept)
         return kept
 

@@ -66,3 +66,20 @@ def slurm_job_active(job_id: str) -> bool:
     if out is None:
         return True  # cannot ask: treat the holder as alive rather than steal its run
     return any(line.strip() in ACTIVE for line in out.splitlines())
+
+
+def cluster_problem() -> str | None:
+    """Why jobs cannot be submitted from here (no ``sbatch``, or no controller answers
+    ``sinfo``), or None when a SLURM cluster is reachable."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH (no SLURM client on this machine)"
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20
+        )
+    except (subprocess.TimeoutExpired, OSError) as e:
+        return f"sinfo did not answer ({type(e).__name__})"
+    if out.returncode != 0:
+        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+        return f"sinfo failed: {lines[-1] if lines else f'exit code {out.returncode}'}"
+    return None

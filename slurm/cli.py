@@ -62,6 +62,7 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
     record: dict = {"executor": args.executor, "runs": todo}
     if args.executor == "slurm":
         opts = _slurm_options(args, options)
+        _check_cluster()
         from vlab.config import to_dict
 
         record["options"] = to_dict(opts)
@@ -79,7 +80,7 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
         _wait_slurm(sweep, todo, args.wait_timeout)
     else:
         record["options"] = {"workers": args.workers}
-        jobs = {n: {"job_id": None, "log": str(sweep.log_path(n))} for n in todo}
+        jobs = {n: {"job_id": None, "log": str(sweep.log_path(n).resolve())} for n in todo}
         sweep.record_submission({**record, "jobs": jobs})
         if args.executor == "local":
             executors.run_local(sweep, todo, workers=args.workers)
@@ -87,7 +88,8 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
             executors.run_debug(sweep, todo)
     rows = sweep_status(sweep)
     print(format_table(rows))
-    return 0 if all(r["state"] == "done" for r in rows if r["name"] in names) else 1
+    # a run another live submission is training is not a failure of this one
+    return 0 if all(r["state"] in ("done", "running") for r in rows if r["name"] in names) else 1
 
 
 def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
@@ -118,6 +120,17 @@ def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
     raise VlabError(f"timed out after {timeout:.0f}s waiting for the SLURM jobs of {sweep.path}")
 
 
+def _check_cluster() -> None:
+    from vlab.scheduler import cluster_problem
+
+    problem = cluster_problem()
+    if problem:
+        raise VlabError(
+            f"--executor slurm: no SLURM cluster reachable from here ({problem}); run on a "
+            "login node, or use --executor local"
+        )
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from vlab.config import nest
     from vlab.slurm.spec import expand, load_spec
@@ -135,6 +148,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
     if args.executor == "slurm":
         _slurm_options(args)  # validate before anything is written
+        _check_cluster()
     sweep = SweepDir(output_dir(args.out))
     sweep.write(spec.name, spec.kind, runs, source=args.spec)
     return _dispatch(sweep, [r.name for r in runs], args, None)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -48,6 +49,13 @@ class SlurmOptions:
             raise ConfigError("gpus_per_task", f"must be >= 0, got {self.gpus_per_task}")
         if self.mem_gb is not None and self.mem_gb <= 0:
             raise ConfigError("mem_gb", f"must be > 0, got {self.mem_gb}")
+        # each value becomes one line of the job script: a line break would smuggle in more
+        texts = {f"sbatch.{k}": f"{k}={v}" for k, v in self.sbatch.items()}
+        texts.update({f"setup[{i}]": line for i, line in enumerate(self.setup)})
+        texts.update({n: getattr(self, n) or "" for n in ("partition", "account", "qos")})
+        for name, text in texts.items():
+            if any(c in str(text) for c in "\n\r\0"):
+                raise ConfigError(name, f"must be one line, got {text!r}")
 
 
 def run_debug(sweep: SweepDir, names: list[str]) -> dict:
@@ -103,7 +111,7 @@ def run_local(
                     "job_id": None,
                     "pid": proc.pid,
                     "returncode": proc.returncode,
-                    "log": str(sweep.log_path(name)),
+                    "log": str(sweep.log_path(name).resolve()),
                 }
                 if on_done:
                     on_done(name, proc.returncode)
@@ -155,11 +163,13 @@ def run_slurm(
         with executor.batch():
             jobs = [executor.submit(SweepJob(), str(sweep.path), name) for name in names]
     except Exception as e:  # noqa: BLE001 - sbatch failures come in many types
-        raise VlabError(f"SLURM submission failed: {e}") from e
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        said = next((ln for ln in reversed(lines) if "sbatch" in ln), lines[-1] if lines else "")
+        raise VlabError(f"SLURM submission failed: {said or type(e).__name__}") from e
     return {
         "folder": folder,
         "jobs": {
-            name: {"job_id": job.job_id, "log": str(job.paths.stdout)}
+            name: {"job_id": job.job_id, "log": str(Path(job.paths.stdout).resolve())}
             for name, job in zip(names, jobs, strict=True)
         },
     }

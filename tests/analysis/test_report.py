@@ -2,6 +2,7 @@
 on a real Jupyter kernel, exported to self-contained HTML; plus its bad-input paths."""
 
 import os
+import subprocess
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -221,3 +222,19 @@ def test_parameter_values_are_parsed_as_json_then_literals():
     assert parse_value("None") is None and parse_value("True") is True
     assert parse_value("[1, 2]") == [1, 2] and parse_value("runs/x") == "runs/x"
     assert json.loads(json.dumps(parse_value('"quoted"'))) == "quoted"
+
+
+def test_work_folders_of_killed_reports_are_removed_and_live_ones_kept(tmp_path):
+    import os
+
+    from vlab.analysis.report import _remove_stale_work_dirs
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = tmp_path / f".report-{dead.pid}-abc123"  # its process is gone
+    older = tmp_path / ".report-k2j4h1"  # named before reports recorded their pid
+    live = tmp_path / f".report-{os.getpid()}-xyz789"  # a report running now
+    for folder in (killed, older, live):
+        (folder / "figures").mkdir(parents=True)
+    _remove_stale_work_dirs(tmp_path)
+    assert not killed.exists() and not older.exists() and live.exists()

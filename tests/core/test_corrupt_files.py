@@ -47,3 +47,20 @@ def test_one_corrupt_status_shows_as_unknown_and_the_other_runs_still_show(tmp_p
     assert rows["pythia"]["state"] == "done"
     assert rows["mamba"]["state"] == "unknown" and "status.json" in rows["mamba"]["reason"]
     assert RunDir(sweep / "runs" / "pythia").read_status()["state"] == "done"
+
+
+def test_a_corrupt_metrics_line_before_the_last_is_refused_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["probe", "run", *ARGS, *SETS, "--out", str(out)]
+    stop = ["--set", "train.eval_every=5"]
+    assert main([*argv, *stop]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:30]  # a line cut short in the middle of the file
+    (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    status = json.loads((out / "status.json").read_text())
+    (out / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
+    capsys.readouterr()
+    assert main([*argv, *stop]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 2 is not valid JSON" in err
+    assert (out / "metrics.jsonl").read_text().splitlines() == lines  # nothing dropped

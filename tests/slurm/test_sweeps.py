@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,41 @@ def test_run_names_that_are_not_one_plain_folder_name_are_refused(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a plain folder name" in err
     assert not out.exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_submit_that_finds_its_runs_trained_elsewhere_succeeds(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, axes={"task.variant": ["suffix"]})
+    out = tmp_path / "sw"
+    argv = ["sweep", "submit", spec, "--executor", "debug", "--out", str(out)]
+    sweep = SweepDir(out)
+    sweep.write("tiny", "probe", expand(load_spec(spec)), spec)
+    other = acquire(sweep.lock_path("suffix"))  # another live submission trains it
+    try:
+        assert main(argv) == 0  # nothing went wrong: the run is in other hands
+        assert "running" in capsys.readouterr().out
+    finally:
+        other.release()
+    assert main(argv) == 0
+    log = sweep.last_job("suffix")["log"]
+    assert Path(log).is_absolute()  # recorded wherever the submit was run from
+
+
+def test_slurm_submission_without_a_reachable_cluster_is_refused_before_writing(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    out = tmp_path / "sw"
+    argv = ["sweep", "submit", tiny_spec(tmp_path), "--executor", "slurm", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no SLURM cluster reachable" in err
+    assert not out.exists()
+
+
+def test_an_sbatch_value_with_a_line_break_is_refused(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", "submit", tiny_spec(tmp_path), "--executor", "slurm", "--out", str(out)]
+    assert main([*argv, "--sbatch", "constraint=a100\n#SBATCH --exclusive"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "must be one line" in err
+    assert not out.exists()
