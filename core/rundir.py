@@ -8,6 +8,7 @@
       status.json      state (running | done | failed | interrupted), reason, threshold_step, ...
       checkpoints/last.pt   model, optimizer, scheduler and loop state at the last evaluation
                        (tensors and plain data only: loaded with ``weights_only``)
+      checkpoints/step-<step>.pt   the same at the kept steps (``TrainConfig.snapshot_steps``)
       writer.lock      while a process trains the run: its host, pid, start time, SLURM job
 
 Every file is written atomically or appended a whole line at a time, so a reader (resume,
@@ -247,6 +248,32 @@ class RunDir:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def snapshot_path(self, step: int) -> Path:
+        return self.checkpoint_path.parent / f"step-{step:09d}.pt"
+
+    def keep_snapshot(self, step: int) -> None:
+        """Keep the checkpoint just saved as ``checkpoints/step-<step>.pt``: a hard link to
+        ``last.pt`` (no copy, no extra disk until last.pt is replaced), made atomically."""
+        target = self.snapshot_path(step)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(self.checkpoint_path, tmp)
+        except OSError:  # a file system without hard links
+            import shutil
+
+            shutil.copyfile(self.checkpoint_path, tmp)
+        os.replace(tmp, target)
+
+    def snapshots(self) -> dict[int, Path]:
+        """The kept checkpoints by step (see ``TrainConfig.keep_checkpoints``)."""
+        found = {}
+        for path in self.checkpoint_path.parent.glob("step-*.pt"):
+            digits = path.stem.removeprefix("step-")
+            if digits.isdigit():
+                found[int(digits)] = path
+        return dict(sorted(found.items()))
+
     def remove_temporary_files(self) -> list[Path]:
         """Delete what killed writes left behind: the temporary files of atomic writes
         (``.status.json.*.tmp``, ...) and of checkpoint writes (``checkpoints/.last.pt.*.tmp``,
@@ -257,8 +284,10 @@ class RunDir:
             path.unlink(missing_ok=True)
         return leftovers
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
-        """The last checkpoint, or None when the run has none yet.
+    def load_checkpoint(
+        self, map_location: str | torch.device = "cpu", step: int | None = None
+    ) -> dict | None:
+        """The last checkpoint (or the one kept at ``step``), or None when there is none.
 
         Loaded with ``weights_only=True``: tensors and plain data, never arbitrary objects, so
         a crafted ``last.pt`` cannot run code. A file that is not such a checkpoint (crafted,
@@ -268,7 +297,7 @@ class RunDir:
 
         import torch
 
-        path = self.checkpoint_path
+        path = self.checkpoint_path if step is None else self.snapshot_path(step)
         if not path.is_file():
             return None
         what_to_do = (
@@ -309,6 +338,9 @@ class ReadOnlyRunDir(RunDir):
         return self.read_metrics()
 
     def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def keep_snapshot(self, step: int) -> None:
         pass
 
     def remove_temporary_files(self) -> list[Path]:

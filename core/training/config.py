@@ -29,6 +29,10 @@ class TrainConfig:
     the model on every rank, "fsdp" shards it (for the 1B+ models; see
     :mod:`vlab.training.distributed`). It does not change what is computed, only where.
 
+    Besides ``checkpoints/last.pt`` a run keeps ``keep_checkpoints`` snapshots over training
+    (:attr:`snapshot_steps`: step 0 and evaluation steps spaced evenly in log(step), so early
+    learning is resolved finely), for looking inside the model as it learns; 0 keeps none.
+
     A step whose loss or gradient norm is not finite updates nothing; ``nonfinite_patience``
     such steps in a row are tolerated (bf16 spikes), one more stops the run as "failed"
     with the step named, so a diverged run is never reported "done".
@@ -55,12 +59,17 @@ class TrainConfig:
     threads: int | None = None
     parallel: Literal["ddp", "fsdp"] = "ddp"
     nonfinite_patience: int = 0
+    keep_checkpoints: int = 12
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+        if not 0 <= self.keep_checkpoints <= 1000:
+            raise ConfigError(
+                "keep_checkpoints", f"must be in [0, 1000], got {self.keep_checkpoints}"
+            )
         if self.nonfinite_patience < 0:
             raise ConfigError("nonfinite_patience", f"must be >= 0, got {self.nonfinite_patience}")
         positive = ("steps", "batch_size", "grad_accum")
@@ -108,6 +117,25 @@ class TrainConfig:
         if self.eval_every is not None:
             return self.eval_every
         return max(1, round(self.steps * self.eval_fraction))
+
+    @property
+    def snapshot_steps(self) -> frozenset[int]:
+        """The evaluation steps whose checkpoints are kept: step 0 (the initialisation, when
+        evaluated) and up to ``keep_checkpoints - 1`` more, nearest to points spaced evenly in
+        log(step) from the first evaluation to the last step. A pure function of the config,
+        so a resumed run keeps the same ones."""
+        if self.keep_checkpoints == 0:
+            return frozenset()
+        interval = self.eval_interval
+        evals = sorted({*range(interval, self.steps + 1, interval), self.steps})
+        chosen: set[int] = {0} if self.eval_at_start else set()
+        wanted = self.keep_checkpoints - len(chosen)
+        if wanted > 0:
+            lo, hi = math.log(evals[0]), math.log(evals[-1])
+            for i in range(wanted):
+                target = lo + (hi - lo) * (i / (wanted - 1) if wanted > 1 else 1.0)
+                chosen.add(min(evals, key=lambda s: abs(math.log(s) - target)))
+        return frozenset(chosen)
 
     @property
     def warmup_steps(self) -> int:

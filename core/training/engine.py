@@ -200,6 +200,7 @@ class _Setup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     autocast: torch.autocast
     sharded: bool
+    snapshot_steps: frozenset[int]  # evaluation steps whose checkpoints are kept
 
 
 def _set_up(model: nn.Module, cfg: TrainConfig, run: RunDir) -> _Setup:
@@ -230,7 +231,9 @@ def _set_up(model: nn.Module, cfg: TrainConfig, run: RunDir) -> _Setup:
         net = DistributedDataParallel(model, device_ids=ids)
     optimizer = make_optimizer(model, cfg)  # after sharding: it must hold the sharded params
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    return _Setup(ctx, device, files, model, net, optimizer, scheduler, autocast, sharded)
+    return _Setup(
+        ctx, device, files, model, net, optimizer, scheduler, autocast, sharded, cfg.snapshot_steps
+    )
 
 
 def _resume(setup: _Setup, run: RunDir) -> LoopState:
@@ -250,6 +253,10 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         setup.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         state = LoopState.from_checkpoint(ckpt)
+        kept = setup.files.snapshot_path(state.step)
+        if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
+            if not kept.exists():  # killed between saving last.pt and keeping it
+                setup.files.keep_snapshot(state.step)
     setup.files.truncate_metrics(state.last_eval_step)
     setup.files.write_status(
         "running",
@@ -272,6 +279,8 @@ def _checkpoint(setup: _Setup, state: LoopState) -> None:
             "config": setup.files.read_config(),  # what was trained: checked on resume
         }
     )
+    if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
+        setup.files.keep_snapshot(state.step)
 
 
 def _done_reason(cfg: TrainConfig, state: LoopState) -> str | None:

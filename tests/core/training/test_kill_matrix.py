@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from vlab.cli import main
+from vlab.rundir import RunDir
 
 ARGS = ["--length", "4", "--steps", "30", "--no-progress"]
 SETS = [
@@ -138,5 +139,6 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
     assert main(_argv(arch, out)) == 0
     assert (out / "metrics.jsonl").read_bytes() == uninterrupted[arch]
     assert json.loads((out / "status.json").read_text())["state"] == "done"
+    assert sorted(RunDir(out).snapshots()) == [0, 10, 20, 30]  # every kept step, once
     leftovers = [p.name for p in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]]
     assert leftovers == [] and not (out / "writer.lock").exists()
