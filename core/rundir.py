@@ -8,7 +8,8 @@
       status.json      state (running | done | failed | interrupted), reason, threshold_step, ...
       checkpoints/last.pt   model, optimizer, scheduler and loop state at the last evaluation
                        (tensors and plain data only: loaded with ``weights_only``)
-      checkpoints/step-<step>.pt   the same at the kept steps (``TrainConfig.snapshot_steps``)
+      checkpoints/step-<step>.pt   model weights, step, metrics and config at the kept steps
+                       (``TrainConfig.snapshot_steps``), for looking inside the model over time
       writer.lock      while a process trains the run: its host, pid, start time, SLURM job
 
 Every file is written atomically or appended a whole line at a time, so a reader (resume,
@@ -251,18 +252,17 @@ class RunDir:
     def snapshot_path(self, step: int) -> Path:
         return self.checkpoint_path.parent / f"step-{step:09d}.pt"
 
-    def keep_snapshot(self, step: int) -> None:
-        """Keep the checkpoint just saved as ``checkpoints/step-<step>.pt``: a hard link to
-        ``last.pt`` (no copy, no extra disk until last.pt is replaced), made atomically."""
+    def keep_snapshot(self, step: int, state: dict) -> None:
+        """Keep ``state`` (the model weights and what describes them: no optimizer, a third of
+        a full checkpoint) as ``checkpoints/step-<step>.pt``, written atomically."""
+        import torch
+
         target = self.snapshot_path(step)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(self.checkpoint_path, tmp)
-        except OSError:  # a file system without hard links
-            import shutil
-
-            shutil.copyfile(self.checkpoint_path, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
 
     def snapshots(self) -> dict[int, Path]:
@@ -340,7 +340,7 @@ class ReadOnlyRunDir(RunDir):
     def save_checkpoint(self, state: dict) -> None:
         pass
 
-    def keep_snapshot(self, step: int) -> None:
+    def keep_snapshot(self, step: int, state: dict) -> None:
         pass
 
     def remove_temporary_files(self) -> list[Path]:

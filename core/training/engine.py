@@ -256,7 +256,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         kept = setup.files.snapshot_path(state.step)
         if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
             if not kept.exists():  # killed between saving last.pt and keeping it
-                setup.files.keep_snapshot(state.step)
+                setup.files.keep_snapshot(state.step, _snapshot(ckpt))
     setup.files.truncate_metrics(state.last_eval_step)
     setup.files.write_status(
         "running",
@@ -268,19 +268,25 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
 
 
 def _checkpoint(setup: _Setup, state: LoopState) -> None:
-    """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves."""
-    setup.files.save_checkpoint(
-        {
-            "model": model_state(setup.model, setup.sharded),
-            "optimizer": optimizer_state(setup.model, setup.optimizer, setup.sharded),
-            "scheduler": setup.scheduler.state_dict(),
-            "rng": _rng_state(),
-            **state.checkpoint_entries(),
-            "config": setup.files.read_config(),  # what was trained: checked on resume
-        }
-    )
+    """Every rank calls this (sharded, gathering the state is a collective); rank 0 saves.
+    At a kept step (``TrainConfig.snapshot_steps``) the weights are also kept by step."""
+    checkpoint = {
+        "model": model_state(setup.model, setup.sharded),
+        "optimizer": optimizer_state(setup.model, setup.optimizer, setup.sharded),
+        "scheduler": setup.scheduler.state_dict(),
+        "rng": _rng_state(),
+        **state.checkpoint_entries(),
+        "config": setup.files.read_config(),  # what was trained: checked on resume
+    }
+    setup.files.save_checkpoint(checkpoint)
     if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
-        setup.files.keep_snapshot(state.step)
+        setup.files.keep_snapshot(state.step, _snapshot(checkpoint))
+
+
+def _snapshot(checkpoint: dict) -> dict:
+    """What a kept step holds: the weights and what describes them, not the optimizer."""
+    keys = ("model", "step", "threshold_step", "last_metrics", "config")
+    return {k: checkpoint.get(k) for k in keys}
 
 
 def _done_reason(cfg: TrainConfig, state: LoopState) -> str | None:
