@@ -119,11 +119,7 @@ class RunDir:
     def _claim_locked(self, config: dict, defaults: dict | None) -> bool:
         if self.exists():
             stored = self.read_config()
-            changed = [
-                path
-                for path in diff(stored, config)
-                if not _added_with_default(path, stored, config, defaults)
-            ]
+            changed = _changed_fields(stored, config, defaults)
             if changed:
                 raise VlabError(
                     f"{self.path} already holds a run with a different config "
@@ -144,14 +140,7 @@ class RunDir:
         trained = checkpoint.get("config")
         if trained is None:
             return
-        current = self.read_config()
-        defaults = getattr(self, "_defaults", None)
-        changed = [
-            path
-            for path in diff(trained, current)
-            if not _added_with_default(path, trained, current, defaults)
-            and not _added_with_default(path, current, trained, defaults)
-        ]
+        changed = _changed_fields(trained, self.read_config(), getattr(self, "_defaults", None))
         if changed:
             raise VlabError(
                 f"{self.config_path} differs from the config its checkpoint was trained with "
@@ -238,16 +227,7 @@ class RunDir:
     def save_checkpoint(self, state: dict) -> None:
         """Write ``checkpoints/last.pt`` atomically. ``state`` holds tensors and plain data
         only (dicts, lists, numbers, strings, None), so it loads with ``weights_only``."""
-        import torch  # here, not at the top: readers of run directories need no torch
-
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _save_atomically(self.checkpoint_path, state)
 
     def snapshot_path(self, step: int) -> Path:
         return self.checkpoint_path.parent / f"step-{step:09d}.pt"
@@ -255,15 +235,7 @@ class RunDir:
     def keep_snapshot(self, step: int, state: dict) -> None:
         """Keep ``state`` (the model weights and what describes them: no optimizer, a third of
         a full checkpoint) as ``checkpoints/step-<step>.pt``, written atomically."""
-        import torch
-
-        target = self.snapshot_path(step)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        _save_atomically(self.snapshot_path(step), state)
 
     def snapshots(self) -> dict[int, Path]:
         """The kept checkpoints by step (see ``TrainConfig.keep_checkpoints``)."""
@@ -308,17 +280,14 @@ class RunDir:
         try:
             # mmap: ranks on one node share the file's pages instead of each holding a copy
             return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VlabError(
-                f"{path}: refused to load: it holds more than tensors and plain data "
-                f"({first[:160]}); a checkpoint written by vlab never does. {what_to_do}"
-            ) from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VlabError(
-                f"{path}: not a readable checkpoint ({first[:160]}); {what_to_do}"
-            ) from e
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+            said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            if isinstance(e, pickle.UnpicklingError):
+                raise VlabError(
+                    f"{path}: refused to load: it holds more than tensors and plain data "
+                    f"({said}); a checkpoint written by vlab never does. {what_to_do}"
+                ) from e
+            raise VlabError(f"{path}: not a readable checkpoint ({said}); {what_to_do}") from e
 
 
 class ReadOnlyRunDir(RunDir):
@@ -345,6 +314,30 @@ class ReadOnlyRunDir(RunDir):
 
     def remove_temporary_files(self) -> list[Path]:
         return []
+
+
+def _save_atomically(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it: a kill
+    leaves the old file or the new one, whole (and a ``.*.tmp`` the next start removes)."""
+    import torch  # here, not at the top: readers of run directories need no torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _changed_fields(stored: dict, config: dict, defaults: dict | None) -> list[str]:
+    """The fields in which ``config`` differs from ``stored``, except those ``stored`` lacks
+    while ``config`` holds their default (added by a later vlab)."""
+    return [
+        path
+        for path in diff(stored, config)
+        if not _added_with_default(path, stored, config, defaults)
+    ]
 
 
 _MISSING = object()

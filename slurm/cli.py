@@ -62,7 +62,6 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
     record: dict = {"executor": args.executor, "runs": todo}
     if args.executor == "slurm":
         opts = _slurm_options(args, options)
-        _check_cluster()
         from vlab.config import to_dict
 
         record["options"] = to_dict(opts)
@@ -179,6 +178,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if not names:
         print(f"{sweep.path}: nothing to resume (every run is done, running or queued)")
         return 0
+    if args.executor == "slurm":
+        _check_cluster()
     return _dispatch(sweep, names, args, options)
 
 

@@ -253,10 +253,8 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         setup.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         state = LoopState.from_checkpoint(ckpt)
-        kept = setup.files.snapshot_path(state.step)
-        if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
-            if not kept.exists():  # killed between saving last.pt and keeping it
-                setup.files.keep_snapshot(state.step, _snapshot(ckpt))
+        if _kept_step(setup, state) and not setup.files.snapshot_path(state.step).exists():
+            setup.files.keep_snapshot(state.step, _snapshot(ckpt))  # killed in between
     setup.files.truncate_metrics(state.last_eval_step)
     setup.files.write_status(
         "running",
@@ -279,8 +277,13 @@ def _checkpoint(setup: _Setup, state: LoopState) -> None:
         "config": setup.files.read_config(),  # what was trained: checked on resume
     }
     setup.files.save_checkpoint(checkpoint)
-    if state.step in setup.snapshot_steps and state.step == state.last_eval_step:
+    if _kept_step(setup, state):
         setup.files.keep_snapshot(state.step, _snapshot(checkpoint))
+
+
+def _kept_step(setup: _Setup, state: LoopState) -> bool:
+    """Whether the checkpoint of ``state`` is one to keep: an evaluation at a kept step."""
+    return state.step in setup.snapshot_steps and state.step == state.last_eval_step
 
 
 def _snapshot(checkpoint: dict) -> dict:
