@@ -135,6 +135,22 @@ def load_sweep(path: str | Path) -> Sweep:
 # discovery --------------------------------------------------------------------------------
 
 
+def find_runs(path: str | Path) -> list[tuple[str, Path]]:
+    """(name, directory) of every run directory that exists in the sweep, folder of runs or
+    single run at ``path``, found as :func:`load_sweep` finds them."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise VlabError(f"{path}: no such directory")
+    if (root / "sweep.json").is_file():
+        entries = _entries_from_sweep_json(root, [])[1]
+    else:
+        entries = _entries_from_scan(root)
+    found = [(e.name, e.path) for e in entries if (e.path / "config.json").is_file()]
+    if not found:
+        raise VlabError(f"{path}: no run directories (folders with a run's config.json) in it")
+    return found
+
+
 @dataclass
 class _Entry:
     name: str

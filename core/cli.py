@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     ("vlm", "vlab.models.vlm.cli"),
     ("sweep", "vlab.slurm.cli"),
     ("report", "vlab.analysis.cli"),
+    ("inspect", "vlab.analysis.inside.cli"),
     ("bench", "vlab.models.bench_cli"),
 ]
 

@@ -1,0 +1,114 @@
+"""Probe examples as the analyses see them, and their corrupted twins for patching.
+
+Built from a run's own task config (``vlab.probes.tasks``): the held-out examples the run was
+evaluated on, with where each part of the sequence lies. Pure functions of the task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vlab.probes.tasks import ProbeData, ProbeTaskConfig, ProbeVocab, layout
+
+Corruption = Literal["moved", "other_query"]
+CORRUPTIONS: tuple[Corruption, ...] = ("moved", "other_query")
+
+
+@dataclass(frozen=True)
+class ProbeExamples:
+    """N probe examples of one task.
+
+    input_ids (N, T); contexts (N, L) the pool index of the token at each context position;
+    positions (N,) the queried (target) position p; targets (N,) its target token id;
+    context_start: sequence index of context position 0 (0 for suffix, 2 for prefix), so
+    context position p sits at ``context_start + p``; the prediction is read at T - 1;
+    target_ids (L,) the token id standing for each position (the answer's vocabulary).
+    """
+
+    input_ids: torch.Tensor
+    contexts: np.ndarray
+    positions: np.ndarray
+    targets: torch.Tensor
+    context_start: int
+    target_ids: torch.Tensor
+    variant: str
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def length(self) -> int:
+        return self.contexts.shape[1]
+
+    @property
+    def context_end(self) -> int:
+        """Sequence index of the last context token: the state "right after the context"."""
+        return self.context_start + self.length - 1
+
+    @property
+    def query_index(self) -> int:
+        """Sequence index of the query token."""
+        return self.input_ids.shape[1] - 1 if self.variant == "suffix" else 1
+
+
+def heldout_examples(task: ProbeTaskConfig, vocab: ProbeVocab, n: int) -> ProbeExamples:
+    """The first ``n`` held-out examples of ``task`` (balanced over target positions when n is
+    a multiple of L: example i targets position i mod L)."""
+    data = ProbeData(task, vocab)
+    n = min(n, len(data.heldout))
+    contexts = np.stack(
+        [(data.heldout.input_ids[i] - vocab.base_vocab_size)[_context(task)] for i in range(n)]
+    )
+    positions = data.heldout.positions[:n]
+    return ProbeExamples(
+        input_ids=torch.from_numpy(data.heldout.input_ids[:n]),
+        contexts=contexts.astype(np.int64),
+        positions=positions.astype(np.int64),
+        targets=torch.from_numpy(data.heldout.targets[:n]),
+        context_start=0 if task.variant == "suffix" else 2,
+        target_ids=torch.as_tensor(vocab.target_id(np.arange(task.length)), dtype=torch.long),
+        variant=task.variant,
+    )
+
+
+def _context(task: ProbeTaskConfig) -> slice:
+    start = 0 if task.variant == "suffix" else 2
+    return slice(start, start + task.length)
+
+
+def corrupt(
+    examples: ProbeExamples, vocab: ProbeVocab, how: Corruption, shift: int | None = None
+) -> ProbeExamples:
+    """The corrupted twin of each example, whose answer is another position p' = p + shift
+    (mod L; default L // 2, at least 1):
+
+    - ``moved``: the queried token swaps places with the token at p' (same query, same set of
+      context tokens, the answer moves);
+    - ``other_query``: the same context, the query names the token at p'.
+    """
+    length = examples.length
+    if length < 2:
+        raise ValueError("corrupting needs a context of at least 2 positions")
+    shift = max(1, length // 2) if shift is None else shift
+    others = (examples.positions + shift) % length
+    contexts = examples.contexts.copy()
+    rows = np.arange(len(examples))
+    if how == "moved":
+        contexts[rows, others] = examples.contexts[rows, examples.positions]
+        contexts[rows, examples.positions] = examples.contexts[rows, others]
+    elif how != "other_query":
+        raise ValueError(f"unknown corruption {how!r} (known: {', '.join(CORRUPTIONS)})")
+    ids = np.stack(
+        [layout(c, int(p), examples.variant, vocab) for c, p in zip(contexts, others, strict=True)]
+    )
+    return replace(
+        examples,
+        input_ids=torch.from_numpy(ids),
+        contexts=contexts,
+        positions=others,
+        targets=examples.target_ids[torch.from_numpy(others)],
+    )

@@ -1,0 +1,218 @@
+"""``vlab inspect``: run the look-inside analyses on runs' checkpoints into their directories.
+
+Each (run, checkpoint step, analysis) is one unit of work with one result::
+
+    RUN_DIR/inside/step-<step>/<analysis>.csv    the analysis's tidy table (plus a step column)
+    RUN_DIR/inside/step-<step>/<analysis>.json   what made it: examples, seconds, versions
+
+The table is written first and the JSON last, both atomically, so a unit counts as done only
+when its JSON names the same settings; a killed inspection redoes only the unit it was in.
+Every check (is it a probe run, do the checkpoints exist, were they trained under this
+config, are the analyses known) happens before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlab.errors import VlabError
+from vlab.fileio import atomic_write_json, atomic_write_text, read_json
+
+INSIDE = "inside"
+# analysis -> (module, function). Each function is (model, examples, vocab) -> DataFrame.
+ANALYSES: dict[str, tuple[str, str]] = {
+    "logit_lens": ("vlab.analysis.inside.logit_lens", "logit_lens_table"),
+    "attention": ("vlab.analysis.inside.attention", "attention_table"),
+    "state_probe": ("vlab.analysis.inside.state_probe", "state_probe_table"),
+    "patching": ("vlab.analysis.inside.patching", "patching_table"),
+}
+# Bump an analysis's version when its table changes meaning: older results are redone.
+VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1}
+DEFAULT_EXAMPLES = 256
+
+
+def step_dir(run_path: Path, step: int) -> Path:
+    return Path(run_path) / INSIDE / f"step-{step:09d}"
+
+
+def result_paths(run_path: Path, step: int, analysis: str) -> tuple[Path, Path]:
+    base = step_dir(run_path, step)
+    return base / f"{analysis}.csv", base / f"{analysis}.json"
+
+
+def check_analyses(names: Sequence[str]) -> list[str]:
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise VlabError(
+            f"--analyses: unknown analysis {unknown[0]!r} (known: {', '.join(ANALYSES)})"
+        )
+    if not names:
+        raise VlabError("--analyses: name at least one analysis")
+    return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One analysis of one run at one checkpoint."""
+
+    run: Path
+    step: int
+    analysis: str
+
+
+def _settings(analysis: str, examples: int) -> dict:
+    return {"analysis": analysis, "version": VERSIONS[analysis], "examples": examples}
+
+
+def is_done(unit: Unit, examples: int) -> bool:
+    table, meta = result_paths(unit.run, unit.step, unit.analysis)
+    if not (table.is_file() and meta.is_file()):
+        return False
+    try:
+        recorded = read_json(meta)
+    except (OSError, ValueError):
+        return False
+    wanted = _settings(unit.analysis, examples)
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in wanted.items())
+
+
+def plan(
+    paths: Sequence[Path], analyses: Sequence[str], checkpoints: str, examples: int
+) -> list[Unit]:
+    """Every unit the command asks for, checked before anything is written: runs parse,
+    the named checkpoints exist and were trained under their run's config."""
+    from vlab.analysis.inside.runs import check_checkpoint, open_run, resolve_steps
+
+    analyses = check_analyses(analyses)
+    if examples < 2:
+        raise VlabError(f"--examples must be >= 2, got {examples}")
+    units = []
+    for path in paths:
+        run = open_run(path)
+        for step in resolve_steps(run, checkpoints):
+            check_checkpoint(run, step)
+            units += [Unit(Path(path), step, a) for a in analyses]
+    return units
+
+
+def analysis_function(name: str) -> Callable:
+    module, function = ANALYSES[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def run_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The run directories of ``paths``: each a run directory or a sweep / folder of runs."""
+    from vlab.analysis.load import find_runs
+
+    found: list[Path] = []
+    for path in paths:
+        for _, run in find_runs(path):
+            if run not in found:
+                found.append(run)
+    return found
+
+
+def inspect_paths(
+    paths: Sequence[str | Path],
+    analyses: Sequence[str],
+    checkpoints: str = "last",
+    examples: int = DEFAULT_EXAMPLES,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[int, int, float]:
+    """Plan (checking everything first), then do the units not done yet, runs in parallel
+    over ``workers`` processes. Returns (units done now, units skipped, seconds)."""
+    start = time.perf_counter()
+    units = plan(run_paths(paths), analyses, checkpoints, examples)
+    todo = [u for u in units if not is_done(u, examples)]
+    if workers == 1 or len({u.run for u in todo}) <= 1:
+        run_units(todo, examples, progress=progress)
+    else:
+        _run_parallel(todo, examples, workers, progress)
+    return len(todo), len(units) - len(todo), time.perf_counter() - start
+
+
+def _run_parallel(units: Sequence[Unit], examples: int, workers: int, progress: bool) -> None:
+    """One task per run in a pool of spawned processes (one torch thread each)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    by_run: dict[Path, list[Unit]] = {}
+    for unit in units:
+        by_run.setdefault(unit.run, []).append(unit)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = [pool.submit(run_units, group, examples, False) for group in by_run.values()]
+        with tqdm(total=len(units), desc="inspect", unit="analysis", disable=not progress) as bar:
+            for future in as_completed(futures):
+                bar.update(len(future.result()))
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_units(units: Sequence[Unit], examples: int, progress: bool = True) -> list[Unit]:
+    """Do the units not already done (grouped so each checkpoint is loaded once); returns
+    those it did."""
+    from tqdm.auto import tqdm
+
+    todo = [u for u in units if not is_done(u, examples)]
+    groups: dict[tuple[Path, int], list[Unit]] = {}
+    for unit in todo:
+        groups.setdefault((unit.run, unit.step), []).append(unit)
+    bar = tqdm(total=len(todo), desc="inspect", unit="analysis", disable=not progress)
+    for (run_path, step), group in groups.items():
+        model, vocab, data = _load(run_path, step, examples)
+        for unit in group:
+            bar.set_postfix_str(f"{run_path.name} step {step} {unit.analysis}")
+            _run_unit(unit, model, vocab, data, examples)
+            bar.update()
+    bar.close()
+    return todo
+
+
+def _load(run_path: Path, step: int, examples: int):
+    from vlab.analysis.inside.examples import heldout_examples
+    from vlab.analysis.inside.runs import load_model, open_run
+
+    run = open_run(run_path)
+    model, vocab = load_model(run, step)
+    return model, vocab, heldout_examples(run.config.task, vocab, examples)
+
+
+def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:
+    import torch
+
+    start = time.perf_counter()
+    function = analysis_function(unit.analysis)
+    with torch.no_grad():
+        if "vocab" in inspect.signature(function).parameters:
+            table = function(model, data, vocab)
+        else:
+            table = function(model, data)
+    table.insert(0, "step", unit.step)
+    csv_path, meta_path = result_paths(unit.run, unit.step, unit.analysis)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    atomic_write_json(
+        meta_path,
+        {
+            **_settings(unit.analysis, examples),
+            "step": unit.step,
+            "examples_used": len(data),
+            "rows": len(table),
+            "seconds": round(time.perf_counter() - start, 3),
+            "torch": torch.__version__,
+        },
+    )
