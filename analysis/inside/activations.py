@@ -203,7 +203,9 @@ def trace(
     patches: Sequence[Patch] = (),
     state_patches: Sequence[StatePatch] = (),
 ) -> dict[str, torch.Tensor]:
-    """One forward pass of ``input_ids`` (B, T): the activations ``names`` (detached, in the
+    """One forward pass of ``input_ids`` (B, T) (or of input embeddings (B, T, H), a float
+    tensor, as a VLM feeds its LM; ``embed`` is then that input): the activations ``names``
+    (detached, in the
     model's dtype) with ``patches`` applied, plus ``"logits"`` (B, T, V) always.
 
     Computed SSM names (``blocks.{i}.ssm.*``) come from the captured ``mixer_in``; patches
@@ -232,6 +234,12 @@ def trace(
         needed += [f"blocks.{p.layer}.mixer_in", f"blocks.{p.layer}.mixer_out"]
     hooked_names = _order(model, needed)
     captured: dict[str, torch.Tensor] = {}
+    if input_ids.is_floating_point():  # embeddings given: ``embed`` is the input itself
+        input_ids = input_ids.clone()
+        for patch in patch_at.get(_EMBED, []):
+            input_ids[:, list(patch.positions)] = patch.values.to(input_ids.dtype)
+        captured[_EMBED] = input_ids.detach().clone()
+        hooked_names = [n for n in hooked_names if n != _EMBED]
     # several names can share one module output (the attention module's output and weights)
     by_module: dict[str, list[str]] = {}
     for hooked in hooked_names:
@@ -240,7 +248,12 @@ def trace(
         by_module.setdefault(path, []).append(hooked)
     wrapped = NNsight(model)
     with _Eager(model, _needs_eager(model, hooked_names)), torch.no_grad():
-        with wrapped.trace(input_ids):
+        inputs = (
+            {"inputs_embeds": input_ids}
+            if input_ids.is_floating_point()
+            else {"input_ids": input_ids}
+        )
+        with wrapped.trace(**inputs):
             for path, group in by_module.items():
                 output = _module(wrapped, path).output
                 for hooked in group:

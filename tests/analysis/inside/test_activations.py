@@ -159,3 +159,20 @@ def test_computed_names_and_attention_models_cannot_be_state_patched():
         acts.trace(model_of("mamba"), ids(), patches=[Patch("blocks.0.ssm.x", [0], x)])
     with pytest.raises(VlabError, match="no SSM state"):
         acts.trace(model_of("pythia"), ids(), state_patches=[StatePatch(0, 0, torch.zeros(1))])
+
+
+@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+def test_input_embeddings_trace_like_their_ids(arch):
+    model = model_of(arch)
+    x = ids()
+    names = ["embed", "blocks.0.resid_pre", "blocks.1.mixer_in"]
+    by_ids = acts.trace(model, x, names)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(x)
+    by_embeds = acts.trace(model, embeds, names)
+    for name in (*names, "logits"):
+        torch.testing.assert_close(by_embeds[name], by_ids[name])
+    other = acts.trace(model, ids(seed=5), ["embed"])["embed"]
+    patched = acts.trace(model, embeds, patches=[Patch("embed", [0, 1], other[:, :2])])
+    want = acts.trace(model, x, patches=[Patch("embed", [0, 1], other[:, :2])])
+    torch.testing.assert_close(patched["logits"], want["logits"])
