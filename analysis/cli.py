@@ -18,7 +18,9 @@ def register(subparsers) -> None:
         description=(
             "Execute a report notebook (papermill, on a kernel of this Python) over the run "
             "directories of SWEEP_DIR and write report.ipynb, report.html and figures/ (PNG "
-            "and PDF) into it. Works on partial sweeps while they run."
+            "and PDF) into it; another template writes TEMPLATE.ipynb, TEMPLATE.html and "
+            "figures-TEMPLATE/ instead (e.g. --template inside: the look-inside analyses of "
+            "`vlab inspect`). Works on partial sweeps while they run."
         ),
     )
     p.add_argument(
@@ -30,8 +32,8 @@ def register(subparsers) -> None:
         "--template",
         default="probe_report",
         metavar="NAME",
-        help="report template: a name shipped with vlab or a path to an .ipynb "
-        "(default: probe_report)",
+        help="report template: a name shipped with vlab (probe_report, inside) or a path to "
+        "an .ipynb (default: probe_report)",
     )
     p.add_argument(
         "-p",

@@ -3,7 +3,10 @@
 ``SWEEP_DIR/report.ipynb``, ``report.html`` and ``figures/`` are rendered into a hidden
 temporary directory inside the sweep and moved into place only when everything succeeded, so a
 failed or interrupted render never leaves a half-written report (a failed notebook is kept as
-``report.failed.ipynb`` for its traceback).
+``report.failed.ipynb`` for its traceback). Those are the default template's names; any other
+template writes ``<template>.ipynb``, ``<template>.html``, ``figures-<template>/`` and
+``<template>.failed.ipynb`` (``<template>``: its name, or the stem of its file), so reports of
+several templates live side by side in one sweep.
 
 The kernel is always the interpreter running ``vlab`` (``sys.executable``), started through
 :class:`ThisPythonKernelManager`, whatever kernelspecs a user or system directory holds: the
@@ -76,6 +79,24 @@ class ReportPaths:
     notebook: Path
     html: Path | None
     figures: Path
+    failed: Path  # where a notebook that failed is kept for its traceback
+
+
+def report_paths(root: Path, template: str, html: bool = True) -> ReportPaths:
+    """Where the report of ``template`` (a shipped name or an .ipynb path) goes in ``root``:
+    ``report.*`` and ``figures/`` for the default template, ``<name>.*`` and
+    ``figures-<name>/`` for any other (``<name>``: the template's file stem)."""
+    name = Path(template).name.removesuffix(".ipynb")
+    if name == DEFAULT_TEMPLATE:
+        base, figures = "report", "figures"
+    else:
+        base, figures = name, f"figures-{name}"
+    return ReportPaths(
+        root / f"{base}.ipynb",
+        root / f"{base}.html" if html else None,
+        root / figures,
+        root / f"{base}.failed.ipynb",
+    )
 
 
 def available_templates() -> list[str]:
@@ -195,9 +216,7 @@ def render_report(
     sweep = load_sweep(sweep_dir)  # fails fast, with a clear message, on a non-sweep directory
     root = sweep.root
     log(summary(sweep))
-    final = ReportPaths(
-        root / "report.ipynb", root / "report.html" if html else None, root / "figures"
-    )
+    final = report_paths(root, template, html)
     with ExitStack() as stack:
         template_path = resolve_template(template, stack)
         check_parameters(parameters, template_parameters(template_path))
@@ -209,7 +228,7 @@ def render_report(
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         run_params = {**parameters, "sweep_dir": str(root), "figures_dir": str(tmp / "figures")}
         log(f"executing {template_path.name} on a kernel running {sys.executable} ...")
-        nb = _execute(template_path, tmp / "report.ipynb", run_params, root)
+        nb = _execute(template_path, tmp / "report.ipynb", run_params, root, final.failed)
         # The saved notebook records where a re-run should write: the final figures directory.
         keep = {**parameters, "sweep_dir": str(root), "figures_dir": str(final.figures)}
         for cell in nb.cells:
@@ -222,11 +241,11 @@ def render_report(
         nbformat.write(nb, tmp / "report.ipynb")
         if html:
             (tmp / "report.html").write_text(export_html(nb), encoding="utf-8")
-        _install(tmp, final, root)
+        _install(tmp, final)
     return final
 
 
-def _execute(template: Path, out: Path, params: dict, cwd: Path):
+def _execute(template: Path, out: Path, params: dict, cwd: Path, failed: Path):
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -244,7 +263,6 @@ def _execute(template: Path, out: Path, params: dict, cwd: Path):
             kernel_manager_class=ThisPythonKernelManager,
         )
     except PapermillExecutionError as e:
-        failed = cwd / "report.failed.ipynb"
         if out.is_file():
             os.replace(out, failed)
         raise VlabError(
@@ -274,7 +292,7 @@ def export_html(nb) -> str:
     return body
 
 
-def _install(tmp: Path, final: ReportPaths, root: Path) -> None:
+def _install(tmp: Path, final: ReportPaths) -> None:
     """Move the rendered files into place: figures swapped whole, files replaced atomically."""
     old = tmp / "figures.old"
     if final.figures.exists():
@@ -287,6 +305,6 @@ def _install(tmp: Path, final: ReportPaths, root: Path) -> None:
     os.replace(tmp / "report.ipynb", final.notebook)
     if final.html is not None:
         os.replace(tmp / "report.html", final.html)
-    else:
-        (root / "report.html").unlink(missing_ok=True)  # would describe an older notebook
-    (root / "report.failed.ipynb").unlink(missing_ok=True)
+    else:  # an older HTML would describe an older notebook
+        final.notebook.with_suffix(".html").unlink(missing_ok=True)
+    final.failed.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from vlab.config import from_dict, output_dir, parse_key_values
 from vlab.errors import VlabError
 
 
-def _slurm_options(args: argparse.Namespace, defaults: dict | None = None):
+def slurm_options(args: argparse.Namespace, defaults: dict | None = None):
+    """The validated :class:`~vlab.slurm.executors.SlurmOptions` of the SLURM flags."""
     from vlab.slurm.executors import SlurmOptions
 
     data = dict(defaults or {})
@@ -61,7 +62,7 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
         return 0
     record: dict = {"executor": args.executor, "runs": todo}
     if args.executor == "slurm":
-        opts = _slurm_options(args, options)
+        opts = slurm_options(args, options)
         from vlab.config import to_dict
 
         record["options"] = to_dict(opts)
@@ -119,7 +120,7 @@ def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
     raise VlabError(f"timed out after {timeout:.0f}s waiting for the SLURM jobs of {sweep.path}")
 
 
-def _check_cluster() -> None:
+def check_cluster() -> None:
     from vlab.scheduler import cluster_problem
 
     problem = cluster_problem()
@@ -146,8 +147,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         if not runs:
             raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
     if args.executor == "slurm":
-        _slurm_options(args)  # validate before anything is written
-        _check_cluster()
+        slurm_options(args)  # validate before anything is written
+        check_cluster()
     sweep = SweepDir(output_dir(args.out))
     sweep.write(spec.name, spec.kind, runs, source=args.spec)
     return _dispatch(sweep, [r.name for r in runs], args, None)
@@ -179,7 +180,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         print(f"{sweep.path}: nothing to resume (every run is done, running or queued)")
         return 0
     if args.executor == "slurm":
-        _check_cluster()
+        check_cluster()
     return _dispatch(sweep, names, args, options)
 
 
@@ -215,6 +216,13 @@ def _add_executor_flags(p: argparse.ArgumentParser, default: str | None) -> None
         default=None if default is None else 1,
         help="local executor: runs in parallel (default 1)",
     )
+    g = add_slurm_flags(p)
+    g.add_argument("--wait", action="store_true", help="block until the SLURM jobs end")
+    g.add_argument("--wait-timeout", type=float, default=24 * 3600)
+
+
+def add_slurm_flags(p: argparse.ArgumentParser):
+    """The SLURM resource flags (read back by :func:`slurm_options`); returns their group."""
     g = p.add_argument_group("slurm executor")
     g.add_argument("--partition")
     g.add_argument("--gpus-per-task", type=int)
@@ -236,8 +244,7 @@ def _add_executor_flags(p: argparse.ArgumentParser, default: str | None) -> None
         metavar="LINE",
         help="shell line run before each job, e.g. --setup 'module load cuda'",
     )
-    g.add_argument("--wait", action="store_true", help="block until the SLURM jobs end")
-    g.add_argument("--wait-timeout", type=float, default=24 * 3600)
+    return g
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

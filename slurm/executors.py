@@ -128,21 +128,16 @@ def run_local(
     return {"jobs": results}
 
 
-def run_slurm(
-    sweep: SweepDir, names: list[str], options: SlurmOptions, folder: str | None = None
-) -> dict:
-    """Submit the runs as one SLURM job array through submitit; returns at once with job ids."""
+def slurm_executor(options: SlurmOptions, folder: str, name: str):
+    """A submitit SLURM executor with ``options`` (chosen by name, never auto-detected)."""
     import submitit
 
-    from vlab.slurm.worker import SweepJob
-
-    folder = folder or str(sweep.path / "submitit" / time.strftime("%Y%m%d-%H%M%S"))
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params: dict = {
         "timeout_min": options.time_min,
         "cpus_per_task": options.cpus_per_task,
         "slurm_array_parallelism": options.array_parallelism,
-        "name": f"vlab-{sweep.path.name}",
+        "name": name,
     }
     if options.gpus_per_task:
         params["gpus_per_node"] = options.gpus_per_task
@@ -159,13 +154,30 @@ def run_slurm(
     if options.setup:
         params["slurm_setup"] = list(options.setup)
     executor.update_parameters(**params)
+    return executor
+
+
+def submit_array(executor, function: Callable, calls: list[tuple]) -> list:
+    """Submit ``function(*args)`` for each args of ``calls`` as one job array; sbatch's
+    complaint becomes a one-line error."""
     try:
         with executor.batch():
-            jobs = [executor.submit(SweepJob(), str(sweep.path), name) for name in names]
+            return [executor.submit(function, *args) for args in calls]
     except Exception as e:  # noqa: BLE001 - sbatch failures come in many types
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         said = next((ln for ln in reversed(lines) if "sbatch" in ln), lines[-1] if lines else "")
         raise VlabError(f"SLURM submission failed: {said or type(e).__name__}") from e
+
+
+def run_slurm(
+    sweep: SweepDir, names: list[str], options: SlurmOptions, folder: str | None = None
+) -> dict:
+    """Submit the runs as one SLURM job array through submitit; returns at once with job ids."""
+    from vlab.slurm.worker import SweepJob
+
+    folder = folder or str(sweep.path / "submitit" / time.strftime("%Y%m%d-%H%M%S"))
+    executor = slurm_executor(options, folder, f"vlab-{sweep.path.name}")
+    jobs = submit_array(executor, SweepJob(), [(str(sweep.path), name) for name in names])
     return {
         "folder": folder,
         "jobs": {

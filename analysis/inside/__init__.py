@@ -5,7 +5,9 @@ Access: ``activations`` (stable names for every arm, read and patched through nn
 ``ssm`` (Mamba's recurrent state step by step), ``hidden_attention`` (the selective SSM as a
 data-dependent attention matrix over past tokens). Analyses, each a pure function from a model
 and probe examples (``examples``) to a tidy table: ``state_probe`` (with ``linear_probe``),
-``attention``, ``patching``, ``logit_lens``. Running them on runs: ``runs`` (a run's model at a
-checkpoint), ``inspection`` (the units of work and their files), ``cli``. The report side
-(``results``, ``figures``) reads the tables without torch; every other module imports torch.
+``attention``, ``patching``, ``logit_lens``; on a VLM run ``vlm`` (attention from the answer
+to the image patches). Running them on runs: ``runs`` (a run's model at a checkpoint),
+``inspection`` (the units of work and their files), ``submit`` (as a SLURM array), ``cli``.
+The report side (``results``, ``figures``, ``image_figures``) reads the tables without torch,
+and this package's ``__init__`` imports nothing, so ``vlab report`` never loads torch.
 """

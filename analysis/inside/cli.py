@@ -10,7 +10,8 @@ import argparse
 
 from vlab.errors import VlabError
 
-ANALYSIS_NAMES = ("logit_lens", "attention", "state_probe", "patching")
+PROBE_ANALYSES = ("logit_lens", "attention", "state_probe", "patching")
+VLM_ANALYSES = ("image_attention",)
 
 
 def register(subparsers) -> None:
@@ -19,17 +20,20 @@ def register(subparsers) -> None:
         help="look inside trained runs: state probes, attention, patching, logit lens",
         description=(
             "Run the look-inside analyses on the checkpoints of one run or of every run of a "
-            "sweep, writing tidy tables into RUN_DIR/inside/step-<step>/. Finished analyses "
-            "are skipped, so rerunning after a kill resumes; nothing is written outside the "
-            "run directories. Render them with `vlab report SWEEP_DIR --template inside`."
+            "sweep, writing tidy tables into RUN_DIR/inside/step-<step>/. Probe runs get the "
+            "probe analyses; VLM runs (OUT/stage1, OUT/stage2 of `vlab vlm train` on the "
+            "shapes dataset) get image_attention, the weight from the answer of grounding "
+            "examples to the image patches. Finished analyses are skipped, so rerunning after "
+            "a kill resumes; nothing is written outside the run directories. Render them with "
+            "`vlab report SWEEP_DIR --template inside`."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR|SWEEP_DIR")
     p.add_argument(
         "--analyses",
-        default=",".join(ANALYSIS_NAMES),
         metavar="A,B",
-        help=f"comma-separated, from {', '.join(ANALYSIS_NAMES)} (default: all)",
+        help=f"comma-separated: for probe runs from {', '.join(PROBE_ANALYSES)}; for VLM runs "
+        f"{', '.join(VLM_ANALYSES)} (default: every analysis of each run's kind)",
     )
     p.add_argument(
         "--checkpoints",
@@ -42,16 +46,28 @@ def register(subparsers) -> None:
         type=int,
         default=256,
         metavar="N",
-        help="held-out probe examples per analysis (default 256, at most the held-out set)",
+        help="held-out examples per analysis: probe examples (at most the held-out set) or "
+        "a VLM's grounding examples (default 256)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: on this machine (default; --workers processes); slurm: one SLURM array "
+        "task per run through submitit (logs in inside-submitit/ under the first path)",
     )
     p.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="runs inspected in parallel by N local worker processes (default 1)",
+        help="local executor: runs inspected in parallel by N worker processes (default 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from vlab.slurm.cli import add_slurm_flags
+
+    g = add_slurm_flags(p)
+    g.add_argument("--wait", action="store_true", help="block until the SLURM jobs end")
     p.set_defaults(func=_run)
 
 
@@ -60,7 +76,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise VlabError(f"--workers must be >= 1, got {args.workers}")
-    analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    analyses = None
+    if args.analyses is not None:
+        analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    if args.executor == "slurm":
+        return _submit(args, analyses)
     done, skipped, seconds = inspect_paths(
         args.paths,
         analyses,
@@ -70,4 +90,27 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"inspected: {done} analyses in {seconds:.1f} s ({skipped} already done, skipped)")
+    return 0
+
+
+def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
+    from vlab.analysis.inside.inspection import is_done, plan, run_paths
+    from vlab.analysis.inside.submit import log_folder, submit_inspection, wait
+    from vlab.slurm.cli import check_cluster, slurm_options
+
+    options = slurm_options(args)
+    runs = run_paths(args.paths)
+    units = plan(runs, analyses, args.checkpoints, args.examples)  # every check, first
+    todo = sorted({u.run for u in units if not is_done(u, args.examples)}, key=runs.index)
+    if not todo:
+        print(f"nothing to submit: all {len(units)} analyses are done")
+        return 0
+    check_cluster()
+    folder = log_folder(args.paths)
+    jobs = submit_inspection(todo, analyses, args.checkpoints, args.examples, options, folder)
+    print(f"submitted {len(todo)} runs as one SLURM job array ({jobs[0].job_id.split('_')[0]})")
+    print(f"logs: {folder}")
+    if args.wait:
+        results = wait(jobs)
+        print(f"inspected: {sum(r['done'] for r in results)} analyses on SLURM")
     return 0

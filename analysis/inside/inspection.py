@@ -7,8 +7,14 @@ Each (run, checkpoint step, analysis) is one unit of work with one result::
 
 The table is written first and the JSON last, both atomically, so a unit counts as done only
 when its JSON names the same settings; a killed inspection redoes only the unit it was in.
-Every check (is it a probe run, do the checkpoints exist, were they trained under this
-config, are the analyses known) happens before anything is written.
+Every check (what kind of run is it, do the checkpoints exist, were they trained under this
+config, are the analyses known and of the run's kind) happens before anything is written.
+
+Analyses belong to a kind of run (:data:`KIND_ANALYSES`): probe runs get ``logit_lens``,
+``attention``, ``state_probe`` and ``patching`` on held-out probe examples; VLM runs (a stage
+of ``vlab vlm train``) get ``image_attention`` on held-out grounding examples of the shapes
+dataset (:mod:`vlab.analysis.inside.vlm`). Without named analyses every run gets those of its
+kind; naming one that a run's kind does not have is an error.
 """
 
 from __future__ import annotations
@@ -24,15 +30,21 @@ from vlab.errors import VlabError
 from vlab.fileio import atomic_write_json, atomic_write_text, read_json
 
 INSIDE = "inside"
-# analysis -> (module, function). Each function is (model, examples, vocab) -> DataFrame.
+# analysis -> (module, function). Each function is (model, examples[, vocab]) -> DataFrame.
 ANALYSES: dict[str, tuple[str, str]] = {
     "logit_lens": ("vlab.analysis.inside.logit_lens", "logit_lens_table"),
     "attention": ("vlab.analysis.inside.attention", "attention_table"),
     "state_probe": ("vlab.analysis.inside.state_probe", "state_probe_table"),
     "patching": ("vlab.analysis.inside.patching", "patching_table"),
+    "image_attention": ("vlab.analysis.inside.vlm", "image_attention_table"),
+}
+# The analyses of each kind of run (``runs.PROBE``, ``runs.VLM``), the default for that kind.
+KIND_ANALYSES: dict[str, tuple[str, ...]] = {
+    "probe": ("logit_lens", "attention", "state_probe", "patching"),
+    "vlm": ("image_attention",),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.
-VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1}
+VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1, "image_attention": 1}
 DEFAULT_EXAMPLES = 256
 
 
@@ -81,22 +93,43 @@ def is_done(unit: Unit, examples: int) -> bool:
     return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in wanted.items())
 
 
+def analyses_for(kind: str, analyses: Sequence[str] | None, path: Path) -> list[str]:
+    """The analyses a run of ``kind`` gets: ``analyses`` (each must be of that kind) or,
+    when None, all of its kind."""
+    if analyses is None:
+        return list(KIND_ANALYSES[kind])
+    wrong = [a for a in analyses if a not in KIND_ANALYSES[kind]]
+    if wrong:
+        raise VlabError(
+            f"{path}: --analyses {wrong[0]} is not for a {kind} run (a {kind} run has: "
+            f"{', '.join(KIND_ANALYSES[kind])})"
+        )
+    return list(analyses)
+
+
 def plan(
-    paths: Sequence[Path], analyses: Sequence[str], checkpoints: str, examples: int
+    paths: Sequence[Path], analyses: Sequence[str] | None, checkpoints: str, examples: int
 ) -> list[Unit]:
     """Every unit the command asks for, checked before anything is written: runs parse,
-    the named checkpoints exist and were trained under their run's config."""
-    from vlab.analysis.inside.runs import check_checkpoint, open_run, resolve_steps
+    the analyses are of each run's kind (all of its kind when ``analyses`` is None), the
+    named checkpoints exist and were trained under their run's config."""
+    from vlab.analysis.inside.runs import VLM, check_checkpoint, open_any_run, resolve_steps
 
-    analyses = check_analyses(analyses)
+    if analyses is not None:
+        analyses = check_analyses(analyses)
     if examples < 2:
         raise VlabError(f"--examples must be >= 2, got {examples}")
     units = []
     for path in paths:
-        run = open_run(path)
+        run = open_any_run(path)
+        names = analyses_for(run.kind, analyses, Path(path))
+        if run.kind == VLM:
+            from vlab.analysis.inside.vlm import check_vlm_run
+
+            check_vlm_run(run)
         for step in resolve_steps(run, checkpoints):
             check_checkpoint(run, step)
-            units += [Unit(Path(path), step, a) for a in analyses]
+            units += [Unit(Path(path), step, a) for a in names]
     return units
 
 
@@ -119,7 +152,7 @@ def run_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 def inspect_paths(
     paths: Sequence[str | Path],
-    analyses: Sequence[str],
+    analyses: Sequence[str] | None = None,
     checkpoints: str = "last",
     examples: int = DEFAULT_EXAMPLES,
     *,
@@ -127,7 +160,8 @@ def inspect_paths(
     progress: bool = True,
 ) -> tuple[int, int, float]:
     """Plan (checking everything first), then do the units not done yet, runs in parallel
-    over ``workers`` processes. Returns (units done now, units skipped, seconds)."""
+    over ``workers`` processes. ``analyses`` None: each run gets the analyses of its kind.
+    Returns (units done now, units skipped, seconds)."""
     start = time.perf_counter()
     units = plan(run_paths(paths), analyses, checkpoints, examples)
     todo = [u for u in units if not is_done(u, examples)]
@@ -183,10 +217,17 @@ def run_units(units: Sequence[Unit], examples: int, progress: bool = True) -> li
 
 
 def _load(run_path: Path, step: int, examples: int):
-    from vlab.analysis.inside.examples import heldout_examples
-    from vlab.analysis.inside.runs import load_model, open_run
+    """The model at ``step``, its probe vocabulary (None for a VLM) and its examples."""
+    from vlab.analysis.inside.runs import VLM, load_model, open_any_run
 
-    run = open_run(run_path)
+    run = open_any_run(run_path)
+    if run.kind == VLM:
+        from vlab.analysis.inside.vlm import load_vlm, run_examples
+
+        model, tokenizer = load_vlm(run, step)
+        return model, None, run_examples(run, model, tokenizer, examples)
+    from vlab.analysis.inside.examples import heldout_examples
+
     model, vocab = load_model(run, step)
     return model, vocab, heldout_examples(run.config.task, vocab, examples)
 

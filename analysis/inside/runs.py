@@ -1,15 +1,20 @@
-"""A probe run's model at one of its checkpoints, rebuilt from the run directory alone.
+"""A run's model at one of its checkpoints, rebuilt from the run directory alone.
 
 Reads only the run-directory contract (``config.json``, ``checkpoints/last.pt``,
 ``checkpoints/step-<step>.pt``): the model is built from the run's config exactly as training
 built it, then the checkpoint's weights are loaded strictly. Runs trained from a local
 ``--pretrained`` directory need that directory where the config says.
+
+Two kinds of run are inspected: probe runs (``vlab train``, loaded here) and VLM runs (a
+stage of ``vlab vlm train``, loaded by :mod:`vlab.analysis.inside.vlm`). :func:`open_any_run`
+tells them apart by their config; the checkpoint functions serve both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
@@ -20,18 +25,28 @@ from vlab.probes.tasks import ProbeVocab
 from vlab.rundir import RunDir
 
 LAST = "last"
+PROBE, VLM = "probe", "vlm"
 
 
 @dataclass(frozen=True)
-class ProbeRun:
-    """A probe run directory and its parsed config."""
+class Run:
+    """A run directory of some kind (``probe`` or ``vlm``): what the checkpoint functions
+    below need."""
 
+    kind: ClassVar[str]
     path: Path
-    config: ProbeRunConfig
 
     @property
     def files(self) -> RunDir:
         return RunDir(self.path)
+
+
+@dataclass(frozen=True)
+class ProbeRun(Run):
+    """A probe run directory and its parsed config."""
+
+    kind: ClassVar[str] = PROBE
+    config: ProbeRunConfig
 
     @property
     def arch(self) -> str:
@@ -50,7 +65,25 @@ def open_run(path: str | Path) -> ProbeRun:
     return ProbeRun(Path(path), config)
 
 
-def available_steps(run: ProbeRun) -> list[int]:
+def run_kind(config: dict) -> str:
+    """``vlm`` for the config.json of a ``vlab vlm train`` stage (it has both stages'
+    settings), ``probe`` otherwise."""
+    return VLM if isinstance(config, dict) and {"stage1", "stage2"} <= set(config) else PROBE
+
+
+def open_any_run(path: str | Path) -> Run:
+    """``path`` as a probe run or a VLM run, whichever its config.json describes."""
+    files = RunDir(path)
+    if not files.config_path.is_file():
+        raise VlabError(f"{path}: not a run directory (no config.json)")
+    if run_kind(files.read_config()) == VLM:
+        from vlab.analysis.inside.vlm import open_vlm_run
+
+        return open_vlm_run(path)
+    return open_run(path)
+
+
+def available_steps(run: Run) -> list[int]:
     """Every checkpoint step of ``run``: the kept steps and the last one."""
     steps = set(run.files.snapshots())
     if run.files.checkpoint_path.is_file():
@@ -58,7 +91,7 @@ def available_steps(run: ProbeRun) -> list[int]:
     return sorted(steps)
 
 
-def resolve_steps(run: ProbeRun, which: str) -> list[int]:
+def resolve_steps(run: Run, which: str) -> list[int]:
     """The checkpoint steps that ``--checkpoints`` names: ``last``, ``all`` or ``STEP,...``."""
     available = available_steps(run)
     if not available:
@@ -84,7 +117,7 @@ def resolve_steps(run: ProbeRun, which: str) -> list[int]:
     return sorted(set(wanted))
 
 
-def last_step(run: ProbeRun) -> int:
+def last_step(run: Run) -> int:
     """The step of ``checkpoints/last.pt`` (or of the newest kept step without it)."""
     checkpoint = run.files.load_checkpoint()
     if checkpoint is not None:
@@ -119,9 +152,9 @@ def load_model(run: ProbeRun, step: int) -> tuple[nn.Module, ProbeVocab]:
     return model.eval(), vocab
 
 
-def check_checkpoint(run: ProbeRun, step: int) -> dict:
-    """The checkpoint of ``step``, refused (one line) if it was trained under another config
-    than config.json holds or holds no weights."""
+def check_checkpoint(run: Run, step: int) -> dict:
+    """The checkpoint of ``step`` (of a run of either kind), refused (one line) if it was
+    trained under another config than config.json holds or holds no weights."""
     kept = run.files.snapshots()
     if step in kept:
         checkpoint = run.files.load_checkpoint(step=step)

@@ -149,10 +149,10 @@ def test_kernel_runs_this_python_and_custom_template_path_works(tiny_sweep, tmp_
         main(["report", str(sweep), "--template", str(template), "-p", "answer", "42", "--no-html"])
         == 0
     )
-    out = nbformat.read(sweep / "report.ipynb", as_version=4)
+    out = nbformat.read(sweep / "probe_env.ipynb", as_version=4)  # named after the template
     text = "".join(o.get("text", "") for o in out.cells[-1].outputs)
     assert text.strip() == f"EXE {sys.executable} 42"
-    assert not (sweep / "report.html").exists()
+    assert not (sweep / "probe_env.html").exists() and not (sweep / "report.ipynb").exists()
     assert "report:" not in capsys.readouterr().out
 
 
@@ -190,15 +190,18 @@ def test_failing_notebook_keeps_its_traceback_and_reports_one_line(tiny_sweep, t
     err = capsys.readouterr().err
     assert "vlab: error: the report notebook failed in cell [3] with ValueError: no good" in err
     assert "Traceback" not in err
-    assert (sweep / "report.failed.ipynb").is_file()
-    assert not (sweep / "report.ipynb").exists() and not (sweep / "figures").exists()
+    assert (sweep / "bad.failed.ipynb").is_file()
+    assert not (sweep / "bad.ipynb").exists() and not (sweep / "figures-bad").exists()
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         ([], "is not a sweep: it has no sweep.json and no run directories"),
-        (["--template", "nope"], "'nope' is not a report template (available: probe_report"),
+        (
+            ["--template", "nope"],
+            "'nope' is not a report template (available: inside, probe_report",
+        ),
         (["-p", "colour", "red"], "-p colour: the template has no such parameter (it has: "),
         (["-p", "sweep_dir", "x"], "-p sweep_dir is set by vlab report itself"),
         (["-p", "confidence", "high"], "-p confidence expects a number (default 0.95)"),

@@ -1,0 +1,323 @@
+"""Read the look-inside results of a sweep (``vlab inspect``'s tables) for the report.
+
+``vlab inspect`` writes, per run directory and checkpoint step, ``inside/step-<step>/
+<analysis>.csv`` (a tidy table whose first column is ``step``) and, last, ``<analysis>.json``
+(the marker that the table is complete). :func:`load_inside` concatenates every finished table
+of every run into one tidy table per analysis, with the run's ``run``, ``arch``, ``variant`` and
+``length`` in front, and says in :attr:`InsideResults.warnings` what it could not use (a run
+never inspected, an analysis missing, a table unreadable). Nothing is dropped silently and
+nothing raises on a partial sweep.
+
+pandas only, never torch: ``vlab report`` loads this module and must stay light (see
+``tests/core/test_layering.py``). Run metadata comes from :func:`vlab.analysis.load.load_sweep`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from vlab.analysis.load import load_sweep
+from vlab.errors import VlabError
+from vlab.fileio import read_json
+
+INSIDE = "inside"  # the folder in a run directory (as vlab.analysis.inside.inspection writes it)
+STEP_PREFIX = "step-"
+# Columns each analysis's CSV must hold, after ``step`` (the analysis modules' COLUMNS).
+COLUMNS: dict[str, list[str]] = {
+    "logit_lens": ["layer", "target_position", "probability", "accuracy", "rank"],
+    "attention": ["layer", "head", "kind", "target_position", "source_position", "weight"],
+    "state_probe": [
+        "layer",
+        "source",
+        "label",
+        "position",
+        "accuracy",
+        "chance",
+        "n_train",
+        "n_test",
+        "n_classes",
+    ],
+    "patching": [
+        "corruption",
+        "site",
+        "layer",
+        "position",
+        "token",
+        "recovery",
+        "ld_clean",
+        "ld_corrupted",
+        "ld_patched",
+        "n",
+    ],
+}
+ANALYSES = tuple(COLUMNS)
+RUN_KEYS = ["run", "arch", "variant", "length"]
+RUN_COLUMNS = [*RUN_KEYS, "state", "inspected_steps", "last_step", *ANALYSES, "path"]
+UNIT_COLUMNS = ["run", "step", "analysis", "examples", "examples_used", "rows", "seconds"]
+
+
+@dataclass
+class InsideResults:
+    """The look-inside tables of a sweep.
+
+    ``tables[analysis]``: every finished result of that analysis, columns :data:`RUN_KEYS` +
+    ``step`` + :data:`COLUMNS` ``[analysis]``, one table for all runs and steps (empty, with
+    those columns, when no run has it). ``runs``: one row per run of the sweep, columns
+    :data:`RUN_COLUMNS` (per analysis, the number of steps with its results). ``units``: one
+    row per finished (run, step, analysis), from its JSON marker. ``warnings``: what could not
+    be used, one line each, naming the run and the file.
+    """
+
+    root: Path
+    name: str
+    runs: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    units: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    step: str | int | None = None  # set by at_step: the checkpoint these tables hold
+
+    @property
+    def logit_lens(self) -> pd.DataFrame:
+        return self.tables["logit_lens"]
+
+    @property
+    def attention(self) -> pd.DataFrame:
+        return self.tables["attention"]
+
+    @property
+    def state_probe(self) -> pd.DataFrame:
+        return self.tables["state_probe"]
+
+    @property
+    def patching(self) -> pd.DataFrame:
+        return self.tables["patching"]
+
+    def has(self, analysis: str) -> bool:
+        """Whether any run has results of ``analysis``."""
+        return not self.tables[analysis].empty
+
+    def missing_note(self, analysis: str) -> str:
+        """One line saying that ``analysis`` has no results (here) and how to make them."""
+        if isinstance(self.step, int):
+            return (
+                f"no {analysis} results at step {self.step} in any run: inspect that "
+                f"checkpoint with `vlab inspect {self.root} --analyses {analysis} "
+                f"--checkpoints {self.step}`, or show another step"
+            )
+        return (
+            f"no {analysis} results in any run: run `vlab inspect {self.root} "
+            f"--analyses {analysis}` (add `--checkpoints all` for every kept step)"
+        )
+
+    def at_step(self, step: str | int = "last") -> InsideResults:
+        """The results at one checkpoint per run: ``"last"`` (each run's last inspected step,
+        per analysis) or a step number (runs without results there are left out, with a
+        warning naming them)."""
+        if step == "last":
+            return replace(
+                self, tables={a: last_step(t) for a, t in self.tables.items()}, step=step
+            )
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise VlabError(f"step must be 'last' or a checkpoint step (an integer), got {step!r}")
+        tables, notes = {}, []
+        for analysis, table in self.tables.items():
+            tables[analysis] = table[table["step"] == step].reset_index(drop=True)
+            lacking = sorted(set(table["run"]) - set(tables[analysis]["run"]))
+            if lacking:
+                notes.append(
+                    f"{', '.join(lacking)}: no {analysis} results at step {step}; left out "
+                    f"(steps there: {_steps_text(table[table['run'].isin(lacking)]['step'])})"
+                )
+        return replace(self, tables=tables, warnings=[*self.warnings, *notes], step=step)
+
+
+def last_step(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last step in ``table`` (a table of :class:`InsideResults`)."""
+    if table.empty:
+        return table.copy()
+    last = table.groupby("run")["step"].transform("max")
+    return table[table["step"] == last].reset_index(drop=True)
+
+
+def load_inside(path: str | Path) -> InsideResults:
+    """Every finished look-inside table of the sweep, folder of runs or run at ``path``.
+
+    Raises :class:`~vlab.errors.VlabError` only when ``path`` holds no runs at all.
+    """
+    sweep = load_sweep(path)
+    warnings: list[str] = []
+    parts: dict[str, list[pd.DataFrame]] = {a: [] for a in ANALYSES}
+    units: list[dict] = []
+    rows = []
+    for run in sweep.runs.itertuples(index=False):
+        meta = {
+            "run": run.name,
+            "arch": run.arch,
+            "variant": run.variant,
+            "length": None if pd.isna(run.length) else int(run.length),
+        }
+        found = _load_run(Path(run.path), run.state, meta, parts, units, warnings)
+        steps = sorted({s for a in found.values() for s in a})
+        rows.append(
+            {
+                **meta,
+                "state": run.state,
+                "inspected_steps": len(steps),
+                "last_step": steps[-1] if steps else None,
+                **{a: len(found[a]) for a in ANALYSES},
+                "path": run.path,
+            }
+        )
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs["length"] = runs["length"].astype("Int64")
+    runs["last_step"] = runs["last_step"].astype("Int64")
+    warnings += _gap_notes(runs)
+    tables = {a: _concat(parts[a], [*RUN_KEYS, "step", *COLUMNS[a]]) for a in ANALYSES}
+    return InsideResults(
+        sweep.root,
+        sweep.name,
+        runs,
+        tables,
+        pd.DataFrame(units, columns=UNIT_COLUMNS),
+        warnings,
+    )
+
+
+def _load_run(
+    path: Path,
+    state: str,
+    meta: dict,
+    parts: dict[str, list[pd.DataFrame]],
+    units: list[dict],
+    warnings: list[str],
+) -> dict[str, list[int]]:
+    """Append the run's finished tables to ``parts``; returns, per analysis, its steps."""
+    name = meta["run"]
+    found: dict[str, list[int]] = {a: [] for a in ANALYSES}
+    inside = path / INSIDE
+    if not inside.is_dir():
+        why = "pending, no run directory yet" if state == "pending" else "never inspected"
+        warnings.append(f"{name}: no inside/ results ({why}); run `vlab inspect {path}`")
+        return found
+    placeable = all(meta[k] is not None and not _isnan(meta[k]) for k in RUN_KEYS)
+    if not placeable:
+        warnings.append(
+            f"{name}: its config.json gives no arch, variant or length; its inside/ results "
+            "cannot be placed in the figures and are left out"
+        )
+        return found
+    for folder in sorted(inside.iterdir()):
+        step = _step_of(folder)
+        if step is None:
+            if not folder.name.startswith("."):
+                warnings.append(
+                    f"{name}: inside/{folder.name} is not a step-<step> folder; ignored"
+                )
+            continue
+        for analysis in ANALYSES:
+            table = _read_table(folder, analysis, step, name, warnings)
+            if table is None:
+                continue
+            for key in reversed(RUN_KEYS):
+                table.insert(0, key, meta[key])
+            parts[analysis].append(table)
+            found[analysis].append(step)
+            units.append(_unit(folder / f"{analysis}.json", name, step, analysis, len(table)))
+    if not any(found.values()):
+        warnings.append(f"{name}: inside/ holds no finished results; run `vlab inspect {path}`")
+    return found
+
+
+def _read_table(
+    folder: Path, analysis: str, step: int, name: str, warnings: list[str]
+) -> pd.DataFrame | None:
+    """The finished table of ``analysis`` in ``folder`` (None, with a warning when it is
+    there but unusable)."""
+    csv, marker = folder / f"{analysis}.csv", folder / f"{analysis}.json"
+    where = f"{name}: inside/{folder.name}/{analysis}.csv"
+    if not csv.is_file():
+        return None
+    if not marker.is_file():
+        warnings.append(f"{where} has no {analysis}.json (unfinished or being redone); left out")
+        return None
+    try:
+        table = pd.read_csv(csv)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parse errors are ValueErrors
+        said = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        warnings.append(f"{where} is unreadable ({said}); left out")
+        return None
+    wanted = ["step", *COLUMNS[analysis]]
+    lacking = [c for c in wanted if c not in table.columns]
+    if lacking:
+        warnings.append(f"{where} lacks the columns {', '.join(lacking)}; left out")
+        return None
+    if not (table["step"] == step).all():
+        warnings.append(f"{where} holds rows of another step than its folder's; left out")
+        return None
+    return table[wanted].copy()
+
+
+def _unit(marker: Path, name: str, step: int, analysis: str, rows: int) -> dict:
+    try:
+        recorded = read_json(marker)
+    except (OSError, ValueError):
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {
+        "run": name,
+        "step": step,
+        "analysis": analysis,
+        "examples": recorded.get("examples"),
+        "examples_used": recorded.get("examples_used"),
+        "rows": rows,
+        "seconds": recorded.get("seconds"),
+    }
+
+
+def _gap_notes(runs: pd.DataFrame) -> list[str]:
+    """Per inspected run, the analyses that other runs have and it lacks (at some steps)."""
+    inspected = runs[runs["inspected_steps"] > 0]
+    present = [a for a in ANALYSES if (runs[a] > 0).any()]
+    notes = []
+    for r in inspected.itertuples(index=False):
+        lacking = [a for a in present if getattr(r, a) == 0]
+        partial = [
+            f"{a} at {getattr(r, a)} of {r.inspected_steps} steps"
+            for a in present
+            if 0 < getattr(r, a) < r.inspected_steps
+        ]
+        if lacking:
+            notes.append(
+                f"{r.run}: no {', '.join(lacking)} results (other runs have them); run "
+                f"`vlab inspect {r.path} --analyses {','.join(lacking)}`"
+            )
+        if partial:
+            notes.append(f"{r.run}: {'; '.join(partial)} inspected")
+    return notes
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(parts, ignore_index=True)[columns]
+    return table.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+
+
+def _step_of(folder: Path) -> int | None:
+    digits = folder.name[len(STEP_PREFIX) :]
+    if not (folder.is_dir() and folder.name.startswith(STEP_PREFIX) and digits.isdigit()):
+        return None
+    return int(digits)
+
+
+def _steps_text(steps: pd.Series) -> str:
+    values = sorted(set(int(s) for s in steps))
+    return ", ".join(str(s) for s in values) or "none"
+
+
+def _isnan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)

@@ -1,0 +1,388 @@
+"""Where a VLM looks when it answers: weight from the answer positions to the image patches.
+
+The lab's question is whether Mamba-VL trails Pythia-VL on grounding because it cannot
+*retrieve* from the image: a model that grounds "the red circle" by looking should, while it
+writes the box, put its weight on the patches the circle covers. This module measures that on
+the built-in shapes dataset, where every target's box is known exactly.
+
+- A VLM run (one stage of ``vlab vlm train``: ``OUT/stage{N}``, its tokenizer in
+  ``OUT/tokenizer`` or where the config says) is opened and loaded at a checkpoint
+  (:func:`open_vlm_run`, :func:`load_vlm`), refusing a checkpoint trained under another
+  config than its ``config.json`` as probe runs do.
+- :func:`grounding_examples` builds N held-out grounding samples of the run's shapes
+  dataset, assembled exactly as training assembled them (same ordering and image markers).
+  The patch slots and the answer are located from the assembled sequence itself (its
+  ``patch_index`` and response labels), never from fixed offsets, so both orderings
+  (image first, or instruction first) and any marker layout work.
+- :func:`image_attention_table` feeds the VLM's merged embeddings (text embeddings with the
+  projected patches in their slots) to its language model and reads, per layer, the weight
+  from every *answer position* t (a position whose next-token prediction is a response token
+  of the box, the closing end-of-sequence excluded) to every patch slot:
+
+  * GPT-NeoX (``kind="attention"``): ``blocks.{i}.attn.pattern[b, :, t, s]`` averaged over the
+    heads; rows sum to one over all positions t attends to, and the table keeps that
+    normalisation (the rest went to text and marker tokens);
+  * Mamba (``kind="hidden_attention"``): the selective scan's implicit attention ``alpha[t, s]``
+    (:mod:`vlab.analysis.inside.hidden_attention`) as a share, ``|alpha|`` averaged over the
+    D channels and divided by its sum over all source positions ``s <= t``, as
+    :mod:`vlab.analysis.inside.attention` does for the probe. Only the needed rows are
+    computed (memory B x D x T x N per row, not the T x T matrix).
+
+  Each example's weights are averaged over its answer positions and laid out on the patch
+  grid (``row``, ``col``), next to where the target is (``target_row``, ``target_col``: the
+  cell of the box's centre; ``on_target``: the cell overlaps the box), so
+  :func:`on_target_share` can say how much of the image weight falls on the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vlab.analysis.inside.activations import mixer, model_type, num_layers, trace
+from vlab.analysis.inside.attention import KINDS, _last_row
+from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
+from vlab.analysis.inside.runs import VLM, Run, check_checkpoint
+from vlab.config import from_dict
+from vlab.errors import ConfigError, VlabError
+from vlab.models.vlm.config import VLMRunConfig
+from vlab.models.vlm.data.records import VLSample
+from vlab.models.vlm.data.shapes import ShapesConfig, shapes_sample, task_of
+from vlab.models.vlm.model import VLM as VisionLanguageModel
+from vlab.models.vlm.sequence import IGNORE, SequenceConfig
+from vlab.rundir import RunDir
+
+COLUMNS = [
+    "example",
+    "layer",
+    "kind",
+    "row",
+    "col",
+    "weight",
+    "target",
+    "target_row",
+    "target_col",
+    "on_target",
+]
+GROUNDING = "grounding"
+
+
+# runs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VLMRun(Run):
+    """One stage of a ``vlab vlm train`` run: ``path`` is ``OUT/stage{N}``."""
+
+    kind: ClassVar[str] = VLM
+    config: VLMRunConfig
+    stage: int | None
+
+    @property
+    def out(self) -> Path:
+        """The ``vlab vlm train`` output directory the stage belongs to (its tokenizer)."""
+        return self.path.parent
+
+
+def open_vlm_run(path: str | Path) -> VLMRun:
+    """Parse ``path``'s config.json as a VLM stage's (one-line error if it is not one)."""
+    files = RunDir(path)
+    raw = files.read_config()
+    stage = raw.pop("stage", None)
+    try:
+        config = from_dict(VLMRunConfig, raw)
+    except ConfigError as e:
+        raise VlabError(f"{files.config_path}: not a VLM run's config ({e})") from None
+    return VLMRun(Path(path), config, stage)
+
+
+def check_vlm_run(run: VLMRun) -> None:
+    """What :func:`image_attention_table` needs from a run, checked before any work: the
+    shapes dataset with its grounding task (the target boxes), and the run's tokenizer."""
+    data = run.config.data
+    if data.dataset != "shapes":
+        raise VlabError(
+            f"{run.path}: trained on data.dataset={data.dataset!r}; image_attention needs the "
+            "built-in shapes dataset (its ground truth says where each target is)"
+        )
+    if GROUNDING not in data.shapes.tasks:
+        raise VlabError(
+            f"{run.path}: data.shapes.tasks ({', '.join(data.shapes.tasks)}) has no grounding "
+            "task; image_attention reads the answers to grounding examples"
+        )
+    if data.tokenizer is None and run.config.model.lm.pretrained is None:
+        saved = run.out / "tokenizer" / "tokenizer.json"
+        if not saved.is_file():
+            raise VlabError(
+                f"{run.path}: no tokenizer at {saved} (vlab vlm train saves it beside the "
+                "stages); copy the run with its tokenizer folder"
+            )
+
+
+def load_vlm(run: VLMRun, step: int) -> tuple[VisionLanguageModel, Any]:
+    """The stage's VLM with the weights of ``step`` (eval mode, CPU) and its tokenizer.
+
+    Refuses (one line) a checkpoint trained under another config than ``config.json`` holds,
+    and one whose weights do not fit the model the config builds.
+    """
+    from vlab.models.vlm.model import build_vlm
+    from vlab.models.vlm.tokenizer import run_tokenizer
+
+    checkpoint = check_checkpoint(run, step)
+    check_vlm_run(run)
+    tok = run_tokenizer(run.config, run.out)
+    model = build_vlm(run.config.model, vocab_size=len(tok), seed=0)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as e:
+        said = str(e).strip().splitlines()[0][:200]
+        raise VlabError(
+            f"{run.path}: the checkpoint at step {step} does not fit the model its config "
+            f"builds ({said})"
+        ) from None
+    return model.eval(), tok
+
+
+# examples -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VLMExamples:
+    """N grounding examples as the VLM reads them (P = the VLM's visual tokens per image;
+    the shapes dataset has one image per example).
+
+    ``batch``: the collated batch (``input_ids``, ``patch_index``, ``labels``,
+    ``attention_mask`` (N, T), right-padded; ``pixel_values_{i}`` (N, 3, S, S)).
+    ``image_positions`` (N, P): the sequence index of visual token k (row-major on the grid).
+    ``answer_positions``: per example, the positions whose next token is a response token.
+    ``grid``: (rows, cols) of the visual tokens. ``targets``: per example the target's name,
+    its box ``(x1, y1, x2, y2)`` as fractions of the image, and the cell of its centre.
+    ``on_target`` (N, P): visual token k's patch overlaps the target's box.
+    """
+
+    samples: list[VLSample]
+    batch: dict[str, torch.Tensor]
+    image_positions: torch.Tensor
+    answer_positions: list[torch.Tensor]
+    grid: tuple[int, int]
+    targets: list[dict[str, Any]]
+    on_target: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def grounding_samples(shapes: ShapesConfig, n: int) -> list[VLSample]:
+    """The first ``n`` held-out grounding samples of ``shapes`` (held-out scenes never occur
+    in training, by construction of the dataset's splits)."""
+    if GROUNDING not in shapes.tasks:
+        raise VlabError(f"shapes.tasks ({', '.join(shapes.tasks)}) has no grounding task")
+    if n < 1:
+        raise VlabError(f"number of examples must be >= 1, got {n}")
+    samples, index = [], 0
+    while len(samples) < n:
+        if task_of(shapes, index) == GROUNDING:
+            samples.append(shapes_sample(shapes, "held_out", index))
+        index += 1
+    return samples
+
+
+def grounding_examples(
+    vlm: VisionLanguageModel,
+    tokenizer: Any,
+    shapes: ShapesConfig,
+    sequence: SequenceConfig,
+    n: int,
+) -> VLMExamples:
+    """``n`` held-out grounding examples assembled for ``vlm`` under ``sequence`` (its
+    ordering and markers), with the image and answer positions read off the assembly."""
+    from vlab.models.vlm.batch import batch_of
+
+    samples = grounding_samples(shapes, n)
+    batch = batch_of(samples, vlm, tokenizer, sequence)
+    patch, labels = batch["patch_index"], batch["labels"]
+    count = vlm.num_visual_tokens
+    image_positions = torch.full((len(samples), count), -1, dtype=torch.long)
+    answers = []
+    for b in range(len(samples)):
+        slots = torch.nonzero(patch[b] >= 0).flatten()
+        if len(slots) != count or sorted(patch[b, slots].tolist()) != list(range(count)):
+            raise VlabError(
+                f"example {b} has {len(slots)} patch slots, not the VLM's {count} visual tokens"
+            )
+        image_positions[b, patch[b, slots]] = slots
+        response = torch.nonzero(labels[b] != IGNORE).flatten()
+        if tokenizer.eos_token_id is not None:
+            response = response[labels[b, response] != tokenizer.eos_token_id]
+        answers.append(response - 1)
+    targets = [_target(s, vlm) for s in samples]
+    on_target = _on_target(vlm, targets)
+    return VLMExamples(samples, batch, image_positions, answers, vlm.grid, targets, on_target)
+
+
+def run_examples(run: VLMRun, vlm: VisionLanguageModel, tokenizer: Any, n: int) -> VLMExamples:
+    """:func:`grounding_examples` of the run's own shapes data and sequence layout."""
+    check_vlm_run(run)
+    cfg = run.config
+    return grounding_examples(vlm, tokenizer, cfg.data.shapes, cfg.model.sequence, n)
+
+
+def _target(sample: VLSample, vlm: VisionLanguageModel) -> dict[str, Any]:
+    """The grounded object's name, box (fractions of the image) and the encoder-grid cell
+    (row, col) of the box's centre."""
+    obj = sample.meta["objects"][sample.meta["target"]]
+    x1, y1, x2, y2 = obj["box_px"]
+    w, h = sample.meta["width"], sample.meta["height"]
+    box = (x1 / w, y1 / h, x2 / w, y2 / h)
+    encoder = vlm.encoders[0]
+    rows, cols = encoder.grid
+    cells = encoder.image_size / encoder.patch_size  # patch cells per image side
+    row = min(int((box[1] + box[3]) / 2 * cells), rows - 1)
+    col = min(int((box[0] + box[2]) / 2 * cells), cols - 1)
+    return {"name": f"{obj['color']} {obj['shape']}", "box": box, "row": row, "col": col}
+
+
+def _on_target(vlm: VisionLanguageModel, targets: list[dict[str, Any]]) -> np.ndarray:
+    """(N, P): whether visual token k's patch overlaps each target's box.
+
+    A patch (r, c) of the encoder's grid covers ``[c p / S, (c + 1) p / S)`` of the image's
+    width (p the patch side, S the encoder's input side: the image is resized, never cropped)
+    and likewise in height. With two stacked maps (a two-encoder projector) row r of the
+    VLM's grid is row ``r % rows`` of the image.
+    """
+    encoder = vlm.encoders[0]
+    rows, cols = encoder.grid
+    cell = encoder.patch_size / encoder.image_size
+    grid_rows, grid_cols = vlm.grid
+    r, c = np.divmod(np.arange(grid_rows * grid_cols), grid_cols)
+    r = r % rows
+    out = np.zeros((len(targets), grid_rows * grid_cols), dtype=bool)
+    for b, t in enumerate(targets):
+        x1, y1, x2, y2 = t["box"]
+        overlap_x = (c * cell < x2) & ((c + 1) * cell > x1)
+        overlap_y = (r * cell < y2) & ((r + 1) * cell > y1)
+        out[b] = overlap_x & overlap_y
+    return out
+
+
+# the analysis ---------------------------------------------------------------------------------
+
+
+def _share_rows(internals: MixerInternals, rows: list[int]) -> dict[int, torch.Tensor]:
+    """Mamba's share of attention from each position t in ``rows`` to every s <= t:
+    t -> (B, t + 1), ``|alpha[t, s]|`` averaged over channels, normalised over s."""
+    out = {}
+    for t in rows:
+        upto = MixerInternals(
+            internals.x[..., : t + 1],
+            internals.z[..., : t + 1],
+            internals.delta[..., : t + 1],
+            internals.A,
+            internals.B[..., : t + 1],
+            internals.C[..., : t + 1],
+            internals.D,
+        )
+        row = _last_row(upto).abs().mean(dim=1)  # (B, t + 1)
+        out[t] = row / row.sum(dim=-1, keepdim=True)
+    return out
+
+
+def _answer_rows(
+    lm: torch.nn.Module, embeds: torch.Tensor, answers: list[torch.Tensor]
+) -> list[list[torch.Tensor]]:
+    """Per layer, per example b, the weights (A_b, T) from its answer positions to every
+    position of ``embeds`` (B, T, H): mean-over-heads attention or Mamba's share."""
+    layers = range(num_layers(lm))
+    if model_type(lm) == "gpt_neox":
+        names = [f"blocks.{i}.attn.pattern" for i in layers]
+        acts = trace(lm, embeds, names)
+        means = [acts[n].float().mean(dim=1) for n in names]  # (B, T, T)
+        return [[m[b, a] for b, a in enumerate(answers)] for m in means]
+    names = [f"blocks.{i}.mixer_in" for i in layers]
+    acts = trace(lm, embeds, names)
+    length = embeds.shape[1]
+    wanted = sorted({int(t) for a in answers for t in a})
+    out = []
+    for i, name in zip(layers, names, strict=True):
+        shares = _share_rows(mixer_internals(mixer(lm, i), acts[name]), wanted)
+        per_example = []
+        for b, a in enumerate(answers):
+            rows = torch.zeros(len(a), length, device=embeds.device)
+            for k, t in enumerate(a.tolist()):
+                rows[k, : t + 1] = shares[t][b]
+            per_example.append(rows)
+        out.append(per_example)
+    return out
+
+
+def image_attention_table(
+    vlm: VisionLanguageModel, examples: VLMExamples, *, batch_size: int = 8
+) -> pd.DataFrame:
+    """Tidy table of the weight each example's answer puts on each image patch, per layer.
+
+    Columns: ``example`` (0..N-1), ``layer``, ``kind`` ("attention" | "hidden_attention"),
+    ``row``, ``col`` (the visual token's cell on the VLM's grid), ``weight`` (see the module
+    docstring; the mean over the example's answer positions), ``target`` (the grounded
+    object, e.g. "red circle"), ``target_row``, ``target_col`` (the cell of its box's centre),
+    ``on_target`` (this cell overlaps the box). One row per (example, layer, cell).
+
+    GPT-NeoX attention patterns are (B, heads, T, T) per layer for a batch: lower
+    ``batch_size`` for long sequences.
+    """
+    from vlab.models.vlm.batch import pixel_values
+
+    vlm.eval()
+    lm = vlm.lm
+    n, count, depth = len(examples), vlm.num_visual_tokens, num_layers(lm)
+    weights = np.zeros((n, depth, count))
+    device = next(vlm.parameters()).device
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            part = {k: v[start:stop].to(device) for k, v in examples.batch.items()}
+            embeds = vlm.embed(part["input_ids"], part["patch_index"], pixel_values(part))
+            answers = [a.to(device) for a in examples.answer_positions[start:stop]]
+            for layer, rows in enumerate(_answer_rows(lm, embeds, answers)):
+                for b, row in enumerate(rows):
+                    image = examples.image_positions[start + b].to(device)
+                    weights[start + b, layer] = row[:, image].mean(dim=0).double().cpu().numpy()
+    example, layer, cell = np.meshgrid(
+        np.arange(n), np.arange(depth), np.arange(count), indexing="ij"
+    )
+    example, layer, cell = example.ravel(), layer.ravel(), cell.ravel()
+    cols = examples.grid[1]
+    targets = examples.targets
+    return pd.DataFrame(
+        {
+            "example": example,
+            "layer": layer,
+            "kind": KINDS[model_type(lm)],
+            "row": cell // cols,
+            "col": cell % cols,
+            "weight": weights.ravel(),
+            "target": np.asarray([t["name"] for t in targets])[example],
+            "target_row": np.asarray([t["row"] for t in targets])[example],
+            "target_col": np.asarray([t["col"] for t in targets])[example],
+            "on_target": examples.on_target[example, cell],
+        }
+    )
+
+
+def on_target_share(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, kind): the share of the image weight that falls on the target's cells,
+    ``on_target_weight / image_weight`` per example, averaged over the examples (``share``),
+    with the mean total weight on the image (``image_weight``)."""
+    keys = ["layer", "kind", "example"]
+    on = table["weight"].where(table["on_target"], 0.0)
+    per = (
+        table.assign(on=on)
+        .groupby(keys, as_index=False)
+        .agg(image_weight=("weight", "sum"), on_target_weight=("on", "sum"))
+    )
+    per["share"] = per["on_target_weight"] / per["image_weight"]
+    return per.groupby(["layer", "kind"], as_index=False)[["share", "image_weight"]].mean()
