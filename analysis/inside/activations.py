@@ -234,10 +234,11 @@ def trace(
         needed += [f"blocks.{p.layer}.mixer_in", f"blocks.{p.layer}.mixer_out"]
     hooked_names = _order(model, needed)
     captured: dict[str, torch.Tensor] = {}
+    input_ids = input_ids.to(_device(model))
     if input_ids.is_floating_point():  # embeddings given: ``embed`` is the input itself
         input_ids = input_ids.clone()
         for patch in patch_at.get(_EMBED, []):
-            input_ids[:, list(patch.positions)] = patch.values.to(input_ids.dtype)
+            input_ids[:, list(patch.positions)] = patch.values.to(input_ids)
         captured[_EMBED] = input_ids.detach().clone()
         hooked_names = [n for n in hooked_names if n != _EMBED]
     # several names can share one module output (the attention module's output and weights)
@@ -260,12 +261,12 @@ def trace(
                     _, _, site = _hooked(model, hooked)
                     value = output[site.index] if isinstance(output, tuple) else output
                     for patch in patch_at.get(hooked, []):
-                        value[:, list(patch.positions)] = patch.values.to(value.dtype)
+                        value[:, list(patch.positions)] = patch.values.to(value)
                     if hooked in state_at:
                         sp = state_at[hooked]
                         mixer_in = captured[f"blocks.{sp.layer}.mixer_in"]
                         new = ssm.output_with_state(
-                            mixer(model, sp.layer), mixer_in, sp.position, sp.state
+                            mixer(model, sp.layer), mixer_in, sp.position, sp.state.to(mixer_in)
                         )
                         value[:] = new.to(value.dtype)
                     captured[hooked] = value.detach().clone().save()
@@ -278,6 +279,10 @@ def trace(
             out[name] = captured[hooked]
     out["logits"] = captured["logits"]
     return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def module(model: nn.Module, name: str) -> nn.Module:
