@@ -5,6 +5,13 @@ token's cell (``row``, ``col``); laid over the image, a reader sees at a glance 
 answer's weight falls on the grounded object. Images are resized to the encoder's input
 without cropping, so the grid spans the whole image and box fractions address the same
 content.
+
+The report's VLM figures take the tables of
+:class:`~vlab.analysis.inside.results.InsideResults` (``image_attention`` and the
+``image_examples`` written beside it) and return matplotlib Figures, styled as
+:mod:`vlab.analysis.inside.figures`: :func:`image_attention_examples` draws a few examples per
+ordering and stage, Pythia-VL beside Mamba-VL; :func:`image_target_share` the share of the
+image weight on the target per layer against the share of the target's cells.
 """
 
 from __future__ import annotations
@@ -12,6 +19,24 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from vlab.analysis.inside.figures import _blank, _styled, archs_of
+from vlab.analysis.inside.results import last_step, target_share
+from vlab.analysis.plots import arch_colors, message_figure
+
+ORDERINGS = ("task_agnostic", "task_aware")
+ORDERING_TEXT = {
+    "task_agnostic": "task-agnostic (image first)",
+    "task_aware": "task-aware (instruction first)",
+}
+VL_NAMES = {"pythia": "Pythia-VL", "mamba": "Mamba-VL"}
+CMAP = "magma"
 
 
 def draw_over_image(
@@ -64,3 +89,174 @@ def draw_over_image(
     ax.set_xticks([])
     ax.set_yticks([])
     return overlay
+
+
+# tables -> what is drawn -------------------------------------------------------------------
+
+
+def vl_name(arch: str) -> str:
+    """``Pythia-VL``, ``Mamba-VL``; ``<arch>-VL`` for any other LM."""
+    return VL_NAMES.get(arch, f"{arch}-VL")
+
+
+def panels_of(table: pd.DataFrame) -> list[tuple[str, int]]:
+    """The (ordering, stage) pairs in ``table``: task-agnostic first, then by stage."""
+    pairs = {(str(o), int(s)) for o, s in table[["ordering", "stage"]].drop_duplicates().values}
+    rank = {o: i for i, o in enumerate(ORDERINGS)}
+    return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), p[0], p[1]))
+
+
+def image_grid(
+    table: pd.DataFrame, layers: list[int], shape: tuple[int, int], image: tuple[int, int]
+) -> np.ndarray:
+    """An example's weights (the rows of one run, step and example) averaged over ``layers``,
+    on the VLM's grid ``shape`` and folded onto the image's grid ``image``: a VLM that stacks
+    m maps of the same image (two encoders) has ``shape[0] = m * image[0]`` rows, and the
+    weights of the cells over the same patch are summed."""
+    part = table[table["layer"].isin(layers)]
+    mean = part.groupby(["row", "col"])["weight"].mean()
+    grid = np.zeros(shape)
+    grid[mean.index.get_level_values(0), mean.index.get_level_values(1)] = mean.to_numpy()
+    stacked = shape[0] // image[0] if image[0] and shape[0] % image[0] == 0 else 1
+    if stacked * image[0] != shape[0] or shape[1] != image[1]:
+        return grid
+    return grid.reshape(stacked, image[0], image[1]).sum(axis=0)
+
+
+def _runs(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run, arch) in the report's arch order (pythia, mamba, others), then by name."""
+    order = {a: i for i, a in enumerate(archs_of(table))}
+    pairs = table[["run", "arch"]].drop_duplicates().itertuples(index=False)
+    return sorted(((r.run, r.arch) for r in pairs), key=lambda p: (order[p[1]], p[0]))
+
+
+# figures -------------------------------------------------------------------------------------
+
+
+@_styled
+def image_attention_examples(
+    table: pd.DataFrame,
+    examples: pd.DataFrame,
+    ordering: str,
+    stage: int,
+    n_examples: int = 4,
+    mean_layers: bool = True,
+) -> Figure:
+    """A few grounding examples of the VLM runs of one ordering and stage: each image with
+    the weight from the answer positions to every patch drawn over it, the target's box in
+    cyan. Rows: examples; columns: per run (Pythia-VL before Mamba-VL), its last layer and,
+    with ``mean_layers``, the mean over its layers. Each panel is scaled to its own maximum;
+    its label gives the share of the image weight on the target and the image weight in all.
+    Each run at its last step in ``table``."""
+    from matplotlib.image import imread
+
+    keep = (table["ordering"] == ordering) & (table["stage"] == stage)
+    t = last_step(table[keep])
+    if t.empty:
+        return message_figure(f"{ordering}, stage {stage}: no image-attention results.")
+    ex = examples[(examples["ordering"] == ordering) & (examples["stage"] == stage)]
+    ex = ex.merge(t[["run", "step"]].drop_duplicates(), on=["run", "step"])
+    runs = _runs(t)
+    shown = sorted(ex["example"].unique())[:n_examples]
+    if not shown:
+        shown = sorted(t["example"].unique())[:n_examples]
+    views = ["last", "mean"] if mean_layers else ["last"]
+    columns = [(run, arch, view) for run, arch in runs for view in views]
+    fig = Figure(figsize=(2.2 * len(columns) + 1.2, 2.35 * len(shown) + 1.0), layout="constrained")
+    axes = fig.subplots(len(shown), len(columns), squeeze=False)
+    fig.suptitle(
+        f"Answer -> image patches on grounding examples · {ORDERING_TEXT.get(ordering, ordering)}"
+        f" · stage {stage}",
+        fontsize=12,
+    )
+    for j, (run, arch, view) in enumerate(columns):
+        r = t[t["run"] == run]
+        layers = sorted(int(x) for x in r["layer"].unique())
+        picked = [layers[-1]] if view == "last" else layers
+        kind = "attention" if r["kind"].iloc[0] == "attention" else "hidden attn."
+        what = f"last layer ({layers[-1]})" if view == "last" else f"mean of {len(layers)} layers"
+        step = int(r["step"].iloc[0])
+        axes[0, j].set_title(f"{vl_name(arch)} · {run}\n{what}, {kind} · step {step:,}", fontsize=8)
+        shape = (int(r["row"].max()) + 1, int(r["col"].max()) + 1)
+        for i, k in enumerate(shown):
+            ax = axes[i, j]
+            one = r[r["example"] == k]
+            image = ex[(ex["run"] == run) & (ex["example"] == k)]
+            if one.empty or image.empty:
+                _blank(ax, "no image:\nre-run vlab inspect" if not one.empty else "no example")
+                continue
+            e = image.iloc[0]
+            grid = image_grid(one, picked, shape, (int(e["image_rows"]), int(e["image_cols"])))
+            top = float(grid.max())
+            draw_over_image(
+                imread(e["file"]),
+                grid / top if top > 0 else grid,
+                ax,
+                box=(e["x1"], e["y1"], e["x2"], e["y2"]),
+                cmap=CMAP,
+                vmax=1.0,
+            )
+            share = target_share(one[one["layer"].isin(picked)], ["layer"])
+            ax.set_xlabel(
+                f"{share['share'].mean():.0%} on target · image {share['image_weight'].mean():.2f}",
+                fontsize=8,
+            )
+            if j == 0:
+                ax.set_ylabel(f"example {k}: {e['target']}", fontsize=8)
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), CMAP),
+        ax=axes,
+        label="weight / the panel's largest",
+        shrink=0.6,
+    )
+    return fig
+
+
+@_styled
+def image_target_share(table: pd.DataFrame) -> Figure:
+    """The share of the answer's image weight that falls on the target's patches, per layer,
+    mean over examples (and over the runs of an arch): one line per LM architecture, one
+    panel per ordering (columns) and stage (rows). Dashed: the share of the image's patches
+    that overlap the target, what weight spread evenly over the image would put there. Each
+    run at its last step in ``table``."""
+    if table.empty:
+        return message_figure("No image-attention results.")
+    t = last_step(table)
+    shares = target_share(t, ["run", "arch", "ordering", "stage", "layer"])
+    colors = arch_colors(shares["arch"].unique())
+    orderings = [o for o in ORDERINGS if o in set(shares["ordering"])]
+    orderings += sorted(set(shares["ordering"]) - set(ORDERINGS))
+    stages = sorted(int(s) for s in shares["stage"].unique())
+    fig = Figure(
+        figsize=(4.2 * len(orderings) + 1.8, 3.0 * len(stages) + 0.9), layout="constrained"
+    )
+    axes = fig.subplots(len(stages), len(orderings), squeeze=False)
+    fig.suptitle("Share of the image weight on the grounded object, per layer", fontsize=12)
+    for i, stage in enumerate(stages):
+        for j, ordering in enumerate(orderings):
+            ax = axes[i, j]
+            panel = shares[(shares["stage"] == stage) & (shares["ordering"] == ordering)]
+            ax.set_title(f"{ORDERING_TEXT.get(ordering, ordering)} · stage {stage}", fontsize=10)
+            if panel.empty:
+                _blank(ax, "no runs")
+                continue
+            ax.grid(alpha=0.3, lw=0.5)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("layer")
+            ax.set_ylabel("share on target")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+            baseline = panel.groupby("run")["target_cells"].first().mean()
+            ax.axhline(baseline, color="grey", ls="--", lw=0.9)
+            for arch, a in panel.groupby("arch"):
+                mean = a.groupby("layer", as_index=False)["share"].mean().sort_values("layer")
+                ax.plot(mean["layer"], mean["share"], "-o", color=colors[arch], lw=1.8, ms=4)
+    fig.legend(
+        handles=[
+            Line2D([], [], color=c, lw=2, marker="o", ms=4, label=vl_name(a))
+            for a, c in colors.items()
+        ]
+        + [Line2D([], [], color="grey", ls="--", lw=0.9, label="target's share of\nthe patches")],
+        loc="outside right center",
+        frameon=False,
+    )
+    return fig

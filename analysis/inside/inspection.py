@@ -7,6 +7,9 @@ Each (run, checkpoint step, analysis) is one unit of work with one result::
 
 The table is written first and the JSON last, both atomically, so a unit counts as done only
 when its JSON names the same settings; a killed inspection redoes only the unit it was in.
+An analysis may write more files for the report before both (:data:`EXTRAS`:
+``image_attention`` writes the images of its first examples into
+``step-<step>/image_attention/``), so they too are redone whole with a killed unit.
 Every check (what kind of run is it, do the checkpoints exist, were they trained under this
 config, are the analyses known and of the run's kind) happens before anything is written.
 
@@ -38,13 +41,18 @@ ANALYSES: dict[str, tuple[str, str]] = {
     "patching": ("vlab.analysis.inside.patching", "patching_table"),
     "image_attention": ("vlab.analysis.inside.vlm", "image_attention_table"),
 }
+# analysis -> (module, function) writing, beside its table, what the report draws with it
+# (the VLM's example images): (model, examples, folder), called before the table's marker.
+EXTRAS: dict[str, tuple[str, str]] = {
+    "image_attention": ("vlab.analysis.inside.vlm", "write_example_images"),
+}
 # The analyses of each kind of run (``runs.PROBE``, ``runs.VLM``), the default for that kind.
 KIND_ANALYSES: dict[str, tuple[str, ...]] = {
     "probe": ("logit_lens", "attention", "state_probe", "patching"),
     "vlm": ("image_attention",),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.
-VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1, "image_attention": 1}
+VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1, "image_attention": 2}
 DEFAULT_EXAMPLES = 256
 
 
@@ -55,6 +63,11 @@ def step_dir(run_path: Path, step: int) -> Path:
 def result_paths(run_path: Path, step: int, analysis: str) -> tuple[Path, Path]:
     base = step_dir(run_path, step)
     return base / f"{analysis}.csv", base / f"{analysis}.json"
+
+
+def extras_dir(run_path: Path, step: int, analysis: str) -> Path:
+    """Where an analysis of :data:`EXTRAS` writes its extra files (``step-<step>/<analysis>/``)."""
+    return step_dir(run_path, step) / analysis
 
 
 def check_analyses(names: Sequence[str]) -> list[str]:
@@ -245,6 +258,10 @@ def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:
     table.insert(0, "step", unit.step)
     csv_path, meta_path = result_paths(unit.run, unit.step, unit.analysis)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
+    if unit.analysis in EXTRAS:
+        module, name = EXTRAS[unit.analysis]
+        extra = getattr(importlib.import_module(module), name)
+        extra(model, data, extras_dir(unit.run, unit.step, unit.analysis))
     atomic_write_text(csv_path, table.to_csv(index=False))
     atomic_write_json(
         meta_path,

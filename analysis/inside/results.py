@@ -8,6 +8,13 @@ of every run into one tidy table per analysis, with the run's ``run``, ``arch``,
 never inspected, an analysis missing, a table unreadable). Nothing is dropped silently and
 nothing raises on a partial sweep.
 
+VLM runs (a stage of ``vlab vlm train``, told apart by their config as
+:func:`vlab.analysis.inside.runs.run_kind` does) have one analysis, ``image_attention``: its
+tables get ``run``, ``arch`` (the LM's), ``ordering`` (``model.sequence.ordering``:
+``task_agnostic``, image first, or ``task_aware``, instruction first) and ``stage`` in front,
+and the images of its first examples (``step-<step>/image_attention/examples.json`` and
+``example-<k>.png``) are listed in :attr:`InsideResults.image_examples`.
+
 pandas only, never torch: ``vlab report`` loads this module and must stay light (see
 ``tests/core/test_layering.py``). Run metadata comes from :func:`vlab.analysis.load.load_sweep`.
 """
@@ -54,10 +61,54 @@ COLUMNS: dict[str, list[str]] = {
         "n",
     ],
 }
-ANALYSES = tuple(COLUMNS)
+ANALYSES = tuple(COLUMNS)  # the probe runs' analyses
 RUN_KEYS = ["run", "arch", "variant", "length"]
 RUN_COLUMNS = [*RUN_KEYS, "state", "inspected_steps", "last_step", *ANALYSES, "path"]
 UNIT_COLUMNS = ["run", "step", "analysis", "examples", "examples_used", "rows", "seconds"]
+# VLM runs: their analyses' columns (vlab.analysis.inside.vlm.COLUMNS), keys and files.
+VLM_COLUMNS: dict[str, list[str]] = {
+    "image_attention": [
+        "example",
+        "layer",
+        "kind",
+        "row",
+        "col",
+        "weight",
+        "target",
+        "target_row",
+        "target_col",
+        "on_target",
+    ],
+}
+VLM_ANALYSES = tuple(VLM_COLUMNS)
+VLM_KEYS = ["run", "arch", "ordering", "stage"]
+VLM_RUN_COLUMNS = [
+    *VLM_KEYS,
+    "state",
+    "inspected_steps",
+    "last_step",
+    *VLM_ANALYSES,
+    "example_images",
+    "path",
+]
+EXAMPLES_FOLDER, EXAMPLES_FILE = "image_attention", "examples.json"
+EXAMPLE_COLUMNS = [
+    *VLM_KEYS,
+    "step",
+    "example",
+    "file",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "target",
+    "prompt",
+    "response",
+    "grid_rows",
+    "grid_cols",
+    "image_rows",
+    "image_cols",
+]
 
 
 @dataclass
@@ -66,10 +117,15 @@ class InsideResults:
 
     ``tables[analysis]``: every finished result of that analysis, columns :data:`RUN_KEYS` +
     ``step`` + :data:`COLUMNS` ``[analysis]``, one table for all runs and steps (empty, with
-    those columns, when no run has it). ``runs``: one row per run of the sweep, columns
-    :data:`RUN_COLUMNS` (per analysis, the number of steps with its results). ``units``: one
-    row per finished (run, step, analysis), from its JSON marker. ``warnings``: what could not
-    be used, one line each, naming the run and the file.
+    those columns, when no run has it); for the VLM analyses (``image_attention``)
+    :data:`VLM_KEYS` + ``step`` + :data:`VLM_COLUMNS` ``[analysis]``. ``runs``: one row per
+    probe run of the sweep, columns :data:`RUN_COLUMNS` (per analysis, the number of steps
+    with its results); ``vlm_runs`` the same for VLM runs (:data:`VLM_RUN_COLUMNS`).
+    ``units``: one row per finished (run, step, analysis), from its JSON marker.
+    ``image_examples``: one row per example image written beside an ``image_attention``
+    table (:data:`EXAMPLE_COLUMNS`; ``file`` its absolute path, the box as fractions of the
+    image, the VLM's grid and its encoder's). ``warnings``: what could not be used, one line
+    each, naming the run and the file.
     """
 
     root: Path
@@ -79,6 +135,10 @@ class InsideResults:
     units: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     step: str | int | None = None  # set by at_step: the checkpoint these tables hold
+    vlm_runs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VLM_RUN_COLUMNS))
+    image_examples: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    )
 
     @property
     def logit_lens(self) -> pd.DataFrame:
@@ -95,6 +155,10 @@ class InsideResults:
     @property
     def patching(self) -> pd.DataFrame:
         return self.tables["patching"]
+
+    @property
+    def image_attention(self) -> pd.DataFrame:
+        return self.tables["image_attention"]
 
     def has(self, analysis: str) -> bool:
         """Whether any run has results of ``analysis``."""
@@ -118,9 +182,8 @@ class InsideResults:
         per analysis) or a step number (runs without results there are left out, with a
         warning naming them)."""
         if step == "last":
-            return replace(
-                self, tables={a: last_step(t) for a, t in self.tables.items()}, step=step
-            )
+            tables = {a: last_step(t) for a, t in self.tables.items()}
+            return replace(self, tables=tables, image_examples=self._examples_of(tables), step=step)
         if isinstance(step, bool) or not isinstance(step, int):
             raise VlabError(f"step must be 'last' or a checkpoint step (an integer), got {step!r}")
         tables, notes = {}, []
@@ -132,7 +195,19 @@ class InsideResults:
                     f"{', '.join(lacking)}: no {analysis} results at step {step}; left out "
                     f"(steps there: {_steps_text(table[table['run'].isin(lacking)]['step'])})"
                 )
-        return replace(self, tables=tables, warnings=[*self.warnings, *notes], step=step)
+        return replace(
+            self,
+            tables=tables,
+            image_examples=self._examples_of(tables),
+            warnings=[*self.warnings, *notes],
+            step=step,
+        )
+
+    def _examples_of(self, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """The example images of the (run, step) pairs that ``tables`` keep."""
+        shown = tables["image_attention"][["run", "step"]].drop_duplicates()
+        kept = self.image_examples.merge(shown, on=["run", "step"])
+        return kept[EXAMPLE_COLUMNS].reset_index(drop=True)
 
 
 def last_step(table: pd.DataFrame) -> pd.DataFrame:
@@ -150,33 +225,51 @@ def load_inside(path: str | Path) -> InsideResults:
     """
     sweep = load_sweep(path)
     warnings: list[str] = []
-    parts: dict[str, list[pd.DataFrame]] = {a: [] for a in ANALYSES}
+    parts: dict[str, list[pd.DataFrame]] = {a: [] for a in (*ANALYSES, *VLM_ANALYSES)}
+    examples: list[dict] = []
     units: list[dict] = []
-    rows = []
+    rows, vlm_rows = [], []
     for run in sweep.runs.itertuples(index=False):
-        meta = {
-            "run": run.name,
-            "arch": run.arch,
-            "variant": run.variant,
-            "length": None if pd.isna(run.length) else int(run.length),
-        }
-        found = _load_run(Path(run.path), run.state, meta, parts, units, warnings)
-        steps = sorted({s for a in found.values() for s in a})
-        rows.append(
-            {
-                **meta,
-                "state": run.state,
-                "inspected_steps": len(steps),
-                "last_step": steps[-1] if steps else None,
-                **{a: len(found[a]) for a in ANALYSES},
-                "path": run.path,
+        config = _config(Path(run.path))
+        if is_vlm_config(config):
+            meta = _vlm_meta(run, config)
+            keys, analyses = VLM_KEYS, VLM_ANALYSES
+        else:
+            meta = {
+                "run": run.name,
+                "arch": run.arch,
+                "variant": run.variant,
+                "length": None if pd.isna(run.length) else int(run.length),
             }
-        )
+            keys, analyses = RUN_KEYS, ANALYSES
+        found = _load_run(Path(run.path), run.state, meta, keys, analyses, parts, units, warnings)
+        steps = sorted({s for a in found.values() for s in a})
+        row = {
+            **meta,
+            "state": run.state,
+            "inspected_steps": len(steps),
+            "last_step": steps[-1] if steps else None,
+            **{a: len(found[a]) for a in analyses},
+            "path": run.path,
+        }
+        if analyses == VLM_ANALYSES:
+            for step in found["image_attention"]:
+                examples += _read_examples(Path(run.path), step, meta, warnings)
+            row["example_images"] = sum(1 for e in examples if e["run"] == run.name)
+            vlm_rows.append(row)
+        else:
+            rows.append(row)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["length"] = runs["length"].astype("Int64")
     runs["last_step"] = runs["last_step"].astype("Int64")
+    vlm_runs = pd.DataFrame(vlm_rows, columns=VLM_RUN_COLUMNS)
+    vlm_runs["stage"] = vlm_runs["stage"].astype("Int64")
+    vlm_runs["last_step"] = vlm_runs["last_step"].astype("Int64")
     warnings += _gap_notes(runs)
     tables = {a: _concat(parts[a], [*RUN_KEYS, "step", *COLUMNS[a]]) for a in ANALYSES}
+    for a in VLM_ANALYSES:
+        tables[a] = _concat(parts[a], [*VLM_KEYS, "step", *VLM_COLUMNS[a]])
+    image_examples = pd.DataFrame(examples, columns=EXAMPLE_COLUMNS)
     return InsideResults(
         sweep.root,
         sweep.name,
@@ -184,29 +277,63 @@ def load_inside(path: str | Path) -> InsideResults:
         tables,
         pd.DataFrame(units, columns=UNIT_COLUMNS),
         warnings,
+        vlm_runs=vlm_runs,
+        image_examples=image_examples,
     )
+
+
+def is_vlm_config(config: object) -> bool:
+    """Whether a config.json is a ``vlab vlm train`` stage's: it holds both stages' settings
+    (the rule of :func:`vlab.analysis.inside.runs.run_kind`, which loads torch)."""
+    return isinstance(config, dict) and {"stage1", "stage2"} <= set(config)
+
+
+def _config(path: Path) -> dict:
+    try:
+        config = read_json(path / "config.json")
+    except (OSError, ValueError):
+        return {}  # load_sweep has said so (or the run has no directory yet)
+    return config if isinstance(config, dict) else {}
+
+
+def _vlm_meta(run, config: dict) -> dict:
+    """``run``, ``arch`` (the LM's), ``ordering`` and ``stage`` of a VLM stage's config."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    lm = model.get("lm") if isinstance(model.get("lm"), dict) else {}
+    sequence = model.get("sequence") if isinstance(model.get("sequence"), dict) else {}
+    stage = config.get("stage")
+    return {
+        "run": run.name,
+        "arch": lm.get("arch", run.arch),
+        "ordering": sequence.get("ordering"),
+        "stage": stage if isinstance(stage, int) and not isinstance(stage, bool) else None,
+    }
 
 
 def _load_run(
     path: Path,
     state: str,
     meta: dict,
+    keys: list[str],
+    analyses: tuple[str, ...],
     parts: dict[str, list[pd.DataFrame]],
     units: list[dict],
     warnings: list[str],
 ) -> dict[str, list[int]]:
-    """Append the run's finished tables to ``parts``; returns, per analysis, its steps."""
+    """Append the run's finished tables of ``analyses`` to ``parts`` (``keys`` of ``meta`` in
+    front); returns, per analysis, its steps."""
     name = meta["run"]
-    found: dict[str, list[int]] = {a: [] for a in ANALYSES}
+    found: dict[str, list[int]] = {a: [] for a in analyses}
     inside = path / INSIDE
     if not inside.is_dir():
         why = "pending, no run directory yet" if state == "pending" else "never inspected"
         warnings.append(f"{name}: no inside/ results ({why}); run `vlab inspect {path}`")
         return found
-    placeable = all(meta[k] is not None and not _isnan(meta[k]) for k in RUN_KEYS)
-    if not placeable:
+    lacking = [k for k in keys if meta[k] is None or _isnan(meta[k])]
+    if lacking:
+        said = ", ".join(keys[1:-1]) + " or " + keys[-1]
         warnings.append(
-            f"{name}: its config.json gives no arch, variant or length; its inside/ results "
+            f"{name}: its config.json gives no {said}; its inside/ results "
             "cannot be placed in the figures and are left out"
         )
         return found
@@ -218,11 +345,11 @@ def _load_run(
                     f"{name}: inside/{folder.name} is not a step-<step> folder; ignored"
                 )
             continue
-        for analysis in ANALYSES:
+        for analysis in analyses:
             table = _read_table(folder, analysis, step, name, warnings)
             if table is None:
                 continue
-            for key in reversed(RUN_KEYS):
+            for key in reversed(keys):
                 table.insert(0, key, meta[key])
             parts[analysis].append(table)
             found[analysis].append(step)
@@ -250,7 +377,7 @@ def _read_table(
         said = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         warnings.append(f"{where} is unreadable ({said}); left out")
         return None
-    wanted = ["step", *COLUMNS[analysis]]
+    wanted = ["step", *{**COLUMNS, **VLM_COLUMNS}[analysis]]
     lacking = [c for c in wanted if c not in table.columns]
     if lacking:
         warnings.append(f"{where} lacks the columns {', '.join(lacking)}; left out")
@@ -259,6 +386,83 @@ def _read_table(
         warnings.append(f"{where} holds rows of another step than its folder's; left out")
         return None
     return table[wanted].copy()
+
+
+def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> list[dict]:
+    """The example images beside the run's ``image_attention`` table of ``step`` (rows of
+    :data:`EXAMPLE_COLUMNS`); a missing or unusable file is a warning, never an error."""
+    folder = path / INSIDE / f"{STEP_PREFIX}{step:09d}" / EXAMPLES_FOLDER
+    where = f"{meta['run']}: inside/{folder.parent.name}/{EXAMPLES_FOLDER}"
+    listing = folder / EXAMPLES_FILE
+    if not listing.is_file():
+        warnings.append(
+            f"{where}/{EXAMPLES_FILE} is missing (inspected by an older vlab), so its examples "
+            f"are not drawn; run `vlab inspect {path}` again"
+        )
+        return []
+    try:
+        recorded = read_json(listing)
+        grid = [int(v) for v in recorded["grid"]]
+        image_grid = [int(v) for v in recorded["image_grid"]]
+        entries = list(recorded["examples"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        said = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        warnings.append(f"{where}/{EXAMPLES_FILE} is unreadable ({said}); examples not drawn")
+        return []
+    rows, lost = [], []
+    for entry in entries:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in entry["box"])
+            row = {
+                **meta,
+                "step": step,
+                "example": int(entry["index"]),
+                "file": str(folder / entry["file"]),
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "target": str(entry["target"]),
+                "prompt": str(entry.get("prompt", "")),
+                "response": str(entry.get("response", "")),
+                "grid_rows": grid[0],
+                "grid_cols": grid[1],
+                "image_rows": image_grid[0],
+                "image_cols": image_grid[1],
+            }
+        except (KeyError, TypeError, ValueError):
+            lost.append(str(entry.get("file", "?")) if isinstance(entry, dict) else "?")
+            continue
+        if not Path(row["file"]).is_file():
+            lost.append(Path(row["file"]).name)
+            continue
+        rows.append(row)
+    if lost:
+        warnings.append(
+            f"{where}: {', '.join(lost)} listed in {EXAMPLES_FILE} but missing or malformed; "
+            "left out"
+        )
+    return rows
+
+
+def target_share(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per ``keys`` (e.g. run, layer): how much of the image weight of an ``image_attention``
+    table falls on the target, ``on-target weight / image weight`` per example, averaged over
+    the examples (``share``), beside the mean total weight on the image (``image_weight``) and
+    the mean share of the image's cells that overlap the target (``target_cells``: the share
+    a uniform spread over the patches would put there)."""
+    on_target = table["on_target"].astype(bool)
+    per = (
+        table.assign(on=table["weight"].where(on_target, 0.0), cell=on_target.astype(float))
+        .groupby([*keys, "example"], as_index=False)
+        .agg(
+            image_weight=("weight", "sum"),
+            on_target_weight=("on", "sum"),
+            target_cells=("cell", "mean"),
+        )
+    )
+    per["share"] = per["on_target_weight"] / per["image_weight"]
+    return per.groupby(keys, as_index=False)[["share", "image_weight", "target_cells"]].mean()
 
 
 def _unit(marker: Path, name: str, step: int, analysis: str, rows: int) -> dict:

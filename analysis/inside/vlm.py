@@ -32,10 +32,14 @@ the built-in shapes dataset, where every target's box is known exactly.
   grid (``row``, ``col``), next to where the target is (``target_row``, ``target_col``: the
   cell of the box's centre; ``on_target``: the cell overlaps the box), so
   :func:`on_target_share` can say how much of the image weight falls on the target.
+- :func:`write_example_images` writes the images of the first examples beside the table
+  (``image_attention/example-<k>.png`` and ``examples.json``: box, target, prompt), so the
+  report (which loads no torch and reads only files) can draw the weights over them.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +54,7 @@ from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internal
 from vlab.analysis.inside.runs import VLM, Run, check_checkpoint
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.fileio import atomic_write_bytes, atomic_write_json
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.data.shapes import ShapesConfig, shapes_sample, task_of
@@ -70,6 +75,8 @@ COLUMNS = [
     "on_target",
 ]
 GROUNDING = "grounding"
+EXAMPLE_IMAGES = 8  # the examples whose images are written beside the table
+EXAMPLES_FILE = "examples.json"
 
 
 # runs -----------------------------------------------------------------------------------------
@@ -376,13 +383,71 @@ def image_attention_table(
 def on_target_share(table: pd.DataFrame) -> pd.DataFrame:
     """Per (layer, kind): the share of the image weight that falls on the target's cells,
     ``on_target_weight / image_weight`` per example, averaged over the examples (``share``),
-    with the mean total weight on the image (``image_weight``)."""
-    keys = ["layer", "kind", "example"]
-    on = table["weight"].where(table["on_target"], 0.0)
-    per = (
-        table.assign(on=on)
-        .groupby(keys, as_index=False)
-        .agg(image_weight=("weight", "sum"), on_target_weight=("on", "sum"))
+    with the mean total weight on the image (``image_weight``). The report computes the same
+    without torch (:func:`vlab.analysis.inside.results.target_share`)."""
+    from vlab.analysis.inside.results import target_share
+
+    return target_share(table, ["layer", "kind"])[["layer", "kind", "share", "image_weight"]]
+
+
+# example images -------------------------------------------------------------------------------
+
+
+def example_file(k: int) -> str:
+    """The file name of example k's image."""
+    return f"example-{k}.png"
+
+
+def write_example_images(
+    vlm: VisionLanguageModel,
+    examples: VLMExamples,
+    folder: Path,
+    count: int = EXAMPLE_IMAGES,
+) -> list[dict[str, Any]]:
+    """Write the images of the first ``count`` examples into ``folder`` (``example-<k>.png``,
+    k the table's ``example``) and, last, ``examples.json``: per example its ``index`` (k),
+    ``file``, the target's ``box`` (x1, y1, x2, y2, fractions of the image), ``target``
+    (e.g. "red circle"), ``prompt`` and ``response`` (the box as text), ``image_id``; with
+    the VLM's ``grid`` (rows, cols of the table) and the ``image_grid`` of its encoder (the
+    VLM's grid stacks ``grid[0] // image_grid[0]`` maps of the same image). Each file is
+    written atomically and example images of an earlier, larger inspection are removed.
+    Returns the per-example records."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for k, (sample, target) in enumerate(
+        zip(examples.samples[:count], examples.targets[:count], strict=True)
+    ):
+        image = sample.image
+        if not hasattr(image, "save"):
+            raise VlabError(
+                f"example {k}: its image is not in memory ({image!r}); image_attention needs "
+                "the built-in shapes dataset"
+            )
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+        atomic_write_bytes(folder / example_file(k), buffer.getvalue())
+        records.append(
+            {
+                "index": k,
+                "file": example_file(k),
+                "box": [float(v) for v in target["box"]],
+                "target": target["name"],
+                "prompt": sample.turns[0].prompt,
+                "response": sample.turns[0].response,
+                "image_id": sample.image_id,
+            }
+        )
+    atomic_write_json(
+        folder / EXAMPLES_FILE,
+        {
+            "grid": list(vlm.grid),
+            "image_grid": list(vlm.encoders[0].grid),
+            "examples": records,
+        },
     )
-    per["share"] = per["on_target_weight"] / per["image_weight"]
-    return per.groupby(["layer", "kind"], as_index=False)[["share", "image_weight"]].mean()
+    kept = {r["file"] for r in records}
+    for stale in folder.glob("example-*.png"):
+        if stale.name not in kept:
+            stale.unlink()
+    return records

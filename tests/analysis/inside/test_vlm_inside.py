@@ -15,6 +15,7 @@ from vlab.analysis.inside import inspection
 from vlab.analysis.inside.activations import trace
 from vlab.analysis.inside.runs import open_any_run
 from vlab.analysis.inside.vlm import (
+    COLUMNS,
     grounding_examples,
     image_attention_table,
     load_vlm,
@@ -162,9 +163,10 @@ def test_inspect_writes_image_attention_into_a_vlm_run_and_a_rerun_skips(fresh, 
     assert main(["inspect", str(fresh), "--examples", "3", "--no-progress"]) == 0
     stage = fresh / "stage2"
     table_path, meta_path = inspection.result_paths(stage, 4, "image_attention")
-    assert inside_files(fresh) == [
-        p.relative_to(fresh).as_posix() for p in sorted([table_path, meta_path])
-    ]
+    images = inspection.extras_dir(stage, 4, "image_attention")
+    written = [table_path, meta_path, images / "examples.json"]
+    written += [images / f"example-{k}.png" for k in range(3)]
+    assert inside_files(fresh) == sorted(p.relative_to(fresh).as_posix() for p in written)
     got = pd.read_csv(table_path)
     run = open_any_run(stage)
     vlm, tok = load_vlm(run, 4)
@@ -240,3 +242,201 @@ def test_draw_over_image_lays_the_grid_over_the_whole_image():
     (rect,) = ax.patches
     assert (rect.get_x(), rect.get_y(), rect.get_width(), rect.get_height()) == (30, 0, 30, 20)
     plt.close(fig)
+
+
+# example images and the report -----------------------------------------------------------------
+
+
+def test_inspect_writes_the_example_images_with_their_boxes_before_the_marker(fresh, monkeypatch):
+    from PIL import Image
+
+    from vlab.analysis.inside import vlm as vlm_module
+
+    stage = fresh / "stage2"
+    table_path, meta_path = inspection.result_paths(stage, 4, "image_attention")
+    images = inspection.extras_dir(stage, 4, "image_attention")
+    write = vlm_module.write_example_images
+
+    def killed(*args, **kwargs):
+        write(*args, **kwargs)
+        raise KeyboardInterrupt  # the unit is killed after its images, before its table
+
+    monkeypatch.setattr(vlm_module, "write_example_images", killed)
+    with pytest.raises(KeyboardInterrupt):
+        inspection.inspect_paths([fresh], None, examples=10, progress=False)
+    assert (images / "examples.json").is_file() and not meta_path.exists()
+    monkeypatch.undo()
+    assert inspection.inspect_paths([fresh], None, examples=10, progress=False)[:2] == (1, 0)
+    assert sorted(p.name for p in images.glob("*.png")) == [f"example-{k}.png" for k in range(8)]
+
+    listing = json.loads((images / "examples.json").read_text())
+    run = open_any_run(stage)
+    vlm, tok = load_vlm(run, 4)
+    assert listing["grid"] == list(vlm.grid) == listing["image_grid"]
+    samples = run_examples(run, vlm, tok, 8).samples
+    table = pd.read_csv(table_path)
+    for k, (entry, sample) in enumerate(zip(listing["examples"], samples, strict=True)):
+        obj = sample.meta["objects"][sample.meta["target"]]
+        side = sample.meta["width"]
+        assert entry["index"] == k and entry["file"] == f"example-{k}.png"
+        assert entry["box"] == [v / side for v in obj["box_px"]]
+        assert entry["target"] == f"{obj['color']} {obj['shape']}"
+        assert entry["prompt"] == sample.turns[0].prompt == f"the {entry['target']}"
+        assert entry["response"] == sample.turns[0].response
+        assert set(table[table["example"] == k]["target"]) == {entry["target"]}
+        png = np.asarray(Image.open(images / entry["file"]).convert("RGB"))
+        np.testing.assert_array_equal(png, np.asarray(sample.image.convert("RGB")))
+    # fewer examples: the images of the larger inspection go
+    assert inspection.inspect_paths([fresh], None, examples=2, progress=False)[:2] == (1, 0)
+    assert sorted(p.name for p in images.glob("*.png")) == ["example-0.png", "example-1.png"]
+    assert [e["index"] for e in json.loads((images / "examples.json").read_text())["examples"]] == [
+        0,
+        1,
+    ]
+
+
+def test_inside_report_draws_the_vlm_runs_beside_a_probe_run(vlm_runs, tmp_path, monkeypatch):
+    import nbformat
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    root = tmp_path / "mixed"
+    for arch in ("pythia", "mamba"):
+        shutil.copytree(vlm_runs / arch, root / "vlm" / arch)
+    cfg = from_dict(
+        ProbeRunConfig,
+        {
+            "task": {"length": 4, "n_heldout": 8},
+            "model": {"arch": "pythia"},
+            "train": {"steps": 2, "eval_every": 2, "threads": 1},
+        },
+    )
+    run_probe(cfg, root / "probe", progress=False, log=lambda *_: None)
+    assert main(["inspect", str(root), "--examples", "4", "--no-progress"]) == 0
+    assert main(["report", str(root), "--template", "inside", "--no-html"]) == 0
+
+    nb = nbformat.read(root / "inside.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+    written = {p.stem for p in (root / "figures-inside").glob("*.png")}
+    assert {"image_attention_task_agnostic_stage2", "image_target_share", "logit_lens"} <= written
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == len(written)
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "<td>vlm/mamba/stage2</td>" in html and "<td>vlm/pythia/stage2</td>" in html
+    assert "No VLM runs" not in html
+
+
+# results.py on a hand-made VLM run ------------------------------------------------------------
+
+
+def _vlm_run_dir(root, name, arch, ordering, stage=2):
+    path = root / name
+    path.mkdir(parents=True)
+    config = {
+        "model": {"lm": {"arch": arch}, "sequence": {"ordering": ordering}},
+        "stage1": {},
+        "stage2": {},
+        "stage": stage,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "status.json").write_text(json.dumps({"state": "done", "arch": arch}))
+    return path
+
+
+def _vlm_table(step, weights, on_target):
+    """One example on a 2 x 2 grid, two layers: ``weights[layer]`` (4,) row-major."""
+    rows = []
+    for layer, w in enumerate(weights):
+        for cell in range(4):
+            rows.append(
+                [step, 0, layer, "attention", cell // 2, cell % 2, w[cell], "red circle", 0, 0,
+                 on_target[cell]]
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=["step", *COLUMNS])
+
+
+def _vlm_result(run, step, table, examples=True, png=True):
+    from PIL import Image
+
+    folder = run / "inside" / f"step-{step:09d}"
+    (folder / "image_attention").mkdir(parents=True)
+    table.to_csv(folder / "image_attention.csv", index=False)
+    if examples:
+        listing = {
+            "grid": [2, 2],
+            "image_grid": [2, 2],
+            "examples": [
+                {"index": 0, "file": "example-0.png", "box": [0.0, 0.0, 0.5, 0.5],
+                 "target": "red circle", "prompt": "the red circle", "response": "[0.00, ...]"}
+            ],
+        }  # fmt: skip
+        (folder / "image_attention" / "examples.json").write_text(json.dumps(listing))
+        if png:
+            Image.new("RGB", (8, 8)).save(folder / "image_attention" / "example-0.png")
+    (folder / "image_attention.json").write_text(json.dumps({"examples": 1, "seconds": 0.1}))
+
+
+def test_load_inside_reads_vlm_runs_and_their_example_images(tmp_path):
+    from vlab.analysis.inside.image_figures import image_grid
+    from vlab.analysis.inside.results import (
+        EXAMPLE_COLUMNS,
+        VLM_COLUMNS,
+        VLM_KEYS,
+        load_inside,
+        target_share,
+    )
+
+    on = [True, False, False, False]  # the target covers cell (0, 0) of four
+    a = _vlm_run_dir(tmp_path, "a/stage2", "mamba", "task_aware")
+    _vlm_result(a, 2, _vlm_table(2, [[0.1, 0.1, 0.1, 0.1], [0.2, 0.1, 0.05, 0.05]], on))
+    _vlm_result(a, 4, _vlm_table(4, [[0.3, 0.1, 0.0, 0.0], [0.6, 0.0, 0.0, 0.2]], on))
+    b = _vlm_run_dir(tmp_path, "b/stage1", "pythia", "task_agnostic", stage=1)
+    _vlm_result(b, 3, _vlm_table(3, [[0.1] * 4, [0.1] * 4], on), examples=False)
+    c = _vlm_run_dir(tmp_path, "c/stage2", "pythia", "task_agnostic")
+    _vlm_result(c, 5, _vlm_table(5, [[0.1] * 4, [0.1] * 4], on), png=False)
+    results = load_inside(tmp_path)
+
+    table = results.image_attention
+    assert VLM_COLUMNS["image_attention"] == COLUMNS  # the report reads what inspect writes
+    assert list(table.columns) == [*VLM_KEYS, "step", *COLUMNS]
+    keys = table[VLM_KEYS].drop_duplicates().values.tolist()
+    assert keys == [
+        ["a/stage2", "mamba", "task_aware", 2],
+        ["b/stage1", "pythia", "task_agnostic", 1],
+        ["c/stage2", "pythia", "task_agnostic", 2],
+    ]
+    assert results.runs.empty and all(results.tables[x].empty for x in ("logit_lens", "patching"))
+    vlm_runs = results.vlm_runs.set_index("run")
+    assert vlm_runs["inspected_steps"].to_dict() == {"a/stage2": 2, "b/stage1": 1, "c/stage2": 1}
+    assert vlm_runs["example_images"].to_dict() == {"a/stage2": 2, "b/stage1": 0, "c/stage2": 0}
+    assert set(results.units["analysis"]) == {"image_attention"} and len(results.units) == 4
+
+    examples = results.image_examples
+    assert list(examples.columns) == EXAMPLE_COLUMNS
+    assert examples[["run", "step"]].values.tolist() == [["a/stage2", 2], ["a/stage2", 4]]
+    first = examples.iloc[0]
+    assert [first[k] for k in ("x1", "y1", "x2", "y2")] == [0.0, 0.0, 0.5, 0.5]
+    assert first["file"] == str(a / "inside/step-000000002/image_attention/example-0.png")
+    text = "\n".join(results.warnings)
+    assert "b/stage1: inside/step-000000003/image_attention/examples.json is missing" in text
+    assert "c/stage2: inside/step-000000005/image_attention: example-0.png listed" in text
+    assert len(results.warnings) == 2
+
+    shown = results.at_step("last")
+    assert shown.image_attention.groupby("run")["step"].max().to_dict() == {
+        "a/stage2": 4,
+        "b/stage1": 3,
+        "c/stage2": 5,
+    }
+    assert shown.image_examples[["run", "step"]].values.tolist() == [["a/stage2", 4]]
+    assert results.at_step(2).image_examples["step"].tolist() == [2]
+
+    # share on target: (0.3 / 0.4, 0.6 / 0.8) at step 4; one cell of four is the target's
+    share = target_share(shown.image_attention[shown.image_attention["run"] == "a/stage2"],
+                         ["layer"])  # fmt: skip
+    np.testing.assert_allclose(share["share"], [0.75, 0.75])
+    np.testing.assert_allclose(share["image_weight"], [0.4, 0.8])
+    np.testing.assert_allclose(share["target_cells"], [0.25, 0.25])
+    # the grid as drawn: mean over the layers asked for, two stacked maps summed
+    one = shown.image_attention[shown.image_attention["run"] == "a/stage2"]
+    np.testing.assert_allclose(image_grid(one, [0, 1], (2, 2), (2, 2)), [[0.45, 0.05], [0, 0.1]])
+    np.testing.assert_allclose(image_grid(one, [1], (2, 2), (1, 2)), [[0.6, 0.2]])
