@@ -125,7 +125,7 @@ def check_overrides(cfg: BackboneConfig, field: str = "model.overrides") -> None
         return
     family = FAMILIES[cfg.arch]
     known = hf_config(cfg.arch, cfg.preset).to_dict()
-    unknown = sorted(set(cfg.overrides) - set(known))
+    unknown = sorted(k for k in set(cfg.overrides) - set(known) if not _translated(cfg, k))
     if unknown:
         import difflib
 
@@ -138,6 +138,16 @@ def check_overrides(cfg: BackboneConfig, field: str = "model.overrides") -> None
         hf_config(cfg.arch, cfg.preset, **cfg.overrides)
     except (TypeError, ValueError) as e:
         raise ConfigError(field, str(e).strip().splitlines()[0]) from None
+
+
+def _translated(cfg: BackboneConfig, key: str) -> bool:
+    """Whether ``key`` is an older name the config class translates (GPT-NeoX's
+    ``rotary_pct`` becomes ``rope_parameters.partial_rotary_factor``): consumed, not kept."""
+    try:
+        built = hf_config(cfg.arch, cfg.preset, **{key: cfg.overrides[key]}).to_dict()
+    except (TypeError, ValueError):
+        return False
+    return key not in built
 
 
 def build_backbone(cfg: BackboneConfig, seed: int = 0) -> nn.Module:

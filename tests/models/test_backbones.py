@@ -168,3 +168,15 @@ def test_decoding_arguments_of_older_releases_and_an_unsupported_one():
     assert cache_argument(_OldNeoX()) == "past_key_values" and not is_recurrent(_OldNeoX())
     with pytest.raises(ConfigError, match="cached decoding"):
         cache_argument(_NoCache())
+
+
+def test_older_config_names_that_transformers_translates_are_accepted_typos_are_not():
+    from vlab.models.backbones import check_overrides
+
+    # GPT-NeoX's rotary_pct lives on as rope_parameters.partial_rotary_factor
+    cfg = BackboneConfig(arch="pythia", overrides={"rotary_pct": 0.25})
+    check_overrides(cfg)
+    model = build_backbone(cfg)
+    assert model.config.rope_parameters["partial_rotary_factor"] == 0.25
+    with pytest.raises(ConfigError, match="'rotary_pctx' is not a setting"):
+        check_overrides(BackboneConfig(arch="pythia", overrides={"rotary_pctx": 0.25}))
