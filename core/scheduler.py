@@ -7,6 +7,7 @@ the controller does not answer, so status works anywhere.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -68,18 +69,32 @@ def slurm_job_active(job_id: str) -> bool:
     return any(line.strip() in ACTIVE for line in out.splitlines())
 
 
-def cluster_problem() -> str | None:
-    """Why jobs cannot be submitted from here (no ``sbatch``, or no controller answers
-    ``sinfo``), or None when a SLURM cluster is reachable."""
+# How to ask the controller whether it answers: the first of these commands on PATH.
+CONTROLLER_QUERIES = (["sinfo", "-h", "-o", "%P"], ["squeue", "-h", "-o", "%i", "-t", "PD"])
+
+
+def cluster_problem(timeout: float = 20) -> str | None:
+    """Why jobs cannot be submitted from here, naming the missing piece (no ``sbatch`` on
+    PATH, a ``SLURM_CONF`` that does not exist, no controller answering ``sinfo``), or None
+    when a SLURM controller answers. One line, fit to follow ``--executor slurm:``."""
     if shutil.which("sbatch") is None:
-        return "sbatch is not on PATH (no SLURM client on this machine)"
+        return "sbatch not found on PATH (no SLURM client on this machine)"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):
+        # the client would retry reading it for a minute before giving up
+        return f"no SLURM configuration (SLURM_CONF={conf} is not a file)"
+    query = next((q for q in CONTROLLER_QUERIES if shutil.which(q[0])), None)
+    if query is None:
+        names = " nor ".join(q[0] for q in CONTROLLER_QUERIES)
+        return f"neither {names} found on PATH (cannot ask the SLURM controller)"
     try:
-        out = subprocess.run(
-            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20
-        )
-    except (subprocess.TimeoutExpired, OSError) as e:
-        return f"sinfo did not answer ({type(e).__name__})"
+        out = subprocess.run(query, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"no SLURM controller answering ({query[0]} gave no answer in {timeout:g} s)"
+    except OSError as e:
+        return f"no SLURM controller answering ({query[0]} could not run: {e.strerror or e})"
     if out.returncode != 0:
-        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
-        return f"sinfo failed: {lines[-1] if lines else f'exit code {out.returncode}'}"
+        lines = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        said = lines[-1][:200] if lines else f"{query[0]} exited with code {out.returncode}"
+        return f"no SLURM controller answering ({said})"
     return None

@@ -121,20 +121,24 @@ def _wait_slurm(sweep, names: list[str], timeout: float) -> None:
 
 
 def check_cluster() -> None:
+    """Refuse ``--executor slurm`` in one line naming what is missing (no ``sbatch`` on PATH,
+    no configuration, no controller answering), before anything is written."""
     from vlab.scheduler import cluster_problem
 
     problem = cluster_problem()
     if problem:
+        problem = " ".join(problem.split())  # one line, whatever the scheduler printed
         raise VlabError(
-            f"--executor slurm: no SLURM cluster reachable from here ({problem}); run on a "
-            "login node, or use --executor local"
+            f"--executor slurm: {problem}; run where a SLURM cluster answers (a login node), "
+            "or use --executor local"
         )
 
 
-def _cmd_submit(args: argparse.Namespace) -> int:
+def _spec_runs(args: argparse.Namespace):
+    """The spec and its expanded runs (configs fully resolved, as each run's config.json will
+    hold them), after ``--set`` and ``--only``: what ``submit`` writes and ``show`` prints."""
     from vlab.config import nest
     from vlab.slurm.spec import expand, load_spec
-    from vlab.slurm.sweepdir import SweepDir
 
     spec = load_spec(args.spec)
     if args.set:
@@ -146,6 +150,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         runs = [r for r in runs if any(fnmatch.fnmatch(r.name, p) for p in args.only)]
         if not runs:
             raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
+    return spec, runs
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from vlab.slurm.sweepdir import SweepDir
+
+    spec, runs = _spec_runs(args)
     if args.executor == "slurm":
         slurm_options(args)  # validate before anything is written
         check_cluster()
@@ -194,12 +205,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from vlab.slurm.spec import expand, load_spec
-
-    spec = load_spec(args.spec)
-    for run in expand(spec):
+    spec, runs = _spec_runs(args)
+    if args.json:
+        runs = [{"name": r.name, "id": r.id, "config": r.config} for r in runs]
+        doc = {"name": spec.name, "description": spec.description, "runs": runs}
+        print(json.dumps(doc, indent=2))
+        return 0
+    for run in runs:
         print(f"{run.name}  {run.id}")
     return 0
+
+
+def _add_selection_flags(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override the spec's base config, e.g. --set train.steps=100",
+    )
+    p.add_argument(
+        "--only", action="append", metavar="GLOB", help=f"{verb} only runs whose name matches"
+    )
 
 
 def _add_executor_flags(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -254,15 +280,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="expand a spec and run what is not finished")
     submit.add_argument("spec", help="built-in spec name (see 'vlab sweep list') or a file")
     submit.add_argument("--out", required=True, help="sweep directory (created or reused)")
-    submit.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override the spec's base config, e.g. --set train.steps=100",
-    )
-    submit.add_argument(
-        "--only", action="append", metavar="GLOB", help="submit only runs whose name matches"
-    )
+    _add_selection_flags(submit, "submit")
     _add_executor_flags(submit, "local")
     submit.set_defaults(func=_cmd_submit)
 
@@ -280,5 +298,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst.set_defaults(func=_cmd_list)
 
     show = sub.add_parser("show", help="expand a spec and print its runs (nothing runs)")
-    show.add_argument("spec")
+    show.add_argument("spec", help="built-in spec name (see 'vlab sweep list') or a file")
+    _add_selection_flags(show, "show")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="print every run with its fully resolved config (what its config.json will hold)",
+    )
     show.set_defaults(func=_cmd_show)
