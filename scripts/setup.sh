@@ -50,6 +50,19 @@ PIP+=(-c "$CONSTRAINTS")
 # shellcheck disable=SC2086
 "${PIP[@]}" $TORCH_SPEC 2> >(grep -v "is ignored: it is neither" >&2)
 "${PIP[@]}" -e ".[${EXTRAS}]" 2> >(grep -v "is ignored: it is neither" >&2)
+# JupyterLab (a dependency) reopens a saved report with its notebook's kernel, "python3": the
+# spec ipykernel installs in the environment, run by the Python that runs Lab. A python3 spec
+# found first elsewhere (JUPYTER_PATH) would start another Python without vlab: say so.
+"$VENV/bin/python" - <<'PY'
+import sys
+from jupyter_client.kernelspec import KernelSpecManager
+spec = KernelSpecManager().get_kernel_spec("python3")
+ours = {"python", "python3", "python%d.%d" % sys.version_info[:2], sys.executable}
+if spec.argv[0] not in ours:
+    print(f"scripts/setup.sh: warning: Jupyter's python3 kernel ({spec.resource_dir}) runs "
+          f"{spec.argv[0]}, not {sys.executable}: reports reopened in JupyterLab lack vlab",
+          file=sys.stderr)
+PY
 VERSIONS=$("$VENV/bin/python" -c 'import torch, transformers
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")')
 echo "vlab installed in $VENV ($DEPS versions: $VERSIONS)"

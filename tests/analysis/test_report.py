@@ -27,6 +27,7 @@ FIGURES = [
     "time_to_threshold",
     "kaplan_meier",
     "learning_order",
+    "final_accuracy",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Statistics against values computed by hand and against a textbook data set.
+"""Statistics against values computed by hand, a textbook data set, and lifelines.
 
 Textbook: Freireich et al. (1963) leukaemia remission times, 6-MP arm vs placebo (Gehan 1965),
 the standard example of Kaplan-Meier and log-rank (e.g. Kleinbaum & Klein, "Survival
@@ -15,6 +15,11 @@ import pytest
 from scipy import stats as st
 
 from vlab.analysis.stats import bootstrap_mean_ci, kaplan_meier, km_median, logrank_test
+
+# lifelines 0.30 calls pandas in a way pandas 3 announces will change in pandas 4
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Starting with pandas version 4.0:DeprecationWarning"
+)
 
 Z = 1.959963984540054  # 97.5% normal quantile
 
@@ -168,3 +173,166 @@ def test_bootstrap_undefined_cases():
     assert mean == 0.4 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in bootstrap_mean_ci([]))
     assert bootstrap_mean_ci([0.0, float("nan"), 1.0], seed=3) == (0.5, 0.0, 1.0)
+
+
+# Against lifelines on the same data ---------------------------------------------------------
+# lifelines is the reference these functions are checked against (see the module docstring of
+# vlab.analysis.stats for why the report does not call it): every data set below, and a few
+# hundred random ones with ties and censoring, give the same curve, interval, median interval
+# and log-rank test, except where the conventions differ on purpose (tested separately below).
+
+# name: (durations, events)
+DATASETS = {
+    "small, ties, event and censoring at one time": (SMALL_T, SMALL_E),
+    "6-MP arm (textbook)": (MP_TIME, MP_EVENT),
+    "placebo arm, no censoring, ties": (PLACEBO, [1] * 21),
+    "all censored": ([5, 5, 7, 9], [0, 0, 0, 0]),
+    "all reach it, curve to 0": ([1, 2, 2], [1, 1, 1]),
+    "one run, censored": ([4], [0]),
+    "one run, event": ([4], [1]),
+    "censored first, at step 0": ([0, 0, 10, 20, 20, 30], [0, 0, 1, 1, 0, 1]),
+    "steps of an eval grid": ([500, 1000, 1000, 1500, 2000, 2000, 2000], [1, 1, 0, 1, 0, 0, 0]),
+}
+
+
+def lifelines_fit(durations, events):
+    from lifelines import KaplanMeierFitter
+
+    return KaplanMeierFitter().fit(np.asarray(durations, float), np.asarray(events, bool))
+
+
+def random_dataset(rng):
+    """A few runs evaluated on a coarse step grid: many ties, any share censored."""
+    n = int(rng.integers(1, 15))
+    t = rng.integers(0, 8, n) * 100
+    return t.tolist(), (rng.random(n) < rng.random()).tolist()
+
+
+def assert_same_km_as_lifelines(durations, events):
+    from lifelines.utils import median_survival_times
+
+    km = kaplan_meier(durations, events)
+    kmf = lifelines_fit(durations, events)
+    table = kmf.event_table.loc[km.time]
+    np.testing.assert_array_equal(km.at_risk, table["at_risk"])
+    np.testing.assert_array_equal(km.events, table["observed"])
+    np.testing.assert_array_equal(km.censored, table["censored"])
+    np.testing.assert_allclose(
+        km.survival, kmf.survival_function_.iloc[:, 0].loc[km.time], atol=1e-14
+    )
+    ci = kmf.confidence_interval_.loc[km.time]  # lifelines' default: the log-log interval
+    np.testing.assert_allclose(km.lower, ci.iloc[:, 0], atol=1e-12)
+    np.testing.assert_allclose(km.upper, ci.iloc[:, 1], atol=1e-12)
+    median, lower, upper = km_median(km)
+    assert (lower, upper) == tuple(median_survival_times(kmf.confidence_interval_).iloc[0])
+    if not np.any(np.isclose(km.survival, 0.5, rtol=0, atol=1e-12)):  # see the test below
+        assert median == kmf.median_survival_time_
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_kaplan_meier_and_median_match_lifelines(name):
+    assert_same_km_as_lifelines(*DATASETS[name])
+
+
+def test_kaplan_meier_matches_lifelines_on_random_data_with_ties_and_censoring():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert_same_km_as_lifelines(*random_dataset(rng))
+
+
+def test_median_where_the_curve_is_exactly_one_half():
+    # 6 seeds, 3 reach the threshold (two at 1000, one at 4000), 3 censored at the budget:
+    # S(4000) = 4/6 * 3/4 = 1/2 exactly, so the median is 4000 (first time with S <= 0.5).
+    # lifelines computes S as exp(sum(log(1 - d/n))), an ulp off 0.5 either way, so its median
+    # there is 4000, the next event or "not reached" by rounding (lifelines 0.30: not reached).
+    t, e = [1000, 1000, 4000, 5000, 5000, 5000], [1, 1, 1, 0, 0, 0]
+    km = kaplan_meier(t, e)
+    assert km.at(4000) == 0.5 and km_median(km)[0] == 4000
+    assert lifelines_fit(t, e).survival_function_.loc[4000].iloc[0] == pytest.approx(0.5, abs=1e-15)
+    km = kaplan_meier([200, 400, 200, 400, 300, 200], [1] * 6)  # 3 of 6 at once
+    assert km.at(200) == 0.5 and km_median(km)[0] == 200
+
+
+def test_empty_input_is_an_empty_curve_that_never_drops():
+    km = kaplan_meier([], [])
+    assert km.time.size == 0 and km.n == 0 and km.at(10) == 1.0
+    assert km_median(km) == (math.inf, math.inf, math.inf)
+
+
+# (durations, events, groups)
+LOGRANK_DATASETS = {
+    "6-MP vs placebo": (MP_TIME + PLACEBO, MP_EVENT + [1] * 21, ["6mp"] * 21 + ["placebo"] * 21),
+    "two groups by hand": ([1, 3, 2, 4], [1, 1, 1, 0], ["A", "A", "B", "B"]),
+    "three groups by hand": ([1, 2, 3], [1, 1, 1], ["A", "B", "C"]),
+    "ties across groups, censoring at event times": (
+        [2, 3, 3, 3, 5, 6, 6, 2, 3, 4, 6, 6],
+        [1, 1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0],
+        ["pythia"] * 7 + ["mamba"] * 5,
+    ),
+    "unequal sizes, three archs": (
+        [500, 1000, 1000, 2000, 2000, 500, 1500, 2000, 1000, 1000],
+        [1, 1, 1, 0, 0, 1, 1, 0, 1, 0],
+        ["a", "a", "a", "a", "a", "b", "b", "b", "c", "c"],
+    ),
+}
+
+
+def assert_same_logrank_as_lifelines(durations, events, groups):
+    from lifelines.statistics import logrank_test as ll_logrank
+    from lifelines.statistics import multivariate_logrank_test
+
+    ours = logrank_test(durations, events, groups)
+    ref = multivariate_logrank_test(durations, groups, events)
+    assert ours.statistic == pytest.approx(ref.test_statistic, rel=1e-10, abs=1e-12)
+    assert ours.df == ref.degrees_of_freedom
+    assert ours.p_value == pytest.approx(ref.p_value, rel=1e-10, abs=1e-15)
+    np.testing.assert_allclose(ours.observed.sum(), np.sum(events))
+    np.testing.assert_allclose(ours.expected.sum(), np.sum(events))
+    labels = sorted(set(groups), key=str)
+    if len(labels) == 2:  # the two-sample form gives the same test
+        t, e, g = (np.asarray(x, dtype=object) for x in (durations, events, groups))
+        a, b = g == labels[0], g == labels[1]
+        pair = ll_logrank(t[a], t[b], e[a].astype(bool), e[b].astype(bool))
+        assert ours.p_value == pytest.approx(pair.p_value, rel=1e-10, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", LOGRANK_DATASETS)
+def test_logrank_matches_lifelines(name):
+    assert_same_logrank_as_lifelines(*LOGRANK_DATASETS[name])
+
+
+def test_logrank_matches_lifelines_on_random_data():
+    rng = np.random.default_rng(1)
+    compared = 0
+    while compared < 100:
+        t, e = random_dataset(rng)
+        g = rng.integers(0, 3, len(t))
+        ours = logrank_test(t, e, g)
+        informative = ours.expected > 0
+        if len(set(g.tolist())) < 2 or not any(e) or not informative.all() or ours.df == 0:
+            continue  # the degenerate cases, where the conventions differ: see below
+        assert_same_logrank_as_lifelines(t, e, g.tolist())
+        compared += 1
+
+
+def test_logrank_degenerate_cases_differ_from_lifelines_on_purpose():
+    from lifelines.statistics import multivariate_logrank_test
+
+    # No event at all: lifelines says chi2 0, p 1; here NaN: there is no test.
+    t, e, g = [1, 2, 3, 4], [0, 0, 0, 0], ["A", "A", "B", "B"]
+    assert multivariate_logrank_test(t, g, e).p_value == 1
+    res = logrank_test(t, e, g)
+    assert math.isnan(res.statistic) and math.isnan(res.p_value)
+    # One group only (the other architecture has no run yet): no test, in either.
+    res = logrank_test([1, 2], [1, 1], ["A", "A"])
+    assert math.isnan(res.p_value) and res.df == 0 and res.observed.tolist() == [2]
+    # A group all censored before the first event is never at risk at an event time: it adds
+    # no degree of freedom (as in R's survdiff); lifelines counts it (df 2), same statistic.
+    t, e, g = [0, 0, 1, 2, 3, 2, 3], [0, 0, 1, 1, 1, 1, 0], ["C", "C", "A", "A", "A", "B", "B"]
+    res, ref = logrank_test(t, e, g), multivariate_logrank_test(t, g, e)
+    assert res.expected[2] == 0 and res.df == 1 and ref.degrees_of_freedom == 2
+    assert res.statistic == pytest.approx(ref.test_statistic)
+    assert res.p_value == pytest.approx(st.chi2.sf(res.statistic, 1))
+    # Never two groups at risk at an event time: nothing to compare, df 0.
+    res = logrank_test([0, 1, 6], [0, 0, 1], ["A", "A", "B"])
+    assert res.df == 0 and math.isnan(res.statistic)
