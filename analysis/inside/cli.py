@@ -7,6 +7,7 @@ Imports nothing heavy at module level: the root CLI imports this module on every
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vlab.errors import VlabError
 
@@ -88,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         args.examples,
         workers=args.workers,
         progress=not args.no_progress,
+        log=_note,
     )
     print(f"inspected: {done} analyses in {seconds:.1f} s ({skipped} already done, skipped)")
     return 0
@@ -100,7 +102,7 @@ def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
 
     options = slurm_options(args)
     runs = run_paths(args.paths)
-    units = plan(runs, analyses, args.checkpoints, args.examples)  # every check, first
+    units = plan(runs, analyses, args.checkpoints, args.examples, log=_note)  # checks first
     todo = sorted({u.run for u in units if not is_done(u, args.examples)}, key=runs.index)
     if not todo:
         print(f"nothing to submit: all {len(units)} analyses are done")
@@ -114,3 +116,7 @@ def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
         results = wait(jobs)
         print(f"inspected: {sum(r['done'] for r in results)} analyses on SLURM")
     return 0
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)

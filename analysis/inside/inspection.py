@@ -121,21 +121,39 @@ def analyses_for(kind: str, analyses: Sequence[str] | None, path: Path) -> list[
 
 
 def plan(
-    paths: Sequence[Path], analyses: Sequence[str] | None, checkpoints: str, examples: int
+    paths: Sequence[Path],
+    analyses: Sequence[str] | None,
+    checkpoints: str,
+    examples: int,
+    log: Callable[[str], None] | None = None,
 ) -> list[Unit]:
     """Every unit the command asks for, checked before anything is written: runs parse,
     the analyses are of each run's kind (all of its kind when ``analyses`` is None), the
-    named checkpoints exist and were trained under their run's config."""
-    from vlab.analysis.inside.runs import VLM, check_checkpoint, open_any_run, resolve_steps
+    named checkpoints exist and were trained under their run's config.
+
+    Of several runs (a sweep still training), those without any checkpoint yet are left
+    out, each named through ``log``; one run without checkpoints, or none with any, is an
+    error."""
+    from vlab.analysis.inside.runs import (
+        VLM,
+        available_steps,
+        check_checkpoint,
+        open_any_run,
+        resolve_steps,
+    )
 
     if analyses is not None:
         analyses = check_analyses(analyses)
     if examples < 2:
         raise VlabError(f"--examples must be >= 2, got {examples}")
     units = []
+    unstarted = []
     for path in paths:
         run = open_any_run(path)
         names = analyses_for(run.kind, analyses, Path(path))
+        if len(paths) > 1 and checkpoints in ("last", "all") and not available_steps(run):
+            unstarted.append(str(path))
+            continue
         if run.kind == VLM:
             from vlab.analysis.inside.vlm import check_vlm_run
 
@@ -143,6 +161,11 @@ def plan(
         for step in resolve_steps(run, checkpoints):
             check_checkpoint(run, step)
             units += [Unit(Path(path), step, a) for a in names]
+    if unstarted and len(unstarted) == len(paths):
+        raise VlabError(f"none of the {len(paths)} runs has a checkpoint to inspect yet")
+    for path in unstarted:
+        if log is not None:
+            log(f"{path}: no checkpoints yet; left out")
     return units
 
 
@@ -171,12 +194,13 @@ def inspect_paths(
     *,
     workers: int = 1,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[int, int, float]:
     """Plan (checking everything first), then do the units not done yet, runs in parallel
     over ``workers`` processes. ``analyses`` None: each run gets the analyses of its kind.
     Returns (units done now, units skipped, seconds)."""
     start = time.perf_counter()
-    units = plan(run_paths(paths), analyses, checkpoints, examples)
+    units = plan(run_paths(paths), analyses, checkpoints, examples, log=log)
     todo = [u for u in units if not is_done(u, examples)]
     if workers == 1 or len({u.run for u in todo}) <= 1:
         run_units(todo, examples, progress=progress)

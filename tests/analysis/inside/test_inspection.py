@@ -118,10 +118,9 @@ def _no_checkpoints(run):
         (["--checkpoints", "12345"], None, "no checkpoint at step 12345"),
         (["--checkpoints", "ten"], None, "give last, all or steps"),
         (["--examples", "1"], None, "--examples must be >= 2"),
-        ([], _no_checkpoints, "no checkpoints to inspect"),
         ([], lambda run: _edit_config(run, lr=0.5), "differs from the config its checkpoint"),
     ],
-    ids=["analysis", "step", "step-syntax", "examples", "no-checkpoints", "config-mismatch"],
+    ids=["analysis", "step", "step-syntax", "examples", "config-mismatch"],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(fresh, capsys, args, damage, message):
     if damage is not None:
@@ -145,3 +144,18 @@ def test_a_run_trained_from_a_local_pretrained_checkpoint(tmp_path):
     assert done == 1
     table = pd.read_csv(inspection.result_paths(run, 30, "logit_lens")[0])
     assert sorted(table["layer"].unique()) == [-1, 0, 1]
+
+
+def test_a_run_without_checkpoints_is_an_error_alone_and_left_out_of_a_sweep(fresh, capsys):
+    _no_checkpoints(fresh / "runs" / "mamba")
+    code = main(["inspect", str(fresh / "runs" / "mamba"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no checkpoints to inspect" in err and len(err.splitlines()) == 1
+    assert inside_files(fresh) == []
+    # a sweep still training: the others are inspected, the unstarted run is named
+    assert main(["inspect", str(fresh), "--analyses", "logit_lens", "--no-progress"]) == 0
+    assert "runs/mamba: no checkpoints yet; left out" in capsys.readouterr().err
+    assert {p.split("/")[1] for p in inside_files(fresh)} == {"pythia"}
+    _no_checkpoints(fresh / "runs" / "pythia")
+    assert main(["inspect", str(fresh), "--no-progress"]) == 2
+    assert "none of the 2 runs has a checkpoint" in capsys.readouterr().err
