@@ -39,7 +39,13 @@ _CYCLE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 _KNOWN = {"pythia": "#1f77b4", "mamba": "#ff7f0e"}
 P = ParamSpec("P")
 # Step axes: 70k rather than 70000 (a row of five-digit labels runs together).
-STEPS = FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
+STEPS = FuncFormatter(
+    lambda x, _: (
+        f"{x / 1e6:g}M" if abs(x) >= 1e6 else (f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
+    )
+)
+# Axis labels of the time columns of tables.time_to_threshold.
+TIME_LABELS = {"time": "training step", "examples": "training examples seen"}
 
 
 def _styled(func: Callable[P, Figure]) -> Callable[P, Figure]:
@@ -229,16 +235,23 @@ def _threshold_label(ttt: pd.DataFrame) -> str:
 
 
 @_styled
-def threshold_times(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
-    """Step at which each run reached the threshold (filled) or was censored (open triangle),
-    per architecture, with the Kaplan-Meier median and its interval (black)."""
+def threshold_times(
+    ttt: pd.DataFrame, confidence: float = 0.95, time: str = "time", title: str | None = None
+) -> Figure:
+    """Step (``time="time"``) or examples seen (``"examples"``) at which each run reached the
+    threshold (filled) or was censored (open triangle), per architecture, with the Kaplan-Meier
+    median and its interval (black)."""
+    ttt = ttt[np.isfinite(ttt[time].astype(float))] if not ttt.empty else ttt
     if ttt.empty:
         return message_figure("No run has been evaluated yet: no time to threshold.")
     lengths, variants = tables.panels(ttt)
     colors = arch_colors(ttt["arch"].unique())
     archs = list(colors)
-    fig, grid = _grid(lengths, variants, f"Steps to reach accuracy {_threshold_label(ttt)}")
-    top = ttt["time"].max() * 1.08 + 1
+    what = "Steps" if time == "time" else "Training examples"
+    fig, grid = _grid(
+        lengths, variants, title or f"{what} to reach accuracy {_threshold_label(ttt)}"
+    )
+    top = ttt[time].max() * 1.08 + 1
     for (length, variant), ax in grid.items():
         g = ttt[(ttt["length"] == length) & (ttt["variant"] == variant)]
         for x, arch in enumerate(archs):
@@ -247,17 +260,17 @@ def threshold_times(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
                 continue
             jitter = np.linspace(-0.15, 0.15, len(a)) if len(a) > 1 else np.zeros(1)
             ev = a["event"].to_numpy(bool)
-            ax.scatter(x + jitter[ev], a["time"][ev], color=colors[arch], s=28, zorder=3)
+            ax.scatter(x + jitter[ev], a[time][ev], color=colors[arch], s=28, zorder=3)
             ax.scatter(
                 x + jitter[~ev],
-                a["time"][~ev],
+                a[time][~ev],
                 marker="^",
                 facecolors="none",
                 edgecolors=colors[arch],
                 s=36,
                 zorder=3,
             )
-            med, lo, hi = km_median(kaplan_meier(a["time"], a["event"], confidence))
+            med, lo, hi = km_median(kaplan_meier(a[time], a["event"], confidence))
             hi_draw = top if math.isinf(hi) else hi
             if not math.isinf(lo):
                 ax.plot([x, x], [lo, hi_draw], color="black", lw=1.2, zorder=2)
@@ -266,7 +279,7 @@ def threshold_times(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
         ax.set_xticks(range(len(archs)), archs)
         ax.set_xlim(-0.6, len(archs) - 0.4)
         ax.set_ylim(-0.03 * top, top)  # markers at step 0 stay visible
-        ax.set_ylabel("training step")
+        ax.set_ylabel(TIME_LABELS[time])
         ax.yaxis.set_major_formatter(STEPS)
     _legend(
         fig,
@@ -295,21 +308,31 @@ def threshold_times(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
 
 
 @_styled
-def survival_curves(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
-    """Kaplan-Meier curves: fraction of runs not yet at the threshold vs training step, per
-    arch with pointwise interval; ticks mark censored runs; titles give the log-rank p."""
+def survival_curves(
+    ttt: pd.DataFrame, confidence: float = 0.95, time: str = "time", title: str | None = None
+) -> Figure:
+    """Kaplan-Meier curves: fraction of runs not yet at the threshold vs training step
+    (``time="time"``) or examples seen (``"examples"``), per arch with pointwise interval;
+    ticks mark censored runs; titles give the log-rank p and the legend the medians."""
+    ttt = ttt[np.isfinite(ttt[time].astype(float))] if not ttt.empty else ttt
     if ttt.empty:
         return message_figure("No run has been evaluated yet: no survival curves.")
     lengths, variants = tables.panels(ttt)
     colors = arch_colors(ttt["arch"].unique())
     fig, grid = _grid(
-        lengths, variants, f"Runs not yet at accuracy {_threshold_label(ttt)} (Kaplan-Meier)"
+        lengths,
+        variants,
+        title or f"Runs not yet at accuracy {_threshold_label(ttt)} (Kaplan-Meier)",
     )
     for (length, variant), ax in grid.items():
         g = ttt[(ttt["length"] == length) & (ttt["variant"] == variant)]
-        end = g["time"].max() if not g.empty else 1
+        end = g[time].max() if not g.empty else 1
+        medians = {}
         for arch, a in g.groupby("arch"):
-            km = kaplan_meier(a["time"], a["event"], confidence)
+            km = kaplan_meier(a[time], a["event"], confidence)
+            medians[arch] = km_median(km)[0]
+            if math.isfinite(medians[arch]):  # where the curve crosses one half
+                ax.plot([medians[arch]] * 2, [0, 0.5], color=colors[arch], ls=":", lw=1)
             t = np.concatenate([[0], km.time, [end]])
             s = np.concatenate([[1], km.survival, km.survival[-1:]])
             lo = np.concatenate([[1], km.lower, km.lower[-1:]])
@@ -319,19 +342,21 @@ def survival_curves(ttt: pd.DataFrame, confidence: float = 0.95) -> Figure:
             cens = km.censored > 0
             ax.plot(km.time[cens], km.survival[cens], "|", color=colors[arch], ms=10, mew=1.5)
         if g["arch"].nunique() > 1:
-            p = logrank_test(g["time"], g["event"], g["arch"]).p_value
+            p = logrank_test(g[time], g["event"], g["arch"]).p_value
             ax.set_title(f"L = {length} · {variant}   log-rank p = {_fmt_p(p)}")
         reached = g.groupby("arch")["event"].agg(["sum", "size"])
         lines = [
-            f"{a}: {int(reached.loc[a, 'sum'])}/{int(reached.loc[a, 'size'])}"
+            f"{a}: {int(reached.loc[a, 'sum'])}/{int(reached.loc[a, 'size'])}, median "
+            + ("not reached" if math.isinf(medians[a]) else STEPS(medians[a]))
             for a in colors
             if a in reached.index
         ]
+        ax.axhline(0.5, color="grey", ls=":", lw=0.7)
         ax.text(0.02, 0.04, "reached\n" + "\n".join(lines), transform=ax.transAxes, fontsize=8,
                 va="bottom", bbox={"fc": "white", "ec": "none", "alpha": 0.7})  # fmt: skip
         ax.set_ylim(-0.03, 1.05)
         ax.set_xlim(0, end * 1.02 + 1)
-        ax.set_xlabel("training step")
+        ax.set_xlabel(TIME_LABELS[time])
         ax.xaxis.set_major_formatter(STEPS)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.set_ylabel("fraction not yet at threshold")
@@ -358,7 +383,9 @@ def _fmt_p(p: float) -> str:
 
 @_styled
 def learning_order(fp: pd.DataFrame) -> Figure:
-    """Step at which each target position (or bin) first reaches the threshold.
+    """Step from which each target position (or bin) counts as learned
+    (:func:`vlab.analysis.tables.first_pass`: it stays at the level, and the model is not
+    collapsed onto it).
 
     Faint dots: single runs; line: Kaplan-Meier median over runs (positions that never pass
     are censored). A median not reached is an open marker at the top.
@@ -370,7 +397,7 @@ def learning_order(fp: pd.DataFrame) -> Figure:
     fig, grid = _grid(
         lengths,
         variants,
-        "Learning order: first step each position passes the threshold",
+        "Learning order: step from which each position stays learned",
         sharey=False,
     )
     summary = tables.learning_order_summary(fp)
@@ -415,7 +442,7 @@ def learning_order(fp: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
         binned = width > 1
         ax.set_xlabel(f"target position{' (bin centre)' if binned else ''}")
-        ax.set_ylabel("first step at threshold")
+        ax.set_ylabel("learned from step")
     _legend(
         fig,
         _arch_handles(colors)

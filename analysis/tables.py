@@ -170,12 +170,15 @@ def first_step_at(steps: np.ndarray, acc: np.ndarray, threshold: float) -> int |
 def time_to_threshold(
     runs: pd.DataFrame, evaluations: pd.DataFrame, threshold: float | None = None
 ) -> pd.DataFrame:
-    """One row per run that has started: ``time`` (training step) and ``event``.
+    """One row per run that has started: ``time`` (training step), ``examples`` and ``event``.
 
     ``event`` True: the run's held-out accuracy reached the threshold at step ``time``;
-    False: censored at its last evaluated step (budget spent, running, failed). ``threshold``
-    None uses each run's own ``train.threshold`` (as recorded in status.json when available).
-    A run that stopped at its own, lower threshold is censored there for a higher override.
+    False: censored at its last evaluated step (budget spent, running, failed). ``examples`` is
+    the number of training examples seen at that step (the paper's measure of how much training
+    a model needs): the evaluation's ``examples_seen``, else step x batch size, else NaN.
+    ``threshold`` None uses each run's own ``train.threshold`` (as recorded in status.json when
+    available). A run that stopped at its own, lower threshold is censored there for a higher
+    override. ``lr``, ``init_seed`` and ``seed`` identify the run within its group.
     """
     check_threshold(threshold)
     ev = {name: g.sort_values("step") for name, g in evaluations.groupby("run")}
@@ -189,40 +192,68 @@ def time_to_threshold(
         hit = first_step_at(steps, acc, thr) if thr is not None and not pd.isna(thr) else None
         if threshold is None and not pd.isna(r.threshold_step):
             hit = int(r.threshold_step)
+        time = hit if hit is not None else int(steps[-1])
         rows.append(
             {
                 "run": r.name,
                 "length": int(r.length),
                 "variant": r.variant,
                 "arch": r.arch,
+                "lr": r.lr,
+                "init_seed": r.init_seed,
+                "seed": r.seed,
                 "threshold": thr,
-                "time": hit if hit is not None else int(steps[-1]),
+                "time": time,
+                "examples": _examples_at(g, time, r.batch_size),
                 "event": hit is not None,
                 "state": r.state,
             }
         )
-    cols = ["run", *GROUP, "threshold", "time", "event", "state"]
-    return pd.DataFrame(rows, columns=cols)
+    cols = ["run", *GROUP, "lr", "init_seed", "seed", "threshold", "time", "examples"]
+    return pd.DataFrame(rows, columns=[*cols, "event", "state"])
+
+
+def _examples_at(evals: pd.DataFrame, step: int, batch_size: object) -> float:
+    """Examples seen at ``step``: the evaluation's record, else step x batch size, else NaN."""
+    at = evals.loc[evals["step"] == step, "examples_seen"]
+    if len(at) and not pd.isna(at.iloc[0]):
+        return float(at.iloc[0])
+    return float(step * batch_size) if not pd.isna(batch_size) else math.nan
 
 
 def _fmt_time(t: float) -> str:
     return "not reached" if math.isinf(t) else f"{t:.0f}"
 
 
-def survival_summary(ttt: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per group: runs, reached, censored, Kaplan-Meier median steps with its interval."""
+# What a time column counts, for table headings and axis labels.
+TIME_UNITS = {"time": "step", "examples": "examples"}
+
+
+def _finite_times(ttt: pd.DataFrame, time: str) -> pd.DataFrame:
+    """Rows whose ``time`` column is known (``examples`` is NaN without a batch size)."""
+    if time not in TIME_UNITS:
+        raise ValueError(f"time must be one of {sorted(TIME_UNITS)}, got {time!r}")
+    return ttt[np.isfinite(ttt[time].astype(float))]
+
+
+def survival_summary(
+    ttt: pd.DataFrame, confidence: float = 0.95, time: str = "time", by: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Per group (and ``by`` columns, e.g. ``("lr",)``): runs, reached, censored, Kaplan-Meier
+    median of ``time`` (``"time"``: steps, ``"examples"``: examples seen) with its interval."""
     rows = []
-    pct = f"{confidence:.0%}"
-    for key, g in ttt.groupby(GROUP):
-        km = kaplan_meier(g["time"], g["event"], confidence)
+    pct, unit = f"{confidence:.0%}", TIME_UNITS[time]
+    keys = [*GROUP, *by]
+    for key, g in _finite_times(ttt, time).groupby(keys, dropna=False):
+        km = kaplan_meier(g[time], g["event"], confidence)
         med, lo, hi = km_median(km)
         rows.append(
             {
-                **dict(zip(GROUP, key, strict=True)),
+                **dict(zip(keys, key, strict=True)),
                 "runs": len(g),
                 "reached": int(g["event"].sum()),
                 "censored": int((~g["event"]).sum()),
-                "median step": _fmt_time(med),
+                f"median {unit}": _fmt_time(med),
                 f"{pct} CI low": _fmt_time(lo),
                 f"{pct} CI high": _fmt_time(hi),
             }
@@ -230,20 +261,24 @@ def survival_summary(ttt: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def logrank_table(ttt: pd.DataFrame) -> pd.DataFrame:
-    """Per (length, variant): log-rank test of equal time to threshold across architectures."""
+def logrank_table(ttt: pd.DataFrame, time: str = "time") -> pd.DataFrame:
+    """Per (length, variant): log-rank test of equal time to threshold across architectures,
+    with the runs (seeds) and censored runs of each architecture."""
     rows = []
-    for key, g in ttt.groupby(PANEL):
-        res = logrank_test(g["time"], g["event"], g["arch"])
+    for key, g in _finite_times(ttt, time).groupby(PANEL):
+        res = logrank_test(g[time], g["event"], g["arch"])
         archs = sorted(g["arch"].unique(), key=str)
         oe = ", ".join(
             f"{a} {o:.0f}/{e:.1f}"
             for a, o, e in zip(archs, res.observed, res.expected, strict=True)
         )
+        n = g.groupby("arch")["event"].agg(["size", "sum"])
         rows.append(
             {
                 **dict(zip(PANEL, key, strict=True)),
                 "architectures": " vs ".join(archs),
+                "runs": ", ".join(f"{a} {n.loc[a, 'size']}" for a in archs),
+                "censored": ", ".join(f"{a} {n.loc[a, 'size'] - n.loc[a, 'sum']}" for a in archs),
                 "reached observed/expected": oe,
                 "chi2": res.statistic,
                 "df": res.df,
@@ -258,16 +293,165 @@ def logrank_table(ttt: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# learning-rate selection (the paper's protocol) --------------------------------------------
+
+SELECTION_RULE = (
+    "Per (length, variant, architecture) the selected learning rate is the one with the "
+    "smallest Kaplan-Meier median {unit} to the threshold over its seeds (a median not reached "
+    "counts as infinite); ties, including no learning rate reaching a median, go to the one "
+    "with more runs at the threshold, then the higher mean last held-out accuracy, then the "
+    "smaller learning rate."
+)
+
+
+def lr_selection(
+    ttt: pd.DataFrame, runs: pd.DataFrame, confidence: float = 0.95, time: str = "examples"
+) -> pd.DataFrame:
+    """One row per (length, variant, arch, lr) with the seeds' Kaplan-Meier median ``time`` to
+    threshold (inf: not reached), its interval, the mean last accuracy, and ``selected``: the
+    learning rate the paper's protocol keeps for that group (rule: :data:`SELECTION_RULE`).
+
+    Runs still running count with what they have (censored so far), so on a partial sweep the
+    choice can change; ``running`` says how many runs of the row are not finished.
+    """
+    last = runs.set_index("name")["final_accuracy"]
+    t = _finite_times(ttt, time)
+    rows = []
+    for key, g in t.groupby([*GROUP, "lr"], dropna=False):
+        med, lo, hi = km_median(kaplan_meier(g[time], g["event"], confidence))
+        acc = last.reindex(g["run"]).to_numpy(float)
+        rows.append(
+            {
+                **dict(zip([*GROUP, "lr"], key, strict=True)),
+                "runs": len(g),
+                "reached": int(g["event"].sum()),
+                "censored": int((~g["event"]).sum()),
+                "running": int((g["state"] != "done").sum()),
+                "median": med,
+                "low": lo,
+                "high": hi,
+                "mean last accuracy": float(_nanmean(acc, axis=0)) if len(acc) else math.nan,
+            }
+        )
+    cols = [*GROUP, "lr", "runs", "reached", "censored", "running", "median", "low", "high"]
+    out = pd.DataFrame(rows, columns=[*cols, "mean last accuracy"])
+    if out.empty:
+        return out.assign(selected=pd.Series(dtype=bool))
+    rank = out.assign(
+        _acc=out["mean last accuracy"].fillna(-1.0),
+        _lr=pd.to_numeric(out["lr"], errors="coerce").fillna(math.inf),
+    ).sort_values(["median", "reached", "_acc", "_lr"], ascending=[True, False, False, True])
+    best = rank.groupby(GROUP, sort=False).head(1).index
+    out["selected"] = out.index.isin(best)
+    return out
+
+
+def selection_table(selection: pd.DataFrame, time: str = "examples") -> pd.DataFrame:
+    """:func:`lr_selection` for reading: medians as text, the selected rows marked."""
+    unit = TIME_UNITS[time]
+    return pd.DataFrame(
+        {
+            **{c: selection[c] for c in [*GROUP, "lr", "runs", "reached", "censored", "running"]},
+            f"median {unit}": selection["median"].map(_fmt_time),
+            "CI": [
+                f"{_fmt_time(lo)} – {_fmt_time(hi)}"
+                for lo, hi in zip(selection["low"], selection["high"], strict=True)
+            ],
+            "mean last accuracy": selection["mean last accuracy"],
+            "selected": selection["selected"].map({True: "✔ selected", False: ""}),
+        }
+    )
+
+
+def selected_runs(ttt: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``ttt`` whose learning rate is the selected one of their group."""
+    keep = selection.loc[selection["selected"], [*GROUP, "lr"]]
+    if keep.empty:
+        return ttt.iloc[0:0]
+    key = [*GROUP, "lr"]
+    return ttt.merge(keep, on=key, how="inner")[ttt.columns]
+
+
+def run_table(
+    runs: pd.DataFrame, ttt: pd.DataFrame, selection: pd.DataFrame, time: str = "examples"
+) -> pd.DataFrame:
+    """Every placeable run (pending ones too): its learning rate and seeds, the ``time`` at
+    which it reached the threshold or where it is censored, its last accuracy, and whether its
+    learning rate is the selected one of its group."""
+    unit = TIME_UNITS[time]
+    t = ttt.set_index("run")
+    chosen = {
+        (int(r.length), r.variant, r.arch, r.lr)
+        for r in selection[selection["selected"]].itertuples()
+    }
+    rows = []
+    for r in plottable(runs).itertuples(index=False):
+        if r.name not in t.index:
+            outcome = f"no evaluation yet ({r.state})"
+        elif pd.isna(t.loc[r.name, time]):
+            outcome = f"{unit} unknown"
+        else:
+            x = f"{t.loc[r.name, time]:,.0f}"
+            outcome = x if t.loc[r.name, "event"] else f"censored at {x} ({r.state})"
+        rows.append(
+            {
+                "length": int(r.length),
+                "variant": r.variant,
+                "arch": r.arch,
+                "lr": r.lr,
+                "init_seed": r.init_seed,
+                "seed": r.seed,
+                "run": r.name,
+                "state": r.state,
+                f"{unit} to threshold": outcome,
+                "last accuracy": r.final_accuracy,
+                "selected lr": "✔" if (int(r.length), r.variant, r.arch, r.lr) in chosen else "",
+            }
+        )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["_v"] = out["variant"].map(lambda v: (VARIANT_ORDER.get(v, 9), v))
+    out = out.sort_values(["length", "_v", "arch", "lr", "init_seed", "seed", "run"])
+    return out.drop(columns="_v").reset_index(drop=True)
+
+
+def learned_from(
+    steps: np.ndarray, acc: np.ndarray, overall: np.ndarray, level: float, guard: float
+) -> int | None:
+    """First step from which ``acc`` stays >= ``level`` at every later evaluation and at which
+    ``overall`` >= ``guard``; None if there is none (NaN counts as below)."""
+    below = np.nonzero(~(np.asarray(acc, dtype=float) >= level))[0]
+    start = below[-1] + 1 if below.size else 0
+    ok = np.nonzero(np.asarray(overall, dtype=float)[start:] >= guard)[0]
+    return int(steps[start + ok[0]]) if ok.size else None
+
+
+LEARNED_RULE = (
+    "A position (or bin of positions) counts as learned at the first evaluation from which its "
+    "held-out accuracy stays at or above {level} at every later evaluation of the run, and at "
+    "which the run's overall held-out accuracy is at least 1/L + {margin:g}. Both parts keep "
+    "collapsed models out: a model that answers one position for every input scores 1.0 on "
+    "it but only 1/L overall (the held-out targets are balanced), and once it moves on the "
+    "position drops below the level, so the stripe is not counted."
+)
+
+
 def first_pass(
     runs: pd.DataFrame,
     per_position: pd.DataFrame,
     threshold: float | None = None,
     max_bins: int = 32,
+    collapse_margin: float = 0.1,
 ) -> pd.DataFrame:
-    """Learning order: per run and position bin, the first step the bin's accuracy >= threshold.
+    """Learning order: per run and position bin, the step from which the bin counts as learned.
 
+    Learned (:data:`LEARNED_RULE`): the bin's accuracy is >= ``threshold`` (default: the run's
+    own) at that evaluation and at every later one, and the run's overall accuracy there (the
+    mean of its per-position vector, which equals held-out accuracy on balanced held-out sets)
+    is >= 1/L + ``collapse_margin``. A run still running is judged on the evaluations it has.
     Positions are grouped into at most ``max_bins`` equal bins (bin accuracy = mean over its
-    positions); with L <= ``max_bins`` each position is its own bin. Bins that never pass are
+    positions); with L <= ``max_bins`` each position is its own bin. Bins never learned are
     censored at the run's last evaluated step. Columns: run, length, variant, arch, bin,
     first, last (positions of the bin), time, event.
     """
@@ -285,9 +469,11 @@ def first_pass(
         wide = g.pivot_table(index="step", columns="position", values="accuracy", dropna=False)
         wide = wide.reindex(columns=range(length))
         steps, acc = wide.index.to_numpy(), wide.to_numpy()
+        overall = _nanmean(acc, axis=1)
+        guard = 1 / length + collapse_margin
         edges = np.unique(np.linspace(0, length, min(length, max_bins) + 1).round().astype(int))
         for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-            hit = first_step_at(steps, _nanmean(acc[:, lo:hi], axis=1), thr)
+            hit = learned_from(steps, _nanmean(acc[:, lo:hi], axis=1), overall, thr, guard)
             rows.append(
                 {
                     "run": name,

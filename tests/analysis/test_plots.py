@@ -94,3 +94,16 @@ def test_heatmap_cells_are_the_mean_with_later_steps_on_top_and_gaps_grey(sweep)
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "0" and labels[-1] == "20"
     assert fig.axes[-1].get_ylabel() == "held-out accuracy"  # one colour bar for all panels
+
+
+def test_survival_figures_in_examples_seen_with_medians_and_a_title(sweep):
+    ttt = tables.time_to_threshold(sweep.runs, sweep.evaluations, threshold=0.9)
+    fig = plots.survival_curves(ttt, time="examples", title="selected")
+    ax = {a.get_title().split("   ")[0]: a for a in fig.axes}["L = 4 · suffix"]
+    assert fig.get_suptitle() == "selected" and ax.get_xlabel() == "training examples seen"
+    assert "log-rank p = " in ax.get_title()
+    box = ax.texts[0].get_text()
+    # pythia: 0.95 and 1.0 reach 0.9 at step 20 (1,280 examples), 0.9 as well: median 1.28k
+    assert "pythia: 3/3, median 1.28k" in box and "mamba: 0/4, median not reached" in box
+    times = plots.threshold_times(ttt, time="examples")
+    assert {a.get_ylabel() for a in times.axes} == {"training examples seen"}

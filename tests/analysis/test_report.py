@@ -15,6 +15,9 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
 
+from vlab.analysis import tables  # noqa: E402
+from vlab.analysis.load import load_sweep  # noqa: E402
+from vlab.analysis.summary import comparison_summary  # noqa: E402
 from vlab.cli import main  # noqa: E402
 from vlab.config import from_dict, to_dict  # noqa: E402
 from vlab.fileio import atomic_write_json  # noqa: E402
@@ -24,6 +27,8 @@ from vlab.probes.trainer import run_probe  # noqa: E402
 FIGURES = [
     "learning_curves",
     "position_heatmap_L4",
+    "kaplan_meier_selected",
+    "time_to_threshold_selected",
     "time_to_threshold",
     "kaplan_meier",
     "learning_order",
@@ -100,20 +105,47 @@ def test_html_embeds_every_figure_and_the_tables_without_network(rendered):
     images = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
     assert len(images) == len(FIGURES)
     for heading in (
-        "Kaplan-Meier median steps to threshold",
-        "Log-rank test between architectures",
+        "Kaplan-Meier median examples to threshold per learning rate",
+        "Every run, by learning rate and seed",
+        "Kaplan-Meier median examples to threshold, selected learning rates",
+        "Log-rank test between architectures, selected learning rates",
+        "Kaplan-Meier median examples to threshold, all learning rates",
+        "Log-rank test between architectures, all learning rates",
         "Final accuracy per architecture",
+        "Final accuracy per architecture and learning rate",
         "All runs",
         "Mean held-out accuracy at fractions of training",
     ):
         assert f"<h4>{heading}</h4>" in html
-    assert html.count('<table class="dataframe vlab-table">') >= 7
+    assert html.count('<table class="dataframe vlab-table">') >= 11
     for run in ("pythia-prefix-s1", "mamba-suffix-s2", "pythia-suffix-s2"):
         assert f"<td>{run}</td>" in html
     assert "<td>interrupted</td>" in html and "<td>pending</td>" in html
     assert "mamba vs pythia" in html  # the log-rank row
     assert not re.search(r'(src|href)="https?://', html)  # opens offline
     assert "Traceback" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
+
+
+def test_summary_at_the_top_is_computed_from_the_data(rendered):
+    """The first output is the summary: one statement per length and variant, in words built
+    from the selected runs (the tiny sweep's outcome is whatever training gave, so the test
+    checks the statement against the tables, not a fixed winner)."""
+    root, _ = rendered
+    nb = nbformat.read(root / "report.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    first = outputs[0]["data"]["text/markdown"]
+    lines = first.splitlines()
+    assert [line.split("**:")[0] for line in lines] == ["- **L = 4, suffix", "- **L = 4, prefix"]
+    sweep = load_sweep(root)
+    ttt = tables.time_to_threshold(sweep.runs, sweep.evaluations)
+    selected = tables.selected_runs(ttt, tables.lr_selection(ttt, sweep.runs))
+    assert first == comparison_summary(selected, threshold=0.6)
+    for line in lines:
+        assert "selected learning rates: mamba " in line
+        assert re.search(r"(log-rank p = |no test possible)", line)
+    assert "mamba 3 runs" in lines[0]  # the interrupted run counts, censored at step 0
+    html = (root / "report.html").read_text()
+    assert html.index("selected learning rates") < html.index("<h4>Sweep 'tiny'")
 
 
 def test_executed_notebook_is_rerunnable_with_the_final_paths(rendered):

@@ -171,3 +171,93 @@ def test_arch_colours_are_fixed_for_the_paper_arms_and_distinct_for_others():
     assert c["pythia"] == "#1f77b4" and c["mamba"] == "#ff7f0e"
     assert len(set(c.values())) == 4
     assert isinstance(pd.Series(c), pd.Series)
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory):
+    """The paper's grid in miniature, pythia only: lr 1e-3 reaches 0.9 at steps 20, 20, 30
+    (median 20); lr 2e-3 at 10, 10 and one censored at 30 (median 10, selected); lr 4e-3 never
+    (censored). mamba: two learning rates that never reach it, the one with the higher last
+    accuracy is selected; plus a pending mamba run (no directory)."""
+    root = tmp_path_factory.mktemp("lr_sweep")
+    curves = {
+        1e-3: [[0.1, 0.5, 0.95], [0.1, 0.5, 0.92], [0.1, 0.5, 0.6, 0.91]],
+        2e-3: [[0.1, 0.95], [0.2, 0.93], [0.1, 0.5, 0.6, 0.7]],
+        4e-3: [[0.1, 0.2, 0.3, 0.4]] * 3,
+    }
+    for lr, accs in curves.items():
+        for seed, acc in enumerate(accs):
+            stop = 10 * (len(acc) - 1) if acc[-1] >= 0.9 else None
+            write_run(root / f"p-{lr:g}-{seed}", acc, lr=lr, seed=seed, threshold_step=stop)
+    for lr, last in ((1e-3, 0.5), (2e-3, 0.7)):
+        for seed in range(2):
+            write_run(root / f"m-{lr:g}-{seed}", [0.1, 0.3, last], lr=lr, seed=seed, arch="mamba")
+    return load_sweep(root)
+
+
+def test_time_to_threshold_in_examples_seen(lr_sweep):
+    ttt = tables.time_to_threshold(lr_sweep.runs, lr_sweep.evaluations).set_index("run")
+    assert ttt.loc["p-0.001-2", ["time", "examples", "event"]].tolist() == [30, 1920, True]
+    assert ttt.loc["p-0.004-0", ["examples", "event"]].tolist() == [1920, False]
+    assert ttt.loc["p-0.002-0", "lr"] == 2e-3 and ttt.loc["p-0.002-1", "seed"] == 1
+
+
+def test_lr_selection_by_km_median_with_documented_tie_breaks(lr_sweep):
+    ttt = tables.time_to_threshold(lr_sweep.runs, lr_sweep.evaluations)
+    sel = tables.lr_selection(ttt, lr_sweep.runs).set_index(["arch", "lr"])
+    assert sel.loc[("pythia", 1e-3), "median"] == 20 * 64
+    assert sel.loc[("pythia", 2e-3), "median"] == 10 * 64
+    assert sel.loc[("pythia", 2e-3), ["runs", "reached", "censored"]].tolist() == [3, 2, 1]
+    assert math.isinf(sel.loc[("pythia", 4e-3), "median"])
+    chosen = sel[sel["selected"]].index.tolist()
+    # mamba: no median anywhere, no run reached: the higher mean last accuracy (0.7) wins
+    assert sorted(chosen) == [("mamba", 2e-3), ("pythia", 2e-3)]
+    picked = tables.selected_runs(ttt, sel.reset_index())
+    assert sorted(picked["run"]) == ["m-0.002-0", "m-0.002-1", *(f"p-0.002-{i}" for i in range(3))]
+    shown = tables.selection_table(sel.reset_index())
+    assert shown["selected"].tolist().count("✔ selected") == 2
+    assert shown.loc[shown["median examples"] == "640", "CI"].iloc[0].startswith("640 – ")
+
+
+def test_run_table_lists_every_run_with_the_selected_lr_marked(lr_sweep):
+    ttt = tables.time_to_threshold(lr_sweep.runs, lr_sweep.evaluations)
+    sel = tables.lr_selection(ttt, lr_sweep.runs)
+    t = tables.run_table(lr_sweep.runs, ttt, sel).set_index("run")
+    assert len(t) == 13
+    assert t.loc["p-0.002-0", "examples to threshold"] == "640"
+    assert t.loc["p-0.002-2", "examples to threshold"] == "censored at 1,920 (done)"
+    assert t.loc["p-0.002-2", "selected lr"] == "✔" and t.loc["p-0.001-0", "selected lr"] == ""
+    assert t.loc["m-0.001-0", "last accuracy"] == 0.5
+
+
+def test_a_collapsed_model_is_not_counted_as_having_learned_a_position(tmp_path):
+    """Position 0 at 1.0 while the others are 0 (the model answers 0 for every input): not
+    learned there. Run a: a transient stripe (the model then collapses onto position 2);
+    run b: position 0 stays the model's default answer while the others are learned."""
+    transient = [[1, 0, 0, 0], [0, 0, 1, 0], [0.5, 0.5, 0.5, 0.5], [1, 1, 1, 1]]
+    default = [[1, 0, 0, 0], [1, 0.1, 0.1, 0.1], [1, 0.3, 0.4, 0.2], [1, 1, 1, 0.9]]
+    for name, pp in (("a", transient), ("b", default)):
+        write_run(
+            tmp_path / name, [sum(r) / 4 for r in pp], per_position=pp, steps=30, threshold=0.9
+        )
+    s = load_sweep(tmp_path)
+    fp = tables.first_pass(s.runs, s.per_position).set_index(["run", "bin"])
+    # a: the stripes at steps 0 (position 0) and 10 (position 2) drop later: learned at 30
+    assert fp.loc["a", "time"].tolist() == [30, 30, 30, 30]
+    # b: position 0 stays at 1.0, but overall accuracy is 1/4 (chance) at step 0 and 0.325
+    # at step 10, below 1/4 + 0.1: learned at 20, where the model answers half right
+    assert fp.loc["b", "time"].tolist() == [20, 30, 30, 30]
+    assert fp.loc["b", "event"].tolist() == [True, True, True, True]
+    # the old rule (first step at the level) would have said step 0 for position 0
+    assert tables.first_step_at([0, 10, 20, 30], [1, 1, 1, 1], 0.9) == 0
+    # without the collapse guard the default position counts from its collapse
+    loose = tables.first_pass(s.runs, s.per_position, collapse_margin=-1).set_index(["run", "bin"])
+    assert loose.loc[("b", 0), "time"] == 0 and loose.loc[("a", 0), "time"] == 30
+
+
+def test_learned_from_stays_above_rule():
+    steps = [0, 10, 20, 30]
+    assert tables.learned_from(steps, [1, 0.2, 0.96, 0.97], [1] * 4, 0.95, 0.0) == 20
+    assert tables.learned_from(steps, [1, 1, 1, 0.5], [1] * 4, 0.95, 0.0) is None
+    assert tables.learned_from(steps, [1, 1, 1, float("nan")], [1] * 4, 0.95, 0.0) is None
+    assert tables.learned_from(steps, [1, 1, 1, 1], [0.1, 0.2, 0.6, 0.9], 0.95, 0.5) == 20
