@@ -48,7 +48,7 @@ STEPS = FuncFormatter(
 TIME_LABELS = {"time": "training step", "examples": "training examples seen"}
 
 
-def _styled(func: Callable[P, Figure]) -> Callable[P, Figure]:
+def styled(func: Callable[P, Figure]) -> Callable[P, Figure]:
     """Build the figure under the report's font sizes (rcParams apply when artists are made)."""
 
     @functools.wraps(func)
@@ -79,7 +79,7 @@ def save(fig: Figure, directory: str | Path, name: str, dpi: int = 150) -> list[
     return paths
 
 
-@_styled
+@styled
 def message_figure(text: str) -> Figure:
     """A small figure that says why there is nothing to plot (no data yet, ...)."""
     fig = Figure(figsize=(6, 1.2))
@@ -119,7 +119,7 @@ def _arch_handles(colors: dict[str, str], counts: dict[str, int] | None = None) 
 # learning curves ---------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def learning_curves(
     runs: pd.DataFrame, evaluations: pd.DataFrame, threshold: float | None = None
 ) -> Figure:
@@ -180,7 +180,7 @@ def learning_curves(
 # per-position heatmaps ---------------------------------------------------------------------
 
 
-@_styled
+@styled
 def position_heatmaps(runs: pd.DataFrame, per_position: pd.DataFrame, length: int) -> Figure:
     """Accuracy per target position (x) and evaluation step (y), mean over the runs of each
     arch (rows) and variant (columns, suffix left of prefix), one colour scale 0-1; seaborn
@@ -234,7 +234,7 @@ def _threshold_label(ttt: pd.DataFrame) -> str:
     return ", ".join(f"{v:g}" for v in values) if values else "?"
 
 
-@_styled
+@styled
 def threshold_times(
     ttt: pd.DataFrame, confidence: float = 0.95, time: str = "time", title: str | None = None
 ) -> Figure:
@@ -307,7 +307,7 @@ def threshold_times(
     return fig
 
 
-@_styled
+@styled
 def survival_curves(
     ttt: pd.DataFrame, confidence: float = 0.95, time: str = "time", title: str | None = None
 ) -> Figure:
@@ -381,7 +381,7 @@ def _fmt_p(p: float) -> str:
 # learning order ----------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def learning_order(fp: pd.DataFrame) -> Figure:
     """Step from which each target position (or bin) counts as learned
     (:func:`vlab.analysis.tables.first_pass`: it stays at the level, and the model is not
@@ -458,7 +458,7 @@ def learning_order(fp: pd.DataFrame) -> Figure:
 # final accuracy ----------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def final_accuracy(
     runs: pd.DataFrame, confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
 ) -> Figure:

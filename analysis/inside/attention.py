@@ -28,8 +28,9 @@ import torch
 from vlab.analysis.inside.activations import mixer, model_type, num_layers, trace
 from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
+from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 
-COLUMNS = ["layer", "head", "kind", "target_position", "source_position", "weight"]
+COLUMNS = TABLE_COLUMNS["attention"]
 MEAN_HEAD = -1  # the head index of the mean over heads (and of Mamba's channel aggregate)
 KINDS = {"gpt_neox": "attention", "mamba": "hidden_attention"}
 

@@ -12,11 +12,6 @@ matplotlib and pandas only, never torch (the report kernel does not load it).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import ParamSpec
-
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -25,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from vlab.analysis.plots import FONT, arch_colors, message_figure
+from vlab.analysis.plots import arch_colors, message_figure, styled
 from vlab.analysis.tables import VARIANT_ORDER
 
 MISSING = "#d0d0d0"  # face colour behind heatmaps: cells without a value
@@ -34,18 +29,6 @@ SOURCES = ("residual", "ssm_state")
 SITES = ("resid_pre", "ssm_state")
 SOURCE_TEXT = {"residual": "residual at prediction", "ssm_state": "SSM state after context"}
 SITE_TEXT = {"resid_pre": "residual stream", "ssm_state": "SSM state"}
-P = ParamSpec("P")
-
-
-def _styled(func: Callable[P, Figure]) -> Callable[P, Figure]:
-    """Build the figure under the report's font sizes (as :mod:`vlab.analysis.plots` does)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
-        with mpl.rc_context(FONT):
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 # ordering and labels -----------------------------------------------------------------------
@@ -114,7 +97,7 @@ def _annotate(ax, values: np.ndarray, limit: int = 70) -> None:
 # logit lens --------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def logit_lens(table: pd.DataFrame) -> Figure:
     """The lens read after each layer at the prediction position: accuracy of the answer
     among the L answer tokens and its probability, mean over target positions (and runs),
@@ -165,7 +148,7 @@ def shown_layers(layers: list[int], most: int) -> list[int]:
     return [layers[k] for k in picks]
 
 
-@_styled
+@styled
 def attention_maps(table: pd.DataFrame, length: int, max_layers: int = 6) -> Figure:
     """Where the prediction position looks, per layer: target position (y, the queried
     position) x context position (x), the mean over heads (GPT-NeoX softmax attention) or
@@ -228,7 +211,7 @@ def queried_mass_table(table: pd.DataFrame) -> pd.DataFrame:
     return on.groupby(keys, as_index=False)["weight"].mean().rename(columns={"weight": "mass"})
 
 
-@_styled
+@styled
 def queried_mass(table: pd.DataFrame) -> Figure:
     """Weight of the prediction position on the queried token, per layer: solid the mean over
     heads (Mamba: its hidden-attention share), dotted the single head with the most (GPT-NeoX).
@@ -293,6 +276,22 @@ def _probe_matrix(panel: pd.DataFrame, index: str, index_values: list, length: i
     return np.column_stack([grid.to_numpy(float), q.to_numpy(float)])
 
 
+def _probe_mesh(ax, panel: pd.DataFrame, index: str, index_values: list, length: int):
+    """Draw one probe heatmap (``index`` rows x context positions and the query column) on
+    ``ax``; returns the mesh (for the colour bar) and the matrix it drew."""
+    values = _probe_matrix(panel, index, index_values, length)
+    ax.set_facecolor(MISSING)
+    mesh = ax.pcolormesh(
+        np.arange(length + 2) - 0.5,
+        np.arange(len(index_values) + 1) - 0.5,
+        values,
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+    )
+    return mesh, values
+
+
 def _chance_text(panel: pd.DataFrame) -> str:
     parts = []
     for label, text in (("token", "token"), ("query_position", "query")):
@@ -311,7 +310,7 @@ def _position_axis(ax, length: int) -> None:
     ax.set_xlabel("context position · q = query")
 
 
-@_styled
+@styled
 def state_probe_layers(table: pd.DataFrame, length: int) -> Figure:
     """Held-out accuracy of linear probes per layer (y) and context position (x): can the
     token at that position (or, column ``q``, the queried position) be read off the
@@ -335,16 +334,7 @@ def state_probe_layers(table: pd.DataFrame, length: int) -> Figure:
                 _blank(ax, "no data")
                 continue
             layers = sorted(int(x) for x in panel["layer"].unique())
-            values = _probe_matrix(panel, "layer", layers, length)
-            ax.set_facecolor(MISSING)
-            mesh = ax.pcolormesh(
-                np.arange(length + 2) - 0.5,
-                np.arange(len(layers) + 1) - 0.5,
-                values,
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-            )
+            mesh, values = _probe_mesh(ax, panel, "layer", layers, length)
             _annotate(ax, values, limit=40)
             ax.set_yticks(range(len(layers)), [layer_label(x) for x in layers])
             ax.set_ylabel("layer")
@@ -359,7 +349,7 @@ def state_probe_layers(table: pd.DataFrame, length: int) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def state_probe_steps(table: pd.DataFrame, length: int) -> Figure:
     """Probe accuracy at the last layer of each source across training: checkpoint step (y)
     x context position (x, ``q`` the queried position). Needs results at several steps
@@ -384,16 +374,7 @@ def state_probe_steps(table: pd.DataFrame, length: int) -> Figure:
                 _blank(ax, "no data")
                 continue
             steps = sorted(int(s) for s in panel["step"].unique())
-            values = _probe_matrix(panel, "step", steps, length)
-            ax.set_facecolor(MISSING)
-            mesh = ax.pcolormesh(
-                np.arange(length + 2) - 0.5,
-                np.arange(len(steps) + 1) - 0.5,
-                values,
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-            )
+            mesh, _ = _probe_mesh(ax, panel, "step", steps, length)
             ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).round())
             ax.set_yticks(ticks, [f"{steps[int(k)]:,}" for k in ticks])
             ax.set_ylabel("checkpoint step")
@@ -430,7 +411,7 @@ def recovery_colors() -> tuple[ListedColormap, Normalize]:
     return cmap, Normalize(lo, hi)
 
 
-@_styled
+@styled
 def patching_heatmaps(table: pd.DataFrame, length: int, corruption: str) -> Figure:
     """Recovery of the clean answer when one clean activation is patched into the corrupted
     run: layer (y) x sequence position (x, labelled with the token there). 0 = as corrupted,

@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from vlab.analysis.inside.figures import _blank, _styled, archs_of
+from vlab.analysis.inside.figures import _blank, archs_of
 from vlab.analysis.inside.results import last_step, target_share
-from vlab.analysis.plots import arch_colors, message_figure
+from vlab.analysis.plots import arch_colors, message_figure, styled
 
 ORDERINGS = ("task_agnostic", "task_aware")
 ORDERING_TEXT = {
@@ -133,7 +133,7 @@ def _runs(table: pd.DataFrame) -> list[tuple[str, str]]:
 # figures -------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def image_attention_examples(
     table: pd.DataFrame,
     examples: pd.DataFrame,
@@ -212,7 +212,7 @@ def image_attention_examples(
     return fig
 
 
-@_styled
+@styled
 def image_target_share(table: pd.DataFrame) -> Figure:
     """The share of the answer's image weight that falls on the target's patches, per layer,
     mean over examples (and over the runs of an arch): one line per LM architecture, one

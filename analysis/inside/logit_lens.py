@@ -15,8 +15,9 @@ import torch
 
 from vlab.analysis.inside.activations import num_layers, trace, unembed
 from vlab.analysis.inside.examples import ProbeExamples
+from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 
-COLUMNS = ["layer", "target_position", "probability", "accuracy", "rank"]
+COLUMNS = TABLE_COLUMNS["logit_lens"]
 EMBED_LAYER = -1  # the ``layer`` of the embeddings, before block 0
 
 

@@ -40,20 +40,10 @@ from torch import nn
 from vlab.analysis.inside import ssm
 from vlab.analysis.inside.activations import Patch, mixer, model_type, num_layers, trace
 from vlab.analysis.inside.examples import CORRUPTIONS, Corruption, ProbeExamples, corrupt
+from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 from vlab.probes.tasks import ProbeVocab
 
-COLUMNS = (
-    "corruption",
-    "site",
-    "layer",
-    "position",
-    "token",
-    "recovery",
-    "ld_clean",
-    "ld_corrupted",
-    "ld_patched",
-    "n",
-)
+COLUMNS = TABLE_COLUMNS["patching"]
 # |LD_clean - LD_corrupted| below this: clean and corrupted are not told apart, no recovery.
 _FLAT = 1e-6
 
@@ -215,5 +205,5 @@ def patching_table(
                         (how, site, layer, t, labels[t], recovery(ld, ld_clean, ld_corrupted))
                         + (ld_clean, ld_corrupted, ld, len(examples))
                     )
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=COLUMNS)
     return table.astype({"layer": np.int64, "position": np.int64, "n": np.int64})

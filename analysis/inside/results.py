@@ -33,7 +33,8 @@ from vlab.fileio import read_json
 
 INSIDE = "inside"  # the folder in a run directory (as vlab.analysis.inside.inspection writes it)
 STEP_PREFIX = "step-"
-# Columns each analysis's CSV must hold, after ``step`` (the analysis modules' COLUMNS).
+# Columns each analysis's CSV holds after ``step``: the one list the analysis modules build
+# their tables with (their ``COLUMNS``) and this reader checks, kept here, free of torch.
 COLUMNS: dict[str, list[str]] = {
     "logit_lens": ["layer", "target_position", "probability", "accuracy", "rank"],
     "attention": ["layer", "head", "kind", "target_position", "source_position", "weight"],
@@ -65,7 +66,7 @@ ANALYSES = tuple(COLUMNS)  # the probe runs' analyses
 RUN_KEYS = ["run", "arch", "variant", "length"]
 RUN_COLUMNS = [*RUN_KEYS, "state", "inspected_steps", "last_step", *ANALYSES, "path"]
 UNIT_COLUMNS = ["run", "step", "analysis", "examples", "examples_used", "rows", "seconds"]
-# VLM runs: their analyses' columns (vlab.analysis.inside.vlm.COLUMNS), keys and files.
+# VLM runs: their analyses' columns (``vlab.analysis.inside.vlm.COLUMNS`` is this), keys, files.
 VLM_COLUMNS: dict[str, list[str]] = {
     "image_attention": [
         "example",

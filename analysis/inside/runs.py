@@ -141,6 +141,13 @@ def load_model(run: ProbeRun, step: int) -> tuple[nn.Module, ProbeVocab]:
     model = build_backbone(cfg.model, seed=cfg.train.seed)
     vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
     add_tokens(model, len(vocab.new_token_names), cfg.model)
+    load_weights(run, model, checkpoint, step)
+    return model.eval(), vocab
+
+
+def load_weights(run: Run, model: nn.Module, checkpoint: dict, step: int) -> None:
+    """Load ``checkpoint``'s weights into ``model`` strictly; weights that do not fit the model
+    the run's config builds are a one-line error (a run of either kind)."""
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError) as e:
@@ -149,7 +156,6 @@ def load_model(run: ProbeRun, step: int) -> tuple[nn.Module, ProbeVocab]:
             f"{run.path}: the checkpoint at step {step} does not fit the model its config "
             f"builds ({said})"
         ) from None
-    return model.eval(), vocab
 
 
 def check_checkpoint(run: Run, step: int) -> dict:

@@ -19,18 +19,9 @@ from torch import nn
 from vlab.analysis.inside import activations as acts
 from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.linear_probe import ProbeFitConfig, probe_accuracy
+from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 
-COLUMNS = [
-    "layer",
-    "source",
-    "label",
-    "position",
-    "accuracy",
-    "chance",
-    "n_train",
-    "n_test",
-    "n_classes",
-]
+COLUMNS = TABLE_COLUMNS["state_probe"]
 
 
 def features(

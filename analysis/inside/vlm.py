@@ -51,7 +51,8 @@ import torch
 from vlab.analysis.inside.activations import mixer, model_type, num_layers, trace
 from vlab.analysis.inside.attention import KINDS, _last_row
 from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
-from vlab.analysis.inside.runs import VLM, Run, check_checkpoint
+from vlab.analysis.inside.results import VLM_COLUMNS
+from vlab.analysis.inside.runs import VLM, Run, check_checkpoint, load_weights
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import atomic_write_bytes, atomic_write_json
@@ -62,18 +63,7 @@ from vlab.models.vlm.model import VLM as VisionLanguageModel
 from vlab.models.vlm.sequence import IGNORE, SequenceConfig
 from vlab.rundir import RunDir
 
-COLUMNS = [
-    "example",
-    "layer",
-    "kind",
-    "row",
-    "col",
-    "weight",
-    "target",
-    "target_row",
-    "target_col",
-    "on_target",
-]
+COLUMNS = VLM_COLUMNS["image_attention"]
 GROUNDING = "grounding"
 EXAMPLE_IMAGES = 8  # the examples whose images are written beside the table
 EXAMPLES_FILE = "examples.json"
@@ -144,14 +134,7 @@ def load_vlm(run: VLMRun, step: int) -> tuple[VisionLanguageModel, Any]:
     check_vlm_run(run)
     tok = run_tokenizer(run.config, run.out)
     model = build_vlm(run.config.model, vocab_size=len(tok), seed=0)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as e:
-        said = str(e).strip().splitlines()[0][:200]
-        raise VlabError(
-            f"{run.path}: the checkpoint at step {step} does not fit the model its config "
-            f"builds ({said})"
-        ) from None
+    load_weights(run, model, checkpoint, step)
     return model.eval(), tok
 
 
