@@ -99,8 +99,8 @@ def resolve_steps(run: Run, which: str) -> list[int]:
             f"{run.path}: no checkpoints to inspect (checkpoints/ is empty: the run has not "
             "reached its first evaluation, or it was trained with nothing kept)"
         )
-    if which == LAST:
-        return [last_step(run)]
+    if which == LAST:  # last.pt is written at every evaluation: no kept step is later
+        return [available[-1]]
     if which == "all":
         return available
     try:
