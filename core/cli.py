@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from vlab.errors import VlabError
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vlab sweep show X | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     if "torch.distributed" in sys.modules:  # a subcommand ran under torchrun: leave its group
         from vlab.training.distributed import close_distributed
 

@@ -75,57 +75,112 @@ def run_local(
     workers: int = 1,
     on_done: Callable[[str, int], None] | None = None,
 ) -> dict:
-    """Run each run in its own worker process, ``workers`` at a time; blocks until all end.
+    """Run the runs in ``workers`` worker processes, each taking the next run as it finishes one.
 
-    Worker output goes to ``logs/<name>.log``. Ctrl-C sends SIGTERM to the workers, which
-    checkpoint and stop; the sweep then resumes where it was.
+    A worker trains run after run (``python -m vlab.slurm.worker --serve``), so the few seconds
+    of importing torch and transformers are paid once per worker, not once per run; each run's
+    output still goes to ``logs/<name>.log``. A worker that dies (killed, out of memory) fails
+    only the run it held; a fresh one takes the rest. Ctrl-C sends SIGTERM to the workers, which
+    checkpoint and stop; the sweep then resumes where it was. Blocks until all runs end.
     """
     if workers < 1:
         raise ConfigError("workers", f"must be >= 1, got {workers}")
     queue = list(names)
-    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    pool: list[_Worker] = []
     results: dict[str, dict] = {}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     bar = tqdm(total=len(names), desc=f"sweep {sweep.path.name}", unit="run", dynamic_ncols=True)
+
+    def record(name: str, code: int, pid: int) -> None:
+        results[name] = {
+            "job_id": None,
+            "pid": pid,
+            "returncode": code,
+            "log": str(sweep.log_path(name).resolve()),
+        }
+        if on_done:
+            on_done(name, code)
+        bar.update(1)
+
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                name = queue.pop(0)
-                log_path = sweep.log_path(name)
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = open(log_path, "a")  # noqa: SIM115 - closed when the worker ends
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "vlab.slurm.worker", str(sweep.path), name],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-                running[name] = (proc, log)
-            time.sleep(0.2)
-            for name, (proc, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                log.close()
-                del running[name]
-                results[name] = {
-                    "job_id": None,
-                    "pid": proc.pid,
-                    "returncode": proc.returncode,
-                    "log": str(sweep.log_path(name).resolve()),
-                }
-                if on_done:
-                    on_done(name, proc.returncode)
-                bar.update(1)
+        while queue or any(w.name for w in pool):
+            pool = [w for w in pool if w.name or w.alive()]
+            while queue and len(pool) < workers:
+                pool.append(_Worker(sweep))
+            for worker in pool:
+                if worker.name is None and queue:
+                    worker.give(queue.pop(0))
+            time.sleep(0.05)
+            for worker in pool:
+                finished = worker.poll()
+                if finished is not None:
+                    record(*finished, worker.proc.pid)
     except KeyboardInterrupt:
-        for proc, _ in running.values():
-            proc.terminate()
-        for proc, log in running.values():
-            proc.wait()
-            log.close()
+        for worker in pool:
+            worker.proc.terminate()
         raise
     finally:
+        for worker in pool:
+            worker.close()
         bar.close()
     return {"jobs": results}
+
+
+class _Worker:
+    """One served worker process of :func:`run_local` and the run it is training, if any."""
+
+    def __init__(self, sweep: SweepDir):
+        log = sweep.path / "logs" / "local-workers.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:  # the worker's own messages, between runs
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vlab.slurm.worker", "--serve", str(sweep.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=out,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.name: str | None = None
+        self.pending = b""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def give(self, name: str) -> None:
+        self.name = name
+        try:
+            self.proc.stdin.write(name.encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: poll() reports the run with the worker's exit code
+
+    def poll(self) -> tuple[str, int] | None:
+        """(name, exit code) once the run it holds has ended, else None."""
+        if self.name is None:
+            return None
+        alive = self.alive()  # before reading, so an answer written just before exit is seen
+        try:
+            self.pending += os.read(self.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            pass
+        if b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            name, code = line.decode().rsplit("\t", 1)
+            self.name = None
+            return name, int(code)
+        if alive:
+            return None
+        name, self.name = self.name, None  # died holding this run: its code is the worker's
+        return name, self.proc.returncode
+
+    def close(self) -> None:
+        """End of input: an idle worker exits; a busy one (after SIGTERM) once its run stops."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.proc.stdout.close()
 
 
 def slurm_executor(options: SlurmOptions, folder: str, name: str):

@@ -49,7 +49,9 @@ class SweepSpec:
 
     ``base`` and the entries of ``runs`` are nested dicts or dotted keys
     (``{"train.lr": 1e-3}``); ``axes`` maps dotted keys to non-empty lists of values.
-    ``kind`` is what each run trains (``probe`` for now).
+    ``kind`` is what each run trains (``probe`` for now). ``name_keys`` picks the dotted keys
+    (in order) whose values name a run; None names it by all of its overrides. Use it when a
+    run's overrides carry settings that follow from the named ones (an arm's recipe).
     """
 
     name: str
@@ -58,6 +60,7 @@ class SweepSpec:
     runs: list[dict] = field(default_factory=list)
     kind: str = "probe"
     description: str = ""
+    name_keys: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,14 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
         raise VlabError(
             f"sweep spec {spec.name}: unknown kind {spec.kind!r} ({', '.join(RESOLVERS)})"
         )
+    if spec.name_keys is not None and (
+        not isinstance(spec.name_keys, (list, tuple))
+        or not all(isinstance(k, str) for k in spec.name_keys)
+    ):
+        raise VlabError(
+            f"sweep spec {spec.name}: name_keys must be a list of dotted keys, "
+            f"got {spec.name_keys!r}"
+        )
     for key, values in spec.axes.items():
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise VlabError(
@@ -120,16 +131,23 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
                 config = resolve(deep_merge(nest(spec.base), nest(overrides)))
             except ConfigError as e:
                 raise VlabError(f"sweep spec {spec.name}: {e} (run {overrides})") from None
-            name = str(extra.get("name") or "-".join(_label(k, v) for k, v in overrides.items()))
+            named = overrides if spec.name_keys is None else _pick(overrides, spec.name_keys)
+            name = str(extra.get("name") or "-".join(_label(k, v) for k, v in named.items()))
             _check_run_name(spec.name, name or spec.name)
             if name in seen:
                 raise VlabError(
                     f"sweep spec {spec.name}: duplicate run name {name!r} (runs {seen[name]} and "
-                    f"{len(runs)}); add an axis or give explicit runs distinct 'name' values"
+                    f"{len(runs)}); add an axis, name runs by more keys (name_keys) or give "
+                    "explicit runs distinct 'name' values"
                 )
             seen[name] = len(runs)
             runs.append(RunSpec(name or spec.name, config_id(config), config, overrides))
     return runs
+
+
+def _pick(overrides: dict, keys: list[str]) -> dict:
+    """The overrides named by ``keys``, in that order (keys a run does not set are skipped)."""
+    return {k: overrides[k] for k in keys if k in overrides}
 
 
 def _check_run_name(sweep: str, name: str) -> None:
@@ -239,7 +257,7 @@ def _read_mapping(path: Path) -> dict:
 def _spec_from_mapping(data: Any, where: str) -> SweepSpec:
     if not isinstance(data, dict):
         raise VlabError(f"sweep spec {where}: expected a mapping at the top level")
-    known = {"name", "base", "axes", "runs", "kind", "description"}
+    known = {"name", "base", "axes", "runs", "kind", "description", "name_keys"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise VlabError(

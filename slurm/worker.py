@@ -4,14 +4,21 @@ It reads the run's config from ``sweep.json`` (the previous step's file), takes 
 lock, and trains into ``runs/<name>`` with the kind's trainer, which resumes from the run's
 last checkpoint. A finished run returns at once; a run locked by a live process is skipped.
 
-Run as a program (``python -m vlab.slurm.worker SWEEP_DIR NAME``) it is the local executor's
-worker process: SIGTERM then stops training cleanly at the next step with a checkpoint.
+Run as a program it is the local executor's worker process: ``python -m vlab.slurm.worker
+SWEEP_DIR NAME`` trains one run; ``--serve SWEEP_DIR`` trains run after run, reading each name
+from standard input and answering ``NAME<TAB>EXIT_CODE`` on standard output. A served worker
+pays Python's, torch's and transformers' start-up (about 4 s on a laptop core) once rather than
+per run, which is most of a short probe run. Either way SIGTERM stops training cleanly at the
+next step with a checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import traceback
+from pathlib import Path
 
 import submitit
 
@@ -57,10 +64,86 @@ class SweepJob(submitit.helpers.Checkpointable):
         return run_one(sweep_dir, name)
 
 
+def _train(sweep_dir: str, name: str, should_stop) -> int:
+    """Train one run, report it on stdout; the exit code: 0 done or skipped, 1 not, 2 bad input."""
+    try:
+        status = run_one(sweep_dir, name, progress=True, should_stop=should_stop)
+    except VlabError as e:
+        print(f"vlab: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{name}: {status.get('state')}: {status.get('reason')}")
+    return 0 if status.get("state") in ("done", "skipped") else 1
+
+
+def serve(sweep_dir: str, requests, answers, should_stop) -> None:
+    """Train the runs named on ``requests`` (one per line) until it ends or a stop is asked.
+
+    Each run's output, file descriptors 1 and 2 included (native libraries write there too),
+    goes to its ``logs/<name>.log``, as with one process per run; ``NAME\tCODE`` is written to
+    ``answers`` when it ends. An unexpected error fails that run only (traceback in its log).
+    The CPU thread count is restored after each run, so a run that sets ``train.threads``
+    does not change the next one's.
+    """
+    import torch
+
+    from vlab.slurm.sweepdir import SweepDir
+
+    sweep = SweepDir(sweep_dir)
+    threads = torch.get_num_threads()
+    for line in requests:
+        name = line.strip()
+        if not name:
+            continue
+        log_path = sweep.log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with _output_to(log_path):
+            try:
+                code = _train(sweep_dir, name, should_stop)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+        torch.set_num_threads(threads)
+        answers.write(f"{name}\t{code}\n")
+        answers.flush()
+        if should_stop():
+            return
+
+
+class _output_to:
+    """Point file descriptors 1 and 2 (and sys.stdout / sys.stderr) at a file, then back."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        self.file = open(self.path, "a")  # noqa: SIM115 - closed in __exit__
+        os.dup2(self.file.fileno(), 1)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in self.saved:
+            os.close(fd)
+        self.file.close()
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    serving = len(argv) == 2 and argv[0] == "--serve"
     if len(argv) != 2:
-        print("usage: python -m vlab.slurm.worker SWEEP_DIR RUN_NAME", file=sys.stderr)
+        print(
+            "usage: python -m vlab.slurm.worker SWEEP_DIR RUN_NAME\n"
+            "       python -m vlab.slurm.worker --serve SWEEP_DIR   (run names on stdin)",
+            file=sys.stderr,
+        )
         return 2
     stop = {"requested": False}
 
@@ -68,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         stop["requested"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-    try:
-        status = run_one(argv[0], argv[1], progress=True, should_stop=lambda: stop["requested"])
-    except VlabError as e:
-        print(f"vlab: error: {e}", file=sys.stderr)
-        return 2
-    print(f"{argv[1]}: {status.get('state')}: {status.get('reason')}")
-    return 0 if status.get("state") in ("done", "skipped") else 1
+    if not serving:
+        return _train(argv[0], argv[1], lambda: stop["requested"])
+    # answers go to the original stdout; runs' own output is redirected to their logs
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    serve(argv[1], sys.stdin, answers, lambda: stop["requested"])
+    return 0
 
 
 if __name__ == "__main__":

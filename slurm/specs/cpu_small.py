@@ -1,22 +1,21 @@
-"""cpu-small: the CPU default. Both arms x both variants x two short lengths, one seed.
+"""cpu-small: the quick variant of ``cpu-protocol``, a few minutes on 2 cores.
 
-Sized to finish in minutes on 2 cores with the tiny presets: short contexts learn within the
-step budget (see the README's notes on probe scale), so the report shows real learning curves
-and per-position heatmaps rather than flat lines.
+The same task and recipes as the default experiment, cut to one cell per arm: each arm at the
+best learning rate of its grid, seed 0, suffix and prefix, L in {3, 6}. Eight runs: enough to
+see learning curves, per-position heatmaps and a first comparison, not to cite (one seed per
+cell, so the report's log-rank tests have nothing to stand on).
 """
 
+from vlab.probes.recipes import arm_runs, best_lr
 from vlab.slurm.spec import SweepSpec
+from vlab.slurm.specs.cpu_protocol import SPEC as PROTOCOL
 
 SPEC = SweepSpec(
     name="cpu-small",
-    description="Pythia vs Mamba (tiny presets), suffix and prefix, L in {6, 8}, on CPU.",
-    base={
-        "model": {"preset": "tiny"},
-        "train": {"steps": 1500, "lr": 2e-3, "threads": 1},
-    },
-    axes={
-        "model.arch": ["pythia", "mamba"],
-        "task.variant": ["suffix", "prefix"],
-        "task.length": [6, 8],
-    },
+    description="Quick variant of cpu-protocol: Pythia vs Mamba (tiny) at each arm's best lr, "
+    "suffix and prefix, L in {3, 6}, one seed.",
+    base=PROTOCOL.base,
+    axes={"task.variant": ["suffix", "prefix"], "task.length": [3, 6]},
+    runs=[run for arch in ("pythia", "mamba") for run in arm_runs(arch, lrs=(best_lr(arch),))],
+    name_keys=["model.arch", "task.variant", "task.length"],
 )

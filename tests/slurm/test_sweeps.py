@@ -57,6 +57,32 @@ def test_grid_expands_to_named_runs_with_config_ids():
     assert runs[0].id == config_id(runs[0].config) == expand(spec)[0].id  # stable
 
 
+def test_name_keys_name_runs_by_the_chosen_keys_only(tmp_path):
+    recipe = {"train.beta2": 0.98, "train.min_lr_ratio": 1.0}
+    spec = SweepSpec(
+        name="n",
+        base=TINY_BASE,
+        axes={"task.variant": ["suffix", "prefix"]},
+        runs=[{"model.arch": "pythia", **recipe, "train.lr": lr} for lr in (1e-3, 2e-3)],
+        name_keys=["model.arch", "task.variant", "train.lr"],
+    )
+    names = [r.name for r in expand(spec)]
+    assert names == [
+        "pythia-suffix-lr0.001",
+        "pythia-prefix-lr0.001",
+        "pythia-suffix-lr0.002",
+        "pythia-prefix-lr0.002",
+    ]
+    spec.name_keys = ["model.arch", "task.variant"]  # too few keys: two runs share a name
+    with pytest.raises(VlabError, match="duplicate run name 'pythia-suffix'.*name_keys"):
+        expand(spec)
+    spec.name_keys = "model.arch"
+    with pytest.raises(VlabError, match="name_keys must be a list"):
+        expand(spec)
+    path = tiny_spec(tmp_path, axes={"train.lr": [1e-3]}, name_keys=["train.lr"])
+    assert [r.name for r in expand(load_spec(path))] == ["lr0.001"]
+
+
 def test_explicit_runs_cross_the_grid():
     spec = SweepSpec(
         name="e",
@@ -96,6 +122,24 @@ def test_malformed_spec_submits_nothing(capsys, tmp_path):
 
 def test_builtin_specs_expand():
     assert len(expand(load_spec("cpu-small"))) == 8
+    protocol = expand(load_spec("cpu-protocol"))
+    assert len(protocol) == 2 * 2 * 3 * 3 * 3
+    cells: dict[tuple, set] = {}
+    for run in protocol:
+        c = run.config
+        key = (c["model"]["arch"], c["task"]["variant"], c["task"]["length"])
+        cells.setdefault(key, set()).add((c["train"]["lr"], c["train"]["seed"]))
+        assert c["model"]["init_seed"] == c["train"]["seed"]
+        assert c["task"]["pool_size"] >= c["task"]["length"]
+    lengths = {k[2] for k in cells}
+    assert max(lengths) >= 4 * min(lengths)
+    assert {k[0] for k in cells} == {"pythia", "mamba"} and {k[1] for k in cells} == {
+        "suffix",
+        "prefix",
+    }
+    for points in cells.values():  # 3 learning rates x 3 seeds in every cell
+        assert len({lr for lr, _ in points}) == 3 and len({s for _, s in points}) == 3
+        assert len(points) == 9
     paper = expand(load_spec("paper-grounding"))
     assert len(paper) == 108
     assert {r.config["task"]["length"] for r in paper} == {50, 100, 200}
@@ -278,7 +322,7 @@ def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
     rows = sweep_status(SweepDir(out))
     assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
     assert {r["name"] for r in rows} == {
-        f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (6, 8)
+        f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (3, 6)
     }
 
 
@@ -323,3 +367,77 @@ def test_an_sbatch_value_with_a_line_break_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "must be one line" in err
     assert not out.exists()
+
+
+def _sweep_of(tmp_path, runs, base=None) -> SweepDir:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spec = tmp_path / "w.json"
+    spec.write_text(json.dumps({"name": "w", "base": base or TINY_BASE, "runs": runs}))
+    sweep = SweepDir(tmp_path / "sw")
+    sweep.write("w", "probe", expand(load_spec(str(spec))), str(spec))
+    return sweep
+
+
+def test_one_local_worker_serves_run_after_run_as_if_each_had_its_own_process(tmp_path):
+    from vlab.slurm.executors import run_local
+
+    runs = [{"name": "a", "train.seed": 1, "train.threads": 2}, {"name": "b", "train.seed": 2}]
+    sweep = _sweep_of(tmp_path, runs)
+    jobs = run_local(sweep, ["a", "b"], workers=1)["jobs"]
+    assert {n: j["returncode"] for n, j in jobs.items()} == {"a": 0, "b": 0}
+    assert jobs["a"]["pid"] == jobs["b"]["pid"]  # one process trained both
+    log_a, log_b = (sweep.log_path(n).read_text() for n in "ab")
+    assert "a: done" in log_a and "runs/b" not in log_a and "b: done" in log_b
+    # b trained after a in the same process equals b trained alone in a fresh process
+    alone = _sweep_of(tmp_path / "alone", runs)
+    subprocess.run(
+        [sys.executable, "-m", "vlab.slurm.worker", str(alone.path), "b"],
+        check=True,
+        capture_output=True,
+    )
+    metrics = "runs/b/metrics.jsonl"
+    assert read_jsonl(sweep.path / metrics) == read_jsonl(alone.path / metrics)
+    # a's train.threads=2 did not carry over into b
+    b_status = json.loads((sweep.run_path("b") / "status.json").read_text())
+    a_status = json.loads((sweep.run_path("a") / "status.json").read_text())
+    assert a_status["environment"]["threads"] == 2
+    assert (
+        b_status["environment"]["threads"]
+        == json.loads((alone.run_path("b") / "status.json").read_text())["environment"]["threads"]
+    )
+
+
+def test_a_failing_run_or_a_dead_worker_fails_only_its_own_run(tmp_path):
+    from vlab.locks import lock_holder
+    from vlab.slurm.executors import run_local
+
+    base = {**TINY_BASE, "train": {"steps": 5000, "eval_every": 1000, "threads": 1}}
+    sweep = _sweep_of(tmp_path, [{"name": "long"}, {"name": "bad"}, {"name": "ok"}], base)
+    # "bad" has a corrupt checkpoint: a one-line error in its log, code 2
+    (sweep.run_path("bad") / "checkpoints").mkdir(parents=True)
+    (sweep.run_path("bad") / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    (sweep.run_path("bad") / "config.json").write_text(
+        json.dumps(sweep.run("bad")["config"], indent=2)
+    )
+
+    def kill_the_worker_of_long():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            holder = lock_holder(sweep.lock_path("long"))
+            if holder and (sweep.run_path("long") / "metrics.jsonl").exists():
+                os.kill(holder["pid"], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    import threading
+
+    killer = threading.Thread(target=kill_the_worker_of_long)
+    killer.start()
+    jobs = run_local(sweep, ["long", "bad", "ok"], workers=1)["jobs"]
+    killer.join()
+    assert jobs["long"]["returncode"] == -signal.SIGKILL
+    assert jobs["bad"]["returncode"] == 2 and jobs["ok"]["returncode"] == 0
+    assert jobs["bad"]["pid"] == jobs["ok"]["pid"] != jobs["long"]["pid"]  # a fresh worker
+    assert "last.pt" in sweep.log_path("bad").read_text()
+    states = {r["name"]: r["state"] for r in sweep_status(sweep)}
+    assert states["ok"] == "done" and states["long"] in ("running", "interrupted")

@@ -1,0 +1,53 @@
+"""Each arm's training recipe for the tiny probe presets, as found by the pilot search.
+
+Both arms got the same pilot search (README, "The pilot search"; built-in specs
+``pilot-tiny``, ``pilot-tiny-shapes``, ``pilot-tiny-seeds``): learning rate, optimizer betas
+and schedule, target encoding, and the shape settings that keep the parameter count. Each arm's
+preset shape was its best. The recipes below are those results, and the learning-rate grids are
+centred on each arm's best rate with one neighbour on each side, as the paper's protocol has
+three learning rates per architecture. Specs build their runs from here, so a default sweep and
+its quick variant cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from vlab.errors import ConfigError
+
+# Settings that differ between the arms (dotted config keys), beyond the learning rate.
+RECIPES: dict[str, dict] = {
+    # AdamW betas (0.9, 0.98), constant after warmup: best of stage 1 at every lr tried
+    "pythia": {"train.beta2": 0.98, "train.min_lr_ratio": 1.0},
+    # the defaults (betas (0.9, 0.999), cosine decay to 0) were Mamba's best in stage 1
+    "mamba": {"train.beta2": 0.999, "train.min_lr_ratio": 0.0},
+}
+
+# The best learning rate of stage 3 (three seeds) in the middle, its neighbours around it.
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "pythia": (5e-4, 1e-3, 2e-3),
+    "mamba": (2e-3, 3e-3, 4e-3),
+}
+
+
+def best_lr(arch: str) -> float:
+    """The centre of ``arch``'s grid: its best learning rate in the pilot search."""
+    grid = LR_GRIDS.get(arch)
+    if grid is None:
+        raise ConfigError("model.arch", f"no tuned recipe for {arch!r} ({', '.join(LR_GRIDS)})")
+    return grid[len(grid) // 2]
+
+
+def arm_runs(arch: str, lrs: tuple[float, ...] | None = None, seeds: tuple[int, ...] = (0,)):
+    """Run overrides for ``arch``: its recipe at each learning rate x seed.
+
+    A seed sets both the backbone's initialisation and the new token rows (``train.seed``,
+    ``model.init_seed``): the paper's "initialisations of the new embeddings". The data
+    (``task.seed``) stays the same, so seeds differ only in where training starts.
+    """
+    if arch not in RECIPES:
+        raise ConfigError("model.arch", f"no tuned recipe for {arch!r} ({', '.join(RECIPES)})")
+    lrs = LR_GRIDS[arch] if lrs is None else lrs
+    return [
+        {"model.arch": arch, "train.lr": lr, **RECIPES[arch], "train.seed": s, "model.init_seed": s}
+        for lr in lrs
+        for s in seeds
+    ]
