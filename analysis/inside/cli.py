@@ -64,6 +64,12 @@ def register(subparsers) -> None:
         metavar="N",
         help="local executor: runs inspected in parallel by N worker processes (default 1)",
     )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="inspect only runs whose folder name matches (repeatable), e.g. '*-s0'",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from vlab.slurm.cli import add_slurm_flags
 
@@ -90,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
         log=_note,
+        only=args.only,
     )
     print(f"inspected: {done} analyses in {seconds:.1f} s ({skipped} already done, skipped)")
     return 0
@@ -101,7 +108,7 @@ def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
     from vlab.slurm.cli import check_cluster, slurm_options
 
     options = slurm_options(args)
-    runs = run_paths(args.paths)
+    runs = run_paths(args.paths, args.only)
     units = plan(runs, analyses, args.checkpoints, args.examples, log=_note)  # checks first
     todo = sorted({u.run for u in units if not is_done(u, args.examples)}, key=runs.index)
     if not todo:

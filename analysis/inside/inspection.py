@@ -174,8 +174,13 @@ def analysis_function(name: str) -> Callable:
     return getattr(importlib.import_module(module), function)
 
 
-def run_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """The run directories of ``paths``: each a run directory or a sweep / folder of runs."""
+def run_paths(paths: Sequence[str | Path], only: Sequence[str] | None = None) -> list[Path]:
+    """The run directories of ``paths``: each a run directory or a sweep / folder of runs.
+
+    ``only``: keep the runs whose folder name matches one of these globs (``*-s0``).
+    """
+    import fnmatch
+
     from vlab.analysis.load import find_runs
 
     found: list[Path] = []
@@ -183,6 +188,14 @@ def run_paths(paths: Sequence[str | Path]) -> list[Path]:
         for _, run in find_runs(path):
             if run not in found:
                 found.append(run)
+    if only:
+        kept = [r for r in found if any(fnmatch.fnmatch(r.name, p) for p in only)]
+        if not kept:
+            raise VlabError(
+                f"--only {' '.join(only)} matches none of the {len(found)} runs under "
+                f"{', '.join(map(str, paths))}"
+            )
+        found = kept
     return found
 
 
@@ -195,12 +208,13 @@ def inspect_paths(
     workers: int = 1,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> tuple[int, int, float]:
     """Plan (checking everything first), then do the units not done yet, runs in parallel
     over ``workers`` processes. ``analyses`` None: each run gets the analyses of its kind.
     Returns (units done now, units skipped, seconds)."""
     start = time.perf_counter()
-    units = plan(run_paths(paths), analyses, checkpoints, examples, log=log)
+    units = plan(run_paths(paths, only), analyses, checkpoints, examples, log=log)
     todo = [u for u in units if not is_done(u, examples)]
     if workers == 1 or len({u.run for u in todo}) <= 1:
         run_units(todo, examples, progress=progress)

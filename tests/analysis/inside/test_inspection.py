@@ -131,6 +131,17 @@ def test_bad_input_is_one_line_and_nothing_is_written(fresh, capsys, args, damag
     assert inside_files(fresh) == []
 
 
+def test_only_inspects_the_runs_whose_names_match(fresh, capsys):
+    code = main(["inspect", str(fresh), "--analyses", "logit_lens", "--only", "mam*",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert {p.split("/")[1] for p in inside_files(fresh)} == {"mamba"}
+    code = main(["inspect", str(fresh), "--only", "rwkv*", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--only rwkv* matches none of the 2 runs" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_a_folder_without_runs_is_refused(tmp_path, capsys):
     assert main(["inspect", str(tmp_path), "--no-progress"]) == 2
     assert "no run directories" in capsys.readouterr().err
