@@ -618,6 +618,7 @@ def consistency_notes(runs: pd.DataFrame, threshold: float | None = None) -> lis
                     f"L={key[0]} {key[1]}: runs use different thresholds {_values(thresholds)}; "
                     "pass -p threshold VALUE to compare them at one threshold"
                 )
+    notes.extend(repetition_notes(runs))
     for key, g in plottable(runs).groupby(GROUP):
         for col, what in (("batch_size", "batch sizes"), ("budget", "step budgets")):
             values = sorted(g[col].dropna().unique())
@@ -625,5 +626,32 @@ def consistency_notes(runs: pd.DataFrame, threshold: float | None = None) -> lis
                 notes.append(
                     f"L={key[0]} {key[1]} {key[2]}: runs have different {what} {_values(values)}; "
                     "curves are per fraction of training, times in steps"
+                )
+    return notes
+
+
+def repetition_notes(runs: pd.DataFrame) -> list[str]:
+    """Panels whose runs saw more training examples than the task has distinct ones.
+
+    With few distinct sequences (short contexts from a small pool) the training stream repeats
+    them, and a model can memorise the training set instead of learning to retrieve: held-out
+    accuracy then measures generalisation from repeats. Counted from what each run saw
+    (last evaluated step x batch size), not its budget.
+    """
+    from vlab.probes.tasks import num_sequences
+
+    notes = []
+    seen = plottable(runs).dropna(subset=["pool", "last_step", "batch_size"])
+    for (length, variant), g in seen.groupby(PANEL):
+        for pool, h in g.groupby("pool"):
+            held = int(h["n_heldout"].max()) if h["n_heldout"].notna().any() else 0
+            distinct = num_sequences(int(pool), int(length)) - held
+            most = int((h["last_step"] * h["batch_size"]).max())
+            if most > distinct:
+                notes.append(
+                    f"L={length} {variant}: the task has {distinct:,} distinct training examples "
+                    f"(pool {int(pool)}), but runs saw up to {most:,} (each about "
+                    f"{most / max(distinct, 1):.0f} times): a model can memorise them, so "
+                    "held-out accuracy here also measures generalisation from repeats"
                 )
     return notes

@@ -19,7 +19,7 @@ redrawn, so the two sets are disjoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import lgamma, log
+from math import lgamma, log, perm
 from typing import Literal
 
 import numpy as np
@@ -97,6 +97,13 @@ class ProbeTaskConfig:
     def seq_len(self) -> int:
         """Input length: L context tokens, marker and query (+ ``<ans>`` for prefix)."""
         return self.length + (2 if self.variant == "suffix" else 3)
+
+
+def num_sequences(pool: int, length: int) -> int:
+    """How many distinct examples the task has: ordered contexts of ``length`` distinct tokens
+    from ``pool``, times the ``length`` positions a query can name. When a run sees more
+    training examples than this (minus the held-out set), it sees repeats and can memorise."""
+    return perm(pool, length) * length
 
 
 def _log_num_sequences(pool: int, length: int) -> float:

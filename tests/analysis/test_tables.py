@@ -121,6 +121,19 @@ def test_notes_name_failed_runs_and_mixed_thresholds(sweep):
     assert not any("different thresholds" in n for n in tables.consistency_notes(sweep.runs, 0.5))
 
 
+def test_a_panel_whose_runs_saw_repeats_of_a_small_task_is_noted(sweep, tmp_path):
+    assert tables.repetition_notes(sweep.runs) == []  # L=4 from a pool of 8: 6,720 examples
+    write_run(tmp_path / "short", [0.1, 0.5, 0.9, 1.0], length=2)  # pool 4: 4 * 3 * 2 = 24
+    write_run(tmp_path / "short-early", [0.1, 0.5], length=2, state="running")
+    notes = tables.repetition_notes(load_sweep(tmp_path).runs)
+    assert notes == [
+        "L=2 suffix: the task has 24 distinct training examples (pool 4), but runs saw up to "
+        "1,920 (each about 80 times): a model can memorise them, so held-out accuracy here "
+        "also measures generalisation from repeats"
+    ]
+    assert notes[0] in tables.consistency_notes(load_sweep(tmp_path).runs)
+
+
 def test_state_counts_and_overview(sweep):
     counts = tables.state_counts(sweep.runs).set_index("arch")
     assert counts.loc["mamba", ["done", "failed", "running", "total"]].tolist() == [1, 1, 1, 3]

@@ -135,3 +135,13 @@ def test_invalid_task_configs_name_the_field(kwargs, field):
 def test_vocab_targets_must_fit_the_backbone_vocabulary():
     with pytest.raises(ConfigError, match="target_offset"):
         ProbeVocab.for_task(ProbeTaskConfig(length=8, target_offset=95), base_vocab_size=100)
+
+
+def test_num_sequences_counts_every_distinct_example():
+    import itertools
+
+    from vlab.probes.tasks import num_sequences
+
+    pool, length = 5, 3
+    brute = {(ctx, q) for ctx in itertools.permutations(range(pool), length) for q in ctx}
+    assert num_sequences(pool, length) == len(brute) == 180
