@@ -372,6 +372,17 @@ def selected_runs(ttt: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     return ttt.merge(keep, on=key, how="inner")[ttt.columns]
 
 
+def order_runs(runs: pd.DataFrame, selected: pd.DataFrame, which: str = "selected") -> pd.DataFrame:
+    """The runs the learning order is computed on: ``selected`` (the runs at each group's
+    selected learning rate, the paper's reading; ``selected`` as :func:`selected_runs` returns)
+    or ``all`` (every learning rate pooled, which mixes in rates that barely learn)."""
+    if which == "all":
+        return runs
+    if which != "selected":
+        raise ValueError(f"learning_order_runs must be 'selected' or 'all', got {which!r}")
+    return runs[runs["name"].isin(selected["run"])]
+
+
 def run_table(
     runs: pd.DataFrame, ttt: pd.DataFrame, selection: pd.DataFrame, time: str = "examples"
 ) -> pd.DataFrame:

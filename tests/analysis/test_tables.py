@@ -274,3 +274,15 @@ def test_learned_from_stays_above_rule():
     assert tables.learned_from(steps, [1, 1, 1, 0.5], [1] * 4, 0.95, 0.0) is None
     assert tables.learned_from(steps, [1, 1, 1, float("nan")], [1] * 4, 0.95, 0.0) is None
     assert tables.learned_from(steps, [1, 1, 1, 1], [0.1, 0.2, 0.6, 0.9], 0.95, 0.5) == 20
+
+
+def test_learning_order_runs_are_the_selected_ones_unless_all_are_asked_for(tmp_path):
+    write_run(tmp_path / "fast", [0.1, 0.95], threshold_step=10, lr=1e-3)
+    write_run(tmp_path / "slow", [0.1, 0.2, 0.3, 0.4], lr=2e-3)
+    runs = load_sweep(tmp_path).runs
+    ttt = tables.time_to_threshold(runs, load_sweep(tmp_path).evaluations)
+    selected = tables.selected_runs(ttt, tables.lr_selection(ttt, runs))
+    assert tables.order_runs(runs, selected)["name"].tolist() == ["fast"]
+    assert tables.order_runs(runs, selected, "all") is runs
+    with pytest.raises(ValueError, match="learning_order_runs must be 'selected' or 'all'"):
+        tables.order_runs(runs, selected, "best")
