@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from vlab.errors import ConfigError
-from vlab.models.backbones import mamba, neox
+from vlab.models.backbones import hybrid, mamba, mamba2, neox
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Arch = Literal["pythia", "mamba"]
+Arch = Literal["pythia", "mamba", "mamba2", "hybrid"]
 InitScheme = Literal["normal", "mean", "uniform"]
 
-# One module per family; an arch name picks its family. Mamba-2 and hybrids join here.
-FAMILIES = {"pythia": neox, "mamba": mamba}
+# One module per family; an arch name picks its family.
+FAMILIES = {"pythia": neox, "mamba": mamba, "mamba2": mamba2, "hybrid": hybrid}
 PRESETS: dict[str, dict[str, dict]] = {arch: family.PRESETS for arch, family in FAMILIES.items()}
 
 
@@ -81,6 +81,9 @@ class BackboneConfig:
                 )
         if self.init_seed < 0:
             raise ConfigError("init_seed", f"must be >= 0, got {self.init_seed}")
+        check = getattr(FAMILIES[self.arch], "check_settings", None)
+        if check is not None and self.pretrained is None:
+            check(self.hf_settings(), "overrides")
         if self.init_std is not None and not (0 < self.init_std < float("inf")):
             raise ConfigError("init_std", f"must be a finite number > 0, got {self.init_std}")
 

@@ -17,8 +17,10 @@ from vlab.models.backbones import (
     is_recurrent,
 )
 
+ARCHS = list(PRESETS)  # every arm: pythia, mamba, mamba2, hybrid
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_backbones_forward_and_backward(arch):
     model = build_backbone(BackboneConfig(arch=arch, preset="tiny"), seed=0)
     ids = torch.randint(0, 200, (3, 12))
@@ -37,7 +39,7 @@ def test_same_seed_same_model_and_different_seed_differs():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("scheme", ["normal", "mean", "uniform"])
 def test_add_tokens_keeps_old_rows_and_seeds_new_ones(arch, scheme):
     cfg = BackboneConfig(arch=arch, init_scheme=scheme, init_seed=3)
@@ -81,15 +83,19 @@ def test_untied_pythia_head_gets_its_own_new_rows():
     )
 
 
-def test_tiny_presets_have_comparable_parameter_counts():
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_cpu_presets_have_comparable_parameter_counts(preset):
     counts = {
-        a: count_parameters(build_backbone(BackboneConfig(arch=a)))["non_embedding"]
-        for a in ("pythia", "mamba")
+        a: count_parameters(build_backbone(BackboneConfig(arch=a, preset=preset)))["non_embedding"]
+        for a in ARCHS
     }
     assert 0.7 < counts["pythia"] / counts["mamba"] < 1.4, counts
+    for new in ("mamba2", "hybrid"):  # the later arms sit within 10% of both first ones
+        for old in ("pythia", "mamba"):
+            assert abs(counts[new] / counts[old] - 1) <= 0.10, (new, old, counts)
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_save_pretrained_loads_back_through_the_real_path(arch, tmp_path):
     cfg = BackboneConfig(arch=arch)
     model = build_backbone(cfg, seed=5)
@@ -137,6 +143,12 @@ def test_paper_shapes_are_the_published_ones():
     mamba = hf_config("mamba", "1.4b")
     assert (mamba.hidden_size, mamba.num_hidden_layers, mamba.state_size) == (2048, 48, 16)
     assert set(PRESETS["mamba"]) >= {"790m", "1.4b", "2.8b"}
+    mamba2 = hf_config("mamba2", "1.3b")  # state-spaces/mamba2-1.3b
+    assert (mamba2.hidden_size, mamba2.num_hidden_layers, mamba2.state_size) == (2048, 48, 128)
+    assert (mamba2.head_dim, mamba2.n_groups, mamba2.expand) == (64, 1, 2)
+    hybrid = hf_config("hybrid", "1.4b")  # Mamba's 1.4b with attention every 8th layer from 4
+    assert (hybrid.hidden_size, hybrid.num_hidden_layers) == (2048, 48)
+    assert hybrid.attention_layers == list(range(4, 48, 8))
 
 
 class _OldMamba(torch.nn.Module):
@@ -154,13 +166,13 @@ class _NoCache(torch.nn.Module):
         return None
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_decoding_arguments_are_read_off_the_installed_transformers(arch):
     """The installed release's real classes, then the names transformers < 5.24 used."""
     model = build_backbone(BackboneConfig(arch=arch))
     params = inspect.signature(model.forward).parameters
     assert cache_argument(model) in params
-    assert is_recurrent(model) == (arch == "mamba")
+    assert is_recurrent(model) == (arch in ("mamba", "mamba2"))
 
 
 def test_decoding_arguments_of_older_releases_and_an_unsupported_one():
