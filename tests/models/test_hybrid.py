@@ -28,10 +28,14 @@ def test_attention_layers_sit_where_asked():
 
     assert kinds() == ["MambaMixer", "GPTNeoXAttention"]  # the tiny preset
     assert kinds(attention_layers=[0]) == ["GPTNeoXAttention", "MambaMixer"]
-    assert kinds(num_hidden_layers=4, attention_period=2, attention_offset=1) == [
-        "MambaMixer",
-        "GPTNeoXAttention",
-    ] * 2
+    assert (
+        kinds(num_hidden_layers=4, attention_period=2, attention_offset=1)
+        == [
+            "MambaMixer",
+            "GPTNeoXAttention",
+        ]
+        * 2
+    )
 
 
 def test_cached_greedy_decoding_equals_recomputing_the_whole_sequence():
