@@ -56,6 +56,8 @@ RUN_COLUMNS = [
     "final_accuracy",
     "best_accuracy",
     "params",
+    "state_size",
+    "kv_cache",
     "path",
 ]
 EVAL_COLUMNS = ["run", "step", "fraction", "examples_seen", "loss", "eval_loss", "accuracy"]
@@ -125,6 +127,8 @@ def load_sweep(path: str | Path) -> Sweep:
         "budget",
         "last_step",
         "params",
+        "state_size",
+        "kv_cache",
     ):
         runs[col] = runs[col].astype("Int64")
     evaluations = pd.DataFrame(evals, columns=EVAL_COLUMNS)
@@ -282,9 +286,19 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[dict], pd.
         "final_accuracy": evals[-1]["accuracy"] if evals else math.nan,
         "best_accuracy": max(accuracies) if accuracies else math.nan,
         "params": _int(params.get("total")) if isinstance(params, dict) else _int(params),
+        **_state_columns(status.get("state_size")),
         "path": str(entry.path),
     }
     return row, evals, positions
+
+
+def _state_columns(sizes: object) -> dict:
+    """``state_size``: what a sequence's decoding state holds at the run's input length
+    (recurrent and conv states plus the KV cache, in elements); ``kv_cache``: its attention
+    part. Runs written before vlab recorded it have neither."""
+    if not isinstance(sizes, dict):
+        return {"state_size": None, "kv_cache": None}
+    return {"state_size": _int(sizes.get("total")), "kv_cache": _int(sizes.get("kv_cache"))}
 
 
 def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str, str | None]:

@@ -596,6 +596,8 @@ def overview(runs: pd.DataFrame) -> pd.DataFrame:
         "final_accuracy",
         "best_accuracy",
         "params",
+        "state_size",
+        "kv_cache",
         "reason",
     ]
     return runs[cols]

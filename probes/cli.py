@@ -62,11 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
         help="train one probe run into a run directory (resumes an unfinished one)",
-        description="Train a Pythia (GPT-NeoX) or Mamba backbone on the synthetic retrieval "
-        "probe. Rerunning on an unfinished --out resumes it from its last checkpoint; on a "
-        "finished one it does nothing.",
+        description="Train a Pythia (GPT-NeoX), Mamba, Mamba-2 or hybrid backbone on the "
+        "synthetic retrieval probe. Rerunning on an unfinished --out resumes it from its last "
+        "checkpoint; on a finished one it does nothing.",
     )
-    run.add_argument("--arch", help="backbone architecture: pythia or mamba")
+    run.add_argument("--arch", help="backbone architecture: pythia, mamba, mamba2 or hybrid")
     run.add_argument("--variant", help="suffix (query after the context) or prefix (query first)")
     run.add_argument("--length", type=int, help="context length L")
     run.add_argument("--steps", type=int, help="optimizer steps (budget)")

@@ -24,6 +24,7 @@ from vlab.models.backbones import (
     check_overrides,
     count_parameters,
 )
+from vlab.models.backbones.state import state_size
 from vlab.probes.config import ProbeRunConfig, resolve
 from vlab.probes.tasks import ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
@@ -88,13 +89,14 @@ def run_probe(
         vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
         add_tokens(model, len(vocab.new_token_names), cfg.model)
         params = count_parameters(model)
+        state = state_size(model, cfg.task.seq_len)
         log = log if ctx.is_main else (lambda *_: None)
         log(
             f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
             f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
             f"{cfg.task.variant} L={cfg.task.length}"
         )
-        run.write_status("running", params=params, arch=cfg.model.arch)
+        run.write_status("running", params=params, arch=cfg.model.arch, state_size=state)
         data = ProbeData(cfg.task, vocab)
         device = ctx.device(resolve_device(cfg.train.device))
         task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)

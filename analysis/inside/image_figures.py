@@ -35,7 +35,12 @@ ORDERING_TEXT = {
     "task_agnostic": "task-agnostic (image first)",
     "task_aware": "task-aware (instruction first)",
 }
-VL_NAMES = {"pythia": "Pythia-VL", "mamba": "Mamba-VL"}
+VL_NAMES = {
+    "pythia": "Pythia-VL",
+    "mamba": "Mamba-VL",
+    "mamba2": "Mamba2-VL",
+    "hybrid": "Hybrid-VL",
+}
 CMAP = "magma"
 
 

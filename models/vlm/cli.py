@@ -69,6 +69,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from vlab.models.backbones import PRESETS as BACKBONES
     from vlab.models.vlm.presets import PRESETS
 
     vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="tiny-shapes",
         help=f"run preset ({', '.join(PRESETS)}; default tiny-shapes)",
     )
-    train.add_argument("--arch", choices=["pythia", "mamba"], help="LM backbone")
+    train.add_argument("--arch", choices=list(BACKBONES), help="LM backbone")
     train.add_argument("--steps", type=int, help="stage 2 optimizer steps")
     train.add_argument("--stage", choices=["1", "2", "both"], default="both")
     train.add_argument(

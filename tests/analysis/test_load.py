@@ -4,6 +4,7 @@ import json
 import socket
 import subprocess
 
+import pandas as pd
 import pytest
 
 from vlab.analysis.load import EVAL_COLUMNS, POSITION_COLUMNS, RUN_COLUMNS, load_sweep
@@ -107,8 +108,18 @@ def test_sweep_json_with_done_running_failed_and_pending_runs(tmp_path):
     assert r.loc["d", "reason"] == "no run directory yet" and r.loc["d", "n_evals"] == 0
     assert r.loc["d", "arch"] == "pythia"  # config from sweep.json
     assert r.loc["a", "id"] == "id-a" and r.loc["a", "params"] == 1234
+    assert pd.isna(r.loc["a", "state_size"])  # written before runs recorded their state size
     assert len(sweep.evaluations) == 3 + 2 + 1
     assert len(sweep.per_position) == 4 * (3 + 2 + 1)
+
+
+def test_state_size_and_kv_cache_come_from_status(tmp_path):
+    run = write_run(tmp_path / "h", [0.1, 0.5], arch="hybrid")
+    status = read_json(run / "status.json")
+    sizes = {"recurrent_state": 2304, "conv_state": 576, "kv_cache": 1440, "total": 4320}
+    atomic_write_json(run / "status.json", {**status, "state_size": sizes})
+    r = load_sweep(tmp_path).runs.set_index("name")
+    assert (r.loc["h", "state_size"], r.loc["h", "kv_cache"]) == (4320, 1440)
 
 
 def test_a_running_run_whose_process_died_shows_as_interrupted(tmp_path):

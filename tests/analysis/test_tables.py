@@ -178,11 +178,12 @@ def test_empty_tables_give_a_message_figure_not_an_error(sweep):
     assert plots.position_heatmaps(sweep.runs, sweep.per_position.iloc[0:0], 4).texts
 
 
-def test_arch_colours_are_fixed_for_the_paper_arms_and_distinct_for_others():
-    c = plots.arch_colors(["mamba", "hybrid-2", "pythia", "mamba2"])
-    assert list(c) == ["pythia", "mamba", "hybrid-2", "mamba2"]  # legend order
+def test_arch_colours_are_fixed_for_vlabs_arms_and_distinct_for_others():
+    c = plots.arch_colors(["mamba", "hybrid-2", "pythia", "mamba2", "hybrid", "rwkv"])
+    assert list(c) == ["pythia", "mamba", "mamba2", "hybrid", "hybrid-2", "rwkv"]  # legend order
     assert c["pythia"] == "#1f77b4" and c["mamba"] == "#ff7f0e"
-    assert len(set(c.values())) == 4
+    assert c == {**c, **plots.arch_colors(["hybrid", "mamba2"])}  # the same in every report
+    assert len(set(c.values())) == 6
     assert isinstance(pd.Series(c), pd.Series)
 
 

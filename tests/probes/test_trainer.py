@@ -69,6 +69,10 @@ def test_run_directory_contract(tmp_path, arch, variant):
     status = run.read_status()
     assert status["state"] == "done"
     assert status["environment"]["threads"] == 1  # what reproducing the numbers needs
+    memory = status["state_size"]  # at the input length: 4 patches, marker, query (+ <ans>)
+    assert (memory["kv_cache"] > 0) == (arch == "pythia")
+    assert (memory["recurrent_state"] > 0) == (arch == "mamba")
+    assert memory["total"] == sum(v for k, v in memory.items() if k != "total")
     assert status["environment"]["torch"] == torch.__version__
     assert run.checkpoint_path.is_file()
 

@@ -31,7 +31,7 @@ def plain_greedy(model, tok, batch, row: int, max_new: int) -> str:
     return tok.decode(out, skip_special_tokens=True)
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2", "hybrid"])
 def test_cached_generation_equals_the_plain_loop_on_prompts_of_mixed_lengths(tmp_path, arch):
     cfg = config_from("tiny-shapes", arch, {"max_new_tokens": 6, "data": {"n_heldout": 6}})
     tok = run_tokenizer(cfg, tmp_path)
@@ -49,7 +49,7 @@ def test_cached_generation_equals_the_plain_loop_on_prompts_of_mixed_lengths(tmp
     assert any(got)  # random weights still produce tokens: the comparison is not vacuous
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2", "hybrid"])
 def test_left_padded_prefill_and_cached_step_give_the_unpadded_logits(tmp_path, arch):
     """Logit-level check (random weights barely move an argmax): padding must not leak into
     attention or into Mamba's state, and a cached step must equal re-running the sequence."""

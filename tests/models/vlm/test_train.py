@@ -1,4 +1,4 @@
-"""Tiny Pythia-VL and Mamba-VL train end to end on the built-in dataset; resume is exact."""
+"""Tiny VLMs on each LM arm train end to end on the built-in dataset; resume is exact."""
 
 import json
 
@@ -17,7 +17,7 @@ FAST = {
 }
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "hybrid"])
 def test_tiny_vlm_trains_both_stages_and_held_out_loss_falls(tmp_path, arch):
     cfg = config_from("tiny-shapes", arch, FAST)
     results = train_vlm(cfg, tmp_path / "vlm", progress=False, log=lambda *_: None)
