@@ -293,6 +293,46 @@ def logrank_table(ttt: pd.DataFrame, time: str = "time") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pairwise_logrank_table(ttt: pd.DataFrame, time: str = "time") -> pd.DataFrame:
+    """Per (length, variant) and pair of architectures: the log-rank test of the pair alone,
+    with Holm's step-down adjustment over the panel's pairs (so a panel of four arms, six
+    pairs, does not find differences by testing often). With two architectures the one pair's
+    p equals :func:`logrank_table`'s."""
+    import itertools
+
+    rows = []
+    for key, g in _finite_times(ttt, time).groupby(PANEL):
+        archs = sorted(g["arch"].unique(), key=str)
+        panel = []
+        for a, b in itertools.combinations(archs, 2):
+            pair = g[g["arch"].isin([a, b])]
+            res = logrank_test(pair[time], pair["event"], pair["arch"])
+            panel.append(
+                {
+                    **dict(zip(PANEL, key, strict=True)),
+                    "pair": f"{a} vs {b}",
+                    "runs": f"{a} {(pair['arch'] == a).sum()}, {b} {(pair['arch'] == b).sum()}",
+                    "chi2": res.statistic,
+                    "p": res.p_value,
+                }
+            )
+        for row, adjusted in zip(panel, holm([r["p"] for r in panel]), strict=True):
+            row["p (Holm)"] = adjusted
+        rows += panel
+    return pd.DataFrame(rows, columns=[*PANEL, "pair", "runs", "chi2", "p", "p (Holm)"])
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (NaN stays NaN, not counted)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 # learning-rate selection (the paper's protocol) --------------------------------------------
 
 SELECTION_RULE = (

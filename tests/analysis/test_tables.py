@@ -287,3 +287,28 @@ def test_learning_order_runs_are_the_selected_ones_unless_all_are_asked_for(tmp_
     assert tables.order_runs(runs, selected, "all") is runs
     with pytest.raises(ValueError, match="learning_order_runs must be 'selected' or 'all'"):
         tables.order_runs(runs, selected, "best")
+
+
+def test_holm_adjustment_on_known_values():
+    assert tables.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert tables.holm([0.5, 0.6]) == [1.0, 1.0]
+    adjusted = tables.holm([0.02, math.nan])
+    assert adjusted[0] == 0.02 and math.isnan(adjusted[1])
+
+
+def test_every_pair_of_architectures_is_tested(tmp_path):
+    """Three arms: three pairs per panel; each pair's p is the two-arm log-rank test's."""
+    for arch, reached in (("pythia", [30, 30]), ("mamba", [10, 20]), ("hybrid", [10, 10])):
+        for seed, step in enumerate(reached):
+            accs = [0.1] * (step // 10) + [0.95]
+            write_run(tmp_path / f"{arch}-{seed}", accs, arch=arch, seed=seed, threshold_step=step)
+    s = load_sweep(tmp_path)
+    ttt = tables.time_to_threshold(s.runs, s.evaluations)
+    pairs = tables.pairwise_logrank_table(ttt)
+    assert pairs["pair"].tolist() == ["hybrid vs mamba", "hybrid vs pythia", "mamba vs pythia"]
+    for row in pairs.itertuples():
+        a, b = row.pair.split(" vs ")
+        alone = tables.logrank_table(ttt[ttt["arch"].isin([a, b])])
+        assert row.p == pytest.approx(alone["p"].iloc[0])
+    assert pairs["p (Holm)"].tolist() == pytest.approx(tables.holm(pairs["p"].tolist()))
+    assert (pairs["p (Holm)"] >= pairs["p"]).all()

@@ -142,6 +142,15 @@ def test_builtin_specs_expand():
         assert len(points) == 9
     paper = expand(load_spec("paper-grounding"))
     assert len(paper) == 108
+    arms = expand(load_spec("paper-arms"))
+    assert len(arms) == 4 * 108 // 2
+    assert {(r.config["model"]["arch"], r.config["model"]["preset"]) for r in arms} == {
+        ("pythia", "1.4b"),
+        ("mamba", "1.4b"),
+        ("mamba2", "1.3b"),
+        ("hybrid", "1.4b"),
+    }
+    assert len(expand(load_spec("pilot-tiny-arms"))) == len(expand(load_spec("pilot-tiny")))
     assert {r.config["task"]["length"] for r in paper} == {50, 100, 200}
     assert {r.config["model"]["arch"] for r in paper} == {"pythia", "mamba"}
 
@@ -320,7 +329,7 @@ def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
     )
     assert code == 0, stdout
     rows = sweep_status(SweepDir(out))
-    assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
+    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
     assert {r["name"] for r in rows} == {
         f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (3, 6)
     }
@@ -441,3 +450,24 @@ def test_a_failing_run_or_a_dead_worker_fails_only_its_own_run(tmp_path):
     assert "last.pt" in sweep.log_path("bad").read_text()
     states = {r["name"]: r["state"] for r in sweep_status(sweep)}
     assert states["ok"] == "done" and states["long"] in ("running", "interrupted")
+
+
+def test_a_sweep_over_four_arms_runs_locally_and_its_report_compares_every_pair(capsys, tmp_path):
+    arms = ["pythia", "mamba", "mamba2", "hybrid"]
+    path = tiny_spec(tmp_path, axes={"model.arch": arms, "train.seed": [0]})
+    out = tmp_path / "sw"
+    code, stdout, _ = vlab(capsys, "sweep", "submit", path, "--out", str(out), "--workers", "2")
+    assert code == 0, stdout
+    rows = sweep_status(SweepDir(out))
+    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
+    sizes = {
+        r["name"]: json.loads((out / "runs" / r["name"] / "status.json").read_text())["state_size"]
+        for r in rows
+    }
+    assert sizes["pythia-s0"]["recurrent_state"] == 0 < sizes["pythia-s0"]["kv_cache"]
+    assert sizes["mamba2-s0"]["kv_cache"] == 0 < sizes["mamba2-s0"]["recurrent_state"]
+    assert min(sizes["hybrid-s0"]["kv_cache"], sizes["hybrid-s0"]["recurrent_state"]) > 0
+    assert main(["report", str(out), "--no-html", "-p", "threshold", "0.3"]) == 0
+    notebook = (out / "report.ipynb").read_text()
+    assert "Log-rank test of every pair of architectures" in notebook
+    assert "mamba2 vs pythia" in notebook and "hybrid vs mamba" in notebook
