@@ -1,4 +1,4 @@
-"""``vlab bench``: Mamba vs Pythia speed, measured side by side in one process.
+"""``vlab bench``: the arms' speed (Pythia, Mamba, Mamba-2, hybrid), side by side in one process.
 
 Why: the fast selective scan exists to make Mamba training affordable on CPU (Hugging Face's
 own CPU scan is a Python loop over time, ~100x slower than a GPT-NeoX of the same size); this
@@ -8,14 +8,16 @@ preset (``vlab.models.backbones``), so the numbers describe the models the probe
 Three measurements, each alternating the contenders so that load from other processes hits
 them alike, keeping the best of several repeats:
 
-* training throughput (forward + backward + AdamW) of the two tiny presets at matched
-  parameter counts, on probe-shaped batches (batch 64, L context tokens + 2), and of Mamba
+* training throughput (forward + backward + AdamW) of every arm's tiny preset (non-embedding
+  parameter counts matched within 10%), on probe-shaped batches (batch 64, L context tokens +
+  2), each arm's tokens/s as a ratio of Pythia's, and of Mamba
   with the reference backend, which inside transformers runs Hugging Face's own scan loop
   (what users would get without the fast scan);
 * the selective scan alone, fast path vs the plain reference recurrence;
 * forward-only cost over sequence length (256 to 16,384 tokens) with the growth exponent
   fitted on a log-log scale over the points >= 1k tokens (attention's quadratic term shows up
-  for Pythia; Mamba's scan is linear), and the peak memory of each forward.
+  for Pythia; the SSMs' scans are linear; the hybrid has both), and the peak memory of each
+  forward.
 
 With ``backends`` (``vlab bench --backends``) a fourth table times the scan alone on every
 backend that runs on the device, at the tiny and small Mamba presets' scan shapes, in wall
@@ -38,7 +40,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vlab.models.backbones import BackboneConfig, build_backbone, count_parameters, hf_config
+from vlab.models.backbones import (
+    PRESETS,
+    BackboneConfig,
+    build_backbone,
+    count_parameters,
+    hf_config,
+)
 from vlab.models.ops.selective_scan import (
     install_into_transformers,
     scan_backend,
@@ -46,7 +54,9 @@ from vlab.models.ops.selective_scan import (
     use_scan_backend,
 )
 
-ARCHS = ("pythia", "mamba")
+ARCHS = tuple(PRESETS)  # every arm, Pythia first: the others' ratios are against it
+# Arms whose recurrent layers run vlab's Mamba-1 selective scan.
+SCAN_ARCHS = ("mamba", "hybrid")
 # Mamba presets whose scan shapes (d_inner x d_state) the backend table covers.
 BACKEND_PRESETS = ("tiny", "small")
 
@@ -159,7 +169,7 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
                     "params": params[arch]["non_embedding"],
                     "params_total": params[arch]["total"],
                     "tokens_per_s": tps,
-                    "scan": scan_backend(device.type) if arch == "mamba" else None,
+                    "scan": scan_backend(device.type) if arch in SCAN_ARCHS else None,
                 }
             )
             log(f"train  {arch:7s} L={length:4d} batch {plan.batch}: {tps:10.0f} tokens/s")
@@ -374,7 +384,7 @@ def fit_exponent(tokens: list[int], seconds: list[float], min_tokens: int = 1024
 
 
 def bench_forward(plan: BenchPlan, device: torch.device, log=print) -> dict:
-    """Forward-only seconds and peak memory of one sequence per length, both arms."""
+    """Forward-only seconds and peak memory of one sequence per length, every arm."""
     models = {a: _model(a, plan.preset, device).eval() for a in ARCHS}
     rows = []
     for tokens in plan.forward_tokens:
@@ -426,7 +436,13 @@ def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
     if plan.backends:
         result.update(bench_backends(plan, device, log))
     by = {(r["arch"], r["length"]): r["tokens_per_s"] for r in result["train"]}
-    result["mamba_vs_pythia_train"] = {
-        str(length): by[("mamba", length)] / by[("pythia", length)] for length in plan.train_lengths
+    result["vs_pythia_train"] = {
+        arch: {
+            str(length): by[(arch, length)] / by[("pythia", length)]
+            for length in plan.train_lengths
+        }
+        for arch in ARCHS
+        if arch != "pythia"
     }
+    result["mamba_vs_pythia_train"] = result["vs_pythia_train"]["mamba"]  # older readers
     return result

@@ -17,8 +17,9 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan = BenchPlan.quick(args.backends) if args.quick else BenchPlan(backends=args.backends)
     result = run_bench(plan, resolve_device(args.device))
-    ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in result["mamba_vs_pythia_train"].items())
-    print(f"Mamba / Pythia training tokens/s: {ratios}")
+    for arch, by_length in result["vs_pythia_train"].items():
+        ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in by_length.items())
+        print(f"{NAMES.get(arch, arch)} / Pythia training tokens/s: {ratios}")
     print(
         f"fast scan vs reference: {result['scan_speedup_vs_reference']:.0f}x (scan alone), "
         f"{result['train_speedup_vs_reference']:.0f}x (Mamba training)"
@@ -27,6 +28,9 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
+
+
+NAMES = {"mamba": "Mamba", "mamba2": "Mamba-2", "hybrid": "Hybrid"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -19,10 +19,14 @@ def test_fit_exponent_recovers_known_growth():
 def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--threads", "2", "--json", str(out)]) == 0
-    assert "Mamba / Pythia training tokens/s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for name in ("Mamba", "Mamba-2", "Hybrid"):
+        assert f"{name} / Pythia training tokens/s" in printed
     result = json.loads(out.read_text())
     archs = {r["arch"] for r in result["train"]}
-    assert archs == {"pythia", "mamba"}
+    assert archs == {"pythia", "mamba", "mamba2", "hybrid"}
+    assert set(result["vs_pythia_train"]) == {"mamba", "mamba2", "hybrid"}
+    assert result["mamba_vs_pythia_train"] == result["vs_pythia_train"]["mamba"]
     for row in result["train"]:
         assert {"arch", "length", "batch", "params", "tokens_per_s"} <= set(row)
         assert row["tokens_per_s"] > 0 and row["batch"] == 64
@@ -32,4 +36,4 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
         ("pythia", 4096),
     }
     assert all(r["seconds"] > 0 for r in result["forward"])
-    assert set(result["forward_exponent"]) == {"pythia", "mamba"}
+    assert set(result["forward_exponent"]) == {"pythia", "mamba", "mamba2", "hybrid"}
