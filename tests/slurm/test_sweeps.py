@@ -471,3 +471,24 @@ def test_a_sweep_over_four_arms_runs_locally_and_its_report_compares_every_pair(
     notebook = (out / "report.ipynb").read_text()
     assert "Log-rank test of every pair of architectures" in notebook
     assert "mamba2 vs pythia" in notebook and "hybrid vs mamba" in notebook
+
+
+@pytest.mark.parametrize(
+    ("axes", "field", "words"),
+    [
+        ({"model.arch": ["hybrid"], "model.overrides": [{"attention_layers": [7]}]},
+         "model.overrides.attention_layers", "index 7 is not a layer"),
+        ({"model.arch": ["pythia", "mamba2"], "model.preset": ["1.4b"]},
+         "model.preset", "'1.4b' is not a mamba2 preset"),
+        ({"model.arch": ["rwkv"]}, "model.arch", "'rwkv' is not one of"),
+    ],
+    ids=["attention-layer", "preset", "arch"],
+)  # fmt: skip
+def test_bad_arm_settings_in_a_sweep_are_one_line_before_anything_runs(
+    capsys, tmp_path, axes, field, words
+):
+    path = tiny_spec(tmp_path, axes=axes)
+    code, _, err = vlab(capsys, "sweep", "submit", path, "--out", str(tmp_path / "sw"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert field in err and words in err, err
+    assert not (tmp_path / "sw").exists()
