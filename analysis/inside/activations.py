@@ -13,15 +13,22 @@ inner width, N its state size)::
     final_norm               (B, T, H)  the residual stream after the final norm
     logits                   (B, T, V)
 
-Transformer arms (GPT-NeoX / Pythia) also have::
+What else a block has depends on its kind (:func:`block_kind`), so names are listed per layer
+(:func:`activation_names` says exactly what each layer has, in execution order). Blocks with
+attention (every GPT-NeoX / Pythia block; the hybrid's attention blocks) also have::
 
-    blocks.{i}.attn.pattern  (B, heads, T_query, T_key)  softmax attention weights
+    blocks.{i}.attn.pattern  (B, heads, T_query, T_key)  softmax attention weights (read on the
+                                        eager attention path, switched on for the trace only)
+
+GPT-NeoX blocks also have::
+
     blocks.{i}.mlp_in        (B, T, H)  the MLP's normed input (GPT-NeoX: parallel residual)
     blocks.{i}.mlp_out       (B, T, H)
 
-SSM arms (Mamba) also have, computed by vlab from ``mixer_in`` (nnsight cannot reach them:
-transformers runs the conv and the scan as functions, not modules; each is tested against the
-mixer's own output)::
+Mamba-1 blocks (every ``mamba`` block; the hybrid's Mamba blocks) also have, computed by vlab
+from ``mixer_in`` (nnsight cannot reach them: transformers runs the conv and the scan as
+functions, not modules; each is tested against the mixer's own output; see
+:mod:`vlab.analysis.inside.ssm`)::
 
     blocks.{i}.ssm.x         (B, D, T)  the scan's input (after the causal conv and SiLU)
     blocks.{i}.ssm.z         (B, D, T)  the gate
@@ -31,15 +38,31 @@ mixer's own output)::
     blocks.{i}.ssm.state     (B, D, N, T)  the recurrent state h_t after each position
     blocks.{i}.ssm.hidden_attention  (B, D, T, T)  the scan as attention over past positions
 
+Mamba-2 blocks (``mamba2``) have the same ``ssm.*`` names, per head (heads x P = D channels,
+G groups sharing B and C; :mod:`vlab.analysis.inside.ssd`)::
+
+    blocks.{i}.ssm.x, ssm.z  (B, heads, P, T)
+    blocks.{i}.ssm.delta     (B, heads, T)
+    blocks.{i}.ssm.B, ssm.C  (B, G, N, T)
+    blocks.{i}.ssm.state     (B, heads, P, N, T)
+    blocks.{i}.ssm.hidden_attention  (B, heads, T, T)  before the gated norm
+
+Which arm has which blocks: ``pythia`` GPT-NeoX blocks, ``mamba`` Mamba-1 blocks, ``mamba2``
+Mamba-2 blocks, ``hybrid`` Mamba-1 blocks with attention blocks at
+``config.attention_layers`` (tiny preset: layer 0 Mamba, layer 1 attention). Asking a layer
+for a name of another kind of block is a one-line error naming the layer and what it has.
+
 nnsight (not TransformerLens) because it wraps our own HF models as they are (any module,
 exact, no conversion of weights) and is light to install; see the README's "Looking inside".
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -56,42 +79,66 @@ class Site:
     index: int | None = None
 
 
-# Per ``model_type``: the hooked sites of one block, in the order a forward pass reaches them
-# (nnsight requires reading a run's activations in execution order), and the global ones.
-_EMBED = "embed"
-_FINAL = ("final_norm", "logits")
-FAMILY_SITES: dict[str, dict[str, Site]] = {
+# Per block kind: the hooked sites of one block, in the order a forward pass reaches them
+# (nnsight requires reading a run's activations in execution order).
+_MAMBA_BLOCK = {
+    "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
+    "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
+    "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
+}
+BLOCK_SITES: dict[str, dict[str, Site]] = {
     "gpt_neox": {
-        "embed": Site("gpt_neox.embed_in"),
         "blocks.{i}.mixer_in": Site("gpt_neox.layers.{i}.input_layernorm"),
         "blocks.{i}.mixer_out": Site("gpt_neox.layers.{i}.attention", 0),
         "blocks.{i}.attn.pattern": Site("gpt_neox.layers.{i}.attention", 1),
         "blocks.{i}.mlp_in": Site("gpt_neox.layers.{i}.post_attention_layernorm"),
         "blocks.{i}.mlp_out": Site("gpt_neox.layers.{i}.mlp"),
         "blocks.{i}.resid_post": Site("gpt_neox.layers.{i}", 0),
+    },
+    "mamba": _MAMBA_BLOCK,
+    "mamba2": _MAMBA_BLOCK,
+    # the hybrid's attention block: Mamba's module names, GPT-NeoX attention as the mixer
+    "attention": {
+        "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
+        "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
+        "blocks.{i}.attn.pattern": Site("backbone.layers.{i}.mixer", 1),
+        "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
+    },
+}
+# Per ``model_type``: the sites outside the blocks.
+_BACKBONE = {
+    "embed": Site("backbone.embeddings"),
+    "final_norm": Site("backbone.norm_f"),
+    "logits": Site("lm_head"),
+}
+GLOBAL_SITES: dict[str, dict[str, Site]] = {
+    "gpt_neox": {
+        "embed": Site("gpt_neox.embed_in"),
         "final_norm": Site("gpt_neox.final_layer_norm"),
         "logits": Site("lm_head"),
     },
-    "mamba": {
-        "embed": Site("backbone.embeddings"),
-        "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
-        "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
-        "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
-        "final_norm": Site("backbone.norm_f"),
-        "logits": Site("lm_head"),
-    },
+    "mamba": _BACKBONE,
+    "mamba2": _BACKBONE,
+    "vlab_hybrid": _BACKBONE,
 }
-# Computed by vlab's own code from ``blocks.{i}.mixer_in`` (see module docstring).
+# Per block kind: the names computed by vlab's own code from ``blocks.{i}.mixer_in`` (see the
+# module docstring), and the module that computes them (``computed``, ``output_with_state``).
 SSM_NAMES = ("x", "z", "delta", "B", "C", "state", "hidden_attention")
-COMPUTED: dict[str, tuple[str, ...]] = {"mamba": tuple(f"blocks.{{i}}.ssm.{n}" for n in SSM_NAMES)}
+_SSM = tuple(f"blocks.{{i}}.ssm.{n}" for n in SSM_NAMES)
+COMPUTED: dict[str, tuple[str, ...]] = {"mamba": _SSM, "mamba2": _SSM}
+_SSM_MODULES = {"mamba": "vlab.analysis.inside.ssm", "mamba2": "vlab.analysis.inside.ssd"}
 
+_EMBED = "embed"
+_FINAL = ("final_norm", "logits")
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_PRE, _POST = "blocks.{i}.resid_pre", "blocks.{i}.resid_post"
 
 
 def model_type(model: nn.Module) -> str:
+    """The model's ``config.model_type``, one vlab has names for."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind not in FAMILY_SITES:
-        known = ", ".join(FAMILY_SITES)
+    if kind not in GLOBAL_SITES:
+        known = ", ".join(GLOBAL_SITES)
         raise VlabError(f"no activation names for a {kind!r} model (known: {known})")
     return kind
 
@@ -100,18 +147,36 @@ def num_layers(model: nn.Module) -> int:
     return int(model.config.num_hidden_layers)
 
 
+def block_kind(model: nn.Module, layer: int) -> str:
+    """What block ``layer`` is: ``gpt_neox``, ``mamba`` (Mamba-1), ``mamba2`` or
+    ``attention`` (the hybrid's attention block). A hybrid's layers differ; other models'
+    blocks are all of their ``model_type``."""
+    kind = model_type(model)
+    if kind == "vlab_hybrid":
+        return "attention" if layer in model.config.attention_layers else "mamba"
+    return kind
+
+
+def block_templates(model: nn.Module, layer: int) -> list[str]:
+    """The names of block ``layer`` with ``{i}`` for the layer, in execution order:
+    ``resid_pre``, the hooked sites, the computed names, ``resid_post``."""
+    kind = block_kind(model, layer)
+    hooked = [n for n in BLOCK_SITES[kind] if n != _POST]
+    return [_PRE, *hooked, *COMPUTED.get(kind, ()), _POST]
+
+
 def activation_names(model: nn.Module) -> list[str]:
     """Every activation name the model has, in the order a forward pass produces them."""
-    kind = model_type(model)
-    sites = FAMILY_SITES[kind]
-    block = [n for n in sites if n.startswith("blocks.")]
     names = [_EMBED]
     for i in range(num_layers(model)):
-        names.append(f"blocks.{i}.resid_pre")
-        names += [n.format(i=i) for n in block if not n.endswith("resid_post")]
-        names += [n.format(i=i) for n in COMPUTED.get(kind, ())]
-        names.append(f"blocks.{i}.resid_post")
+        names += [t.replace("{i}", str(i)) for t in block_templates(model, i)]
     return [*names, *_FINAL]
+
+
+def layers_with(model: nn.Module, suffix: str) -> list[int]:
+    """The layers whose block has ``blocks.{i}.<suffix>`` (``ssm.state``, ``attn.pattern``)."""
+    template = f"blocks.{{i}}.{suffix}"
+    return [i for i in range(num_layers(model)) if template in block_templates(model, i)]
 
 
 def _template(name: str) -> tuple[str, int | None]:
@@ -122,24 +187,53 @@ def _template(name: str) -> tuple[str, int | None]:
     return f"blocks.{{i}}.{match.group(2)}", int(match.group(1))
 
 
+def _is_computed(model: nn.Module, name: str) -> bool:
+    template, layer = _template(name)
+    return layer is not None and template in COMPUTED.get(block_kind(model, layer), ())
+
+
+def _missing(model: nn.Module, name: str, layer: int) -> VlabError:
+    """The one-line error for a name block ``layer`` lacks: what the layer is and has, and
+    which layers have the name (when some do)."""
+    template, _ = _template(name)
+    suffix = template.removeprefix("blocks.{i}.")
+    has = ", ".join(t.removeprefix("blocks.{i}.") for t in block_templates(model, layer))
+    where = layers_with(model, suffix)
+    elsewhere = f"; {suffix} is at layers {where}" if where else ""
+    return VlabError(
+        f"unknown activation {name!r}: {_layer_is(model, layer)}, which has {has}{elsewhere}"
+    )
+
+
+def _layer_is(model: nn.Module, layer: int) -> str:
+    """'layer 1 of this vlab_hybrid model is an attention block': for error messages."""
+    kind = block_kind(model, layer)
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"layer {layer} of this {model_type(model)} model is {article} {kind} block"
+
+
 def _hooked(model: nn.Module, name: str) -> tuple[str, int | None, Site]:
     """The hooked name that holds ``name`` (aliases and computed names resolved to it)."""
     kind = model_type(model)
     template, layer = _template(name)
-    if layer is not None and not 0 <= layer < num_layers(model):
+    if layer is None:
+        site = GLOBAL_SITES[kind].get(name)
+        if site is None:
+            raise VlabError(
+                f"unknown activation {name!r} for a {kind} model; see "
+                "vlab.analysis.inside.activations.activation_names(model)"
+            )
+        return name, None, site
+    if not 0 <= layer < num_layers(model):
         raise VlabError(f"activation {name!r}: the model has layers 0..{num_layers(model) - 1}")
-    if template == "blocks.{i}.resid_pre":  # the input of block i is the output before it
+    if template == _PRE:  # the input of block i is the output before it
         return _hooked(model, _EMBED if layer == 0 else f"blocks.{layer - 1}.resid_post")
-    if template in COMPUTED.get(kind, ()):
+    if _is_computed(model, name):
         return _hooked(model, f"blocks.{layer}.mixer_in")
-    site = FAMILY_SITES[kind].get(template)
+    site = BLOCK_SITES[block_kind(model, layer)].get(template)
     if site is None:
-        raise VlabError(
-            f"unknown activation {name!r} for a {kind} model; see "
-            "vlab.analysis.inside.activations.activation_names(model)"
-        )
-    hooked = name if layer is None else template.replace("{i}", str(layer))
-    return hooked, layer, site
+        raise _missing(model, name, layer)
+    return template.replace("{i}", str(layer)), layer, site
 
 
 def _order(model: nn.Module, hooked: Iterable[str]) -> list[str]:
@@ -167,7 +261,8 @@ class Patch:
 @dataclass(frozen=True)
 class StatePatch:
     """Replace the SSM state of block ``layer`` after sequence ``position`` by ``state``
-    (B, D, N): the mixer's output from ``position`` on reads the replaced state."""
+    (B, D, N for a Mamba-1 block, B, heads, P, N for a Mamba-2 block): the mixer's output
+    from ``position`` on reads the replaced state."""
 
     layer: int
     position: int
@@ -196,6 +291,41 @@ class _Eager:
             self.model.set_attn_implementation(self.before)
 
 
+def ssm_module(model: nn.Module, layer: int) -> ModuleType:
+    """The vlab module that computes block ``layer``'s ``ssm.*`` names
+    (:mod:`~vlab.analysis.inside.ssm` for Mamba-1, :mod:`~vlab.analysis.inside.ssd` for
+    Mamba-2): both have ``mixer_internals``, ``computed`` and ``output_with_state``."""
+    kind = block_kind(model, layer)
+    if kind not in _SSM_MODULES:
+        raise VlabError(
+            f"{_layer_is(model, layer)}: it has no SSM state to patch or compute "
+            f"(SSM layers: {layers_with(model, 'ssm.state')})"
+        )
+    return importlib.import_module(_SSM_MODULES[kind])
+
+
+def output_with_state(
+    model: nn.Module, layer: int, mixer_in: torch.Tensor, position: int, state: torch.Tensor
+) -> torch.Tensor:
+    """Block ``layer``'s mixer output (B, T, H) on ``mixer_in`` (B, T, H) with its SSM state
+    after ``position`` replaced by ``state`` (see :class:`StatePatch`)."""
+    module = ssm_module(model, layer)
+    state = state.to(mixer_in.device)
+    return module.output_with_state(mixer(model, layer), mixer_in, position, state)
+
+
+def _state_targets(model: nn.Module, patches: Sequence[StatePatch]) -> dict[str, StatePatch]:
+    """The state patches by the ``mixer_out`` they replace, each checked to have a state."""
+    out = {}
+    for patch in patches:
+        _hooked(model, f"blocks.{patch.layer}.mixer_in")  # checks the layer
+        if not layers_with(model, "ssm.state"):
+            raise VlabError(f"a {model_type(model)} model has no SSM state to patch")
+        ssm_module(model, patch.layer)  # checks that this layer has one
+        out[f"blocks.{patch.layer}.mixer_out"] = patch
+    return out
+
+
 def trace(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -205,30 +335,23 @@ def trace(
 ) -> dict[str, torch.Tensor]:
     """One forward pass of ``input_ids`` (B, T) (or of input embeddings (B, T, H), a float
     tensor, as a VLM feeds its LM; ``embed`` is then that input): the activations ``names``
-    (detached, in the
-    model's dtype) with ``patches`` applied, plus ``"logits"`` (B, T, V) always.
+    (detached, in the model's dtype) with ``patches`` applied, plus ``"logits"`` (B, T, V)
+    always.
 
     Computed SSM names (``blocks.{i}.ssm.*``) come from the captured ``mixer_in``; patches
     apply to hooked or aliased names only (``resid_pre``, ``resid_post``, ``mixer_out``, ...);
-    ``state_patches`` replace an SSM arm's recurrent state (see :class:`StatePatch`).
+    ``state_patches`` replace an SSM block's recurrent state (see :class:`StatePatch`).
     """
     from nnsight import NNsight
-
-    from vlab.analysis.inside import ssm
 
     wanted = {n: _hooked(model, n) for n in names}
     patch_at: dict[str, list[Patch]] = {}
     for patch in patches:
         hooked, _, _ = _hooked(model, patch.name)
-        if _template(patch.name)[0] in COMPUTED.get(model_type(model), ()):
+        if _is_computed(model, patch.name):
             raise VlabError(f"{patch.name!r} is computed by vlab, not a hook: it cannot be patched")
         patch_at.setdefault(hooked, []).append(patch)
-    state_at: dict[str, StatePatch] = {}
-    for patch in state_patches:
-        if model_type(model) not in COMPUTED:
-            raise VlabError(f"a {model_type(model)} model has no SSM state to patch")
-        _hooked(model, f"blocks.{patch.layer}.mixer_in")  # checks the layer
-        state_at[f"blocks.{patch.layer}.mixer_out"] = patch
+    state_at = _state_targets(model, state_patches)
     needed = [h for h, _, _ in wanted.values()] + list(patch_at) + ["logits"]
     for p in state_at.values():
         needed += [f"blocks.{p.layer}.mixer_in", f"blocks.{p.layer}.mixer_out"]
@@ -265,16 +388,15 @@ def trace(
                     if hooked in state_at:
                         sp = state_at[hooked]
                         mixer_in = captured[f"blocks.{sp.layer}.mixer_in"]
-                        new = ssm.output_with_state(
-                            mixer(model, sp.layer), mixer_in, sp.position, sp.state.to(mixer_in)
-                        )
+                        state = sp.state.to(mixer_in)
+                        new = output_with_state(model, sp.layer, mixer_in, sp.position, state)
                         value[:] = new.to(value.dtype)
                     captured[hooked] = value.detach().clone().save()
     out = {}
     for name, (hooked, layer, _) in wanted.items():
-        template, _ = _template(name)
-        if template in COMPUTED.get(model_type(model), ()):
-            out[name] = ssm.computed(mixer(model, layer), captured[hooked], name.split(".")[-1])
+        if _is_computed(model, name):
+            compute = ssm_module(model, layer).computed
+            out[name] = compute(mixer(model, layer), captured[hooked], name.split(".")[-1])
         else:
             out[name] = captured[hooked]
     out["logits"] = captured["logits"]
@@ -301,5 +423,5 @@ def unembed(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
 
 def mixer(model: nn.Module, layer: int) -> nn.Module:
     """Block ``layer``'s sequence mixer (the attention or SSM module)."""
-    path = FAMILY_SITES[model_type(model)]["blocks.{i}.mixer_out"].module
+    path = BLOCK_SITES[block_kind(model, layer)]["blocks.{i}.mixer_out"].module
     return _module(model, path.replace("{i}", str(layer)))

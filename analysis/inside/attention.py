@@ -4,17 +4,22 @@ The answer to a probe example is the queried token's position p, so a model that
 looking should put its weight on context position p when it predicts (at sequence index T - 1).
 This module reads that weight per layer, for every (target position p, context position s):
 
-- GPT-NeoX (``kind="attention"``): the softmax pattern ``blocks.{i}.attn.pattern[b, h, T-1, :]``,
-  per head and as the mean over heads (``head=-1``). Rows sum to one over all T positions; the
-  table keeps that normalisation and holds only the L context columns, so a row of the table
-  sums to at most one (the rest went to the marker, query, ... tokens).
-- Mamba (``kind="hidden_attention"``): the selective scan's implicit attention
-  ``blocks.{i}.ssm.hidden_attention[b, :, T-1, :]`` (D channels, see
-  :mod:`vlab.analysis.inside.hidden_attention`), as a *share*: its absolute value averaged over
-  the D channels (Ali et al. 2024 also aggregate over channels), divided by that average's sum
-  over all T source positions. Unlike softmax attention the raw weights neither sum to one nor
-  stay positive; the share is what makes the two arms comparable. One row per layer,
+- Attention blocks (GPT-NeoX; the hybrid's attention layers; ``kind="attention"``): the
+  softmax pattern ``blocks.{i}.attn.pattern[b, h, T-1, :]``, per head and as the mean over
+  heads (``head=-1``). Rows sum to one over all T positions; the table keeps that
+  normalisation and holds only the L context columns, so a row of the table sums to at most
+  one (the rest went to the marker, query, ... tokens).
+- SSM blocks (Mamba; the hybrid's Mamba layers; Mamba-2; ``kind="hidden_attention"``): the
+  selective scan's implicit attention ``blocks.{i}.ssm.hidden_attention[b, :, T-1, :]`` (D
+  channels for Mamba-1, see :mod:`vlab.analysis.inside.hidden_attention`; one weight per head
+  for Mamba-2, shared by its P channels, before its gated norm, see
+  :mod:`vlab.analysis.inside.ssd`), as a *share*: its absolute value averaged over the
+  channels (Ali et al. 2024 also aggregate over channels), divided by that average's sum over
+  all T source positions. Unlike softmax attention the raw weights neither sum to one nor
+  stay positive; the share is what makes the two kinds comparable. One row per layer,
   ``head=-1``.
+
+A hybrid's table has both kinds, each layer its own; ``kind`` says which.
 
 Weights are means over the examples that query each position p, one row per (layer, head, p, s).
 """
@@ -25,14 +30,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vlab.analysis.inside.activations import mixer, model_type, num_layers, trace
+from vlab.analysis.inside import ssd
+from vlab.analysis.inside.activations import block_kind, layers_with, mixer, num_layers, trace
 from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 
 COLUMNS = TABLE_COLUMNS["attention"]
-MEAN_HEAD = -1  # the head index of the mean over heads (and of Mamba's channel aggregate)
-KINDS = {"gpt_neox": "attention", "mamba": "hidden_attention"}
+MEAN_HEAD = -1  # the head index of the mean over heads (and of an SSM's channel aggregate)
+# The ``kind`` of a layer's rows, by its block kind (``activations.block_kind``; for a model
+# whose blocks are all alike, its ``model_type``).
+KINDS = {
+    "gpt_neox": "attention",
+    "attention": "attention",
+    "mamba": "hidden_attention",
+    "mamba2": "hidden_attention",
+}
 
 
 def _last_row(internals: MixerInternals) -> torch.Tensor:
@@ -49,30 +62,68 @@ def _last_row(internals: MixerInternals) -> torch.Tensor:
     return torch.einsum("bn,bdsn,bds,bns->bds", C[..., -1], decay, delta, B)
 
 
+def _share(row: torch.Tensor) -> torch.Tensor:
+    """An SSM's raw last-row weights (B, channels or heads, T) as one share row (B, 1, T):
+    the absolute value averaged over channels, over its sum across the T positions."""
+    mean = row.abs().mean(dim=1)
+    return (mean / mean.sum(dim=-1, keepdim=True)).unsqueeze(1)
+
+
+def _ssm_row(model: torch.nn.Module, layer: int, mixer_in: torch.Tensor) -> torch.Tensor:
+    """The share row (B, 1, T) of SSM block ``layer`` from its input (B, T, H). Mamba-2's
+    weights are per head, shared by the head's channels: their mean over heads is the mean
+    over channels."""
+    block = mixer(model, layer)
+    if block_kind(model, layer) == "mamba2":
+        return _share(ssd.last_row(ssd.mixer_internals(block, mixer_in)))
+    return _share(_last_row(mixer_internals(block, mixer_in)))
+
+
+def _source(model: torch.nn.Module, layer: int) -> str:
+    """What layer ``layer``'s weights are read from: its pattern, or its SSM's input."""
+    if layer in layers_with(model, "attn.pattern"):
+        return f"blocks.{layer}.attn.pattern"
+    return f"blocks.{layer}.mixer_in"
+
+
 def _attention_rows(model: torch.nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
     """Per layer, the weights (B, K, T) from the last position to every position, K as in
-    :func:`_heads`: the softmax heads and their mean for GPT-NeoX, Mamba's channel-aggregated
-    share for Mamba."""
-    layers = range(num_layers(model))
-    if model_type(model) == "gpt_neox":
-        names = [f"blocks.{i}.attn.pattern" for i in layers]
-        acts = trace(model, input_ids, names)
-        rows = [acts[n][:, :, -1, :].float() for n in names]  # (B, heads, T)
-        return [torch.cat([r, r.mean(dim=1, keepdim=True)], dim=1) for r in rows]
-    names = [f"blocks.{i}.mixer_in" for i in layers]
+    :func:`_heads` (per layer): the softmax heads and their mean for an attention block, the
+    channel-aggregated share for an SSM block."""
+    names = [_source(model, i) for i in range(num_layers(model))]
     acts = trace(model, input_ids, names)
     rows = []
-    for i, name in zip(layers, names, strict=True):
-        row = _last_row(mixer_internals(mixer(model, i), acts[name])).abs().mean(dim=1)  # (B, T)
-        rows.append((row / row.sum(dim=-1, keepdim=True)).unsqueeze(1))
+    for i, name in enumerate(names):
+        if name.endswith("attn.pattern"):
+            row = acts[name][:, :, -1, :].float()  # (B, heads, T)
+            rows.append(torch.cat([row, row.mean(dim=1, keepdim=True)], dim=1))
+        else:
+            rows.append(_ssm_row(model, i, acts[name]))
     return rows
 
 
-def _heads(model: torch.nn.Module) -> list[int]:
-    """The ``head`` label of each row :func:`_attention_rows` returns."""
-    if model_type(model) == "gpt_neox":
+def _heads(model: torch.nn.Module, layer: int) -> list[int]:
+    """The ``head`` label of each row :func:`_attention_rows` returns for ``layer``."""
+    if layer in layers_with(model, "attn.pattern"):
         return [*range(model.config.num_attention_heads), MEAN_HEAD]
     return [MEAN_HEAD]
+
+
+def _layer_table(
+    layer: int, kind: str, heads: list[int], present: np.ndarray, means: np.ndarray
+) -> pd.DataFrame:
+    """One layer's rows from its mean weights ``means`` (K heads, P targets, L sources)."""
+    h, p, s = np.meshgrid(np.asarray(heads), present, np.arange(means.shape[-1]), indexing="ij")
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "head": h.ravel(),
+            "kind": kind,
+            "target_position": p.ravel(),
+            "source_position": s.ravel(),
+            "weight": means.ravel(),
+        }
+    )
 
 
 def attention_table(
@@ -81,18 +132,20 @@ def attention_table(
     """Tidy table of where the prediction position looks, averaged over the examples that
     query each position.
 
-    Columns: ``layer``, ``head`` (-1: mean over heads; Mamba's only row), ``kind``
-    ("attention" | "hidden_attention"), ``target_position`` p (the queried position),
-    ``source_position`` s (context position 0..L-1, sequence index ``context_start + s``),
-    ``weight`` (see the module docstring: the softmax weight, or Mamba's share). One row per
-    (layer, head, p, s) for the target positions present in ``examples``.
+    Columns: ``layer``, ``head`` (-1: mean over heads; an SSM layer's only row), ``kind``
+    ("attention" | "hidden_attention", per layer), ``target_position`` p (the queried
+    position), ``source_position`` s (context position 0..L-1, sequence index
+    ``context_start + s``), ``weight`` (see the module docstring: the softmax weight, or an
+    SSM's share). One row per (layer, head, p, s) for the target positions present in
+    ``examples``.
     """
     model.eval()
-    length, heads = examples.length, _heads(model)
+    length, layers = examples.length, range(num_layers(model))
+    heads = [_heads(model, i) for i in layers]
     context = examples.context_start + torch.arange(length)
     positions = torch.as_tensor(np.asarray(examples.positions), dtype=torch.long)
     # per layer, the weights summed over the examples of each target: (L_p, K, L_s)
-    sums = torch.zeros(num_layers(model), length, len(heads), length, dtype=torch.float64)
+    sums = [torch.zeros(length, len(h), length, dtype=torch.float64) for h in heads]
     device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
@@ -102,25 +155,12 @@ def attention_table(
                 sums[i].index_add_(0, where, rows.cpu()[:, :, context].double())
     counts = torch.bincount(positions, minlength=length).double()
     present = torch.nonzero(counts).flatten()
-    means = sums[:, present] / counts[present, None, None]
-    means = means.transpose(1, 2).numpy()  # (layers, K, P, L_s)
-    layer, h, p, s = np.meshgrid(
-        np.arange(num_layers(model)),
-        np.asarray(heads),
-        present.numpy(),
-        np.arange(length),
-        indexing="ij",
-    )
-    table = pd.DataFrame(
-        {
-            "layer": layer.ravel(),
-            "head": h.ravel(),
-            "kind": KINDS[model_type(model)],
-            "target_position": p.ravel(),
-            "source_position": s.ravel(),
-            "weight": means.ravel(),
-        }
-    )
+    parts = []
+    for i in layers:
+        means = (sums[i][present] / counts[present, None, None]).transpose(0, 1)  # (K, P, L_s)
+        kind = KINDS[block_kind(model, i)]
+        parts.append(_layer_table(i, kind, heads[i], present.numpy(), means.numpy()))
+    table = pd.concat(parts, ignore_index=True)
     return table.astype({c: "int64" for c in COLUMNS if c not in ("kind", "weight")})
 
 

@@ -17,10 +17,11 @@ Sites (per layer i and sequence index t):
 
 - ``resid_pre``: the residual stream entering block i at t (layers 0..n-1), plus layer n =
   the residual stream leaving the last block (``blocks.{n-1}.resid_post``);
-- ``ssm_state`` (Mamba arms): the recurrent state of block i after t (see
+- ``ssm_state`` (blocks with an SSM state: every Mamba and Mamba-2 layer, the hybrid's Mamba
+  layers): the recurrent state of block i after t (see
   :class:`vlab.analysis.inside.activations.StatePatch`).
 
-Cost: (n + 1, plus n for Mamba) x T patched forward passes per example and corruption. The T
+Cost: (n + 1, plus one per SSM layer) x T patched forward passes per example and corruption. The T
 positions of an example run together in one batch: a patched pass holds the T copies of
 ``batch_size // T`` examples (at least one), so about ``batch_size`` sequences (512 by
 default: a quarter of the time of 64 on the tiny CPU presets; lower it for large models).
@@ -37,8 +38,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from vlab.analysis.inside import ssm
-from vlab.analysis.inside.activations import Patch, mixer, model_type, num_layers, trace
+from vlab.analysis.inside.activations import (
+    Patch,
+    layers_with,
+    num_layers,
+    output_with_state,
+    trace,
+)
 from vlab.analysis.inside.examples import CORRUPTIONS, Corruption, ProbeExamples, corrupt
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 from vlab.probes.tasks import ProbeVocab
@@ -118,15 +124,15 @@ def patched_logit_diffs(
     The T sequence indices of one site run as one batch of B * T copies of the corrupted
     input, each patched at every index (its own corrupted value except at t, which gets the
     clean one: the same as patching t alone, up to float rounding of the batch size). The SSM
-    state is patched by replacing the mixer's output with
-    :func:`vlab.analysis.inside.ssm.output_with_state`, exactly what a ``StatePatch`` does.
+    state (of each layer that has one) is patched by replacing the mixer's output with
+    :func:`vlab.analysis.inside.activations.output_with_state`, exactly what a ``StatePatch``
+    does.
     """
     device = next(model.parameters()).device
     clean_ids, corrupted_ids = clean_ids.to(device), corrupted_ids.to(device)
     batch, length = corrupted_ids.shape
     resid = _resid_names(model)
-    is_mamba = model_type(model) == "mamba"
-    layers = range(num_layers(model)) if is_mamba else range(0)
+    layers = layers_with(model, "ssm.state")
     resid_names = [name for _, name in resid]
     clean = trace(model, clean_ids, resid_names + [f"blocks.{i}.ssm.state" for i in layers])
     corrupted = trace(model, corrupted_ids, resid_names + [f"blocks.{i}.mixer_in" for i in layers])
@@ -147,8 +153,7 @@ def patched_logit_diffs(
         mixer_in = corrupted[f"blocks.{layer}.mixer_in"]
         state = clean[f"blocks.{layer}.ssm.state"]
         outputs = [
-            ssm.output_with_state(mixer(model, layer), mixer_in, t, state[..., t])
-            for t in range(length)
+            output_with_state(model, layer, mixer_in, t, state[..., t]) for t in range(length)
         ]
         patched[("ssm_state", layer)] = run(
             f"blocks.{layer}.mixer_out", torch.stack(outputs, dim=1).flatten(0, 1)

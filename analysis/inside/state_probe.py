@@ -2,11 +2,11 @@
 
 For each layer, a regularised linear probe (``linear_probe``; held-out split, majority-class
 chance reported beside it) reads, from the representation at the prediction position (and
-for SSM arms also from the recurrent state right after the context), which token sat at each
-context position p, and separately which position the query named. A Transformer can look the
-context up at the prediction position, so its residual there needs to hold only the answer; an
-SSM must carry the whole context through its fixed-size state: these tables show what each
-actually keeps.
+for SSM blocks also from the recurrent state right after the context: every Mamba and
+Mamba-2 layer, the hybrid's Mamba layers), which token sat at each context position p, and
+separately which position the query named. A Transformer can look the context up at the
+prediction position, so its residual there needs to hold only the answer; an SSM must carry
+the whole context through its fixed-size state: these tables show what each actually keeps.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ def features(
     model: nn.Module, examples: ProbeExamples, *, batch_size: int = 64
 ) -> dict[tuple[str, int], np.ndarray]:
     """Representations (N, F) by (source, layer): ``residual`` at the prediction position for
-    layer -1 (the embeddings) and every block's output; ``ssm_state`` (SSM arms) the state
-    after the last context position, flattened (D x N)."""
+    layer -1 (the embeddings) and every block's output; ``ssm_state`` (each layer with an SSM
+    state: all of a Mamba or Mamba-2, the hybrid's Mamba layers) the state after the last
+    context position, flattened (D x N for Mamba-1, heads x P x N for Mamba-2)."""
     n_layers = acts.num_layers(model)
-    ssm = acts.model_type(model) == "mamba"
+    ssm_layers = acts.layers_with(model, "ssm.state")
     names = ["embed", *(f"blocks.{i}.resid_post" for i in range(n_layers))]
-    if ssm:
-        names += [f"blocks.{i}.ssm.state" for i in range(n_layers)]
+    names += [f"blocks.{i}.ssm.state" for i in ssm_layers]
     chunks: dict[tuple[str, int], list[np.ndarray]] = {}
     for start in range(0, len(examples), batch_size):
         ids = examples.input_ids[start : start + batch_size]
@@ -42,7 +42,7 @@ def features(
             got = acts.trace(model, ids, names)
         for layer, name in enumerate(names[: n_layers + 1], start=-1):
             chunks.setdefault(("residual", layer), []).append(_numpy(got[name][:, -1]))
-        for layer in range(n_layers if ssm else 0):
+        for layer in ssm_layers:
             state = got[f"blocks.{layer}.ssm.state"][..., examples.context_end]
             chunks.setdefault(("ssm_state", layer), []).append(_numpy(state.flatten(1)))
     return {key: np.concatenate(parts) for key, parts in chunks.items()}

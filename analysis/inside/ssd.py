@@ -1,0 +1,169 @@
+"""A Mamba-2 (SSD) mixer's internals, recurrent state and hidden attention, from its input.
+
+transformers runs Mamba-2's scan chunked (``mamba2_chunk_scan``), so neither the state after
+each position nor the attention-like matrix of the SSD form exists as a module output. vlab
+recomputes them from the mixer's input with the per-head recurrence (heads h, head dim P,
+state size N, B and C shared by the heads of a group)::
+
+    h_t = exp(delta_t A_h) h_{t-1} + delta_t x_t B_t^T        (P, N) per head
+    y_t = h_t C_t + D_h x_t                                    (P,)
+    out = out_proj(RMSNorm_gated(y, z))
+
+and tests that ``out`` equals the mixer's own output. Unrolled, the scan is attention with one
+weight per (head, t, s): ``alpha[t, s] = exp(A_h sum_{k=s+1..t} delta_k) delta_s (C_t . B_s)``
+(Dao & Gu 2024's SSD matrix), what :func:`hidden_attention` returns; the gated norm after it
+mixes channels at each position, not positions.
+
+The same function names as :mod:`vlab.analysis.inside.ssm` (Mamba-1), so callers pick the
+module by block kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SSDInternals:
+    """What an HF ``Mamba2Mixer`` computes from its input, per head.
+
+    x, z: (B, heads, P, T) the scan's input (after the causal conv and SiLU) and the gate;
+    delta: (B, heads, T) the step (softplus of dt + dt_bias, clamped to the time-step limit);
+    A, D: (heads,); B, C: (B, groups, N, T).
+    """
+
+    x: torch.Tensor
+    z: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor
+
+    def per_head(self, t: torch.Tensor) -> torch.Tensor:
+        """A group tensor (B, groups, N, ...) repeated to (B, heads, N, ...)."""
+        return t.repeat_interleave(self.x.shape[1] // t.shape[1], dim=1)
+
+
+def mixer_internals(mixer: nn.Module, hidden_states: torch.Tensor) -> SSDInternals:
+    """Recompute a ``Mamba2Mixer``'s scan inputs from its input ``hidden_states`` (B, T, H),
+    as its forward pass does without a cache (no padding mask)."""
+    batch, length, _ = hidden_states.shape
+    heads, head_dim, n = mixer.num_heads, mixer.head_dim, mixer.ssm_state_size
+    gate, xbc, dt = mixer.in_proj(hidden_states).split(
+        [mixer.intermediate_size, mixer.conv_dim, heads], dim=-1
+    )
+    xbc = mixer.act(mixer.conv1d(xbc.transpose(1, 2))[..., :length])  # (B, conv_dim, T)
+    x, B, C = xbc.split([mixer.intermediate_size, mixer.n_groups * n, mixer.n_groups * n], dim=1)
+    low, high = mixer.time_step_limit
+    delta = F.softplus(dt.float() + mixer.dt_bias.float()).clamp(low, high).transpose(1, 2)
+    return SSDInternals(
+        x=x.reshape(batch, heads, head_dim, length).float(),
+        z=gate.transpose(1, 2).reshape(batch, heads, head_dim, length).float(),
+        delta=delta,
+        A=-torch.exp(mixer.A_log.float()),
+        B=B.reshape(batch, mixer.n_groups, n, length).float(),
+        C=C.reshape(batch, mixer.n_groups, n, length).float(),
+        D=mixer.D.float(),
+    )
+
+
+def scan_states(
+    internals: SSDInternals, start: int = 0, initial: torch.Tensor | None = None
+) -> torch.Tensor:
+    """States h_t (B, heads, P, N, T - start) for t = start..T-1, from ``initial`` h_{start-1}
+    (B, heads, P, N; zeros when None, the state before position 0)."""
+    x, delta, A = internals.x, internals.delta, internals.A
+    B = internals.per_head(internals.B)  # (B, heads, N, T)
+    batch, heads, head_dim, length = x.shape
+    h = x.new_zeros(batch, heads, head_dim, B.shape[2]) if initial is None else initial.float()
+    states = []
+    for t in range(start, length):
+        decay = torch.exp(delta[:, :, t] * A)[..., None, None]  # (B, heads, 1, 1)
+        update = (delta[:, :, t, None] * x[..., t])[..., None] * B[:, :, None, :, t]
+        h = decay * h + update
+        states.append(h)
+    if not states:  # start == T: nothing after it
+        return h.new_zeros(*h.shape, 0)
+    return torch.stack(states, dim=-1)
+
+
+def readout(internals: SSDInternals, states: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """The scan's output y (B, heads, P, T - start) at positions start.. read from ``states``,
+    before the gated norm."""
+    C = internals.per_head(internals.C)[..., start:]  # (B, heads, N, T')
+    x = internals.x[..., start:]
+    return torch.einsum("bhpnt,bhnt->bhpt", states, C) + internals.D[None, :, None, None] * x
+
+
+def mixer_output(
+    mixer: nn.Module, internals: SSDInternals, y: torch.Tensor, start: int = 0
+) -> torch.Tensor:
+    """The mixer's output (B, T - start, H) from the scan's output ``y`` (B, heads, P, T -
+    start): gated RMS norm with ``z``, then ``out_proj``."""
+    batch, _, _, length = y.shape
+    flat = y.reshape(batch, -1, length).transpose(1, 2)  # (B, T', heads * P)
+    gate = internals.z[..., start:].reshape(batch, -1, length).transpose(1, 2)
+    normed = mixer.norm(flat, gate)
+    return mixer.out_proj(normed.to(mixer.out_proj.weight.dtype))
+
+
+def hidden_attention(
+    delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+) -> torch.Tensor:
+    """alpha (batch, heads, T, T): the weight of position s in head h's scan output at
+    position t (zero above the diagonal); delta (batch, heads, T), A (heads,), B and C
+    (batch, heads, N, T) (groups already repeated to heads)."""
+    cum = torch.cumsum(delta, dim=-1)
+    gap = cum.unsqueeze(-1) - cum.unsqueeze(-2)  # (b, heads, T_t, T_s)
+    causal = torch.ones(gap.shape[-2:], dtype=torch.bool, device=gap.device).tril()
+    decay = torch.exp((gap * A[None, :, None, None]).masked_fill(~causal, -torch.inf))
+    scores = torch.einsum("bhnt,bhns->bhts", C, B)
+    return scores * decay * delta[:, :, None, :]
+
+
+def last_row(internals: SSDInternals) -> torch.Tensor:
+    """``hidden_attention(...)[:, :, T-1, :]`` (B, heads, T) without the (T, T) matrix."""
+    delta, A = internals.delta, internals.A
+    B, C = internals.per_head(internals.B), internals.per_head(internals.C)
+    cum = torch.cumsum(delta, dim=-1)
+    decay = torch.exp((cum[..., -1:] - cum) * A[None, :, None])  # (B, heads, T)
+    return torch.einsum("bhn,bhns->bhs", C[..., -1], B) * decay * delta
+
+
+def computed(mixer: nn.Module, mixer_in: torch.Tensor, what: str) -> torch.Tensor:
+    """One of the SSM names (``x``, ``z``, ``delta``, ``B``, ``C``, ``state``,
+    ``hidden_attention``) of ``mixer`` from its input ``mixer_in`` (B, T, H)."""
+    with torch.no_grad():
+        internals = mixer_internals(mixer, mixer_in)
+        if what == "state":
+            return scan_states(internals)
+        if what == "hidden_attention":
+            per_head = internals.per_head
+            return hidden_attention(
+                internals.delta, internals.A, per_head(internals.B), per_head(internals.C)
+            )
+        return getattr(internals, what)
+
+
+def output_with_state(
+    mixer: nn.Module, mixer_in: torch.Tensor, position: int, state: torch.Tensor
+) -> torch.Tensor:
+    """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) when its state after
+    ``position`` is replaced by ``state`` (B, heads, P, N): positions before it are unchanged,
+    the output at ``position`` and after reads the replaced state."""
+    with torch.no_grad():
+        internals = mixer_internals(mixer, mixer_in)
+        states = torch.cat(
+            [
+                scan_states(internals)[..., :position],
+                state[..., None].float(),
+                scan_states(internals, position + 1, state),
+            ],
+            dim=-1,
+        )
+        return mixer_output(mixer, internals, readout(internals, states))
