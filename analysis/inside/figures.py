@@ -174,7 +174,7 @@ def attention_maps(table: pd.DataFrame, length: int, max_layers: int = 6) -> Fig
     edges = np.arange(length + 1) - 0.5
     for i, (arch, variant) in enumerate(rows):
         r = t[(t["arch"] == arch) & (t["variant"] == variant)]
-        kind = "attention, mean of heads" if r["kind"].iloc[0] == "attention" else "hidden attn."
+        kinds = r.groupby("layer")["kind"].first()  # per layer: a hybrid has both kinds
         layers = shown_layers(list(r["layer"].unique()), max_layers)
         m = _panel_mean(r, ["layer", "target_position", "source_position"], "weight")
         top = max(float(m["weight"].max()), 1e-6)
@@ -192,6 +192,7 @@ def attention_maps(table: pd.DataFrame, length: int, max_layers: int = 6) -> Fig
             mesh = ax.pcolormesh(edges, edges, grid.to_numpy(float), cmap="magma", vmin=0, vmax=top)
             ax.set_aspect("equal")
             ax.invert_yaxis()
+            kind = "attention, mean of heads" if kinds[layers[j]] == "attention" else "hidden attn."
             ax.set_title(f"{arch} · {variant} · layer {layers[j]}\n{kind}", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))

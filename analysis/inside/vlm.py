@@ -48,9 +48,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vlab.analysis.inside.activations import mixer, model_type, num_layers, trace
-from vlab.analysis.inside.attention import KINDS, _last_row
-from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
+from vlab.analysis.inside.activations import block_kind, num_layers, trace
+from vlab.analysis.inside.attention import KINDS, _source, _ssm_row
 from vlab.analysis.inside.results import VLM_COLUMNS
 from vlab.analysis.inside.runs import VLM, Run, check_checkpoint, load_weights
 from vlab.config import from_dict
@@ -263,43 +262,25 @@ def _on_target(vlm: VisionLanguageModel, targets: list[dict[str, Any]]) -> np.nd
 # the analysis ---------------------------------------------------------------------------------
 
 
-def _share_rows(internals: MixerInternals, rows: list[int]) -> dict[int, torch.Tensor]:
-    """Mamba's share of attention from each position t in ``rows`` to every s <= t:
-    t -> (B, t + 1), ``|alpha[t, s]|`` averaged over channels, normalised over s."""
-    out = {}
-    for t in rows:
-        upto = MixerInternals(
-            internals.x[..., : t + 1],
-            internals.z[..., : t + 1],
-            internals.delta[..., : t + 1],
-            internals.A,
-            internals.B[..., : t + 1],
-            internals.C[..., : t + 1],
-            internals.D,
-        )
-        row = _last_row(upto).abs().mean(dim=1)  # (B, t + 1)
-        out[t] = row / row.sum(dim=-1, keepdim=True)
-    return out
-
-
 def _answer_rows(
     lm: torch.nn.Module, embeds: torch.Tensor, answers: list[torch.Tensor]
 ) -> list[list[torch.Tensor]]:
     """Per layer, per example b, the weights (A_b, T) from its answer positions to every
-    position of ``embeds`` (B, T, H): mean-over-heads attention or Mamba's share."""
+    position of ``embeds`` (B, T, H): mean-over-heads attention for an attention layer, the
+    SSM's share for a Mamba or Mamba-2 layer (a hybrid has both)."""
     layers = range(num_layers(lm))
-    if model_type(lm) == "gpt_neox":
-        names = [f"blocks.{i}.attn.pattern" for i in layers]
-        acts = trace(lm, embeds, names)
-        means = [acts[n].float().mean(dim=1) for n in names]  # (B, T, T)
-        return [[m[b, a] for b, a in enumerate(answers)] for m in means]
-    names = [f"blocks.{i}.mixer_in" for i in layers]
+    names = [_source(lm, i) for i in layers]
     acts = trace(lm, embeds, names)
     length = embeds.shape[1]
     wanted = sorted({int(t) for a in answers for t in a})
     out = []
     for i, name in zip(layers, names, strict=True):
-        shares = _share_rows(mixer_internals(mixer(lm, i), acts[name]), wanted)
+        if name.endswith("attn.pattern"):
+            mean = acts[name].float().mean(dim=1)  # (B, T, T)
+            out.append([mean[b, a] for b, a in enumerate(answers)])
+            continue
+        # the SSM is causal: its row at t is the last row of the first t + 1 positions
+        shares = {t: _ssm_row(lm, i, acts[name][:, : t + 1])[:, 0] for t in wanted}
         per_example = []
         for b, a in enumerate(answers):
             rows = torch.zeros(len(a), length, device=embeds.device)
@@ -351,7 +332,7 @@ def image_attention_table(
         {
             "example": example,
             "layer": layer,
-            "kind": KINDS[model_type(lm)],
+            "kind": np.array([KINDS[block_kind(lm, i)] for i in range(depth)])[layer],
             "row": cell // cols,
             "col": cell % cols,
             "weight": weights.ravel(),

@@ -300,3 +300,21 @@ def test_only_the_default_template_writes_report_files(tmp_path):
     )
     assert inside.failed.name == "inside.failed.ipynb"
     assert report_paths(tmp_path, "/elsewhere/mine.ipynb").figures == tmp_path / "figures-mine"
+
+
+def test_attention_maps_label_each_layer_by_its_own_kind():
+    """A hybrid's Mamba layer is hidden attention, its attention layer softmax attention."""
+    rows = [
+        {"run": "h", "step": 10, "arch": "hybrid", "variant": "suffix", "length": 2,
+         "layer": layer, "head": -1, "kind": kind, "target_position": t, "source_position": s,
+         "weight": 0.5}
+        for layer, kind in ((0, "hidden_attention"), (1, "attention"))
+        for t in range(2)
+        for s in range(2)
+    ]  # fmt: skip
+    fig = figures.attention_maps(pd.DataFrame(rows), 2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [
+        "hybrid · suffix · layer 0\nhidden attn.",
+        "hybrid · suffix · layer 1\nattention, mean of heads",
+    ]

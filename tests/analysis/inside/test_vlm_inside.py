@@ -44,7 +44,7 @@ def vlm_runs(tmp_path_factory):
     """OUT directories of tiny stage-2-only VLM runs (4 steps: the analysis needs weights
     and a run directory, not a good model)."""
     root = tmp_path_factory.mktemp("vlm")
-    for arch in ("pythia", "mamba"):
+    for arch in ("pythia", "mamba", "hybrid"):
         cfg = config_from("tiny-shapes", arch, TINY)
         train_vlm(cfg, root / arch, stages=(2,), progress=False, log=lambda *_: None)
     return root
@@ -123,6 +123,24 @@ def test_mamba_weights_are_the_share_of_hidden_attention(vlm_runs):
     assert centre["on_target"].all() and len(centre) == 4 * 2
     shares = on_target_share(table)
     assert list(shares["layer"]) == [0, 1] and shares["share"].between(0, 1).all()
+
+
+def test_a_hybrid_lm_gets_each_layers_own_kind_of_weights(vlm_runs):
+    """The tiny hybrid: layer 0 Mamba (hidden-attention share), layer 1 attention."""
+    run, vlm, tok = loaded(vlm_runs, "hybrid")
+    examples = run_examples(run, vlm, tok, 3)
+    table = image_attention_table(vlm, examples, batch_size=2)
+    kinds = table.groupby("layer")["kind"].unique()
+    assert [list(k) for k in kinds] == [["hidden_attention"], ["attention"]]
+    for b in range(3):
+        embeds, answer, image = single(examples, vlm, tok, b)
+        acts = trace(vlm.lm, embeds, ["blocks.0.ssm.hidden_attention", "blocks.1.attn.pattern"])
+        alpha = acts["blocks.0.ssm.hidden_attention"][0].abs().mean(0)
+        wants = [alpha / alpha.sum(-1, keepdim=True), acts["blocks.1.attn.pattern"][0].mean(0)]
+        for layer, weights in enumerate(wants):
+            want = weights[answer][:, image].mean(0).reshape(vlm.grid)
+            got = weights_of(table, b, layer, vlm.grid)
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("ordering", ["task_agnostic", "task_aware"])
