@@ -60,4 +60,8 @@ def model_kwargs(attn_implementation: str) -> dict:
 
 
 def prepare() -> None:
-    """Nothing installed yet: transformers' own Mamba-2 path (its chunked SSD in torch)."""
+    """Route transformers' Mamba-2 mixer through vlab's fast CPU SSD scan and causal conv
+    (``ops.ssd.install_into_transformers``); other devices keep transformers' kernels."""
+    from vlab.models.ops.ssd import install_into_transformers
+
+    install_into_transformers()
