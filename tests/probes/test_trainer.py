@@ -28,13 +28,13 @@ def cfg(**sections) -> ProbeRunConfig:
     return from_dict(ProbeRunConfig, base)
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba", "hybrid"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2", "hybrid"])
 def test_tiny_backbone_learns_the_retrieval_task_past_the_threshold(tmp_path, arch):
     """A budget with room to spare, so the test holds on any CPU: a run's trajectory depends on
     the thread count and the CPU's floating-point kernels, not only on the seeds. Measured on
     the machine that wrote this test, over seeds 0-2 with 1 and 2 threads, L = 4 crossed 0.95
     at steps 400-650 (pythia) and 100 (mamba), a third of the 2,000-step budget or less; the
-    hybrid (seeds 0-2, 1 thread) at steps 100-200."""
+    hybrid (seeds 0-2, 1 thread) at steps 100-200, mamba2 at step 100."""
     c = cfg(
         model={"arch": arch},
         task={"length": 4, "n_heldout": 64},
@@ -51,7 +51,7 @@ def test_tiny_backbone_learns_the_retrieval_task_past_the_threshold(tmp_path, ar
     assert status["state"] == "done" and status["threshold_step"] == result.threshold_step
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba", "hybrid"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2", "hybrid"])
 @pytest.mark.parametrize("variant", ["suffix", "prefix"])
 def test_run_directory_contract(tmp_path, arch, variant):
     c = cfg(model={"arch": arch}, task={"variant": variant})

@@ -17,7 +17,7 @@ FAST = {
 }
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba", "hybrid"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2", "hybrid"])
 def test_tiny_vlm_trains_both_stages_and_held_out_loss_falls(tmp_path, arch):
     cfg = config_from("tiny-shapes", arch, FAST)
     results = train_vlm(cfg, tmp_path / "vlm", progress=False, log=lambda *_: None)
