@@ -89,7 +89,7 @@ def run_probe(
         vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
         add_tokens(model, len(vocab.new_token_names), cfg.model)
         params = count_parameters(model)
-        state = state_size(model, cfg.task.seq_len)
+        state = {**state_size(model, cfg.task.seq_len), "tokens": cfg.task.seq_len}
         log = log if ctx.is_main else (lambda *_: None)
         log(
             f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "

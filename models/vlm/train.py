@@ -28,6 +28,7 @@ from torch import nn
 from vlab.config import to_dict
 from vlab.errors import VlabError
 from vlab.models.backbones import check_overrides, count_parameters
+from vlab.models.backbones.state import state_size
 from vlab.models.vlm.batch import batch_of, image_tokens, pixel_values
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.records import VLSample
@@ -138,11 +139,14 @@ def train_vlm(
                 f"{run.path}: {cfg.model.lm.arch}-VL stage {stage}: LM {params['total']:,} "
                 f"parameters, {trainable:,} trainable, {model.num_visual_tokens} visual tokens"
             )
+            # what the LM holds after reading the image: its decoding state at that length
+            memory = state_size(model.lm, model.num_visual_tokens)
             run.write_status(
                 "running",
                 params={**params, "trainable": trainable},
                 arch=cfg.model.lm.arch,
                 stage=stage,
+                state_size={**memory, "tokens": model.num_visual_tokens},
             )
             device = ctx.device(resolve_device(train_cfg.device))
             data = open_data(

@@ -73,7 +73,8 @@ def test_run_directory_contract(tmp_path, arch, variant):
     memory = status["state_size"]  # at the input length: 4 patches, marker, query (+ <ans>)
     assert (memory["kv_cache"] > 0) == (arch in ("pythia", "hybrid"))
     assert (memory["recurrent_state"] > 0) == (arch != "pythia")
-    assert memory["total"] == sum(v for k, v in memory.items() if k != "total")
+    assert memory["tokens"] == 4 + (2 if variant == "suffix" else 3)
+    assert memory["total"] == sum(v for k, v in memory.items() if k not in ("total", "tokens"))
     assert status["environment"]["torch"] == torch.__version__
     assert run.checkpoint_path.is_file()
 

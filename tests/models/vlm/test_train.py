@@ -30,6 +30,9 @@ def test_tiny_vlm_trains_both_stages_and_held_out_loss_falls(tmp_path, arch):
     assert set(s2[-1]["tasks"]) == {"caption", "vqa", "grounding", "dense_caption", "itm", "pope"}
     status = json.loads((tmp_path / "vlm" / "stage2" / "status.json").read_text())
     assert status["stage"] == 2 and status["params"]["trainable"] > 0
+    memory = status["state_size"]  # the LM's decoding state after the image's tokens
+    assert memory["tokens"] > 0 and memory["total"] > 0
+    assert (memory["kv_cache"] > 0) == (arch in ("pythia", "hybrid"))
 
 
 def test_stage1_trains_only_the_projector(tmp_path):
