@@ -329,7 +329,7 @@ def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
     )
     assert code == 0, stdout
     rows = sweep_status(SweepDir(out))
-    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
+    assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
     assert {r["name"] for r in rows} == {
         f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (3, 6)
     }
