@@ -151,6 +151,11 @@ def test_builtin_specs_expand():
         ("hybrid", "1.4b"),
     }
     assert len(expand(load_spec("pilot-tiny-arms"))) == len(expand(load_spec("pilot-tiny")))
+    shapes = expand(load_spec("pilot-tiny-arms-shapes"))  # every shape keeps heads x dim
+    assert len(shapes) == 12
+    for run in shapes:
+        o = run.config["model"]["overrides"]
+        assert o["num_heads"] * o["head_dim"] == 2 * 64
     assert {r.config["task"]["length"] for r in paper} == {50, 100, 200}
     assert {r.config["model"]["arch"] for r in paper} == {"pythia", "mamba"}
 
