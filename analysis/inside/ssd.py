@@ -20,11 +20,14 @@ module by block kind.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlab.analysis.inside import ssm
 
 
 @dataclass
@@ -156,14 +159,4 @@ def output_with_state(
     """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) when its state after
     ``position`` is replaced by ``state`` (B, heads, P, N): positions before it are unchanged,
     the output at ``position`` and after reads the replaced state."""
-    with torch.no_grad():
-        internals = mixer_internals(mixer, mixer_in)
-        states = torch.cat(
-            [
-                scan_states(internals)[..., :position],
-                state[..., None].float(),
-                scan_states(internals, position + 1, state),
-            ],
-            dim=-1,
-        )
-        return mixer_output(mixer, internals, readout(internals, states))
+    return ssm.patched_output(sys.modules[__name__], mixer, mixer_in, position, state)

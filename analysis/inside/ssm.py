@@ -8,6 +8,9 @@ and tests that ``y`` gated and projected equals the mixer's own output.
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,14 +72,24 @@ def output_with_state(
     ``position`` is replaced by ``state`` (B, D, N): positions before it are unchanged, the
     output at ``position`` and after reads the replaced state (activation patching of the
     SSM state)."""
+    return patched_output(sys.modules[__name__], mixer, mixer_in, position, state)
+
+
+def patched_output(
+    ops: ModuleType, mixer: nn.Module, mixer_in: torch.Tensor, position: int, state: torch.Tensor
+) -> torch.Tensor:
+    """:func:`output_with_state` for any SSM whose module ``ops`` (this one for Mamba-1,
+    ``ssd`` for Mamba-2) has ``mixer_internals``, ``scan_states``, ``readout`` and
+    ``mixer_output``: the states before ``position``, ``state`` there, the scan restarted from
+    it after, read out and gated as the mixer does."""
     with torch.no_grad():
-        internals = mixer_internals(mixer, mixer_in)
+        internals = ops.mixer_internals(mixer, mixer_in)
         states = torch.cat(
             [
-                scan_states(internals)[..., :position],
+                ops.scan_states(internals)[..., :position],
                 state[..., None].float(),
-                scan_states(internals, position + 1, state),
+                ops.scan_states(internals, position + 1, state),
             ],
             dim=-1,
         )
-        return mixer_output(mixer, internals, readout(internals, states))
+        return ops.mixer_output(mixer, internals, ops.readout(internals, states))

@@ -58,8 +58,9 @@ _warned: set[str] = set()
 ScanResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
-def _warn_once(key: str, message: str) -> None:
-    """Warn about a degraded backend once per process, however often the scan runs."""
+def warn_once(key: str, message: str) -> None:
+    """Warn about a degraded backend or a missing hook once per process, however often the
+    scan runs or models are built (``ops.ssd`` shares it: keys must differ between them)."""
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -294,7 +295,7 @@ def _cpp_ops() -> Any | None:
             except Exception as exc:  # any build or load failure means "fall back"
                 _cpp_state["ops"] = None
                 _cpp_state["error"] = _summarise_build_error(exc)
-                _warn_once(
+                warn_once(
                     "cpp",
                     f"vlab: could not build the C++ selective scan ({_cpp_state['error']}); "
                     "using the slower PyTorch scan on CPU.",
@@ -419,7 +420,7 @@ def _import_mamba_ssm() -> Callable[..., Any] | None:
         module = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
         return module.selective_scan_fn
     except Exception as exc:  # a broken optional install must not crash vlab
-        _warn_once(
+        warn_once(
             "mamba_ssm",
             f"vlab: mamba_ssm is installed but failed to import ({type(exc).__name__}: "
             f"{exc}); using the PyTorch selective scan on CUDA instead.",
@@ -582,11 +583,11 @@ def install_into_transformers() -> bool:
     try:
         modeling = importlib.import_module("transformers.models.mamba.modeling_mamba")
     except ImportError as exc:
-        _warn_once("hf", f"vlab: transformers Mamba not importable ({exc}); scan not installed")
+        warn_once("hf", f"vlab: transformers Mamba not importable ({exc}); scan not installed")
         return False
     current = getattr(modeling, "mamba_selective_scan", None)
     if current is None:
-        _warn_once(
+        warn_once(
             "hf",
             "vlab: this transformers version has no module-level mamba_selective_scan; "
             "Mamba will use Hugging Face's slow CPU scan.",

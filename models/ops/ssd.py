@@ -31,12 +31,13 @@ import contextvars
 import importlib
 import inspect
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from vlab.models.ops.selective_scan import warn_once
 
 # Longest chunk the factored form uses: the intra-chunk matmuls grow with it, the number of
 # chunk-to-chunk steps shrinks; 48-64 are equally fast for the tiny and small presets.
@@ -52,14 +53,6 @@ _MASKED_CHUNK = 32
 _use_reference: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "vlab_ssd_reference", default=False
 )
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    """Warn about a missing hook once per process, however often models are built."""
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- SSD scan
@@ -512,12 +505,12 @@ def install_into_transformers() -> bool:
     try:
         modeling = importlib.import_module("transformers.models.mamba2.modeling_mamba2")
     except ImportError as exc:
-        _warn_once("hf", f"vlab: transformers Mamba-2 not importable ({exc}); SSD not installed")
+        warn_once("ssd-hf", f"vlab: transformers Mamba-2 not importable ({exc}); SSD not installed")
         return False
     missing = [name for name in _HOOKS if not callable(getattr(modeling, name, None))]
     if missing:
-        _warn_once(
-            "hf",
+        warn_once(
+            "ssd-hf",
             f"vlab: this transformers version has no module-level {', '.join(missing)}; "
             "Mamba-2 will use Hugging Face's slow CPU path.",
         )
