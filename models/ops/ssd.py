@@ -17,8 +17,9 @@ float32 rounding against transformers' torch code:
 * ``causal_conv1d``: the depthwise causal conv (+ SiLU) as shifted multiply-adds on
   channel-last memory, with a hand-written backward.
 * ``install_into_transformers``: routes ``Mamba2Mixer``'s module-level functions to these for
-  CPU tensors; other devices keep transformers' own dispatch (mamba-ssm / causal-conv1d
-  kernels when they import, its torch code otherwise).
+  CPU tensors. Other devices (CUDA) get mamba-ssm / causal-conv1d kernels when they import,
+  and otherwise these same torch functions: a quiet fallback, as Mamba-1 has, instead of
+  transformers' reference code and its "much slower" warning.
 
 Shapes follow transformers': x (batch, L, heads, head_dim), dt (batch, L, heads), A and D
 (heads,), B and C (batch, L, groups, state), states (batch, heads, head_dim, state).
@@ -396,9 +397,32 @@ def use_hf_reference() -> Iterator[None]:
         _use_reference.reset(token)
 
 
-def _vlab_runs(*tensors: torch.Tensor | None) -> bool:
-    """Whether vlab's path serves this call: CPU tensors, no forced reference."""
-    return not _use_reference.get() and all(t is None or t.device.type == "cpu" for t in tensors)
+def kernel_package_imports(package: str) -> bool:
+    """Whether ``package`` (``mamba_ssm`` or ``causal_conv1d``) imports, as transformers'
+    dispatcher decides it, once per process: with it, non-CPU tensors go to its kernels."""
+    if package not in _KERNEL_PACKAGES:
+        try:
+            importlib.import_module(package)
+            _KERNEL_PACKAGES[package] = True
+        except Exception:
+            _KERNEL_PACKAGES[package] = False
+    return _KERNEL_PACKAGES[package]
+
+
+_KERNEL_PACKAGES: dict[str, bool] = {}
+
+
+def _vlab_runs(*tensors: torch.Tensor | None, package: str = "mamba_ssm") -> bool:
+    """Whether vlab's path serves this call (never under ``use_hf_reference``).
+
+    CPU tensors always. Tensors elsewhere (CUDA) only when ``package``'s kernels do not
+    import: transformers would then run its own torch code with a "much slower" warning, and
+    vlab's torch path is the quiet fallback Mamba-1 has too. With the kernels, they serve.
+    """
+    if _use_reference.get():
+        return False
+    devices = {t.device.type for t in tensors if t is not None}
+    return devices <= {"cpu"} or not kernel_package_imports(package)
 
 
 def _packed(kwargs: dict) -> bool:
@@ -443,7 +467,7 @@ def _hook_conv(original: Callable[..., Any]) -> Callable[..., Any]:
     torch_fn = _torch_function(original)
 
     def causal_conv1d_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
-        if _vlab_runs(hidden_states) and not _packed(kwargs):
+        if _vlab_runs(hidden_states, package="causal_conv1d") and not _packed(kwargs):
             if activation in (None, "silu", "swish"):
                 return causal_conv1d(hidden_states, weight, bias, activation)
             return torch_fn(hidden_states, weight, bias, activation)
@@ -453,21 +477,25 @@ def _hook_conv(original: Callable[..., Any]) -> Callable[..., Any]:
     return causal_conv1d_fn
 
 
-def _hook_torch_on_cpu(original: Callable[..., Any]) -> Callable[..., Any]:
+def _hook_torch_step(package: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """One-token decoding functions (conv and state update): their torch form is a few small
-    ops per token, as fast as a kernel on CPU, so CPU calls run it without the warning."""
+    ops per token, as fast as a kernel on CPU, so the calls vlab serves run it without the
+    warning; ``package`` is the one whose kernel transformers would call instead."""
 
-    torch_fn = _torch_function(original)
+    def hook(original: Callable[..., Any]) -> Callable[..., Any]:
+        torch_fn = _torch_function(original)
 
-    def on_cpu(*args, **kwargs):
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        if _vlab_runs(*tensors):
-            return torch_fn(*args, **kwargs)
-        return on_cpu.vlab_original(*args, **kwargs)
+        def step(*args, **kwargs):
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if _vlab_runs(*tensors, package=package):
+                return torch_fn(*args, **kwargs)
+            return step.vlab_original(*args, **kwargs)
 
-    on_cpu.__name__ = on_cpu.__qualname__ = original.__name__
-    on_cpu.vlab_original = original
-    return on_cpu
+        step.__name__ = step.__qualname__ = original.__name__
+        step.vlab_original = original
+        return step
+
+    return hook
 
 
 def _hook_fused(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -487,20 +515,21 @@ def _hook_fused(original: Callable[..., Any]) -> Callable[..., Any]:
 _HOOKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "mamba2_chunk_scan": _hook_chunk_scan,
     "causal_conv1d_fn": _hook_conv,
-    "causal_conv1d_update": _hook_torch_on_cpu,
-    "mamba2_selective_state_update": _hook_torch_on_cpu,
+    "causal_conv1d_update": _hook_torch_step("causal_conv1d"),
+    "mamba2_selective_state_update": _hook_torch_step("mamba_ssm"),
     "mamba2_split_conv1d_scan_combined": _hook_fused,
 }
 
 
 def install_into_transformers() -> bool:
-    """Makes every HF ``Mamba2Mixer`` run vlab's SSD scan and causal conv on CPU.
+    """Makes every HF ``Mamba2Mixer`` run vlab's SSD scan and causal conv where no kernel does.
 
     Idempotent. Replaces the module globals of ``modeling_mamba2`` that ``Mamba2Mixer.forward``
     looks up at call time, so models built before or after the call, and loaded checkpoints,
-    are all covered. Non-CPU tensors go to transformers' functions unchanged (mamba-ssm and
-    causal-conv1d kernels where they import). Returns False (with one warning) when the
-    installed transformers lacks these functions; Mamba-2 then runs transformers' own path.
+    are all covered. Non-CPU tensors go to transformers' functions unchanged where mamba-ssm /
+    causal-conv1d import (their kernels), to vlab's otherwise. Returns False (with one
+    warning) when the installed transformers lacks these functions; Mamba-2 then runs
+    transformers' own path.
     """
     try:
         modeling = importlib.import_module("transformers.models.mamba2.modeling_mamba2")

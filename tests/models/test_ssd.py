@@ -360,14 +360,38 @@ def test_cpu_runs_vlab_and_reference_runs_transformers(monkeypatch):
     assert calls == per_layer * 2
 
 
-def test_other_devices_keep_transformers_functions(monkeypatch):
-    """Off CPU every hook hands its arguments to transformers' function untouched."""
+def test_other_devices_keep_transformers_functions_where_kernels_import(monkeypatch):
+    """Off CPU, with mamba-ssm and causal-conv1d importable, every hook hands its arguments to
+    transformers' function (the kernels' dispatcher) untouched."""
+    monkeypatch.setattr(ssd, "_KERNEL_PACKAGES", {"mamba_ssm": True, "causal_conv1d": True})
     meta = torch.zeros(1, 2, 3, device="meta")
     for name in ssd._HOOKS:
         hooked = getattr(modeling, name)
         monkeypatch.setattr(hooked, "vlab_original", lambda *a, **k: (a, k))
         args, kwargs = hooked(meta, meta, meta, B=meta, C=meta, D=None, seq_idx=None)
         assert args[0] is meta and kwargs["D"] is None
+
+
+@pytest.mark.parametrize("mamba_ssm", [True, False])
+@pytest.mark.parametrize("causal_conv1d", [True, False])
+def test_vlab_serves_other_devices_only_without_kernels(monkeypatch, mamba_ssm, causal_conv1d):
+    """The quiet fallback: on CUDA without a kernel package, the functions that package would
+    serve run vlab's torch path (no "much slower" warning); CPU always runs vlab's."""
+    monkeypatch.setattr(
+        ssd, "_KERNEL_PACKAGES", {"mamba_ssm": mamba_ssm, "causal_conv1d": causal_conv1d}
+    )
+    meta, cpu = torch.zeros(1, device="meta"), torch.zeros(1)
+    assert ssd._vlab_runs(cpu, None) and ssd._vlab_runs(cpu, package="causal_conv1d")
+    assert ssd._vlab_runs(meta) is not mamba_ssm
+    assert ssd._vlab_runs(meta, cpu, package="causal_conv1d") is not causal_conv1d
+    with ssd.use_hf_reference():
+        assert not ssd._vlab_runs(cpu) and not ssd._vlab_runs(meta)
+
+
+def test_kernel_package_imports_as_transformers_decides():
+    """A package that does not import (here: one that does not exist) counts as absent."""
+    assert not ssd.kernel_package_imports("vlab_no_such_kernel_package")
+    assert ssd.kernel_package_imports("torch")
 
 
 def test_cpu_training_and_decoding_log_no_fallback_warnings():
