@@ -156,6 +156,13 @@ def test_builtin_specs_expand():
     for run in shapes:
         o = run.config["model"]["overrides"]
         assert o["num_heads"] * o["head_dim"] == 2 * 64
+    seeds = expand(load_spec("pilot-tiny-arms-seeds"))  # 3 lrs x 3 seeds per new arm
+    for arch in ("mamba2", "hybrid"):
+        cell = [r.config for r in seeds if r.config["model"]["arch"] == arch]
+        assert (
+            len({(c["train"]["lr"], c["train"]["seed"], c["model"]["init_seed"]) for c in cell})
+            == 9
+        )
     assert {r.config["task"]["length"] for r in paper} == {50, 100, 200}
     assert {r.config["model"]["arch"] for r in paper} == {"pythia", "mamba"}
 
