@@ -5,8 +5,8 @@ own CPU scan is a Python loop over time, ~100x slower than a GPT-NeoX of the sam
 measures what it buys, against the Transformer arm at matched size. Every model is a backbone
 preset (``vlab.models.backbones``), so the numbers describe the models the probes train.
 
-Three measurements, each alternating the contenders so that load from other processes hits
-them alike, keeping the best of several repeats:
+Three measurements of the backbones alone, each alternating the contenders so that load from
+other processes hits them alike, keeping the best of several repeats:
 
 * training throughput (forward + backward + AdamW) of every arm's tiny preset (non-embedding
   parameter counts matched within 10%), on probe-shaped batches (batch 64, L context tokens +
@@ -19,7 +19,12 @@ them alike, keeping the best of several repeats:
   for Pythia; the SSMs' scans are linear; the hybrid has both), and the peak memory of each
   forward.
 
-With ``backends`` (``vlab bench --backends``) a fourth table times the scan alone on every
+A fourth measurement (:mod:`vlab.models.bench_decode`) is MambaVLM's Table 4: cached greedy
+decoding of a fixed number of new tokens after a prompt of N visual tokens, every arm inside a
+VLM, with prefill seconds, decode tokens/s and decoding-cache bytes per N (the KV cache grows
+with N, the SSM states do not), and each arm's tokens/s as a ratio of Pythia's.
+
+With ``backends`` (``vlab bench --backends``) a fifth table times the scan alone on every
 backend that runs on the device, at the tiny and small Mamba presets' scan shapes, in wall
 and CPU seconds: on a shared machine CPU time moves far less than wall time under load.
 
@@ -40,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from vlab.errors import ConfigError
 from vlab.models.backbones import (
     PRESETS,
     BackboneConfig,
@@ -64,7 +70,19 @@ BACKEND_PRESETS = ("tiny", "small")
 @dataclass(frozen=True)
 class BenchPlan:
     """What to measure. ``quick`` fits in a few minutes on 2 CPU cores; ``backends`` adds the
-    per-backend scan table."""
+    per-backend scan table.
+
+    Decoding (``bench_decode``): ``decode_visual_tokens`` are the prompts' image sizes N (the
+    full plan's are MambaVLM's 144, 576 and 1458, affordable on CPU too with the tiny presets;
+    the quick plan's are CPU-sized), each followed by ``decode_text_tokens`` text tokens, and
+    every arm generates exactly ``decode_new_tokens`` tokens after it (256 in the full plan).
+    ``decode_threads``: torch's CPU threads while decoding on CPU (None keeps the process's
+    setting). One by default: a batch-1 step of the tiny presets is a few dozen ops on
+    vectors of 48 to 144 numbers, far too small for a second thread to speed up, and on a
+    shared 2-core machine the threads' waits for each other made decoding 5-40x slower (wall
+    and CPU time) than one thread. Set it for larger presets, where matrix-vector products
+    are worth splitting.
+    """
 
     train_lengths: tuple[int, ...] = (50, 100, 200)
     batch: int = 64
@@ -73,6 +91,27 @@ class BenchPlan:
     forward_tokens: tuple[int, ...] = (256, 1024, 2048, 4096, 8192, 16384)
     preset: str = "tiny"
     backends: bool = False
+    decode_visual_tokens: tuple[int, ...] = (144, 576, 1458)
+    decode_new_tokens: int = 256
+    decode_text_tokens: int = 16
+    decode_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if not self.decode_visual_tokens or min(self.decode_visual_tokens) < 0:
+            raise ConfigError(
+                "decode_visual_tokens",
+                f"must be one or more counts >= 0, got {list(self.decode_visual_tokens)}",
+            )
+        if self.decode_new_tokens < 2:
+            raise ConfigError(
+                "decode_new_tokens",
+                f"must be >= 2 (one token from the prefill, then cached steps), got "
+                f"{self.decode_new_tokens}",
+            )
+        if self.decode_text_tokens < 1:
+            raise ConfigError("decode_text_tokens", f"must be >= 1, got {self.decode_text_tokens}")
+        if self.decode_threads is not None and self.decode_threads < 1:
+            raise ConfigError("decode_threads", f"must be >= 1 or None, got {self.decode_threads}")
 
     @classmethod
     def quick(cls, backends: bool = False) -> BenchPlan:
@@ -82,6 +121,8 @@ class BenchPlan:
             reference_length=50,
             forward_tokens=(256, 1024, 2048, 4096),
             backends=backends,
+            decode_visual_tokens=(16, 64, 256),
+            decode_new_tokens=64,
         )
 
 
@@ -433,6 +474,10 @@ def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
     result.update(bench_train(plan, device, log))
     result.update(bench_scan(plan, device, log))
     result.update(bench_forward(plan, device, log))
+    # imported here: bench_decode builds on this module's best_times and ARCHS
+    from vlab.models.bench_decode import bench_decode
+
+    result.update(bench_decode(plan, device, log))
     if plan.backends:
         result.update(bench_backends(plan, device, log))
     by = {(r["arch"], r["length"]): r["tokens_per_s"] for r in result["train"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from vlab.fileio import atomic_write_json
 
@@ -16,10 +17,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = BenchPlan.quick(args.backends) if args.quick else BenchPlan(backends=args.backends)
+    decode = {
+        "decode_visual_tokens": args.decode_visual_tokens,
+        "decode_new_tokens": args.decode_new_tokens,
+    }
+    plan = dataclasses.replace(plan, **{k: v for k, v in decode.items() if v is not None})
     result = run_bench(plan, resolve_device(args.device))
     for arch, by_length in result["vs_pythia_train"].items():
         ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in by_length.items())
         print(f"{NAMES.get(arch, arch)} / Pythia training tokens/s: {ratios}")
+    for arch, by_n in result["vs_pythia_decode"].items():
+        ratios = ", ".join(f"N={k}: {v:.2f}x" for k, v in by_n.items())
+        print(
+            f"{NAMES.get(arch, arch)} / Pythia decoding tokens/s "
+            f"({plan.decode_new_tokens} new tokens after N visual tokens): {ratios}"
+        )
     print(
         f"fast scan vs reference: {result['scan_speedup_vs_reference']:.0f}x (scan alone), "
         f"{result['train_speedup_vs_reference']:.0f}x (Mamba training)"
@@ -33,14 +45,28 @@ def _run(args: argparse.Namespace) -> int:
 NAMES = {"mamba": "Mamba", "mamba2": "Mamba-2", "hybrid": "Hybrid"}
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """``"144,576,1458"`` -> (144, 576, 1458), for ``--decode-visual-tokens``."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token counts such as 144,576,1458, got {text!r}"
+        ) from None
+    if min(counts) < 0:
+        raise argparse.ArgumentTypeError(f"token counts must be >= 0, got {text!r}")
+    return counts
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
-        help="Mamba vs Pythia speed: training, scan, forward scaling (writes JSON)",
+        help="Mamba vs Pythia speed: training, scan, forward scaling, decoding (writes JSON)",
         description="Measure side by side in one process: training tokens/s of the tiny "
-        "presets at L in {50, 100, 200}, the fast selective scan vs the reference loop, and "
-        "forward cost from 256 to 16,384 tokens with fitted growth exponents. Every model is a "
-        "backbone preset.",
+        "presets at L in {50, 100, 200}, the fast selective scan vs the reference loop, "
+        "forward cost from 256 to 16,384 tokens with fitted growth exponents, and cached "
+        "greedy decoding of 256 new tokens after 144, 576 and 1458 visual tokens (prefill "
+        "seconds, decode tokens/s, cache bytes). Every model is a backbone preset.",
     )
     bench.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores")
     bench.add_argument("--json", help="write the results to this JSON file")
@@ -51,5 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also time the scan alone on every backend (reference, torch, cpp or mamba_ssm) at "
         "the tiny and small Mamba presets' shapes, wall and CPU seconds (JSON: scan_backends)",
+    )
+    bench.add_argument(
+        "--decode-visual-tokens",
+        type=_counts,
+        metavar="N,N,...",
+        help="visual tokens in the decoding prompts (default 144,576,1458; --quick: 16,64,256)",
+    )
+    bench.add_argument(
+        "--decode-new-tokens",
+        type=int,
+        metavar="N",
+        help="tokens each arm generates after the prompt (default 256; --quick: 64)",
     )
     bench.set_defaults(func=_run)

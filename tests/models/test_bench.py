@@ -22,6 +22,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name in ("Mamba", "Mamba-2", "Hybrid"):
         assert f"{name} / Pythia training tokens/s" in printed
+        assert f"{name} / Pythia decoding tokens/s (64 new tokens" in printed
     result = json.loads(out.read_text())
     archs = {r["arch"] for r in result["train"]}
     assert archs == {"pythia", "mamba", "mamba2", "hybrid"}
@@ -37,3 +38,32 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
     }
     assert all(r["seconds"] > 0 for r in result["forward"])
     assert set(result["forward_exponent"]) == {"pythia", "mamba", "mamba2", "hybrid"}
+    # decoding: every arm at every N of the quick plan, exactly the requested tokens
+    assert {(r["arch"], r["visual_tokens"]) for r in result["decode"]} == {
+        (a, n) for a in ("pythia", "mamba", "mamba2", "hybrid") for n in (16, 64, 256)
+    }
+    for row in result["decode"]:
+        assert row["generated_tokens"] == row["new_tokens"] == 64
+        assert row["prefill_seconds"] > 0 and row["decode_tokens_per_s"] > 0
+        assert row["cache_bytes_end"] >= row["cache_bytes_prompt"] > 0
+    for key in ("vs_pythia_decode", "vs_pythia_generate"):
+        assert set(result[key]) == {"mamba", "mamba2", "hybrid"}
+        assert all(set(by_n) == {"16", "64", "256"} for by_n in result[key].values())
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--decode-visual-tokens", "16,x"], "comma-separated token counts"),
+        (["--decode-visual-tokens", "16,-1"], "must be >= 0"),
+    ],
+)
+def test_bench_refuses_bad_decoding_counts_before_measuring(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_bench_decoding_flags_reach_the_plan_checks(capsys):
+    assert main(["bench", "--quick", "--decode-new-tokens", "1"]) == 2
+    assert "decode_new_tokens" in capsys.readouterr().err
