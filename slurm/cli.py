@@ -145,12 +145,42 @@ def _spec_runs(args: argparse.Namespace):
         from vlab.config import deep_merge, parse_assignments
 
         spec.base = deep_merge(nest(spec.base), parse_assignments(args.set))
+    if args.set_arch:
+        from vlab.config import deep_merge
+
+        per_arch = {a: nest(v) for a, v in (spec.per_arch or {}).items()}
+        for arch, settings in parse_arch_assignments(args.set_arch).items():
+            per_arch[arch] = deep_merge(per_arch.get(arch, {}), settings)
+        spec.per_arch = per_arch
     runs = expand(spec)
     if args.only:
         runs = [r for r in runs if any(fnmatch.fnmatch(r.name, p) for p in args.only)]
         if not runs:
             raise VlabError(f"--only {' '.join(args.only)} matches no run of {spec.name}")
     return spec, runs
+
+
+def parse_arch_assignments(items: list[str]) -> dict[str, dict]:
+    """``["pythia:model.pretrained=/ckpt/p"]`` -> ``{"pythia": {"model": {"pretrained":
+    "/ckpt/p"}}}``: the ``--set-arch`` flags as a spec's ``per_arch`` (values read as
+    ``--set`` reads them)."""
+    from vlab.config import deep_merge, parse_assignments
+    from vlab.models.backbones import FAMILIES
+
+    out: dict[str, dict] = {}
+    for item in items:
+        arch, sep, assignment = item.partition(":")
+        if not sep or "=" in arch or "=" not in assignment:
+            raise VlabError(
+                f"--set-arch expects ARCH:KEY=VALUE (e.g. pythia:model.pretrained=DIR), "
+                f"got {item!r}"
+            )
+        if arch not in FAMILIES:
+            raise VlabError(
+                f"--set-arch {item}: {arch!r} is not an architecture ({', '.join(FAMILIES)})"
+            )
+        out[arch] = deep_merge(out.get(arch, {}), parse_assignments([assignment], "--set-arch"))
+    return out
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -222,6 +252,16 @@ def _add_selection_flags(p: argparse.ArgumentParser, verb: str) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override the spec's base config, e.g. --set train.steps=100",
+    )
+    p.add_argument(
+        "--set-arch",
+        action="append",
+        metavar="ARCH:KEY=VALUE",
+        help="override the config of one architecture's runs only (over the spec's base and "
+        "per_arch, under each run's own axis values), e.g. each arm's own checkpoint: "
+        "--set-arch pythia:model.pretrained=/ckpt/pythia-160m --set-arch "
+        "mamba:model.pretrained=/ckpt/mamba-130m (VLM sweeps: model.lm.pretrained and "
+        "data.tokenizer); repeat for more",
     )
     p.add_argument(
         "--only", action="append", metavar="GLOB", help=f"{verb} only runs whose name matches"

@@ -9,7 +9,14 @@ Expansion: every combination of the ``axes`` values (a grid, in the order the ax
 written), crossed with each entry of ``runs`` (explicit override sets for non-grid cases).
 Each run gets a readable name from its axis values (``pythia-suffix-L8-lr0.002``) and an id,
 the hash of its fully resolved config, so a changed config is never mistaken for a finished
-run. All of it is validated before anything is submitted.
+run. ``per_arch`` then gives each architecture its own settings (a pretrained checkpoint and
+tokenizer of that arch), applied to every run of the arch. All of it is validated before
+anything is submitted.
+
+Kinds: ``probe`` runs are :class:`~vlab.probes.config.ProbeRunConfig` s (arch at
+``model.arch``); ``vlm`` runs are :class:`~vlab.models.vlm.config.VLMRunConfig` s (arch at
+``model.lm.arch``) whose base may name a VLM preset (``base="tiny-shapes"`` or a ``preset``
+key), trained stage 1, stage 2, then evaluated (:mod:`vlab.slurm.vlm`).
 """
 
 from __future__ import annotations
@@ -40,7 +47,21 @@ NAME_LABELS = {
     "model.init_scheme": "",
     "model.preset": "",
     "train.steps": "steps",
+    # VLM runs
+    "preset": "",
+    "model.lm.arch": "",
+    "model.lm.preset": "",
+    "model.sequence.ordering": "",
+    "stage1.lr": "s1lr",
+    "stage2.lr": "s2lr",
+    "stage1.steps": "s1steps",
+    "stage2.steps": "s2steps",
+    "stage1.seed": "s1seed",
+    "stage2.seed": "s2seed",
 }
+
+# Where a run's architecture sits in its config, by kind: what ``per_arch`` is keyed by.
+ARCH_KEYS = {"probe": "model.arch", "vlm": "model.lm.arch"}
 
 
 @dataclass
@@ -49,9 +70,16 @@ class SweepSpec:
 
     ``base`` and the entries of ``runs`` are nested dicts or dotted keys
     (``{"train.lr": 1e-3}``); ``axes`` maps dotted keys to non-empty lists of values.
-    ``kind`` is what each run trains (``probe`` for now). ``name_keys`` picks the dotted keys
-    (in order) whose values name a run; None names it by all of its overrides. Use it when a
-    run's overrides carry settings that follow from the named ones (an arm's recipe).
+    ``kind`` is what each run trains: ``probe`` (a probe run) or ``vlm`` (both VLM stages, then
+    the held-out evaluation); a ``vlm`` base may be a preset name (``"tiny-shapes"``, the same
+    as ``{"preset": "tiny-shapes"}``). ``name_keys`` picks the dotted keys (in order) whose
+    values name a run; None names it by all of its overrides. Use it when a run's overrides
+    carry settings that follow from the named ones (an arm's recipe).
+
+    ``per_arch`` maps an architecture to settings for its runs only, e.g. each arm's own
+    checkpoint: ``{"pythia": {"model.pretrained": "/ckpt/pythia-160m"}, "mamba": {...}}``
+    (VLM runs: ``model.lm.pretrained`` and ``data.tokenizer``). They go over ``base`` and
+    under the run's own axis values and ``runs`` entries, and do not name runs.
     """
 
     name: str
@@ -61,6 +89,11 @@ class SweepSpec:
     kind: str = "probe"
     description: str = ""
     name_keys: list[str] | None = None
+    per_arch: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, str):  # a VLM preset by name (validated by expand)
+            self.base = {"preset": self.base}
 
 
 @dataclass(frozen=True)
@@ -92,7 +125,14 @@ def resolve_probe_config(config: dict) -> dict:
     return to_dict(resolve(from_dict(ProbeRunConfig, config)))
 
 
-RESOLVERS = {"probe": resolve_probe_config}
+def resolve_vlm_config(config: dict) -> dict:
+    """Validate a VLM run config (its ``preset`` applied first) and write out every default."""
+    from vlab.slurm.vlm import resolve_vlm_config as resolve
+
+    return resolve(config)
+
+
+RESOLVERS = {"probe": resolve_probe_config, "vlm": resolve_vlm_config}
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
@@ -118,6 +158,13 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             raise VlabError(
                 f"sweep spec {spec.name}: axis '{key}' is empty; give it a list of values"
             )
+    if not isinstance(spec.base, dict):
+        raise VlabError(
+            f"sweep spec {spec.name}: base must be a mapping of settings"
+            + (" or a VLM preset name" if spec.kind == "vlm" else "")
+            + f", got {spec.base!r}"
+        )
+    per_arch = _per_arch(spec)
     resolve = RESOLVERS[spec.kind]
     keys = list(spec.axes)
     grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*spec.axes.values())]
@@ -127,10 +174,18 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
     for extra in explicit:
         for point in grid:
             overrides = {**point, **_flatten(extra)}
+            where = f"run {overrides}"
             try:
-                config = resolve(deep_merge(nest(spec.base), nest(overrides)))
+                data = deep_merge(nest(spec.base), nest(overrides))
+                arch = _arch_of(spec.kind, data)
+                if arch in per_arch:  # over base, under the run's own settings
+                    where += f", per_arch[{arch!r}]"
+                    data = deep_merge(
+                        deep_merge(nest(spec.base), nest(per_arch[arch])), nest(overrides)
+                    )
+                config = resolve(data)
             except ConfigError as e:
-                raise VlabError(f"sweep spec {spec.name}: {e} (run {overrides})") from None
+                raise VlabError(f"sweep spec {spec.name}: {e} ({where})") from None
             named = overrides if spec.name_keys is None else _pick(overrides, spec.name_keys)
             name = str(extra.get("name") or "-".join(_label(k, v) for k, v in named.items()))
             _check_run_name(spec.name, name or spec.name)
@@ -143,6 +198,53 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             seen[name] = len(runs)
             runs.append(RunSpec(name or spec.name, config_id(config), config, overrides))
     return runs
+
+
+def _per_arch(spec: SweepSpec) -> dict[str, dict]:
+    """``spec.per_arch`` checked: known archs, mappings of settings that leave the arch alone."""
+    from vlab.models.backbones import FAMILIES
+
+    if not isinstance(spec.per_arch, dict):
+        raise VlabError(
+            f"sweep spec {spec.name}: per_arch must map architectures to settings, "
+            f"got {spec.per_arch!r}"
+        )
+    arch_key = ARCH_KEYS[spec.kind]
+    out = {}
+    for arch, settings in spec.per_arch.items():
+        if arch not in FAMILIES:
+            raise VlabError(
+                f"sweep spec {spec.name}: per_arch: {arch!r} is not an architecture "
+                f"({', '.join(FAMILIES)})"
+            )
+        if not isinstance(settings, dict):
+            raise VlabError(
+                f"sweep spec {spec.name}: per_arch[{arch!r}] must be a mapping of settings, "
+                f"got {settings!r}"
+            )
+        flat = _flatten(settings)
+        if arch_key in flat:
+            raise VlabError(
+                f"sweep spec {spec.name}: per_arch[{arch!r}] sets {arch_key}; it may only "
+                "set what differs between the runs of that arch and others"
+            )
+        out[arch] = flat
+    return out
+
+
+def _arch_of(kind: str, data: dict) -> str:
+    """The architecture a run's (unresolved) config selects: its own, else its preset's (VLM),
+    else the config class's default."""
+    from vlab.models.backbones import BackboneConfig
+
+    if kind == "vlm":
+        from vlab.slurm.vlm import with_preset
+
+        data = with_preset(data)
+    node: Any = data
+    for key in ARCH_KEYS[kind].split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, str) else BackboneConfig.arch
 
 
 def _pick(overrides: dict, keys: list[str]) -> dict:
@@ -257,7 +359,7 @@ def _read_mapping(path: Path) -> dict:
 def _spec_from_mapping(data: Any, where: str) -> SweepSpec:
     if not isinstance(data, dict):
         raise VlabError(f"sweep spec {where}: expected a mapping at the top level")
-    known = {"name", "base", "axes", "runs", "kind", "description", "name_keys"}
+    known = {"name", "base", "axes", "runs", "kind", "description", "name_keys", "per_arch"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise VlabError(

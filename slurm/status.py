@@ -3,9 +3,16 @@
 States: ``pending`` (not started, or queued), ``running`` (a live process holds the lock, or
 the scheduler runs its job), ``done``, ``failed`` (with the reason and the log to read),
 ``interrupted`` (stopped or killed before the end: ``vlab sweep resume`` continues it).
+
+A probe run's state is its run directory's status.json; a VLM run's is that of its current
+phase (stage 1, stage 2, the held-out evaluation: :func:`vlab.slurm.vlm.vlm_status`), and it
+is done only when all three are. The table then shows the phase and, once evaluated, the
+benchmarks.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from vlab.errors import VlabError
 from vlab.locks import lock_holder
@@ -17,9 +24,21 @@ QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 
 
+def run_status(kind: str, path: Path, config: dict) -> dict:
+    """What a run's files say of it (``{}`` before it started), for a run of ``kind``."""
+    if kind == "vlm":
+        from vlab.slurm.vlm import vlm_status
+
+        return vlm_status(path, config)
+    return RunDir(path).read_status() or {}
+
+
 def sweep_status(sweep: SweepDir) -> list[dict]:
-    """One dict per run: name, state, step, steps, accuracy, threshold_step, job, reason, log."""
-    runs = sweep.runs()
+    """One dict per run: name, state, step, steps, accuracy, threshold_step, job, reason, log;
+    VLM runs also ``stage`` (stage1, stage2, eval) and ``benchmarks`` (the evaluated ones)."""
+    spec = sweep.read()
+    kind = spec.get("kind", "probe")
+    runs = spec["runs"]
     jobs = {r["name"]: sweep.last_job(r["name"]) for r in runs}
     slurm_ids = [j["job_id"] for j in jobs.values() if j and j.get("executor") == "slurm"]
     scheduler = job_states(slurm_ids)
@@ -27,7 +46,7 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
     for r in runs:
         name = r["name"]
         try:
-            status = RunDir(sweep.run_path(name)).read_status() or {}
+            status = run_status(kind, sweep.run_path(name), r["config"])
             unreadable = None
         except VlabError as e:  # one corrupt status.json must not hide the other runs
             status, unreadable = {}, str(e)
@@ -61,7 +80,7 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
                 "name": name,
                 "state": state,
                 "step": status.get("step"),
-                "steps": r["config"].get("train", {}).get("steps"),
+                "steps": status.get("steps", r["config"].get("train", {}).get("steps")),
                 "accuracy": status.get("accuracy"),
                 "threshold_step": status.get("threshold_step"),
                 "job_id": job.get("job_id"),
@@ -71,6 +90,9 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
                 or (str(sweep.log_path(name)) if sweep.log_path(name).exists() else None),
             }
         )
+        if kind == "vlm":
+            rows[-1]["stage"] = status.get("stage")
+            rows[-1]["benchmarks"] = status.get("benchmarks") or []
     return rows
 
 
@@ -86,17 +108,27 @@ def unfinished(rows: list[dict]) -> list[str]:
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table for the terminal, followed by failure reasons and log paths."""
-    header = ["run", "state", "step", "accuracy", "thr_step", "job"]
+    vlm = any("stage" in r for r in rows)
+    header = ["run", "state", *(["stage"] if vlm else []), "step", "accuracy", "thr_step", "job"]
+    if vlm:
+        header.append("benchmarks")
     lines = []
     for r in rows:
         step = f"{r['step']}/{r['steps']}" if r["step"] is not None else f"-/{r['steps']}"
         acc = f"{r['accuracy']:.3f}" if isinstance(r["accuracy"], (int, float)) else "-"
         thr = str(r["threshold_step"]) if r["threshold_step"] is not None else "-"
         job = str(r["job_id"] or "-") + (f" ({r['scheduler']})" if r["scheduler"] else "")
-        lines.append([r["name"], r["state"], step, acc, thr, job])
+        if vlm:
+            bench = ",".join(r.get("benchmarks") or []) or "-"
+            lines.append([r["name"], r["state"], r.get("stage") or "-", step, acc, thr, job, bench])
+        else:
+            lines.append([r["name"], r["state"], step, acc, thr, job])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)) for line in lines]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    out += [
+        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1

@@ -2,7 +2,9 @@
 
 It reads the run's config from ``sweep.json`` (the previous step's file), takes the run's
 lock, and trains into ``runs/<name>`` with the kind's trainer, which resumes from the run's
-last checkpoint. A finished run returns at once; a run locked by a live process is skipped.
+last checkpoint: a probe run, or a VLM run's two stages and its held-out evaluation
+(:mod:`vlab.slurm.vlm`). A finished run returns at once; a run locked by a live process is
+skipped.
 
 Run as a program it is the local executor's worker process: ``python -m vlab.slurm.worker
 SWEEP_DIR NAME`` trains one run; ``--serve SWEEP_DIR`` trains run after run, reading each name
@@ -27,28 +29,41 @@ from vlab.locks import acquire
 from vlab.slurm.sweepdir import SweepDir
 
 
+def _train_probe(config: dict, out: Path, progress: bool, should_stop) -> None:
+    from vlab.config import from_dict
+    from vlab.probes.config import ProbeRunConfig
+    from vlab.probes.trainer import run_probe
+
+    cfg = from_dict(ProbeRunConfig, config)
+    run_probe(cfg, out, progress=progress, should_stop=should_stop)
+
+
+def _train_vlm(config: dict, out: Path, progress: bool, should_stop) -> None:
+    from vlab.slurm.vlm import run_vlm
+
+    run_vlm(config, out, progress=progress, should_stop=should_stop)
+
+
+TRAINERS = {"probe": _train_probe, "vlm": _train_vlm}
+
+
 def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=None) -> dict:
     """Train run ``name`` of the sweep at ``sweep_dir``; returns its final status."""
+    from vlab.slurm.status import run_status
+
     sweep = SweepDir(sweep_dir)
     entry = sweep.run(name)
     kind = sweep.read().get("kind", "probe")
+    if kind not in TRAINERS:
+        raise VlabError(f"sweep run {name}: unknown kind {kind!r}")
     lock = acquire(sweep.lock_path(name))
     if lock is None:
         return {"name": name, "state": "skipped", "reason": "locked by another live process"}
     try:
-        if kind != "probe":
-            raise VlabError(f"sweep run {name}: unknown kind {kind!r}")
-        from vlab.config import from_dict
-        from vlab.probes.config import ProbeRunConfig
-        from vlab.probes.trainer import run_probe
-
-        cfg = from_dict(ProbeRunConfig, entry["config"])
-        run_probe(cfg, sweep.run_path(name), progress=progress, should_stop=should_stop)
+        TRAINERS[kind](entry["config"], sweep.run_path(name), progress, should_stop)
     finally:
         lock.release()
-    from vlab.rundir import RunDir
-
-    return {"name": name, **(RunDir(sweep.run_path(name)).read_status() or {})}
+    return {"name": name, **run_status(kind, sweep.run_path(name), entry["config"])}
 
 
 class SweepJob(submitit.helpers.Checkpointable):

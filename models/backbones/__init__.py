@@ -39,12 +39,14 @@ class BackboneConfig:
     """Which LM to build and how to initialise the rows of tokens added for a task.
 
     ``pretrained`` is a local directory with a ``save_pretrained`` checkpoint; when set it
-    replaces ``preset``. ``init_scheme`` for new embedding rows: ``normal`` (N(0, init_std),
-    ``init_std`` None = the model's ``initializer_range``), ``mean`` (mean of the old rows plus
-    N(0, init_std) noise, as HF's mean resizing does), ``uniform`` (U(-a, a) with the std of
-    ``init_std``). ``init_seed`` makes the new rows reproducible independently of the model's
-    own initialisation seed. ``overrides`` are set on the preset's ``transformers`` config
-    (e.g. ``{"num_hidden_layers": 4}``); they are ignored for ``pretrained``.
+    replaces ``preset``, and its config.json's ``model_type`` must be the arch's (checked here,
+    see :func:`check_checkpoint`). ``init_scheme`` for new embedding rows: ``normal``
+    (N(0, init_std), ``init_std`` None = the model's ``initializer_range``), ``mean`` (mean of
+    the old rows plus N(0, init_std) noise, as HF's mean resizing does), ``uniform`` (U(-a, a)
+    with the std of ``init_std``). ``init_seed`` makes the new rows reproducible independently
+    of the model's own initialisation seed. ``overrides`` are set on the preset's
+    ``transformers`` config (e.g. ``{"num_hidden_layers": 4}``); they are ignored for
+    ``pretrained``.
     ``attn_implementation`` applies to the Transformer arm ("sdpa" by default;
     "flash_attention_2" on GPUs that have it).
     """
@@ -64,21 +66,8 @@ class BackboneConfig:
         if self.pretrained is None and self.preset not in PRESETS[self.arch]:
             names = ", ".join(PRESETS[self.arch])
             raise ConfigError("preset", f"{self.preset!r} is not a {self.arch} preset ({names})")
-        if self.pretrained is not None and not (Path(self.pretrained) / "config.json").is_file():
-            raise ConfigError(
-                "pretrained",
-                f"{self.pretrained!r} is not a local checkpoint directory (no config.json); "
-                "save one with save_pretrained() or download it yourself first",
-            )
         if self.pretrained is not None:
-            model_type = self.hf_settings().get("model_type")
-            expected = FAMILIES[self.arch].MODEL_TYPE
-            if model_type != expected:
-                raise ConfigError(
-                    "pretrained",
-                    f"{self.pretrained} holds a {model_type!r} model, not {expected!r} "
-                    f"(arch={self.arch}); give each arch its own checkpoint",
-                )
+            check_checkpoint(self.pretrained, self.arch)
         if self.init_seed < 0:
             raise ConfigError("init_seed", f"must be >= 0, got {self.init_seed}")
         check = getattr(FAMILIES[self.arch], "check_settings", None)
@@ -91,16 +80,68 @@ class BackboneConfig:
         """The ``transformers`` config as plain data, without importing transformers: the
         preset's shape with its overrides, or the checkpoint's config.json."""
         if self.pretrained is not None:
-            import json
-
-            try:
-                return json.loads((Path(self.pretrained) / "config.json").read_text())
-            except (OSError, ValueError) as e:
-                raise ConfigError(
-                    "pretrained", f"{self.pretrained}/config.json is unreadable ({e})"
-                ) from None
+            return checkpoint_settings(self.pretrained)
         family = FAMILIES[self.arch]
         return {**family.DEFAULTS, **family.PRESETS[self.preset], **self.overrides}
+
+
+def checkpoint_settings(directory: str) -> dict:
+    """A checkpoint directory's config.json as plain data (``field`` 'pretrained' on error).
+
+    Each failure is its own one-line message (no such directory, no config.json, not JSON, not
+    an object), since each has a different fix.
+    """
+    import json
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError(
+            "pretrained",
+            f"{directory!r}: no such directory; give a local save_pretrained() checkpoint "
+            "directory (vlab never downloads one)",
+        )
+    config = path / "config.json"
+    if not config.is_file():
+        raise ConfigError(
+            "pretrained",
+            f"{directory!r} is not a checkpoint directory (no config.json); save one with "
+            "save_pretrained() or download it yourself first",
+        )
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        said = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError("pretrained", f"{config} is unreadable ({said})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("pretrained", f"{config} is not a JSON object")
+    return data
+
+
+def check_checkpoint(directory: str, arch: str) -> None:
+    """Refuse a checkpoint of another family than ``arch`` (read from its config.json's
+    ``model_type``: gpt_neox, mamba, mamba2, vlab_hybrid), before any work starts.
+
+    Checked on plain data, so a sweep refuses it when expanded: otherwise one
+    ``model.pretrained`` given to every arm of a sweep would fail only in the jobs of the arms
+    it does not fit, once they load it, and in transformers' words rather than the field's.
+    """
+    model_type = checkpoint_settings(directory).get("model_type")
+    expected = FAMILIES[arch].MODEL_TYPE
+    if model_type is None:
+        raise ConfigError(
+            "pretrained",
+            f"{directory}/config.json has no model_type; it is not a transformers checkpoint "
+            f"of a {arch} ({expected}) model",
+        )
+    if model_type != expected:
+        owner = next((a for a, f in FAMILIES.items() if f.MODEL_TYPE == model_type), None)
+        said = f"the {owner} arch's" if owner else "not a vlab arch's"
+        raise ConfigError(
+            "pretrained",
+            f"{directory} holds a {model_type!r} model ({said}), not {expected!r} "
+            f"(arch={arch}); give each arch its own checkpoint (in a sweep: the spec's "
+            "per_arch or --set-arch ARCH:KEY=DIR)",
+        )
 
 
 def vocab_size(cfg: BackboneConfig) -> int:

@@ -1,0 +1,315 @@
+"""VLM runs in sweeps (``SweepSpec(kind="vlm")``): config, training, evaluation, state.
+
+A VLM run of a sweep is what ``vlab vlm train --out RUN`` makes (``RUN/tokenizer``,
+``RUN/stage1``, ``RUN/stage2``: run directories with their own status) followed by the
+evaluation of stage 2 on the run's held-out benchmarks::
+
+    RUN/eval/heldout/results.json   scores per benchmark ("source/task"), as vlab vlm eval writes
+    RUN/eval/heldout/status.json    running | done | failed | interrupted, as a stage's
+
+The held-out benchmarks are the config's own: ``data.heldout``'s sources for dataset files
+(scored by :func:`vlab.models.vlm.evaluate.evaluate_run`, which resumes a killed evaluation),
+the shapes dataset's ``held_out`` split of ``data.n_heldout`` scenes for the built-in data
+(scored as training's held-out evaluation scores it, one benchmark per task). A run is done
+when stage 1, stage 2 and the evaluation are: :func:`vlm_status` reads that from those files
+alone, as :class:`~vlab.rundir.RunDir` does for a probe run, so ``vlab sweep status``,
+resubmission and resume decide the same way whoever trained the run.
+
+Configs: a run's config is a :class:`~vlab.models.vlm.config.VLMRunConfig` as nested dict or
+dotted keys, optionally with ``preset`` (``tiny-shapes``, ``paper-1.4b``): the preset is the
+base the rest is merged over, as ``vlab vlm train --preset`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlab.config import from_dict, to_dict
+from vlab.errors import ConfigError, VlabError
+from vlab.fileio import atomic_write_json, read_json_object
+from vlab.rundir import RunDir
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vlab.models.vlm.config import VLMRunConfig
+
+EVAL_NAME = "heldout"  # RUN/eval/<EVAL_NAME>/: the run's held-out benchmarks
+ARCH_KEY = "model.lm.arch"
+
+
+def eval_dir(run: str | Path) -> Path:
+    return Path(run) / "eval" / EVAL_NAME
+
+
+def with_preset(config: dict) -> dict:
+    """``config`` merged over its ``preset`` (popped), as ``vlab vlm train --preset`` does."""
+    from vlab.models.vlm.config import preset_config
+
+    data = dict(config)
+    preset = data.pop("preset", None)
+    if preset is None:
+        return data
+    if not isinstance(preset, str):
+        raise ConfigError("preset", f"expected a VLM preset name, got {preset!r}")
+    return preset_config(preset, None, data)
+
+
+def resolve_vlm_config(config: dict) -> dict:
+    """Validate a VLM run config (a ``preset`` is applied first) and write out every default.
+
+    Besides the fields' own checks (an unknown key or a checkpoint of another arch names its
+    field), the files the run will read must exist: dataset annotation files and the
+    tokenizer directory. A sweep learns that when it is expanded, not hours later in a job.
+    """
+    from vlab.models.vlm.config import VLMRunConfig
+
+    cfg = from_dict(VLMRunConfig, with_preset(config))
+    cfg.data.check_files()
+    _check_tokenizer(cfg)
+    return to_dict(cfg)
+
+
+def _check_tokenizer(cfg: VLMRunConfig) -> None:
+    """The tokenizer a run will load (``data.tokenizer``, else the pretrained LM's directory)
+    has a tokenizer file: the check ``run_tokenizer`` makes when the run starts."""
+    from vlab.models.vlm.tokenizer import TOKENIZER_FILES
+
+    source = cfg.data.tokenizer or cfg.model.lm.pretrained
+    if source is None:
+        return
+    field = "data.tokenizer" if cfg.data.tokenizer else "model.lm.pretrained"
+    if not Path(source).is_dir():
+        raise ConfigError(field, f"{source!r}: no such tokenizer directory")
+    if not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(
+            field,
+            f"{source} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); set data.tokenizer "
+            "(per arch in a sweep: per_arch or --set-arch ARCH:data.tokenizer=DIR)",
+        )
+
+
+# training ------------------------------------------------------------------------------------
+
+
+def run_vlm(
+    config: dict,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], Any] = print,
+) -> dict:
+    """Train both stages of the run into ``out`` (resuming or skipping finished ones), then
+    evaluate it on its held-out benchmarks; returns :func:`vlm_status`.
+
+    Stages are trained one call each, so a stage that ends unfinished (stopped, diverged) stops
+    the run there, and a stop asked for between stages is honoured before stage 2 starts.
+    """
+    from vlab.models.vlm.config import VLMRunConfig
+
+    cfg = from_dict(VLMRunConfig, config)
+    out = Path(out)
+    for stage in (1, 2):
+        if should_stop is not None and should_stop():
+            return vlm_status(out, config)
+        result = _train_stage(cfg, out, stage, progress, should_stop, log)
+        if result is not None and result.state != "done":
+            return vlm_status(out, config)
+    evaluate_heldout(cfg, out, progress=progress, log=log)
+    return vlm_status(out, config)
+
+
+def _train_stage(cfg, out: Path, stage: int, progress: bool, should_stop, log):
+    """``train_vlm`` for one stage, passing ``should_stop`` on to the engine's loop.
+
+    ``train_vlm`` does not take ``should_stop`` (yet): until it does, the engine's ``train``
+    it calls is wrapped for the length of this call, so that SIGTERM (Ctrl-C of a local sweep)
+    checkpoints and stops a VLM stage as it does a probe run. The worker trains one run at a
+    time in one thread, so nothing else sees the wrapper.
+    """
+    import vlab.models.vlm.train as vlm_train
+
+    kwargs: dict[str, Any] = {"progress": progress, "log": log}
+    if should_stop is None:
+        return vlm_train.train_vlm(cfg, out, (stage,), **kwargs)[stage]
+    if "should_stop" in inspect.signature(vlm_train.train_vlm).parameters:
+        return vlm_train.train_vlm(cfg, out, (stage,), should_stop=should_stop, **kwargs)[stage]
+    engine_train = vlm_train.train
+    vlm_train.train = functools.partial(engine_train, should_stop=should_stop)
+    try:
+        return vlm_train.train_vlm(cfg, out, (stage,), **kwargs)[stage]
+    finally:
+        vlm_train.train = engine_train
+
+
+# evaluation ----------------------------------------------------------------------------------
+
+
+def evaluate_heldout(
+    cfg: VLMRunConfig, out: str | Path, *, progress: bool = False, log: Callable = print
+) -> dict:
+    """Score stage 2 of ``out`` on the run's held-out benchmarks into ``RUN/eval/heldout``;
+    returns the results. Done already (status done and results.json there): read back.
+
+    status.json there follows the evaluation (running, then done or failed with the reason),
+    so ``vlab sweep status`` tells an evaluation that failed from one never started.
+    """
+    import torch
+
+    out = Path(out)
+    where = eval_dir(out)
+    files = RunDir(where)
+    results_path = where / "results.json"
+    if files.is_done() and results_path.is_file():
+        return read_json_object(results_path, "delete it: resume evaluates again")
+    stage2 = RunDir(out / "stage2").read_status() or {}
+    files.write_status("running", step=stage2.get("step"), benchmarks=[])
+    threads = torch.get_num_threads()
+    try:
+        if cfg.stage2.threads:
+            torch.set_num_threads(cfg.stage2.threads)
+        if cfg.data.dataset == "files":
+            results = _evaluate_files(cfg, out, progress, log)
+        else:
+            results = _evaluate_shapes(cfg, out, progress)
+    except BaseException as e:
+        by_user = isinstance(e, KeyboardInterrupt)
+        reason = "interrupted by the user" if by_user else f"{type(e).__name__}: {e}"
+        files.write_status("interrupted" if by_user else "failed", reason)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    benchmarks = sorted(results["sources"])
+    files.write_status(
+        "done",
+        f"evaluated {len(benchmarks)} benchmarks on {results['examples']} examples",
+        step=results["step"],
+        accuracy=results["accuracy"],
+        benchmarks=benchmarks,
+    )
+    return results
+
+
+def _evaluate_files(cfg: VLMRunConfig, out: Path, progress: bool, log: Callable) -> dict:
+    """``vlab vlm eval`` of stage 2 on every example of ``data.heldout``'s sources."""
+    from vlab.models.vlm.evaluate import evaluate_run, select_sources
+
+    return evaluate_run(
+        out,
+        select_sources(cfg.data.heldout, log=log),
+        EVAL_NAME,
+        stage=2,
+        device=cfg.stage2.device,
+        progress=progress,
+        log=log,
+    )
+
+
+def _evaluate_shapes(cfg: VLMRunConfig, out: Path, progress: bool) -> dict:
+    """Stage 2's final weights on the shapes ``held_out`` split, scored by training's own
+    held-out evaluation (``VLMTask.evaluate``: same batches, greedy decoding and metrics),
+    written in ``vlab vlm eval``'s results.json layout.
+
+    The shapes scenes are rendered in memory, so ``evaluate_run`` (which prepares dataset
+    files) cannot read them; the training task scores them with the same functions.
+    """
+    import torch
+
+    from vlab.models.vlm.data.run_data import ShapesData
+    from vlab.models.vlm.model import build_vlm
+    from vlab.models.vlm.tokenizer import run_tokenizer
+    from vlab.models.vlm.train import VLMTask
+    from vlab.training.engine import resolve_device
+    from vlab.training.precision import autocast_for
+
+    run = RunDir(out / "stage2")
+    ckpt = run.load_checkpoint()
+    if ckpt is None:
+        raise VlabError(f"{run.path} has no checkpoint to evaluate")
+    tok = run_tokenizer(cfg, out)
+    device = resolve_device(cfg.stage2.device)
+    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    data = ShapesData(cfg.data)
+    task = VLMTask(cfg, model, tok, cfg.eval_batch_size, device, data)
+    with torch.no_grad(), autocast_for(device, cfg.stage2.precision):
+        scores = task.evaluate(model)
+    results = {
+        "run": str(out),
+        "stage": 2,
+        "step": ckpt["step"],
+        "examples": len(data.heldout),
+        "per_source": dict(Counter(s.source for s in data.heldout)),
+        **scores,
+    }
+    atomic_write_json(eval_dir(out) / "results.json", results)
+    return results
+
+
+# state ---------------------------------------------------------------------------------------
+
+
+def vlm_status(run: str | Path, config: dict) -> dict:
+    """Where a VLM run stands, from its files: the status of its current phase.
+
+    ``stage`` is the phase (``stage1``, ``stage2``, ``eval``), ``step`` / ``steps`` the
+    current stage's (the evaluation's are stage 2's), ``benchmarks`` the evaluated ones.
+    ``state`` is absent before anything started (the sweep's "pending"); a phase that has not
+    started after a finished one is ``interrupted`` (a live process then holds the sweep's
+    lock, which ``vlab sweep status`` shows as running).
+    """
+    run = Path(run)
+    steps = {n: config.get(f"stage{n}", {}).get("steps") for n in (1, 2)}
+    stage1 = RunDir(run / "stage1").read_status()
+    if not stage1:
+        return {"stage": "stage1", "steps": steps[1], "benchmarks": []}
+    if stage1.get("state") != "done":
+        return _phase(stage1, "stage1", steps[1])
+    stage2 = RunDir(run / "stage2").read_status()
+    if not stage2:
+        return {
+            "state": "interrupted",
+            "reason": "stage 1 done, stage 2 not started; resume continues",
+            "stage": "stage2",
+            "step": None,
+            "steps": steps[2],
+            "benchmarks": [],
+        }
+    if stage2.get("state") != "done":
+        return _phase(stage2, "stage2", steps[2])
+    ev = RunDir(eval_dir(run)).read_status()
+    results_path = eval_dir(run) / "results.json"
+    if ev and ev.get("state") == "done" and results_path.is_file():
+        results = read_json_object(results_path, "delete it: resume evaluates again")
+        return {
+            **_phase(ev, "eval", steps[2]),
+            "step": stage2.get("step"),
+            "accuracy": results.get("accuracy"),
+            "benchmarks": sorted(results.get("sources", {})),
+        }
+    if not ev or ev.get("state") == "done":  # not started, or its results.json was removed
+        return {
+            "state": "interrupted",
+            "reason": "both stages trained, held-out evaluation not written; resume runs it",
+            "stage": "eval",
+            "step": stage2.get("step"),
+            "steps": steps[2],
+            "benchmarks": [],
+        }
+    return {**_phase(ev, "eval", steps[2]), "step": stage2.get("step")}
+
+
+def _phase(status: dict, stage: str, steps: int | None) -> dict:
+    """A phase's status.json as a sweep status row's fields."""
+    return {
+        **status,
+        "stage": stage,
+        "steps": steps,
+        "benchmarks": status.get("benchmarks") or [],
+    }
