@@ -1,4 +1,5 @@
-"""``vlab vlm``: train Pythia-VL or Mamba-VL, stage 1 then stage 2, into a run directory."""
+"""``vlab vlm``: train Pythia-VL or Mamba-VL (stage 1 then stage 2) into a run directory,
+evaluate it on benchmarks, or ask it one question about one image."""
 
 from __future__ import annotations
 
@@ -68,8 +69,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from vlab.models.vlm.generate import answer_question
+
+    answer = answer_question(
+        args.run,
+        args.image,
+        args.prompt,
+        stage=int(args.stage),
+        task=args.task,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+    )
+    print(answer)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from vlab.models.backbones import PRESETS as BACKBONES
+    from vlab.models.vlm.data.records import TASKS  # PIL, never torch
     from vlab.models.vlm.presets import PRESETS
 
     vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
@@ -135,3 +153,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_eval)
+
+    gen = sub.add_parser(
+        "generate",
+        help="answer one question about one image with a trained VLM",
+        description="Prints RUN/stage{N}'s greedy answer to PROMPT about the image FILE. The "
+        "image is preprocessed and the prompt placed (the run's ordering, the task's "
+        "instruction) exactly as in a one-turn training example, cut where the response starts.",
+    )
+    gen.add_argument("--run", required=True, help="a vlab vlm train output directory")
+    gen.add_argument("--image", required=True, metavar="FILE", help="the image file")
+    gen.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
+    gen.add_argument("--stage", choices=["1", "2"], default="2")
+    gen.add_argument(
+        "--task",
+        default="chat",
+        choices=list(TASKS),
+        metavar="TASK",
+        help="the task whose instruction goes before the prompt, as in training: "
+        f"{', '.join(TASKS)} (default chat: no instruction, the prompt alone)",
+    )
+    gen.add_argument("--max-new-tokens", type=int, help="default: the run's max_new_tokens")
+    gen.add_argument("--device", default="auto")
+    gen.set_defaults(func=_generate)

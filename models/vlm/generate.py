@@ -10,21 +10,38 @@ common length P so every row's next token comes from the last column. One prefil
 (B, P) fills the decoding cache (keys and values, or Mamba's conv and SSM states); each
 further token is one (B, 1) step, so an answer of n tokens costs P + n token positions
 instead of n passes over the growing sequence. Rows that have finished keep stepping on
-padding, which is discarded.
+padding, which is discarded. Text-only rows (no patch slots) mix freely with image rows.
+
+``vlab vlm generate`` (:func:`answer_question`) asks a trained stage one question about one
+image through the same loop: the question becomes a one-turn sample of the run's data
+(:func:`question_batch`), assembled and preprocessed by :func:`~vlab.models.vlm.batch.batch_of`
+as in training, so its prompt is token for token the one a training example would have.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from vlab.models.vlm.batch import Batch, pixel_values
-from vlab.models.vlm.sequence import IGNORE
+from vlab.errors import ConfigError, VlabError
+from vlab.models.vlm.batch import Batch, batch_of, pixel_values
+from vlab.models.vlm.data.instructions import instruction_for
+from vlab.models.vlm.data.records import TASKS, Turn, VLSample
+from vlab.models.vlm.sequence import IGNORE, SequenceConfig
 from vlab.models.vlm.tokenizer import pad_token_id
 from vlab.training.distributed import all_ranks, is_sharded
+from vlab.training.precision import autocast_for
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from vlab.models.vlm.config import VLMRunConfig
+    from vlab.models.vlm.model import VLM
 
 
 @dataclass(frozen=True)
@@ -69,8 +86,9 @@ def greedy_tokens(
 
     ``model`` is a :class:`~vlab.models.vlm.model.VLM` (possibly sharded in place by FSDP);
     ``batch`` a collated batch (``input_ids``, ``patch_index``, ``labels`` (B, T) and
-    ``pixel_values_{i}`` (B, 3, H, W)) on the model's device. Each row stops at ``eos_id`` or
-    after ``max_new_tokens``; the lists are at most that long.
+    ``pixel_values_{i}`` (B, 3, H, W), absent when no row has an image) on the model's
+    device. Each row stops at ``eos_id`` or after ``max_new_tokens``; the lists are at most
+    that long.
 
     Sharded, every rank must make the same number of forward calls (each is a collective):
     the loop ends only when all ranks have finished, one rank leaving early would hang the
@@ -127,3 +145,150 @@ def greedy_generate(
         max_new_tokens=max_new_tokens,
     )
     return [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+
+
+# one question about one image: ``vlab vlm generate`` -------------------------------------------
+
+
+@dataclass
+class TrainedStage:
+    """One stage of a ``vlab vlm train`` run, loaded for answering: the model (eval mode, on
+    ``device``) with the checkpoint's weights, the run's tokenizer and config, and the step the
+    checkpoint was written at."""
+
+    model: VLM
+    tokenizer: Any
+    config: VLMRunConfig
+    stage: int
+    step: int
+    device: torch.device
+
+
+def _device(name: str) -> torch.device:
+    """``--device``: "auto" (CUDA when there is one), else a torch device name, checked here so
+    a typo or a GPU-less machine is a one-line error rather than a traceback deep in ``.to``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"{name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def load_stage(run: str | os.PathLike, stage: int = 2, device: str = "auto") -> TrainedStage:
+    """``run/stage{stage}``'s last checkpoint in the model its config describes.
+
+    Raises VlabError, naming the path, when the run directory, the stage's run directory, its
+    checkpoint or its saved tokenizer is missing (nothing is trained or written here).
+    """
+    from vlab.config import from_dict
+    from vlab.models.vlm.config import VLMRunConfig
+    from vlab.models.vlm.model import build_vlm
+    from vlab.models.vlm.tokenizer import run_tokenizer
+    from vlab.rundir import RunDir
+
+    if stage not in (1, 2):
+        raise ConfigError("stage", f"must be 1 or 2, got {stage}")
+    out = Path(run)
+    if not out.is_dir():
+        raise VlabError(f"run directory {out} does not exist")
+    files = RunDir(out / f"stage{stage}")
+    if not files.exists():
+        raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
+    stored = files.read_config()
+    stored.pop("stage", None)
+    cfg = from_dict(VLMRunConfig, stored)
+    ckpt = files.load_checkpoint()
+    if ckpt is None:
+        raise VlabError(f"{files.path} has no checkpoint (checkpoints/last.pt) for stage {stage}")
+    own_tokenizer = cfg.data.tokenizer is None and cfg.model.lm.pretrained is None
+    if own_tokenizer and not (out / "tokenizer" / "tokenizer.json").is_file():
+        raise VlabError(f"{out / 'tokenizer'} holds no tokenizer.json: the run's tokenizer is gone")
+    tok = run_tokenizer(cfg, out)
+    dev = _device(device)
+    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
+    model.load_state_dict(ckpt["model"])
+    model.to(dev).eval()
+    return TrainedStage(model, tok, cfg, stage, int(ckpt["step"]), dev)
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """The image file as RGB, read as the dataset readers' files are
+    (:func:`~vlab.models.vlm.data.records.load_image`); a missing or unreadable file is a
+    VlabError naming it."""
+    from PIL import Image as PILImage
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise VlabError(f"image file {path} {what}")
+    try:
+        with PILImage.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, PILImage.DecompressionBombError) as e:
+        raise VlabError(f"cannot read image file {path}: {e}") from None
+
+
+def question_batch(
+    image: Image.Image, prompt: str, task: str, model: VLM, tok: Any, seq: SequenceConfig
+) -> Batch:
+    """The batch (B = 1) of one question about ``image``: a one-turn sample of ``task`` with an
+    empty response, collated by :func:`~vlab.models.vlm.batch.batch_of`. Its labels hold only
+    the end-of-sequence token that closes the empty response, so :func:`first_turn_prompts`
+    cuts it exactly where a training example's response starts: image and text in the run's
+    ordering (``seq.ordering``), the task's instruction, the prompt and its suffix."""
+    sample = VLSample(image, "question", task, "generate", [Turn(prompt, "")])
+    return batch_of([sample], model, tok, seq)
+
+
+def answer_question(
+    run: str | os.PathLike,
+    image: str | os.PathLike,
+    prompt: str,
+    *,
+    stage: int = 2,
+    task: str = "chat",
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+) -> str:
+    """The greedy answer of ``run/stage{stage}`` to ``prompt`` about the image file ``image``.
+
+    ``task`` places its instruction before the prompt as in training (``chat``: none, the
+    prompt alone); ``max_new_tokens`` defaults to the run's. Bad input (an empty prompt for a
+    task without instruction, a missing or unreadable image, a missing run, stage or
+    checkpoint) is a VlabError with a one-line message, raised before any model is built
+    where it can be.
+    """
+    if task not in TASKS:
+        raise ConfigError("task", f"{task!r} is not one of {', '.join(TASKS)}")
+    prompt = prompt.strip()  # as the readers store prompts
+    if not prompt and not instruction_for(task):
+        raise ConfigError(
+            "prompt", f"is empty; ask a question (a {task} example has no instruction asking one)"
+        )
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
+    picture = read_image(image)
+    trained = load_stage(run, stage, device)
+    if trained.tokenizer.eos_token_id is None:
+        raise VlabError("the run's tokenizer has no end-of-sequence token to end an answer with")
+    cfg = trained.config
+    seq = cfg.model.sequence
+    try:
+        batch = question_batch(picture, prompt, task, trained.model, trained.tokenizer, seq)
+    except ConfigError as e:
+        if e.field != "max_length":
+            raise
+        raise ConfigError(
+            "prompt", f"too long: with the image it exceeds the run's max_length {seq.max_length}"
+        ) from None
+    batch = {k: v.to(trained.device) for k, v in batch.items()}
+    autocast = autocast_for(trained.device, cfg.train_config(stage).precision)
+    with torch.no_grad(), autocast:
+        answers = greedy_generate(
+            trained.model, trained.tokenizer, batch, max_new_tokens or cfg.max_new_tokens
+        )
+    return answers[0]

@@ -8,6 +8,11 @@ projector's output for that visual token instead. Both backbones (GPT-NeoX, Mamb
 With two encoders (MambaVLM's visual long sequence: e.g. DINOv2 and SigLIP on the same image)
 the projector returns 2N tokens, map A's N then map B's; for the marker layout they form a
 grid of 2 x rows rows.
+
+Text-only rows (examples without an image, no patch slots) only embed their tokens: the
+encoders and the projector see the rows that have patch slots and nothing else, and a call
+without any such row (a text-only batch, a decoding step) does not run them at all. The one
+exception keeps data-parallel training in step, see :meth:`VLM.embed`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlab.errors import ConfigError
+from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import (
     BackboneConfig,
     add_tokens,
@@ -87,12 +92,41 @@ class VLM(nn.Module):
     def embed(
         self, input_ids: torch.Tensor, patch_index: torch.Tensor, pixel_values: list[torch.Tensor]
     ) -> torch.Tensor:
-        """Token embeddings (B, T, D) with patch slots replaced by visual tokens."""
-        emb = self.lm.get_input_embeddings()(input_ids)
-        if (patch_index >= 0).any():
-            visual = self.visual_tokens(pixel_values).to(emb.dtype)  # (B, N, D)
-            idx = patch_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, emb.shape[-1])
-            emb = torch.where((patch_index >= 0).unsqueeze(-1), visual.gather(1, idx), emb)
+        """Token embeddings (B, T, D) with patch slots replaced by visual tokens.
+
+        ``input_ids`` and ``patch_index`` (B, T); ``pixel_values`` one (B, 3, H, W) tensor per
+        encoder, of which only the rows with patch slots are encoded (a text-only row's pixels
+        are never read), or an empty list when no row has patch slots.
+
+        In a training forward under ``torch.distributed`` a call without image rows still runs
+        the encoders and projector once, on a blank image, and adds zero times its tokens:
+        DDP's reducer waits for a gradient of every trainable parameter and FSDP's all-gathers
+        are collectives, so a rank whose micro-batch happens to be text-only must take the
+        same path as its peers. The result is unchanged and those gradients are zero.
+        """
+        emb = self.lm.get_input_embeddings()(input_ids)  # (B, T, D)
+        slots = patch_index >= 0  # (B, T)
+        rows = slots.any(1)  # (B,) the rows that read an image
+        if bool(rows.any()):
+            if len(pixel_values) != len(self.encoders):
+                raise VlabError(
+                    f"the batch has patch slots but {len(pixel_values)} pixel tensors for "
+                    f"{len(self.encoders)} encoder(s)"
+                )
+            every = bool(rows.all())
+            pixels = [px if every else px[rows] for px in pixel_values]  # (B_img, 3, H, W)
+            visual = self.visual_tokens(pixels).to(emb.dtype)  # (B_img, N, D)
+            own = patch_index if every else patch_index[rows]  # (B_img, T)
+            idx = own.clamp(min=0).unsqueeze(-1).expand(-1, -1, emb.shape[-1])
+            mine = emb if every else emb[rows]
+            placed = torch.where((own >= 0).unsqueeze(-1), visual.gather(1, idx), mine)
+            emb = placed if every else emb.index_put((rows,), placed)
+        elif self.training and _data_parallel():
+            blank = [
+                torch.zeros(1, 3, enc.image_size, enc.image_size, device=emb.device)
+                for enc in self.encoders
+            ]
+            emb = emb + 0.0 * self.visual_tokens(blank).sum().to(emb.dtype)
         return emb
 
     def forward(
@@ -161,6 +195,13 @@ class VLM(nn.Module):
         for enc in self.encoders:
             for p in enc.parameters():
                 p.requires_grad_(not enc.frozen)
+
+
+def _data_parallel() -> bool:
+    """True inside a ``torchrun`` process group (DDP or FSDP training)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def build_vlm(cfg: VLMConfig, vocab_size: int | None = None, seed: int = 0) -> VLM:

@@ -14,7 +14,10 @@ patches go text markers, configurable because the paper and the authors' code di
 Orderings: ``task_agnostic`` puts the image first (``image, instruction, prompt, response``);
 ``task_aware`` puts the instruction and the first prompt before the image (``instruction,
 prompt, image, response``), so the model knows the task while it reads the patches. Further
-turns of a packed sequence follow the first response in both orderings.
+turns of a packed sequence follow the first response in both orderings. A text-only example
+(no image: LLaVA-665K's ShareGPT conversations) is the same sequence without the image
+segment: no markers, no patch slots, no ``text_sep``; the instruction and prompt come first in
+both orderings.
 
 Labels are -100 everywhere except response tokens and the end-of-sequence token that closes
 each response, so the loss only ever sees responses ("tokenization mismatch" is checked in the
@@ -146,7 +149,8 @@ def assemble(
 ) -> Assembled:
     """Build one sequence from (prompt, response) turns, an instruction and an image grid.
 
-    ``grid`` (rows, cols) of patches, or None for a text-only example. Raises ConfigError if the
+    ``grid`` (rows, cols) of patches, or None for a text-only example (then the sequence is
+    the tokenized conversation alone, ``patch_index`` all -1). Raises ConfigError if the
     result exceeds ``cfg.max_length`` (packing is responsible for staying under it).
     """
     if not turns:

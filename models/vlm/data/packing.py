@@ -9,12 +9,13 @@ and at most ``max_length`` tokens, counted as::
     image_tokens + length_fn(instruction) + sum over pairs of
         (length_fn(prompt) + length_fn(response) + pair_overhead)
 
-``image_tokens`` covers the patches and the image markers; ``pair_overhead`` the tokens the
-template adds per pair (separator, prompt suffix, end of sequence: 3 for
-:mod:`vlab.models.vlm.sequence`'s default template, an upper bound). A pair that would overflow
-the sequence starts a new one; a pair that does not fit even alone is dropped and counted
-(one warning per call). A chat conversation longer than the limit is split the same way
-into consecutive parts (each part keeps the image).
+``image_tokens`` covers the patches and the image markers (0 for a text-only sample, whose
+sequence has none); ``pair_overhead`` the tokens the template adds per pair (separator, prompt
+suffix, end of sequence: 3 for :mod:`vlab.models.vlm.sequence`'s default template, an upper
+bound). A pair that would overflow the sequence starts a new one; a pair that does not fit
+even alone is dropped and counted (one warning per call). A chat conversation longer than the
+limit is split the same way into consecutive parts (each part keeps the image, or stays
+text-only).
 
 Deterministic: groups come out in order of their first sample, pairs in input order. Samples
 sharing ``meta["pack_key"]`` (the rotations of one multiple-choice question) never share a
@@ -104,7 +105,7 @@ def _split(
     stats: PackStats,
 ) -> list[list[tuple[Turn, dict]]]:
     """Greedy: fill a sequence until the next pair would break the cap or the length."""
-    base = cfg.image_tokens if first.image is not None else 0
+    base = cfg.image_tokens if first.has_image else 0
     base += length_fn(instruction_for(first.task))
     chunks: list[list[tuple[Turn, dict]]] = []
     cur: list[tuple[Turn, dict]] = []

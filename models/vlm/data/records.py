@@ -5,6 +5,11 @@ A :class:`VLSample` is one image (a file path or an in-memory PIL image) with on
 record: it is looked up from the task (:mod:`vlab.models.vlm.data.instructions`) by sequence
 assembly, so the same records serve task-agnostic and task-aware orderings.
 
+A record without an image (``image`` None, :attr:`VLSample.has_image` False) is a text-only
+example, as LLaVA-665K's ShareGPT conversations are: it is read, packed, stored, assembled
+(no image markers, no patch slots) and batched like any other, and the model never runs its
+vision encoders for it.
+
 Boxes are written as text the way the spec wants the model to read and write them:
 ``[x1, y1, x2, y2]`` normalised to 0-1 by the image width and height, two decimals
 (``"[0.12, 0.34, 0.56, 0.78]"``). :func:`parse_box` reads them back from model output.
@@ -71,6 +76,11 @@ class VLSample:
         if not self.turns:
             raise VlabError(f"sample {self.source}/{self.image_id} has no turns")
 
+    @property
+    def has_image(self) -> bool:
+        """False for a text-only example: its sequence holds no image tokens."""
+        return self.image is not None
+
     def replace(self, **changes: Any) -> VLSample:
         """A copy with some fields changed (``meta`` is copied, never shared)."""
         changes.setdefault("meta", dict(self.meta))
@@ -133,11 +143,14 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def load_image(sample: VLSample) -> Image.Image:
-    """The sample's image as RGB: opened from its path, or the in-memory image itself."""
+    """The sample's image as RGB: opened from its path, or the in-memory image itself.
+
+    Only for samples that have one (:attr:`VLSample.has_image`); asking a text-only sample
+    for its image is an error."""
     if isinstance(sample.image, Image.Image):
         return sample.image
     if sample.image is None:
-        raise VlabError(f"{sample.source}/{sample.image_id} has no image")
+        raise VlabError(f"{sample.source}/{sample.image_id} is text-only: it has no image")
     try:
         with Image.open(sample.image) as im:
             return im.convert("RGB")

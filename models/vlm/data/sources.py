@@ -8,7 +8,8 @@ the spec's recipe for that source, in this order:
 1. read (``limit`` keeps the first N examples: handy for smoke runs on a real dataset);
 2. the spec's filter, where the dataset has one (Visual Genome regions < 16,384 px, GRIT's
    rarest-phrase subset, OCR-VQA's image and genre rules), unless ``filter`` is false;
-3. examples without an image are dropped (the VLM always sees one) and counted;
+3. examples without an image are kept as text-only examples (LLaVA-665K's ShareGPT
+   conversations; their sequences hold no image tokens) and counted in ``no_image``;
 4. multiple-choice questions are rotated through every letter (``rotate_choices``).
 
 Packing and mixing happen over all sources together in :mod:`vlab.models.vlm.data.prepared`.
@@ -137,7 +138,9 @@ class SourceConfig:
 
 @dataclass
 class SourceStats:
-    """What the recipe did to one source (written to the prepared data's stats)."""
+    """What the recipe did to one source (written to the prepared data's stats).
+
+    ``no_image``: the kept examples that are text-only (they train without an image)."""
 
     read: int = 0
     kept: int = 0
@@ -146,7 +149,8 @@ class SourceStats:
 
 
 def load_source(cfg: SourceConfig) -> tuple[list[VLSample], SourceStats]:
-    """All samples of one source after limit, filter, image check and option rotation."""
+    """All samples of one source after limit, filter and option rotation, text-only examples
+    counted."""
     stats = SourceStats()
     read = READERS[cfg.reader](*cfg.paths, cfg.image_root, split=cfg.split, **cfg.options)
     samples = list(islice(read, cfg.limit) if cfg.limit else read)
@@ -156,10 +160,9 @@ def load_source(cfg: SourceConfig) -> tuple[list[VLSample], SourceStats]:
     if cfg.filter and cfg.reader in FILTERS:
         samples = list(FILTERS[cfg.reader](samples))
     stats.kept = len(samples)
-    with_image = [s for s in samples if s.image is not None]
-    stats.no_image = len(samples) - len(with_image)
+    stats.no_image = sum(not s.has_image for s in samples)
     if stats.no_image:
-        log.warning("%s: dropped %d examples without an image", cfg.label, stats.no_image)
-    out = list(expand_rotations(with_image)) if cfg.rotate_choices else with_image
+        log.info("%s: %d text-only examples (no image)", cfg.label, stats.no_image)
+    out = list(expand_rotations(samples)) if cfg.rotate_choices else samples
     stats.samples = len(out)
     return out, stats

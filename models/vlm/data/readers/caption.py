@@ -18,9 +18,12 @@ Formats:
   {"from": "gpt", "value": caption}]}`` -> ``caption`` samples. Free choice: the prompt is
   empty (the spec's caption instruction replaces LLaVA's varied "describe the image" requests,
   which are kept in ``meta["original_prompt"]``).
-* LLaVA-Instruct (``llava_instruct_150k.json``): same layout, multi-turn -> one ``chat`` sample
-  per conversation, one turn per human/gpt pair, ``<image>`` tags and the newline around them
-  removed. Rows without ``image`` become text-only samples (``image`` None).
+* LLaVA-Instruct (``llava_instruct_150k.json``) and LLaVA-1.5's mixture
+  (``llava_v1_5_mix665k.json``, image paths under per-dataset folders such as
+  ``coco/train2017/...``, so ``image_root`` is the folder holding them): same layout,
+  multi-turn -> one ``chat`` sample per conversation, one turn per human/gpt pair, ``<image>``
+  tags and the newline around them removed. Rows without ``image`` (LLaVA-665K's ShareGPT
+  conversations) become text-only samples (``image`` None), which train without image tokens.
 * GRIT (``*.jsonl`` rows, or img2dataset's per-image ``*.json``): ``{"key", "url", "caption",
   "width", "height", "noun_chunks": [[start, end, x1, y1, x2, y2, score], ...]}`` with boxes
   normalised to 0-1 -> ``grounded_caption`` samples, see :func:`grit_grounded_caption`. Image
@@ -144,7 +147,10 @@ def read_llava_pretrain(
 def read_llava_instruct(
     annotation_path: PathLike, image_root: PathLike, split: str = "train"
 ) -> Iterator[VLSample]:
-    """LLaVA-Instruct conversations -> ``chat`` samples (source ``llava_instruct``)."""
+    """LLaVA-Instruct / LLaVA-665K conversations -> ``chat`` samples (source
+    ``llava_instruct``; give the source a ``name`` to label the 665K mixture apart). A row
+    without an ``image`` key (or with an empty one) is a text-only sample (``image`` None).
+    meta: split."""
     data = load_json(annotation_path)
     with format_errors(annotation_path, "a LLaVA-Instruct file"):
         for row in data:
