@@ -226,11 +226,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from vlab.slurm.spec import builtin_specs, expand, load_spec
+    from vlab.slurm.spec import builtin_specs, count_runs, load_spec
 
     for name in builtin_specs():
         spec = load_spec(name)
-        print(f"{name:20s} {len(expand(spec)):4d} runs  {spec.description}")
+        print(f"{name:22s} {count_runs(spec):4d} {spec.kind} runs  {spec.description}")
     return 0
 
 

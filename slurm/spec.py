@@ -135,6 +135,15 @@ def resolve_vlm_config(config: dict) -> dict:
 RESOLVERS = {"probe": resolve_probe_config, "vlm": resolve_vlm_config}
 
 
+def count_runs(spec: SweepSpec) -> int:
+    """How many runs ``expand`` makes, without resolving their configs: a listing of specs
+    stays light (resolving a VLM config imports torch)."""
+    grid = 1
+    for values in spec.axes.values():
+        grid *= len(values)
+    return grid * max(1, len(spec.runs))
+
+
 def expand(spec: SweepSpec) -> list[RunSpec]:
     """The runs of a spec, validated: unknown keys, empty axes and duplicate names fail."""
     if not spec.name or "/" in spec.name:

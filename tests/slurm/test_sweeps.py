@@ -14,7 +14,8 @@ from vlab.cli import main
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
 from vlab.locks import acquire, lock_holder
-from vlab.slurm.spec import SweepSpec, config_id, expand, load_spec
+from vlab.probes.recipes import LR_GRIDS
+from vlab.slurm.spec import SweepSpec, builtin_specs, config_id, count_runs, expand, load_spec
 from vlab.slurm.status import sweep_status
 from vlab.slurm.sweepdir import SweepDir
 
@@ -120,6 +121,12 @@ def test_malformed_spec_submits_nothing(capsys, tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
+def test_listing_counts_what_expansion_makes():
+    for name in builtin_specs():
+        spec = load_spec(name)
+        assert count_runs(spec) == len(expand(spec)), name
+
+
 def test_builtin_specs_expand():
     assert len(expand(load_spec("cpu-small"))) == 8
     protocol = expand(load_spec("cpu-protocol"))
@@ -156,6 +163,12 @@ def test_builtin_specs_expand():
     for run in shapes:
         o = run.config["model"]["overrides"]
         assert o["num_heads"] * o["head_dim"] == 2 * 64
+    four = expand(load_spec("cpu-arms"))  # the default experiment, the same two arms' runs
+    assert len(four) == 2 * len(protocol)
+    assert {(r.name, r.id) for r in protocol} < {(r.name, r.id) for r in four}
+    for arch in ("mamba2", "hybrid"):
+        lrs = {r.config["train"]["lr"] for r in four if r.config["model"]["arch"] == arch}
+        assert lrs == set(LR_GRIDS[arch])
     seeds = expand(load_spec("pilot-tiny-arms-seeds"))  # 3 lrs x 3 seeds per new arm
     for arch in ("mamba2", "hybrid"):
         cell = [r.config for r in seeds if r.config["model"]["arch"] == arch]
