@@ -22,8 +22,6 @@ base the rest is merged over, as ``vlab vlm train --preset`` does.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,26 +123,10 @@ def run_vlm(
 
 
 def _train_stage(cfg, out: Path, stage: int, progress: bool, should_stop, log):
-    """``train_vlm`` for one stage, passing ``should_stop`` on to the engine's loop.
+    """``train_vlm`` for one stage, stopping at a checkpoint when ``should_stop`` says so."""
+    from vlab.models.vlm.train import train_vlm
 
-    ``train_vlm`` does not take ``should_stop`` (yet): until it does, the engine's ``train``
-    it calls is wrapped for the length of this call, so that SIGTERM (Ctrl-C of a local sweep)
-    checkpoints and stops a VLM stage as it does a probe run. The worker trains one run at a
-    time in one thread, so nothing else sees the wrapper.
-    """
-    import vlab.models.vlm.train as vlm_train
-
-    kwargs: dict[str, Any] = {"progress": progress, "log": log}
-    if should_stop is None:
-        return vlm_train.train_vlm(cfg, out, (stage,), **kwargs)[stage]
-    if "should_stop" in inspect.signature(vlm_train.train_vlm).parameters:
-        return vlm_train.train_vlm(cfg, out, (stage,), should_stop=should_stop, **kwargs)[stage]
-    engine_train = vlm_train.train
-    vlm_train.train = functools.partial(engine_train, should_stop=should_stop)
-    try:
-        return vlm_train.train_vlm(cfg, out, (stage,), **kwargs)[stage]
-    finally:
-        vlm_train.train = engine_train
+    return train_vlm(cfg, out, (stage,), progress=progress, log=log, should_stop=should_stop)[stage]
 
 
 # evaluation ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ sample batches in ``batch``, greedy decoding in ``generate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,13 @@ def train_vlm(
     *,
     progress: bool = True,
     log=print,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[int, TrainResult | None]:
-    """Run the requested stages into ``out/stage{N}``; finished stages are skipped."""
+    """Run the requested stages into ``out/stage{N}``; finished stages are skipped.
+
+    ``should_stop`` is polled every step (a sweep worker's SIGTERM): the stage then saves a
+    checkpoint and ends ``interrupted``, and a later call resumes it.
+    """
     out = Path(out)
     cfg.data.check_files()
     check_overrides(cfg.model.lm, "model.lm.overrides")
@@ -161,7 +167,9 @@ def train_vlm(
                 log=log,
             )
             task = VLMTask(cfg, model, tok, train_cfg.batch_size, device, data)
-            results[stage] = train(model, task, train_cfg, run, progress=progress)
+            results[stage] = train(
+                model, task, train_cfg, run, progress=progress, should_stop=should_stop
+            )
         finally:
             run.release()  # the stage's writer lock (see RunDir.claim)
     return results

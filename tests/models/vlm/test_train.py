@@ -50,7 +50,6 @@ def test_stage1_trains_only_the_projector(tmp_path):
 def test_interrupted_vlm_stage_resumes_to_the_same_metrics(tmp_path):
     cfg = config_from("tiny-shapes", "pythia", FAST)
     train_vlm(cfg, tmp_path / "full", stages=(2,), progress=False, log=lambda *_: None)
-    from vlab.training.engine import train as engine_train
 
     calls = {"n": 0}
 
@@ -58,16 +57,14 @@ def test_interrupted_vlm_stage_resumes_to_the_same_metrics(tmp_path):
         calls["n"] += 1
         return calls["n"] == 40
 
-    import vlab.models.vlm.train as vt
-
-    def train_with_stop(*args, **kwargs):
-        return engine_train(*args, **kwargs, should_stop=stop_at_40)
-
-    vt.train = train_with_stop
-    try:
-        first = train_vlm(cfg, tmp_path / "cut", stages=(2,), progress=False, log=lambda *_: None)
-    finally:
-        vt.train = engine_train
+    first = train_vlm(
+        cfg,
+        tmp_path / "cut",
+        stages=(2,),
+        progress=False,
+        log=lambda *_: None,
+        should_stop=stop_at_40,
+    )
     assert first[2].state == "interrupted"
     train_vlm(cfg, tmp_path / "cut", stages=(2,), progress=False, log=lambda *_: None)
     assert read_jsonl(tmp_path / "cut" / "stage2" / "metrics.jsonl") == read_jsonl(
