@@ -32,7 +32,7 @@ RECIPES: dict[str, dict] = {
 LR_GRIDS: dict[str, tuple[float, ...]] = {
     "pythia": (5e-4, 1e-3, 2e-3),
     "mamba": (2e-3, 3e-3, 4e-3),
-    "mamba2": (1e-3, 2e-3, 3e-3),
+    "mamba2": (2e-3, 3e-3, 4e-3),
     "hybrid": (5e-4, 1e-3, 2e-3),
 }
 
