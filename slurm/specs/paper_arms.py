@@ -3,8 +3,8 @@
 The same synthetic-grounding grid (suffix and prefix, L in {50, 100, 200}, 3 learning rates x 3
 initialisations of the new embeddings, batch 64, 78K steps, evaluation every 1%, stop at 95%)
 for Pythia-1.4B, Mamba-1.4B, Mamba-2-1.3B and the 1.4B hybrid (Mamba-1.4B's shape with an
-attention layer every 8th layer): 216 runs. Random weights unless each run is given its own
-``model.pretrained`` directory.
+attention layer every 8th layer): 216 runs. Random weights unless each arm is given its own
+checkpoint directory (``--set-arch ARCH:model.pretrained=DIR``, or ``per_arch``).
 """
 
 from vlab.slurm.spec import SweepSpec

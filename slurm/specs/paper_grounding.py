@@ -3,8 +3,9 @@
 Pythia-1.4B vs Mamba-1.4B shapes, suffix and prefix, L in {50, 100, 200}, 3 learning rates x
 3 initialisations of the new embeddings = 108 runs; global batch 64, 78K steps, evaluation on
 the 100k held-out examples every 1% of the steps, stop at 95% held-out accuracy. The paper
-starts from pretrained checkpoints: set ``model.pretrained`` to local directories with
-``--set`` or a copy of this file (the presets build the same shapes with random weights).
+starts from pretrained checkpoints: give each arm its local directory with ``--set-arch
+pythia:model.pretrained=DIR --set-arch mamba:model.pretrained=DIR`` (or ``per_arch`` in a copy of
+this file); without them the presets build the same shapes with random weights.
 """
 
 from vlab.slurm.spec import SweepSpec
