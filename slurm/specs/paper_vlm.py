@@ -1,0 +1,78 @@
+"""paper-vlm: SHAKEUP's VLM comparison at the paper's sizes, for GPUs.
+
+Pythia-1B / 1.4B / 2.8B against Mamba-790M / 1.4B / 2.8B (the paper's matched pairs) x
+task-agnostic vs task-aware ordering: 12 VLM runs, each trained in both stages with the
+``paper-1.4b`` recipe (EVA-02-L/14 at 336 px, 2-layer MLP; stage 1 batch 256 lr 1e-3,
+stage 2 batch 128 lr 2e-5; the 2.8B pair with the paper's 800-token limit), then evaluated on
+the held-out benchmarks. Every LM starts from its own pretrained checkpoint and tokenizer.
+
+Where things are comes from two environment variables, so the same file serves any cluster:
+
+* ``VLAB_DATA``: the paper's datasets in the layout of :mod:`vlab.models.vlm.data.paper_data`
+  (``vlab vlm train --data-root``'s layout);
+* ``VLAB_MODELS``: local checkpoints under their Hugging Face names (``pythia-1b``,
+  ``pythia-1.4b``, ``pythia-2.8b``, ``mamba-790m-hf``, ``mamba-1.4b-hf``, ``mamba-2.8b-hf``)
+  and the EVA-02 encoder as ``eva02_large_patch14_clip_336`` (a timm / OpenCLIP file or
+  folder).
+
+Without them the spec does not load (one line saying what to set), rather than training the
+paper's shapes from random weights on nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vlab.errors import VlabError
+from vlab.slurm.spec import SweepSpec
+
+# (arch, LM preset, checkpoint folder name, max sequence length): the paper's pairs.
+PAIRS = [
+    ("pythia", "1b", "pythia-1b", 1024),
+    ("mamba", "790m", "mamba-790m-hf", 1024),
+    ("pythia", "1.4b", "pythia-1.4b", 1024),
+    ("mamba", "1.4b", "mamba-1.4b-hf", 1024),
+    ("pythia", "2.8b", "pythia-2.8b", 800),
+    ("mamba", "2.8b", "mamba-2.8b-hf", 800),
+]
+ENCODER = "eva02_large_patch14_clip_336"
+ENV = ("VLAB_DATA", "VLAB_MODELS")
+
+
+def sweep() -> SweepSpec:
+    """The spec, with the data and checkpoint roots read from the environment."""
+    missing = [name for name in ENV if not os.environ.get(name)]
+    if missing:
+        raise VlabError(
+            f"sweep spec paper-vlm: set {' and '.join(missing)} (VLAB_DATA: the paper's "
+            "datasets in vlab.models.vlm.data.paper_data's layout; VLAB_MODELS: the pretrained "
+            "checkpoints, see the spec's docstring)"
+        )
+    from vlab.models.vlm.data.paper_data import paper_data
+
+    models = Path(os.environ["VLAB_MODELS"])
+    runs = [
+        {
+            "model.lm.arch": arch,
+            "model.lm.preset": preset,
+            "model.lm.pretrained": str(models / folder),
+            "data.tokenizer": str(models / folder),
+            "model.sequence.max_length": length,
+        }
+        for arch, preset, folder, length in PAIRS
+    ]
+    return SweepSpec(
+        name="paper-vlm",
+        kind="vlm",
+        description="SHAKEUP's VLMs: Pythia 1B/1.4B/2.8B vs Mamba 790M/1.4B/2.8B x task-agnostic "
+        "vs task-aware, pretrained LMs, both stages, then the held-out benchmarks (GPU).",
+        base={
+            "preset": "paper-1.4b",
+            "model.vision.pretrained": str(models / ENCODER),
+            "data": paper_data(os.environ["VLAB_DATA"]),
+        },
+        axes={"model.sequence.ordering": ["task_agnostic", "task_aware"]},
+        runs=runs,
+        name_keys=["model.lm.arch", "model.lm.preset", "model.sequence.ordering"],
+    )

@@ -1,0 +1,78 @@
+"""paper-vlm: the paper's VLM grid, read from VLAB_DATA / VLAB_MODELS, refused without them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vlab.cli import main
+from vlab.errors import VlabError
+from vlab.models.vlm.data.paper_data import paper_data
+from vlab.slurm.spec import count_runs, expand, load_spec
+from vlab.slurm.specs import paper_vlm
+
+MODEL_TYPES = {"pythia": "gpt_neox", "mamba": "mamba"}
+
+
+def _files(paths) -> list[str]:
+    return [q for p in paths for q in (_files(p) if isinstance(p, list) else [p])]
+
+
+def fake_layout(tmp_path: Path, monkeypatch) -> Path:
+    """Empty annotation files where paper_data looks, and checkpoint folders whose config.json
+    names the right model type: all that expanding the spec checks (nothing is trained)."""
+    data, models = tmp_path / "data", tmp_path / "models"
+    spec = paper_data(data)
+    for part in ("stage1", "stage2", "heldout"):
+        for source in spec[part]["sources"]:
+            options = source.get("options", {})
+            named = [v for k, v in options.items() if k.endswith("_path")]
+            for path in _files(source["paths"]) + named:
+                path = Path(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+    for arch, _, folder, _ in paper_vlm.PAIRS:
+        (models / folder).mkdir(parents=True)
+        (models / folder / "config.json").write_text(json.dumps({"model_type": MODEL_TYPES[arch]}))
+        (models / folder / "tokenizer.json").touch()
+    (models / paper_vlm.ENCODER).mkdir(parents=True)
+    (models / paper_vlm.ENCODER / "open_clip_model.safetensors").touch()
+    monkeypatch.setenv("VLAB_DATA", str(data))
+    monkeypatch.setenv("VLAB_MODELS", str(models))
+    return models
+
+
+def test_without_its_paths_the_spec_says_what_to_set(monkeypatch, capsys):
+    monkeypatch.delenv("VLAB_DATA", raising=False)
+    monkeypatch.setenv("VLAB_MODELS", "/models")
+    with pytest.raises(VlabError, match="set VLAB_DATA") as err:
+        load_spec("paper-vlm")
+    assert "\n" not in str(err.value)
+    assert main(["sweep", "list"]) == 0  # the listing still works, and says it
+    assert "paper-vlm" in capsys.readouterr().out
+
+
+def test_each_run_gets_its_own_pretrained_lm_and_tokenizer(tmp_path, monkeypatch):
+    models = fake_layout(tmp_path, monkeypatch)
+    spec = load_spec("paper-vlm")
+    runs = expand(spec)
+    assert len(runs) == count_runs(spec) == 12
+    pairs = set()
+    for run in runs:
+        lm = run.config["model"]["lm"]
+        folder = Path(lm["pretrained"])
+        assert folder.parent == models and run.config["data"]["tokenizer"] == str(folder)
+        assert folder.name.startswith(lm["arch"]) and lm["preset"] in folder.name
+        assert run.config["model"]["vision"]["kind"] == "eva02"
+        pairs.add((lm["arch"], lm["preset"], run.config["model"]["sequence"]["ordering"]))
+    assert {(a, p) for a, p, _ in pairs} == {(a, p) for a, p, _, _ in paper_vlm.PAIRS}
+    assert {o for *_, o in pairs} == {"task_agnostic", "task_aware"}
+
+
+def test_a_checkpoint_of_the_wrong_arch_is_refused_before_work(tmp_path, monkeypatch):
+    models = fake_layout(tmp_path, monkeypatch)
+    (models / "mamba-1.4b-hf" / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    with pytest.raises(VlabError, match="model.lm.pretrained"):
+        expand(load_spec("paper-vlm"))
