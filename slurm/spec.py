@@ -16,7 +16,10 @@ anything is submitted.
 Kinds: ``probe`` runs are :class:`~vlab.probes.config.ProbeRunConfig` s (arch at
 ``model.arch``); ``vlm`` runs are :class:`~vlab.models.vlm.config.VLMRunConfig` s (arch at
 ``model.lm.arch``) whose base may name a VLM preset (``base="tiny-shapes"`` or a ``preset``
-key), trained stage 1, stage 2, then evaluated (:mod:`vlab.slurm.vlm`).
+key), trained stage 1, stage 2, then evaluated (:mod:`vlab.slurm.vlm`); ``vlm-finetune`` runs
+are :class:`~vlab.models.vlm.finetune.FinetuneConfig` s (arch at ``arch``, the source
+stage-2 run at ``source``), finetuned on one task at one resolution, then evaluated
+(:mod:`vlab.slurm.finetune`).
 """
 
 from __future__ import annotations
@@ -58,10 +61,15 @@ NAME_LABELS = {
     "stage2.steps": "s2steps",
     "stage1.seed": "s1seed",
     "stage2.seed": "s2seed",
+    # finetune runs
+    "arch": "",
+    "task": "",
+    "resolution": "r",
+    "epochs": "ep",
 }
 
 # Where a run's architecture sits in its config, by kind: what ``per_arch`` is keyed by.
-ARCH_KEYS = {"probe": "model.arch", "vlm": "model.lm.arch"}
+ARCH_KEYS = {"probe": "model.arch", "vlm": "model.lm.arch", "vlm-finetune": "arch"}
 
 
 @dataclass
@@ -70,8 +78,9 @@ class SweepSpec:
 
     ``base`` and the entries of ``runs`` are nested dicts or dotted keys
     (``{"train.lr": 1e-3}``); ``axes`` maps dotted keys to non-empty lists of values.
-    ``kind`` is what each run trains: ``probe`` (a probe run) or ``vlm`` (both VLM stages, then
-    the held-out evaluation); a ``vlm`` base may be a preset name (``"tiny-shapes"``, the same
+    ``kind`` is what each run trains: ``probe`` (a probe run), ``vlm`` (both VLM stages, then
+    the held-out evaluation) or ``vlm-finetune`` (a stage-2 VLM finetuned on one task at one
+    resolution, then evaluated); a ``vlm`` base may be a preset name (``"tiny-shapes"``, the same
     as ``{"preset": "tiny-shapes"}``). ``name_keys`` picks the dotted keys (in order) whose
     values name a run; None names it by all of its overrides. Use it when a run's overrides
     carry settings that follow from the named ones (an arm's recipe).
@@ -132,7 +141,18 @@ def resolve_vlm_config(config: dict) -> dict:
     return resolve(config)
 
 
-RESOLVERS = {"probe": resolve_probe_config, "vlm": resolve_vlm_config}
+def resolve_finetune_config(config: dict) -> dict:
+    """Validate a finetune config against its source run and write out every default."""
+    from vlab.slurm.finetune import resolve_finetune_config as resolve
+
+    return resolve(config)
+
+
+RESOLVERS = {
+    "probe": resolve_probe_config,
+    "vlm": resolve_vlm_config,
+    "vlm-finetune": resolve_finetune_config,
+}
 
 
 def count_runs(spec: SweepSpec) -> int:

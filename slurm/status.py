@@ -6,8 +6,9 @@ the scheduler runs its job), ``done``, ``failed`` (with the reason and the log t
 
 A probe run's state is its run directory's status.json; a VLM run's is that of its current
 phase (stage 1, stage 2, the held-out evaluation: :func:`vlab.slurm.vlm.vlm_status`), and it
-is done only when all three are. The table then shows the phase and, once evaluated, the
-benchmarks.
+is done only when all three are; a finetune run's is that of its training or its evaluation
+(:func:`vlab.slurm.finetune.finetune_status`). The table then shows the phase and, once
+evaluated, the benchmarks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def run_status(kind: str, path: Path, config: dict) -> dict:
         from vlab.slurm.vlm import vlm_status
 
         return vlm_status(path, config)
+    if kind == "vlm-finetune":
+        from vlab.slurm.finetune import finetune_status
+
+        return finetune_status(path, config)
     return RunDir(path).read_status() or {}
 
 
@@ -90,7 +95,7 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
                 or (str(sweep.log_path(name)) if sweep.log_path(name).exists() else None),
             }
         )
-        if kind == "vlm":
+        if kind in ("vlm", "vlm-finetune"):
             rows[-1]["stage"] = status.get("stage")
             rows[-1]["benchmarks"] = status.get("benchmarks") or []
     return rows

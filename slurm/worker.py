@@ -2,8 +2,9 @@
 
 It reads the run's config from ``sweep.json`` (the previous step's file), takes the run's
 lock, and trains into ``runs/<name>`` with the kind's trainer, which resumes from the run's
-last checkpoint: a probe run, or a VLM run's two stages and its held-out evaluation
-(:mod:`vlab.slurm.vlm`). A finished run returns at once; a run locked by a live process is
+last checkpoint: a probe run, a VLM run's two stages and its held-out evaluation
+(:mod:`vlab.slurm.vlm`), or a finetune of a stage-2 VLM and its evaluation
+(:mod:`vlab.slurm.finetune`). A finished run returns at once; a run locked by a live process is
 skipped.
 
 Run as a program it is the local executor's worker process: ``python -m vlab.slurm.worker
@@ -44,7 +45,13 @@ def _train_vlm(config: dict, out: Path, progress: bool, should_stop) -> None:
     run_vlm(config, out, progress=progress, should_stop=should_stop)
 
 
-TRAINERS = {"probe": _train_probe, "vlm": _train_vlm}
+def _train_finetune(config: dict, out: Path, progress: bool, should_stop) -> None:
+    from vlab.slurm.finetune import run_finetune
+
+    run_finetune(config, out, progress=progress, should_stop=should_stop)
+
+
+TRAINERS = {"probe": _train_probe, "vlm": _train_vlm, "vlm-finetune": _train_finetune}
 
 
 def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=None) -> dict:

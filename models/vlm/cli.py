@@ -1,5 +1,6 @@
 """``vlab vlm``: train Pythia-VL or Mamba-VL (stage 1 then stage 2) into a run directory,
-evaluate it on benchmarks, or ask it one question about one image."""
+finetune it on one task at a higher resolution, evaluate it on benchmarks, or ask it one
+question about one image."""
 
 from __future__ import annotations
 
@@ -66,6 +67,40 @@ def _eval(args: argparse.Namespace) -> int:
         metric = results["metrics"][key.split("/")[1]]
         print(f"{key:<{width}}  {value:8.4f}  {metric}")
     print(f"results: {args.run}/eval/{args.name}/results.json")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vlab.models.vlm.finetune import finetune, finetune_config
+    from vlab.training.distributed import is_main_process
+
+    train: dict = {}
+    if args.lr is not None:
+        train["lr"] = args.lr
+    if args.steps is not None:
+        train["steps"] = args.steps
+    if args.batch_size is not None:
+        train["batch_size"] = args.batch_size
+    flags: dict = {"source": args.run, "task": args.task, "resolution": args.resolution}
+    if train:
+        flags["train"] = train
+    if args.epochs is not None:
+        flags["epochs"] = args.epochs
+    if args.data_root is not None:
+        flags["data_root"] = args.data_root
+    cfg = finetune_config(deep_merge(cli_overrides(args.config, args.set), flags))
+    out = output_dir(args.out) if args.out else str(Path(cfg.source) / "finetune" / cfg.name)
+    results = finetune(cfg, out, progress=not args.no_progress)
+    if not is_main_process():  # under torchrun rank 0 evaluates and reports
+        return 0
+    if results is None:
+        print(f"{out}: not finished (see {out}/status.json); run the same command to resume")
+        return 1
+    for key, value in sorted(results["sources"].items()):
+        print(f"{key}  {value:.4f}  {results['metrics'][key.split('/')[1]]}")
+    print(f"results: {out}/eval/heldout/results.json")
     return 0
 
 
@@ -153,6 +188,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_eval)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="finetune a stage-2 VLM on one task at a higher resolution, then score that task",
+        description="Starts from RUN/stage2, changes the encoders' resolution (position "
+        "embeddings interpolated, more visual tokens, max_length grown to match), trains on "
+        "one task (AdamW, cosine, warmup 0.03, batch 64) and scores the task's held-out set "
+        "at that resolution. OUT is a run directory: rerunning resumes it, a finished one is "
+        "left alone.",
+    )
+    ft.add_argument("--run", required=True, help="a vlab vlm train output directory")
+    ft.add_argument(
+        "--task",
+        required=True,
+        help="shapes runs: a shapes task (vqa, grounding, caption, dense_caption, itm, pope); "
+        "dataset files: a source label of the run's stage-2 data (vqav2, refcocog)",
+    )
+    ft.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    ft.add_argument("--lr", type=float, help="peak learning rate (default 5e-5)")
+    budget = ft.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, help="epochs of the task (dataset files only)")
+    budget.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    ft.add_argument("--batch-size", type=int, help="global batch (default 64)")
+    ft.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the paper's datasets under DIR: train on the task's training set and score its "
+        "validation set (tasks vqav2, refcocog)",
+    )
+    ft.add_argument("--config", help="JSON file of finetune settings (as its config.json)")
+    ft.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="e.g. --set train.grad_accum=4"
+    )
+    ft.add_argument("--no-progress", action="store_true")
+    ft.add_argument("--out", help="run directory (default RUN/finetune/TASK-rRES-lrLR)")
+    ft.set_defaults(func=_finetune)
 
     gen = sub.add_parser(
         "generate",

@@ -29,6 +29,7 @@ from vlab.fileio import append_jsonl, atomic_write_json, read_jsonl
 from vlab.models.vlm.batch import batch_of, image_tokens
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
+from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
 from vlab.models.vlm.model import build_vlm
@@ -106,18 +107,50 @@ def evaluate_run(
     )
     data = PreparedMixture(data_dir)
     samples = list(data)
-    pred_path = where / "predictions.jsonl"
+    autocast = autocast_for(dev, precision or cfg.train_config(stage).precision)
+    predictions = generate_predictions(
+        model, tok, cfg, samples, where / "predictions.jsonl", dev, autocast, progress, name
+    )
+    results = {
+        "run": str(out),
+        "stage": stage,
+        "step": ckpt["step"],
+        "examples": len(samples),
+        "per_source": {k: v["sequences"] for k, v in data.stats.items()},
+        **evaluate_predictions(samples, predictions),
+    }
+    atomic_write_json(where / "results.json", results)
+    return results
+
+
+def generate_predictions(
+    model: torch.nn.Module,
+    tok: Any,
+    cfg: VLMRunConfig,
+    samples: list[VLSample],
+    pred_path: Path,
+    device: torch.device,
+    autocast: Any,
+    progress: bool = True,
+    desc: str = "",
+) -> list[str]:
+    """Greedy answers of ``model`` to the first turn of every sample, in sample order.
+
+    Each batch of ``cfg.eval_batch_size`` answers is appended to ``pred_path`` (JSON lines:
+    index, source, task, image_id, prompt, prediction, reference) as soon as it is generated,
+    and the lines already there are kept, so a killed evaluation resumes at its next batch.
+    Batches are built with ``cfg.model.sequence`` (the layout the model was trained on).
+    """
     done = read_jsonl(pred_path) if pred_path.exists() else []
     if [r["index"] for r in done] != list(range(len(done))):
         raise VlabError(f"{pred_path} is not a prefix of this evaluation; remove it to start over")
     bs = cfg.eval_batch_size
-    autocast = autocast_for(dev, precision or cfg.train_config(stage).precision)
-    bar = tqdm(total=len(samples), initial=len(done), disable=not progress, desc=name)
+    bar = tqdm(total=len(samples), initial=len(done), disable=not progress, desc=desc)
     with torch.no_grad(), autocast:
         for start in range(len(done), len(samples), bs):
             chunk = samples[start : start + bs]
             batch = batch_of(chunk, model, tok, cfg.model.sequence)
-            batch = {k: v.to(dev) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items()}
             preds = greedy_generate(model, tok, batch, cfg.max_new_tokens)
             for i, (s, pred) in enumerate(zip(chunk, preds, strict=True)):
                 append_jsonl(
@@ -134,14 +167,4 @@ def evaluate_run(
                 )
             bar.update(len(chunk))
     bar.close()
-    predictions = [r["prediction"] for r in read_jsonl(pred_path)]
-    results = {
-        "run": str(out),
-        "stage": stage,
-        "step": ckpt["step"],
-        "examples": len(samples),
-        "per_source": {k: v["sequences"] for k, v in data.stats.items()},
-        **evaluate_predictions(samples, predictions),
-    }
-    atomic_write_json(where / "results.json", results)
-    return results
+    return [r["prediction"] for r in read_jsonl(pred_path)]
