@@ -20,7 +20,9 @@ def register(subparsers) -> None:
             "directories of SWEEP_DIR and write report.ipynb, report.html and figures/ (PNG "
             "and PDF) into it; another template writes TEMPLATE.ipynb, TEMPLATE.html and "
             "figures-TEMPLATE/ instead (e.g. --template inside: the look-inside analyses of "
-            "`vlab inspect`). Works on partial sweeps while they run."
+            "`vlab inspect`). A VLM sweep (sweep.json kind vlm) gets the vlm template: "
+            "benchmark tables, task-aware vs task-agnostic gains, training curves, grounding "
+            "by target location. Works on partial sweeps while they run."
         ),
     )
     p.add_argument(
@@ -30,10 +32,10 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--template",
-        default="probe_report",
+        default=None,
         metavar="NAME",
-        help="report template: a name shipped with vlab (probe_report, inside) or a path to "
-        "an .ipynb (default: probe_report)",
+        help="report template: a name shipped with vlab (probe_report, inside, vlm) or a path "
+        "to an .ipynb (default: vlm for a VLM sweep, else probe_report)",
     )
     p.add_argument(
         "-p",

@@ -48,11 +48,13 @@ def _cell(value: object) -> str:
 
 
 def table_html(df: pd.DataFrame, title: str | None = None) -> str:
-    """``df`` as an HTML table (missing values as a dash, floats to 3 decimals)."""
+    """``df`` as an HTML table (missing values as a dash, floats to 3 decimals); MultiIndex
+    columns (a group over its columns) become stacked header rows."""
     head = f"<h4>{html.escape(title)}</h4>" if title else ""
     if df.empty:
         return head + "<p><em>(no rows)</em></p>"
-    text = df.astype(object).map(_cell).rename_axis(columns=None)
+    text = df.astype(object).map(_cell)
+    text.columns.names = [None] * text.columns.nlevels  # two header rows for MultiIndex columns
     return head + text.to_html(index=False, classes="vlab-table", border=0)
 
 

@@ -6,7 +6,8 @@ failed or interrupted render never leaves a half-written report (a failed notebo
 ``report.failed.ipynb`` for its traceback). Those are the default template's names; any other
 template writes ``<template>.ipynb``, ``<template>.html``, ``figures-<template>/`` and
 ``<template>.failed.ipynb`` (``<template>``: its name, or the stem of its file), so reports of
-several templates live side by side in one sweep.
+several templates live side by side in one sweep. Without ``--template`` a VLM sweep (sweep.json
+kind "vlm") gets the ``vlm`` template (``vlm.html``), any other sweep the probe report.
 
 The kernel is always the interpreter running ``vlab`` (``sys.executable``), started through
 :class:`ThisPythonKernelManager`, whatever kernelspecs a user or system directory holds: the
@@ -33,11 +34,13 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
 from vlab.analysis.load import Sweep, load_sweep
+from vlab.analysis.vlm import load_vlm_sweep, summary_line, sweep_kind
 from vlab.errors import VlabError
 from vlab.rundir import STATES
 
 TEMPLATES_PACKAGE = "vlab.notebooks"
 DEFAULT_TEMPLATE = "probe_report"
+VLM_TEMPLATE = "vlm"  # the default for a VLM sweep (sweep.json kind "vlm")
 KERNEL_NAME = "python3"
 # Parameters the report sets itself; a template must declare them in its `parameters` cell.
 RESERVED = ("sweep_dir", "figures_dir")
@@ -201,21 +204,43 @@ def _remove_stale_work_dirs(root: Path) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def default_template(sweep_dir: str | Path) -> str:
+    """The template a sweep gets without ``--template``: :data:`VLM_TEMPLATE` for a VLM sweep
+    (sweep.json kind "vlm", or a folder of VLM run directories), else the probe report."""
+    return VLM_TEMPLATE if sweep_kind(sweep_dir) == "vlm" else DEFAULT_TEMPLATE
+
+
+def _load(sweep_dir: str | Path, template: str) -> tuple[Path, str, str]:
+    """(root, name, summary line) of the sweep, loaded as ``template`` reads it; fails fast,
+    in one line, on a directory that is no sweep and on a template of the other kind."""
+    if template == VLM_TEMPLATE:
+        vlm_sweep = load_vlm_sweep(sweep_dir, locations=False)  # names a probe sweep as such
+        return vlm_sweep.root, vlm_sweep.name, summary_line(vlm_sweep)
+    if template == DEFAULT_TEMPLATE and sweep_kind(sweep_dir) == "vlm":
+        raise VlabError(
+            f"{sweep_dir} is a VLM sweep: the probe report has nothing to show for it; drop "
+            f"--template (its default is {VLM_TEMPLATE}) or say --template {VLM_TEMPLATE}"
+        )
+    sweep = load_sweep(sweep_dir)
+    return sweep.root, sweep.name, summary(sweep)
+
+
 def render_report(
     sweep_dir: str | Path,
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = None,
     parameters: dict[str, Any] | None = None,
     html: bool = True,
     log: Callable[[str], None] = print,
 ) -> ReportPaths:
-    """Execute ``template`` over the sweep at ``sweep_dir`` and write the report into it."""
+    """Execute ``template`` (None: :func:`default_template`) over the sweep at ``sweep_dir``
+    and write the report into it."""
     import nbformat
     from papermill.translators import translate_parameters
 
     parameters = dict(parameters or {})
-    sweep = load_sweep(sweep_dir)  # fails fast, with a clear message, on a non-sweep directory
-    root = sweep.root
-    log(summary(sweep))
+    template = template or default_template(sweep_dir)
+    root, name, line = _load(sweep_dir, template)
+    log(line)
     final = report_paths(root, template, html)
     with ExitStack() as stack:
         template_path = resolve_template(template, stack)
@@ -237,7 +262,7 @@ def render_report(
         nb.metadata.setdefault("papermill", {}).update(
             parameters=keep, input_path=str(template_path), output_path=str(final.notebook)
         )
-        nb.metadata["title"] = f"vlab report: {sweep.name}"
+        nb.metadata["title"] = f"vlab report: {name}"
         nbformat.write(nb, tmp / "report.ipynb")
         if html:
             (tmp / "report.html").write_text(export_html(nb), encoding="utf-8")

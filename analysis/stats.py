@@ -4,7 +4,8 @@ Time to threshold is survival data: a run that never reaches the accuracy thresh
 spent, still running, failed) is *censored* at the last step it was evaluated, not dropped and
 not counted as reaching it at the end. Hence the Kaplan-Meier estimator, its median with a
 confidence interval, and the log-rank test between architectures. Final accuracy over seeds gets
-a percentile bootstrap interval of the mean.
+a percentile bootstrap interval of the mean; VLM benchmark scores and gains over a few seeds a
+Student t interval (:func:`t_mean_ci`).
 
 Conventions (those of R's ``survival`` and of ``lifelines`` unless said otherwise):
 
@@ -218,3 +219,22 @@ def bootstrap_mean_ci(
     alpha = 1 - confidence
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return mean, float(lo), float(hi)
+
+
+def t_mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lower, upper): Student t interval of the mean of ``values`` (n,).
+
+    ``mean -+ t_{(1+confidence)/2, n-1} * sd / sqrt(n)`` with the sample sd (ddof 1): with the
+    few seeds a VLM sweep affords (2-5), a percentile bootstrap of the mean is too narrow (it
+    can only resample the values seen), the t interval accounts for the small n. NaN values
+    are ignored; with fewer than two values the interval is NaN.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    half = float(_st.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half

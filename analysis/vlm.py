@@ -1,0 +1,657 @@
+"""VLM sweeps in the report: their run directories read into tidy tables, and the grouping of
+benchmarks into coarse and fine. The tables built from them are in :mod:`vlab.analysis.vlm_tables`,
+the figures in :mod:`vlab.analysis.vlm_plots`; ``notebooks/vlm.ipynb`` only calls them.
+
+Files read (written by ``vlab sweep`` with ``kind: vlm``, see :mod:`vlab.slurm.vlm`; nothing
+else, never a model)::
+
+    SWEEP/sweep.json                                kind "vlm", runs (name, id, resolved config)
+    SWEEP/runs/RUN/stage{1,2}/{config,status}.json  the run's config; each stage's state
+    SWEEP/runs/RUN/stage{1,2}/metrics.jsonl         loss and held-out scores per evaluation
+    SWEEP/runs/RUN/eval/heldout/results.json        final scores per benchmark ("source/task")
+    SWEEP/runs/RUN/eval/heldout/predictions.jsonl   every held-out answer (target locations)
+
+A folder without ``sweep.json`` works too: a ``vlab vlm train --out RUN`` directory, or a folder
+of them (then ``runs/`` or its subfolders are the runs).
+
+Tables of :class:`VLMSweep` (pandas, one row per observation):
+
+- ``runs``: one row per run, columns :data:`RUN_COLUMNS`; ``setting`` names what varies
+  within an arch besides the ordering and the seeds, ``seed`` the seeds that vary (the replicas a
+  mean is taken over), both as ``key=value`` text ("" when nothing varies).
+- ``scores``: one row per (run, benchmark) of results.json, columns :data:`SCORE_COLUMNS`.
+- ``curves``: one row per (run, stage, evaluation, metric), columns :data:`CURVE_COLUMNS`.
+- ``locations``: one row per held-out example whose answer is about one located object
+  (grounding: the box to name; dense captions: the box to describe), columns
+  :data:`LOCATION_COLUMNS`.
+
+Benchmarks are grouped once, in :data:`BENCHMARKS`: *coarse* tasks, whose answer summarises the
+image (captions, VQA, POPE, image-text matching, multiple choice), and *fine* tasks, whose answer
+must retrieve one region (grounding, dense captions): the split SHAKEUP's Tables 1 and 2 draw and
+its finding is about. A key the mapping does not know goes to ``other``, and the table says so.
+Scores are shown x100 (accuracies in %, CIDEr x100), as the papers print them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vlab.errors import VlabError
+from vlab.fileio import read_json, read_jsonl
+from vlab.locks import lock_holder
+from vlab.process import writer_alive
+
+ARCH_KEY = "model.lm.arch"
+ORDERING_KEY = "model.sequence.ordering"
+# task-agnostic (image first, the default) before task-aware (instruction first)
+ORDERINGS = ("task_agnostic", "task_aware")
+ORDERING_STYLES = {"task_agnostic": "-", "task_aware": "--"}
+STAGES = (1, 2)
+SCALE = 100.0  # scores are shown x100, as the papers print them
+
+COARSE, FINE, OTHER = "coarse", "fine", "other"
+GROUPS = (COARSE, FINE, OTHER)
+GROUP_TITLES = {
+    COARSE: "coarse (summary)",
+    FINE: "fine (retrieval)",
+    OTHER: "other (group not known)",
+}
+
+# (source, task) of a results.json key "source/task" -> (column label, group). A source also
+# matches with a split after "_" ("pope_random", "refcoco+_testA"), appended to the label. The
+# sources are those `paper_benchmarks` names (models/vlm/data/paper_data.py) and the readers'
+# defaults; the shapes dataset scores one benchmark per task. Column order is this order.
+BENCHMARKS: dict[tuple[str, str], tuple[str, str]] = {
+    ("shapes", "caption"): ("shapes caption", COARSE),
+    ("shapes", "vqa"): ("shapes VQA", COARSE),
+    ("shapes", "pope"): ("shapes POPE", COARSE),
+    ("shapes", "itm"): ("shapes ITM", COARSE),
+    ("coco", "caption"): ("COCO", COARSE),
+    ("nocaps", "caption"): ("NoCaps", COARSE),
+    ("vqav2", "vqa"): ("VQAv2", COARSE),
+    ("gqa", "vqa"): ("GQA", COARSE),
+    ("visual7w_telling", "mcvqa"): ("V7W telling", COARSE),
+    ("vsr", "itm"): ("VSR", COARSE),
+    ("pope", "pope"): ("POPE", COARSE),
+    ("textcaps", "caption"): ("TextCaps", COARSE),
+    ("textvqa", "vqa"): ("TextVQA", COARSE),
+    ("ai2d", "mcvqa"): ("AI2D", COARSE),
+    ("shapes", "grounding"): ("shapes grounding", FINE),
+    ("shapes", "dense_caption"): ("shapes dense caption", FINE),
+    ("refcoco", "grounding"): ("RefCOCO", FINE),
+    ("refcoco+", "grounding"): ("RefCOCO+", FINE),
+    ("refcocog", "grounding"): ("RefCOCOg", FINE),
+    ("visual7w_pointing", "grounding"): ("V7W pointing", FINE),
+    ("refcoco", "dense_caption"): ("RefCOCO dense caption", FINE),
+    ("refcoco+", "dense_caption"): ("RefCOCO+ dense caption", FINE),
+    ("refcocog", "dense_caption"): ("RefCOCOg dense caption", FINE),
+    ("visual_genome", "dense_caption"): ("VG dense caption", FINE),
+    ("visual_genome", "grounding"): ("VG grounding", FINE),
+}
+_SPLIT_ORDER = {"val": 0, "testA": 1, "testB": 2, "test": 3}
+_SPLIT_ORDER.update({"random": 0, "popular": 1, "adversarial": 2})
+# tasks whose example is about one object with a box: the location analysis
+LOCATED_TASKS = ("grounding", "dense_caption")
+
+RUN_COLUMNS = [
+    "name",
+    "id",
+    "arch",
+    "ordering",
+    "setting",
+    "seed",
+    "state",
+    "stage",
+    "step",
+    "steps",
+    "reason",
+    "evaluated",
+    "n_benchmarks",
+    "path",
+]
+SCORE_COLUMNS = ["run", "benchmark", "source", "task", "label", "group", "metric", "score"]
+CURVE_COLUMNS = ["run", "stage", "step", "fraction", "metric", "value"]
+LOCATION_COLUMNS = [
+    "run",
+    "index",
+    "benchmark",
+    "task",
+    "score",
+    "cx",
+    "cy",
+    "row",
+    "col",
+    "patch",
+    "grid_rows",
+    "grid_cols",
+]
+# the curves' first panels; the held-out score of every task follows
+CURVE_BASE = {"loss": "training loss", "eval_loss": "held-out loss", "accuracy": "held-out mean"}
+
+
+# benchmarks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One results.json key ``source/task`` as the tables show it: ``label``, ``group`` (one of
+    :data:`GROUPS`) and ``order`` (the sort key of its column)."""
+
+    key: str
+    label: str
+    group: str
+    order: tuple
+
+
+def benchmark(key: str) -> Benchmark:
+    """What :data:`BENCHMARKS` says of ``key`` ("refcoco+_testA/grounding" -> "RefCOCO+ testA",
+    fine); an unknown key is its own label in group ``other``."""
+    source, _, task = key.rpartition("/")
+    for rank, ((src, t), (label, group)) in enumerate(BENCHMARKS.items()):
+        if task != t:
+            continue
+        if source == src:
+            return Benchmark(key, label, group, (rank, -1, ""))
+        if source.startswith(src + "_"):
+            split = source[len(src) + 1 :]
+            order = (rank, _SPLIT_ORDER.get(split, len(_SPLIT_ORDER)), split)
+            return Benchmark(key, f"{label} {split}", group, order)
+    return Benchmark(key, key, OTHER, (len(BENCHMARKS), 0, key))
+
+
+def group_sum_key(group: str) -> str:
+    """The pseudo-benchmark key of a group's sum ("sum:coarse") in the summary tables."""
+    return f"sum:{group}"
+
+
+def column_order(keys) -> list[str]:
+    """Benchmark keys in table order: coarse, its sum, fine, its sum, other, its sum."""
+    known = sorted({k for k in keys if not k.startswith("sum:")}, key=lambda k: benchmark(k).order)
+    out = []
+    for g in GROUPS:
+        members = [k for k in known if benchmark(k).group == g]
+        if members:
+            out.extend(members)
+            if group_sum_key(g) in set(keys):
+                out.append(group_sum_key(g))
+    return out
+
+
+def column_label(key: str) -> str:
+    """A column's header: the benchmark's label, or "Σ coarse" for a group's sum."""
+    return f"Σ {key.split(':', 1)[1]}" if key.startswith("sum:") else benchmark(key).label
+
+
+def column_group(key: str) -> str:
+    """A column's group (one of :data:`GROUPS`), a group sum's included."""
+    return key.split(":", 1)[1] if key.startswith("sum:") else benchmark(key).group
+
+
+# loading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class VLMSweep:
+    """Everything the VLM report knows about a sweep: four tidy tables and the warnings.
+
+    ``metrics``: task -> metric name (exact_match, iou@0.5, CIDEr ...) as results.json says.
+    """
+
+    root: Path
+    name: str
+    source: str  # "sweep.json" or "scan"
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    curves: pd.DataFrame
+    locations: pd.DataFrame
+    metrics: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_vlm_run(path: Path) -> bool:
+    """A VLM run directory (``vlab vlm train --out``) holds a stage's run directory."""
+    return any((path / f"stage{s}" / "config.json").is_file() for s in STAGES)
+
+
+def sweep_kind(path: str | Path) -> str:
+    """The kind of sweep at ``path``, which picks its report: sweep.json's ``kind`` ("probe"
+    when absent or unreadable), or, without sweep.json, "vlm" when ``path`` or a folder in it
+    (or in its ``runs/``) is a VLM run, else "probe"."""
+    root = Path(path).expanduser()
+    spec = root / "sweep.json"
+    if spec.is_file():
+        try:
+            data = read_json(spec)
+        except (OSError, ValueError):
+            return "probe"  # the probe loader names the broken file
+        kind = data.get("kind", "probe") if isinstance(data, dict) else "probe"
+        return kind if isinstance(kind, str) else "probe"
+    if not root.is_dir():
+        return "probe"
+    if is_vlm_run(root):
+        return "vlm"
+    for parent in (root, root / "runs"):
+        if parent.is_dir() and any(is_vlm_run(p) for p in parent.iterdir() if p.is_dir()):
+            return "vlm"
+    return "probe"
+
+
+@dataclass
+class _Entry:
+    name: str
+    path: Path
+    id: str | None = None
+    config: dict | None = None
+    lock: Path | None = None  # the sweep's lock of the run, held by the worker running it
+
+
+def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
+    """Load the VLM sweep (or VLM run directory, or folder of them) at ``path``.
+
+    Raises :class:`~vlab.errors.VlabError` (one line) on a probe sweep or a folder without VLM
+    runs. Runs listed in sweep.json without a directory are ``pending``; anything unreadable
+    becomes a warning, never an exception. ``locations`` False leaves predictions.jsonl unread
+    (and torch unimported, see :func:`encoder_grid`): what ``vlab report`` needs for its
+    summary line before the kernel reads the sweep.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise VlabError(f"{path}: no such directory")
+    warnings: list[str] = []
+    if (root / "sweep.json").is_file():
+        name, entries, source = *_entries_from_sweep_json(root), "sweep.json"
+    else:
+        name, entries, source = root.name, _entries_from_scan(root), "scan"
+        if not entries:
+            raise VlabError(
+                f"{path} is not a VLM sweep: it has no sweep.json and no VLM run directories "
+                "(folders with stage1/ or stage2/ written by `vlab vlm train` or `vlab sweep`)"
+            )
+    rows, scores, curves, located, metrics = [], [], [], [], {}
+    for entry in entries:
+        row, run_scores, run_curves, run_locations, run_metrics = _load_run(
+            entry, locations, warnings
+        )
+        rows.append(row)
+        scores.extend(run_scores)
+        curves.extend(run_curves)
+        located.extend(run_locations)
+        metrics.update(run_metrics)
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    configs = {e.name: _flatten(e.config or {}) for e in entries}
+    runs["setting"], runs["seed"] = _settings(runs, configs)
+    for col in ("step", "steps", "n_benchmarks"):
+        runs[col] = runs[col].astype("Int64")
+    return VLMSweep(
+        root,
+        name,
+        source,
+        runs,
+        pd.DataFrame(scores, columns=SCORE_COLUMNS),
+        pd.DataFrame(curves, columns=CURVE_COLUMNS),
+        pd.DataFrame(located, columns=LOCATION_COLUMNS),
+        dict(sorted(metrics.items())),
+        warnings,
+    )
+
+
+def _entries_from_sweep_json(root: Path) -> tuple[str, list[_Entry]]:
+    try:
+        spec = read_json(root / "sweep.json")
+    except (OSError, ValueError) as e:
+        raise VlabError(f"{root / 'sweep.json'} is not valid JSON ({e})") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list):
+        raise VlabError(f"{root / 'sweep.json'} has no 'runs' list; is it a vlab sweep file?")
+    kind = spec.get("kind", "probe")
+    if kind != "vlm":
+        raise VlabError(
+            f"{root} is a {kind} sweep, not a VLM sweep; its report is the default template "
+            "(drop --template vlm)"
+        )
+    if not spec["runs"]:
+        raise VlabError(f"{root / 'sweep.json'} lists no runs; nothing to report")
+    entries = []
+    for item in spec["runs"]:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            config = item.get("config") if isinstance(item.get("config"), dict) else None
+            name, lock = item["name"], root / "locks" / f"{item['name']}.lock"
+            entries.append(_Entry(name, root / "runs" / name, item.get("id"), config, lock))
+    name = spec.get("name") if isinstance(spec.get("name"), str) else root.name
+    return name, entries
+
+
+def _entries_from_scan(root: Path) -> list[_Entry]:
+    if is_vlm_run(root):
+        return [_Entry(root.name, root)]
+    found = []
+    for parent in (root, root / "runs"):
+        if parent.is_dir():
+            found += [_Entry(p.name, p) for p in sorted(parent.iterdir()) if is_vlm_run(p)]
+    return found
+
+
+def _stage_config(path: Path) -> dict | None:
+    """A run's config from its stage 2 (else stage 1) config.json, without the stage key."""
+    for stage in (2, 1):
+        file = path / f"stage{stage}" / "config.json"
+        if file.is_file():
+            data = read_json(file)
+            if isinstance(data, dict):
+                return {k: v for k, v in data.items() if k != "stage"}
+    return None
+
+
+def _load_run(
+    entry: _Entry, with_locations: bool, warnings: list[str]
+) -> tuple[dict, list, list, list, dict]:
+    """The run's row plus its score, curve and location rows and its task -> metric names."""
+    name, path = entry.name, entry.path
+    if entry.config is None and path.is_dir():
+        try:
+            entry.config = _stage_config(path)
+        except (OSError, ValueError) as e:
+            warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
+    config = entry.config or {}
+    status = _status(path, config, name, warnings)
+    if status["state"] in ("pending", "interrupted") and entry.lock and lock_holder(entry.lock):
+        # a live worker holds the run (between two phases, or about to start)
+        status.update(state="running", reason="a live worker holds its lock")
+    results = _results(path, name, warnings) if status["state"] == "done" else None
+    row = {
+        "name": name,
+        "id": entry.id,
+        "arch": _get(config, ARCH_KEY),
+        "ordering": _get(config, ORDERING_KEY) or ORDERINGS[0],
+        "setting": "",
+        "seed": "",
+        **status,
+        "evaluated": results is not None,
+        "n_benchmarks": len(results["sources"]) if results else 0,
+        "path": str(path),
+    }
+    scores, metrics = [], {}
+    if results is not None:
+        metrics = {t: str(m) for t, m in (results.get("metrics") or {}).items()}
+        for key, value in results["sources"].items():
+            b = benchmark(key)
+            source, _, task = key.rpartition("/")
+            scores.append(
+                [name, key, source, task, b.label, b.group, metrics.get(task), _float(value)]
+            )
+    curves = [row for stage in STAGES for row in _curve_rows(path, name, stage, warnings)]
+    locations = []
+    if results is not None and with_locations:
+        locations = _location_rows(path, name, config, warnings)
+    return row, scores, curves, locations, metrics
+
+
+def _status(path: Path, config: dict, name: str, warnings: list[str]) -> dict:
+    """state, reason, stage, step, steps of the run's current phase (``vlm_status``)."""
+    from vlab.slurm.vlm import vlm_status
+
+    out = {"state": "pending", "reason": "no run directory yet", "stage": None}
+    out.update(step=None, steps=_get(config, "stage1.steps"))
+    if not path.is_dir():
+        return out
+    try:
+        status = vlm_status(path, config)
+    except (VlabError, OSError, ValueError, AttributeError) as e:
+        warnings.append(f"{name}: its status files are unreadable ({e})")
+        return {**out, "state": "unknown", "reason": "status unreadable"}
+    state = status.get("state") or "pending"
+    reason = status.get("reason") or ("not started" if state == "pending" else None)
+    writer = (status.get("host"), status.get("pid"), status.get("slurm_job_id"))
+    if state == "running" and writer_alive(*writer) is False:
+        state = "interrupted"
+        reason = "its process is gone without finishing (killed or preempted); resume continues it"
+    return {
+        "state": state,
+        "reason": reason,
+        "stage": status.get("stage"),
+        "step": _int(status.get("step")),
+        "steps": _int(status.get("steps")),
+    }
+
+
+def _results(path: Path, name: str, warnings: list[str]) -> dict | None:
+    file = path / "eval" / "heldout" / "results.json"
+    try:
+        results = read_json(file)
+    except (OSError, ValueError) as e:
+        warnings.append(f"{name}: {file.name} is unreadable ({e}); its scores are left out")
+        return None
+    if not isinstance(results, dict) or not isinstance(results.get("sources"), dict):
+        warnings.append(f"{name}: {file.name} has no 'sources' scores; its scores are left out")
+        return None
+    return results
+
+
+def _read_records(file: Path, name: str, warnings: list[str]) -> list[dict]:
+    """All readable lines of a JSON-lines file; a corrupt line (not the torn last one of a
+    live writer) is skipped with a warning."""
+    try:
+        return read_jsonl(file, strict=True)
+    except VlabError as e:
+        warnings.append(f"{name}: {e}; corrupt lines were skipped")
+        return read_jsonl(file)
+    except (OSError, UnicodeDecodeError) as e:
+        warnings.append(f"{name}: {file} is unreadable ({e})")
+        return []
+
+
+def _curve_rows(path: Path, name: str, stage: int, warnings: list[str]) -> list[list]:
+    """One row per (evaluation, metric) of ``stage``'s metrics.jsonl: the training loss, the
+    held-out loss and mean, and every task's held-out score (``held-out <task>``)."""
+    rows = []
+    for r in _read_records(path / f"stage{stage}" / "metrics.jsonl", name, warnings):
+        step = _int(r.get("step")) if isinstance(r, dict) else None
+        if step is None:
+            continue
+        fraction = _float(r.get("fraction"))
+        for key, label in CURVE_BASE.items():
+            if isinstance(r.get(key), int | float):
+                rows.append([name, stage, step, fraction, label, float(r[key])])
+        for task, value in (r.get("tasks") or {}).items():
+            rows.append([name, stage, step, fraction, f"held-out {task}", _float(value)])
+    return rows
+
+
+def _location_rows(path: Path, name: str, config: dict, warnings: list[str]) -> list[list]:
+    """One row per answered example of :data:`LOCATED_TASKS` in predictions.jsonl: its score,
+    the target box centre (0-1) and the patch (row, col, raster index) it falls in."""
+    from vlab.models.vlm.data.records import parse_box
+    from vlab.models.vlm.metrics.answers import score
+
+    file = path / "eval" / "heldout" / "predictions.jsonl"
+    if not file.is_file():
+        return []
+    grid = encoder_grid(config)  # only here: a preset's shapes import torch
+    if grid is None:
+        warnings.append(
+            f"{name}: the encoder's patch grid cannot be read from its config; its grounding "
+            "answers are left out of the location figures"
+        )
+        return []
+    rows = []
+    for r in _read_records(file, name, warnings):
+        task = r.get("task")
+        if task not in LOCATED_TASKS or not isinstance(r.get("prediction"), str):
+            continue
+        box = r.get("target_box")
+        if not (isinstance(box, list) and len(box) == 4):
+            # dataset files: the grounding reference is the box; a dense caption's prompt is
+            text = r.get("reference") if task == "grounding" else r.get("prompt")
+            box = parse_box(text) if isinstance(text, str) else None
+        if box is None:
+            continue
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        (row,), (col,) = patch_cells(np.array([cx]), np.array([cy]), grid)
+        value = score(task, r["prediction"], str(r.get("reference", "")))
+        key = f"{r.get('source')}/{task}"
+        rows.append(
+            [name, r.get("index"), key, task, value, cx, cy, row, col, row * grid[1] + col, *grid]
+        )
+    return rows
+
+
+def summary_line(sweep: VLMSweep) -> str:
+    """One line: how many runs in which state, how many evaluated."""
+    from vlab.rundir import STATES
+
+    counts = sweep.runs["state"].value_counts()
+    order = [s for s in STATES if s in counts] + sorted(set(counts.index) - set(STATES))
+    states = ", ".join(f"{counts[s]} {s}" for s in order)
+    n_eval = int(sweep.runs["evaluated"].sum())
+    return (
+        f"VLM sweep {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_eval} evaluated, "
+        f"{len(sweep.warnings)} warnings"
+    )
+
+
+# the encoder's patch grid -------------------------------------------------------------------
+
+
+def encoder_grid(config: dict) -> tuple[int, int] | None:
+    """(rows, cols) of the (first) vision encoder's patch grid from a run's config, None when
+    the config does not say (no model.vision, or a pretrained encoder whose folder is gone).
+
+    The grid is ``image_size // patch_size`` a side, as the encoders cut it: ``image_size``
+    from ``model.vision.image_size``, else the preset's (or a Hugging Face checkpoint's
+    config.json); ``patch_size`` from ``overrides``, else the preset's. Preset shapes are read
+    from :data:`vlab.models.vlm.vision.PRESETS` (imported here only: it loads torch). Two
+    encoders share one grid (the model checks it).
+    """
+    vision = _get(config, "model.vision")
+    if not isinstance(vision, dict):
+        return None
+    kind, overrides = vision.get("kind", "patch"), vision.get("overrides") or {}
+    pretrained = vision.get("pretrained")
+    if pretrained and kind != "eva02":  # a save_pretrained folder replaces the preset
+        shape = _hf_vision_shape(Path(pretrained))
+    else:
+        from vlab.models.vlm.vision import PRESETS
+
+        shape = dict(PRESETS.get(kind, {}).get(vision.get("preset", "tiny"), {}))
+        if kind == "eva02":  # timm's eva02_large_patch14_clip_336, which presets override
+            shape = {"patch_size": 14, "img_size": 336, **shape}
+    shape.update(overrides)
+    patch = shape.get("patch_size")
+    size = vision.get("image_size") or shape.get("image_size") or shape.get("img_size")
+    if not isinstance(patch, int) or not isinstance(size, int) or patch <= 0:
+        return None
+    side = size // patch
+    return (side, side) if side > 0 else None
+
+
+def _hf_vision_shape(folder: Path) -> dict:
+    """patch_size and image_size of a Hugging Face vision checkpoint ({} if unreadable)."""
+    try:
+        data = read_json(folder / "config.json")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    data = data.get("vision_config", data) if isinstance(data.get("vision_config"), dict) else data
+    return {k: data[k] for k in ("patch_size", "image_size") if k in data}
+
+
+def patch_cells(
+    cx: np.ndarray, cy: np.ndarray, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patch (row, col) of points ``(cx, cy)`` (n,) in normalised image coordinates (0-1).
+
+    Row ``r`` covers ``[r / rows, (r + 1) / rows)``; a point on the right or bottom edge (1.0)
+    is in the last patch. The encoders resize the whole image to a square, so normalised
+    coordinates map to patches whatever the image's size. Returns two (n,) int arrays.
+    """
+    rows, cols = grid
+    row = np.clip(np.floor(np.asarray(cy, dtype=float) * rows), 0, rows - 1).astype(int)
+    col = np.clip(np.floor(np.asarray(cx, dtype=float) * cols), 0, cols - 1).astype(int)
+    return row, col
+
+
+# settings and seeds -------------------------------------------------------------------------
+
+
+def _settings(runs: pd.DataFrame, configs: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Per run, what varies among the runs of its arch besides the ordering: (setting, seed)
+    as ``key=value, ...`` text. Seeds are the keys whose last part says seed (``stage2.seed``,
+    ``model.lm.init_seed``, ``data.shapes.seed`` ...): runs differing only in them are
+    replicas, averaged in the tables and paired across orderings for the gain."""
+    varying: dict[object, list[str]] = {}
+    for arch, group in runs.groupby(runs["arch"].fillna("?"), sort=False):
+        flats = [configs[n] for n in group["name"]]
+        keys = sorted(set().union(*flats)) if flats else []
+        varying[arch] = [
+            k
+            for k in keys
+            if k not in (ARCH_KEY, ORDERING_KEY)
+            and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
+        ]
+    settings, seeds = [], []
+    for name, arch in zip(runs["name"], runs["arch"].fillna("?"), strict=True):
+        flat = configs[name]
+        parts = [(k, flat.get(k)) for k in varying[arch]]
+        settings.append(", ".join(f"{k}={v}" for k, v in parts if "seed" not in _last(k)))
+        seeds.append(", ".join(f"{k}={v}" for k, v in parts if "seed" in _last(k)))
+    return settings, seeds
+
+
+def _last(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+# order ----------------------------------------------------------------------------------------
+
+
+def arch_order(archs) -> list[str]:
+    """vlab's arms first (pythia, mamba, mamba2, hybrid), then the others by name."""
+    from vlab.analysis.plots import arch_colors
+
+    return list(arch_colors([a for a in archs if isinstance(a, str)]))
+
+
+def ordering_rank(o: str) -> int:
+    return ORDERINGS.index(o) if o in ORDERINGS else len(ORDERINGS)
+
+
+# small helpers ------------------------------------------------------------------------------
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _get(config: dict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
