@@ -134,7 +134,7 @@ def parse_box(text: str) -> tuple[float, float, float, float] | None:
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over union of two corner boxes (the grounding metric: a hit at >= 0.5)."""
+    """Intersection over union of two corner boxes (grounding: a hit at IoU > 0.5)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih

@@ -1,14 +1,24 @@
 """Evaluation metrics of the VLM as pure functions of predictions and references.
 
-* exact match after answer normalisation (VQA-style: lower case, articles and punctuation
-  removed, number words as digits) for VQA, GQA, POPE, image-text matching, multiple choice;
-* the official VQAv2 score: an answer counts ``min(#humans who gave it / 3, 1)``, averaged over
-  the ten leave-one-annotator-out subsets;
-* ANLS (average normalised Levenshtein similarity, threshold 0.5) for DocVQA and
-  InfographicVQA, whose answers are read off the page;
-* grounding accuracy: a hit when the predicted box has IoU >= 0.5 with the reference;
-* token F1 for short descriptions (dense captions on the built-in dataset).
+Under an official name, a number equals the official evaluator's (tested on values obtained
+by running that code, ``tests/models/vlm/test_official_metrics.py``):
 
+* VQAv2 accuracy (``vqa_score``; ``official[...]["vqa_accuracy"]``): ``vqaEval.py`` of
+  GT-Vision-Lab/VQA, see :mod:`vlab.models.vlm.metrics.vqa`;
+* TextVQA accuracy (``vqa_score``; ``official[...]["vqa_accuracy"]``): mmf's M4C
+  ``TextVQAAccuracyEvaluator``, same module;
+* ANLS for DocVQA and InfographicVQA: the RRC / docvqa.org script,
+  :mod:`vlab.models.vlm.metrics.anls`;
+* POPE accuracy, precision, recall, F1, yes ratio: RUCAIBox/POPE ``evaluate.py``,
+  :mod:`vlab.models.vlm.metrics.pope`;
+* grounding accuracy@0.5 (``iou@0.5``): IoU > 0.5 with the exact reference box, as SHAKEUP's
+  authors' RefCOCO code, :mod:`vlab.models.vlm.metrics.grounding`.
+
+vlab's own measures, under names no benchmark uses:
+
+* exact match after answer normalisation (lower case, articles and punctuation removed,
+  number words as digits) for GQA, image-text matching, multiple choice and the rest;
+* token F1 for short descriptions (dense captions on the built-in dataset);
 * caption metrics (CIDEr, BLEU-4, METEOR, ROUGE-L, SPICE) of :mod:`vlab.models.vlm.metrics.captions`
   when the held-out captions carry their references (dataset files); the built-in shapes
   captions are deterministic, so there exact match is the stricter measure.
@@ -25,7 +35,23 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from vlab.models.vlm.data.records import VLSample, box_iou, parse_box
+from vlab.models.vlm.data.records import VLSample
+from vlab.models.vlm.metrics.anls import anls, levenshtein
+from vlab.models.vlm.metrics.grounding import grounding_hit
+from vlab.models.vlm.metrics.pope import pope_correct, pope_scores
+from vlab.models.vlm.metrics.vqa import textvqa_accuracy, vqa_accuracy
+
+__all__ = [
+    "anls",
+    "evaluate_predictions",
+    "exact_match",
+    "grounding_hit",
+    "levenshtein",
+    "normalize_answer",
+    "score",
+    "token_f1",
+    "vqa_score",
+]
 
 _ARTICLES = {"a", "an", "the"}
 _NUMBERS = {
@@ -57,22 +83,9 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 
 def vqa_score(prediction: str, answers: Sequence[str]) -> float:
-    """Official VQAv2 accuracy of one prediction against the (ten) human answers."""
-    pred = normalize_answer(prediction)
-    norm = [normalize_answer(a) for a in answers]
-    if len(norm) < 2:
-        return float(bool(norm) and pred == norm[0])
-    scores = []
-    for i in range(len(norm)):
-        others = norm[:i] + norm[i + 1 :]
-        scores.append(min(1.0, sum(a == pred for a in others) / 3))
-    return sum(scores) / len(scores)
-
-
-def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> bool:
-    """True when the first box in ``prediction`` overlaps the reference box at IoU >= 0.5."""
-    pred, ref = parse_box(prediction), parse_box(reference)
-    return pred is not None and ref is not None and box_iou(pred, ref) >= threshold
+    """VQAv2 accuracy of one prediction against the (ten) human answers, equal to the official
+    ``vqaEval.py`` (:func:`vlab.models.vlm.metrics.vqa.vqa_accuracy`)."""
+    return vqa_accuracy(prediction, answers)
 
 
 def token_f1(prediction: str, reference: str) -> float:
@@ -91,7 +104,7 @@ def token_f1(prediction: str, reference: str) -> float:
 TASK_METRICS = {
     "caption": ("exact_match", exact_match),
     "vqa": ("exact_match", exact_match),
-    "pope": ("exact_match", exact_match),
+    "pope": ("pope_accuracy", pope_correct),
     "itm": ("exact_match", exact_match),
     "mcvqa": ("exact_match", exact_match),
     "dense_caption": ("token_f1", token_f1),
@@ -105,45 +118,41 @@ def score(task: str, prediction: str, reference: str) -> float:
     return float(fn(prediction, reference))
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of characters)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
-    """DocVQA's ANLS of one prediction: the best ``1 - NL`` over the answers, where NL is the
-    edit distance over the longer string's length (lower case, trimmed); 0 when NL >= 0.5."""
-    pred = " ".join(prediction.lower().split())
-    best = 0.0
-    for ans in answers:
-        ref = " ".join(str(ans).lower().split())
-        longest = max(len(pred), len(ref))
-        nl = levenshtein(pred, ref) / longest if longest else 0.0
-        best = max(best, 1.0 - nl if nl < threshold else 0.0)
-    return best
-
-
 VQA_SCORE_SOURCES = ("vqav2", "textvqa")  # ten human answers each: the official VQA score
 ANLS_SOURCES = ("docvqa", "infographicvqa")
+# per-sample metric -> its name in the ``official`` record
+_OFFICIAL_NAMES = {"vqa_score": "vqa_accuracy", "anls": "anls", "iou@0.5": "accuracy@0.5"}
+
+
+def _benchmark(source: str) -> str:
+    """The benchmark a source is scored as: its name up to the first "_" ("vqav2_val" and
+    "vqav2" are VQAv2), so a renamed split keeps its official metric."""
+    return source.split("_", 1)[0]
 
 
 def _sample_score(sample: VLSample, prediction: str) -> tuple[str, float]:
     """The metric name and value of one first-turn prediction, by task and benchmark."""
     answers = sample.meta.get("answers") or []
-    if sample.task == "vqa" and answers and sample.source in VQA_SCORE_SOURCES:
-        return "vqa_score", vqa_score(prediction, answers)
-    if sample.task == "vqa" and answers and sample.source in ANLS_SOURCES:
+    bench, reference = _benchmark(sample.source), sample.turns[0].response
+    if sample.task == "vqa" and answers and bench == "vqav2":
+        return "vqa_score", vqa_accuracy(prediction, answers)
+    if sample.task == "vqa" and answers and bench == "textvqa":
+        return "vqa_score", textvqa_accuracy(prediction, answers)
+    if sample.task == "vqa" and answers and bench in ANLS_SOURCES:
         return "anls", anls(prediction, answers)
+    if sample.task == "grounding":
+        return "iou@0.5", float(grounding_hit(prediction, reference, sample.meta))
     name, _ = TASK_METRICS.get(sample.task, ("exact_match", exact_match))
-    return name, score(sample.task, prediction, sample.turns[0].response)
+    return name, score(sample.task, prediction, reference)
+
+
+def _official(task: str, names: set[str], items: list[tuple[VLSample, str, float]]) -> dict:
+    """One benchmark's scores under the official names (empty for vlab's own measures)."""
+    if task == "pope":
+        return pope_scores([p for _, p, _ in items], [s.turns[0].response for s, _, _ in items])
+    if len(names) == 1 and (name := next(iter(names))) in _OFFICIAL_NAMES:
+        return {_OFFICIAL_NAMES[name]: sum(v for _, _, v in items) / len(items)}
+    return {}
 
 
 def _caption_task(items: list[tuple[VLSample, str]]) -> tuple[str, float, dict[str, float]]:
@@ -162,7 +171,10 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     """Held-out scores of greedy answers to the first turn of each sample.
 
     Returns ``tasks`` (task -> score), ``metrics`` (task -> metric name), ``sources``
-    ("source/task" -> score, one per benchmark), ``captions`` (every caption metric, when the
+    ("source/task" -> score, one per benchmark), ``official`` ("source/task" -> {official
+    metric name: value} for the benchmarks with an official evaluator: ``vqa_accuracy``,
+    ``anls``, ``accuracy@0.5``, POPE's ``accuracy``/``precision``/``recall``/``f1``/
+    ``yes_ratio``; fractions, not percent), ``captions`` (every caption metric, when the
     captions carry references) and ``accuracy`` (mean of the bounded task scores).
     """
     if len(samples) != len(predictions):
@@ -170,7 +182,7 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     by_task: dict[str, list[tuple[VLSample, str]]] = {}
     for s, p in zip(samples, predictions, strict=True):
         by_task.setdefault(s.task, []).append((s, p))
-    tasks, metrics, sources, captions = {}, {}, {}, {}
+    tasks, metrics, sources, captions, official = {}, {}, {}, {}, {}
     for task, items in sorted(by_task.items()):
         if task == "caption" and any("references" in s.meta for s, _ in items):
             metrics[task], tasks[task], captions = _caption_task(items)
@@ -180,22 +192,26 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
             for src, group in sorted(by_source.items()):
                 sources[f"{src}/{task}"] = _caption_task(group)[1]
             continue
-        per_source: dict[str, list[float]] = {}
-        names = set()
+        per_source: dict[str, list[tuple[VLSample, str, float]]] = {}
+        source_names: dict[str, set[str]] = {}
         for s, p in items:
             name, value = _sample_score(s, p)
-            names.add(name)
-            per_source.setdefault(s.source, []).append(value)
-        metrics[task] = "/".join(sorted(names))
-        tasks[task] = sum(sum(v) for v in per_source.values()) / len(items)
-        for src, values in sorted(per_source.items()):
-            sources[f"{src}/{task}"] = sum(values) / len(values)
+            source_names.setdefault(s.source, set()).add(name)
+            per_source.setdefault(s.source, []).append((s, p, value))
+        metrics[task] = "/".join(sorted(set().union(*source_names.values())))
+        totals = [sum(v for _, _, v in group) for group in per_source.values()]
+        tasks[task] = sum(totals) / len(items)
+        for src, group in sorted(per_source.items()):
+            sources[f"{src}/{task}"] = sum(v for _, _, v in group) / len(group)
+            if scores := _official(task, source_names[src], group):
+                official[f"{src}/{task}"] = scores
     bounded = [v for t, v in tasks.items() if metrics[t] != "CIDEr"]
     out: dict[str, Any] = {
         "accuracy": sum(bounded) / len(bounded) if bounded else 0.0,
         "tasks": tasks,
         "metrics": metrics,
         "sources": sources,
+        "official": official,
     }
     if captions:
         out["captions"] = captions
