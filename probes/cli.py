@@ -29,6 +29,7 @@ def config_from_args(args: argparse.Namespace):
             "length": args.length,
             "seed": args.data_seed,
             "target_mode": args.target_mode,
+            "modality": args.modality,
         },
         "train": {
             "steps": args.steps,
@@ -77,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--pretrained", help="local save_pretrained directory to start from")
     run.add_argument(
         "--target-mode", help="vocab (original-vocabulary ids) or position (<p_k> tokens)"
+    )
+    run.add_argument(
+        "--modality",
+        help="tokens (added patch tokens) or image (an image of patches through a VLM's encoder "
+        "and connector; settings under --set image.*)",
     )
     run.add_argument("--batch-size", type=int, help="global batch size")
     run.add_argument("--device", help="auto, cpu or cuda[:N]")

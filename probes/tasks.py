@@ -28,6 +28,7 @@ from vlab.errors import ConfigError
 
 Variant = Literal["suffix", "prefix"]
 TargetMode = Literal["vocab", "position"]
+Modality = Literal["tokens", "image"]
 
 _TRAIN, _HELDOUT = 0, 1
 
@@ -42,6 +43,10 @@ class ProbeTaskConfig:
     multiples of ``length`` so that every position is the target of exactly 1/L of them; None
     means the paper's 1M training examples (rounded down to a multiple of L) and 32 held-out
     examples per position (the paper's 100k is a config value away).
+
+    ``modality`` "tokens" is this module's task; "image" shows the context as an image of
+    patches through a VLM's encoder and connector (:mod:`vlab.probes.image_task`; the run's
+    ``image`` section). The data is the same either way; ``pool_size`` then counts patch images.
     """
 
     length: int = 8
@@ -52,8 +57,11 @@ class ProbeTaskConfig:
     n_train: int | None = None
     n_heldout: int | None = None
     seed: int = 0
+    modality: Modality = "tokens"
 
     def __post_init__(self) -> None:
+        if self.modality not in ("tokens", "image"):
+            raise ConfigError("modality", f"{self.modality!r} is not one of 'tokens', 'image'")
         if self.length < 1:
             raise ConfigError("length", f"must be >= 1, got {self.length}")
         if self.pool_size is not None and self.pool_size < self.length:
@@ -95,7 +103,8 @@ class ProbeTaskConfig:
 
     @property
     def seq_len(self) -> int:
-        """Input length: L context tokens, marker and query (+ ``<ans>`` for prefix)."""
+        """Input length: L context tokens, marker and query (+ ``<ans>`` for prefix); an
+        image task's is its :class:`~vlab.probes.image_task.ImageSequence`'s."""
         return self.length + (2 if self.variant == "suffix" else 3)
 
 

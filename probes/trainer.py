@@ -3,7 +3,8 @@
 The probe plugs into the shared engine as a :class:`~vlab.training.engine.TrainTask`: batches
 come from :class:`~vlab.probes.tasks.ProbeData` by step, the loss is cross-entropy on the
 target token only (predicted at the last input position), and each evaluation records
-held-out accuracy overall and per target position.
+held-out accuracy overall and per target position. A run with ``task.modality = "image"``
+trains a VLM on the same task (:mod:`vlab.probes.image_model`) into the same run directory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vlab.models.backbones import (
 )
 from vlab.models.backbones.state import state_size
 from vlab.probes.config import ProbeRunConfig, resolve
-from vlab.probes.tasks import ProbeData, ProbeVocab
+from vlab.probes.tasks import ProbeBatch, ProbeData, ProbeVocab
 from vlab.probes.tracking import per_position_accuracy
 from vlab.training.distributed import claim_run, setup_distributed
 from vlab.training.engine import Batch, TrainResult, resolve_device, train
@@ -38,7 +39,12 @@ def target_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 class ProbeTrainTask:
-    """The retrieval probe as seen by the engine."""
+    """The retrieval probe as seen by the engine.
+
+    What a batch of examples feeds the model is :meth:`inputs`, how the target logits are
+    read is :meth:`logits`: the image task (:class:`~vlab.probes.image_model.
+    ImageProbeTrainTask`) changes those two and keeps the loss and the evaluation.
+    """
 
     def __init__(
         self, data: ProbeData, batch_size: int, eval_batch_size: int, device: torch.device
@@ -48,20 +54,29 @@ class ProbeTrainTask:
         self.eval_batch_size = eval_batch_size
         self.device = device
 
+    def inputs(self, batch: ProbeBatch, rows: slice = slice(None)) -> Batch:
+        """The model inputs of examples ``rows`` of ``batch``: CPU tensors [N, ...]."""
+        return {"input_ids": torch.from_numpy(batch.input_ids[rows])}
+
+    def logits(self, model: nn.Module, inputs: Batch) -> torch.Tensor:
+        """(N, vocab) target logits of :meth:`inputs` (on the model's device)."""
+        return target_logits(model, inputs["input_ids"])
+
     def train_batch(self, step: int) -> Batch:
         b = self.data.train_batch(step, self.batch_size)
-        return {"input_ids": torch.from_numpy(b.input_ids), "targets": torch.from_numpy(b.targets)}
+        return {**self.inputs(b), "targets": torch.from_numpy(b.targets)}
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(target_logits(model, batch["input_ids"]), batch["targets"])
+        return F.cross_entropy(self.logits(model, batch), batch["targets"])
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         held = self.data.heldout
         losses, correct = [], []
         for i in range(0, len(held), self.eval_batch_size):
-            ids = torch.from_numpy(held.input_ids[i : i + self.eval_batch_size]).to(self.device)
-            tgt = torch.from_numpy(held.targets[i : i + self.eval_batch_size]).to(self.device)
-            logits = target_logits(model, ids)
+            rows = slice(i, i + self.eval_batch_size)
+            inputs = {k: v.to(self.device) for k, v in self.inputs(held, rows).items()}
+            tgt = torch.from_numpy(held.targets[rows]).to(self.device)
+            logits = self.logits(model, inputs)
             losses.append(F.cross_entropy(logits, tgt, reduction="sum").item())
             correct.append((logits.argmax(-1) == tgt).cpu().numpy())
         hits = np.concatenate(correct)
@@ -85,21 +100,44 @@ def run_probe(
         log(f"{run.path}: already done ({status.get('reason')}); nothing to do")
         return None
     try:
-        model = build_backbone(cfg.model, seed=cfg.train.seed)
-        vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
-        add_tokens(model, len(vocab.new_token_names), cfg.model)
-        params = count_parameters(model)
-        state = {**state_size(model, cfg.task.seq_len), "tokens": cfg.task.seq_len}
+        device = ctx.device(resolve_device(cfg.train.device))
+        build = _build_image if cfg.task.modality == "image" else _build_tokens
+        model, task, params, state, shown = build(cfg, device)
         log = log if ctx.is_main else (lambda *_: None)
         log(
             f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
             f"{params['total']:,} parameters ({params['non_embedding']:,} non-embedding), "
-            f"{cfg.task.variant} L={cfg.task.length}"
+            f"{cfg.task.variant} L={cfg.task.length}{shown}"
         )
         run.write_status("running", params=params, arch=cfg.model.arch, state_size=state)
-        data = ProbeData(cfg.task, vocab)
-        device = ctx.device(resolve_device(cfg.train.device))
-        task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
         return train(model, task, cfg.train, run, should_stop=should_stop, progress=progress)
     finally:
         run.release()  # the run's writer lock (see RunDir.claim)
+
+
+def _build_tokens(cfg: ProbeRunConfig, device: torch.device):
+    """(model, engine task, parameter counts, state size, log note) of a text run."""
+    model = build_backbone(cfg.model, seed=cfg.train.seed)
+    vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
+    add_tokens(model, len(vocab.new_token_names), cfg.model)
+    state = {**state_size(model, cfg.task.seq_len), "tokens": cfg.task.seq_len}
+    data = ProbeData(cfg.task, vocab)
+    task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
+    return model, task, count_parameters(model), state, ""
+
+
+def _build_image(cfg: ProbeRunConfig, device: torch.device):
+    """The same for an image run (:mod:`vlab.probes.image_model`)."""
+    from vlab.probes.image_model import (
+        ImageProbeTrainTask,
+        build_image_probe,
+        lm_state_size,
+        parameter_counts,
+    )
+
+    probe = build_image_probe(cfg)
+    task = ImageProbeTrainTask(probe.data, cfg.train.batch_size, cfg.eval_batch_size, device)
+    state = lm_state_size(probe.model, len(probe.sequence))
+    side = probe.data.side
+    shown = f", image {side}x{side} ({cfg.image.layout} layout, {len(probe.sequence)} tokens)"
+    return probe.model, task, parameter_counts(probe.model), state, shown

@@ -49,6 +49,7 @@ NAME_LABELS = {
     "model.init_seed": "init",
     "model.init_scheme": "",
     "model.preset": "",
+    "task.modality": "",
     "train.steps": "steps",
     # VLM runs
     "preset": "",

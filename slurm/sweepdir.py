@@ -21,9 +21,9 @@ import os
 import time
 from pathlib import Path
 
-from vlab.errors import VlabError
+from vlab.errors import ConfigError, VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_json_object, read_jsonl
-from vlab.slurm.spec import RunSpec
+from vlab.slurm.spec import RESOLVERS, RunSpec, config_id
 
 
 class SweepDir:
@@ -75,7 +75,9 @@ class SweepDir:
         holds results of another config, and silently mixing the two would corrupt the sweep.
         """
         existing = {r["name"]: r for r in self.read()["runs"]} if self.exists() else {}
-        changed = [r.name for r in runs if r.name in existing and existing[r.name]["id"] != r.id]
+        changed = [
+            r.name for r in runs if r.name in existing and not _same_run(existing[r.name], r, kind)
+        ]
         if changed:
             raise VlabError(
                 f"{self.path} already has runs named {', '.join(changed[:3])} with a different "
@@ -115,3 +117,15 @@ class SweepDir:
                     **sub["jobs"][name],
                 }
         return None
+
+
+def _same_run(entry: dict, run: RunSpec, kind: str) -> bool:
+    """Whether a run recorded in sweep.json is ``run``: the same config id, or the same config
+    once today's defaults fill in what an earlier vlab did not write (a setting added since,
+    such as ``task.modality``), which is how that run's config is read when it resumes."""
+    if entry["id"] == run.id:
+        return True
+    try:
+        return config_id(RESOLVERS[kind](entry["config"])) == run.id
+    except (ConfigError, VlabError, KeyError):
+        return False

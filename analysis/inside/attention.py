@@ -135,14 +135,14 @@ def attention_table(
     Columns: ``layer``, ``head`` (-1: mean over heads; an SSM layer's only row), ``kind``
     ("attention" | "hidden_attention", per layer), ``target_position`` p (the queried
     position), ``source_position`` s (context position 0..L-1, sequence index
-    ``context_start + s``), ``weight`` (see the module docstring: the softmax weight, or an
+    ``context_positions[s]``), ``weight`` (see the module docstring: the softmax weight, or an
     SSM's share). One row per (layer, head, p, s) for the target positions present in
     ``examples``.
     """
     model.eval()
     length, layers = examples.length, range(num_layers(model))
     heads = [_heads(model, i) for i in layers]
-    context = examples.context_start + torch.arange(length)
+    context = torch.as_tensor(examples.context_positions)
     positions = torch.as_tensor(np.asarray(examples.positions), dtype=torch.long)
     # per layer, the weights summed over the examples of each target: (L_p, K, L_s)
     sums = [torch.zeros(length, len(h), length, dtype=torch.float64) for h in heads]

@@ -1,18 +1,23 @@
 """Probe examples as the analyses see them, and their corrupted twins for patching.
 
 Built from a run's own task config (``vlab.probes.tasks``): the held-out examples the run was
-evaluated on, with where each part of the sequence lies. Pure functions of the task.
+evaluated on, with where each part of the sequence lies. Pure functions of the task. An image
+run's examples (:func:`image_heldout_examples`) are the input embeddings its VLM gives the LM,
+since the LM is what the analyses look inside.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from vlab.probes.tasks import ProbeData, ProbeTaskConfig, ProbeVocab, layout
+
+if TYPE_CHECKING:
+    from vlab.probes.image_model import ImageProbe
 
 Corruption = Literal["moved", "other_query"]
 CORRUPTIONS: tuple[Corruption, ...] = ("moved", "other_query")
@@ -22,11 +27,14 @@ CORRUPTIONS: tuple[Corruption, ...] = ("moved", "other_query")
 class ProbeExamples:
     """N probe examples of one task.
 
-    input_ids (N, T); contexts (N, L) the pool index of the token at each context position;
-    positions (N,) the queried (target) position p; targets (N,) its target token id;
-    context_start: sequence index of context position 0 (0 for suffix, 2 for prefix), so
-    context position p sits at ``context_start + p``; the prediction is read at T - 1;
-    target_ids (L,) the token id standing for each position (the answer's vocabulary).
+    input_ids (N, T) token ids, or (N, T, H) float input embeddings (an image run's: the
+    analyses' ``trace`` feeds them to the LM as ``inputs_embeds``); contexts (N, L) the pool
+    index of the token (or patch) at each context position; positions (N,) the queried
+    (target) position p; targets (N,) its target token id; context_start: sequence index of
+    context position 0 (0 for suffix, 2 for prefix), so context position p sits at
+    ``context_start + p``, unless context_index (L,) gives each position's index (an image
+    run's patch slots, between markers); the prediction is read at T - 1; target_ids (L,)
+    the token id standing for each position (the answer's vocabulary).
     """
 
     input_ids: torch.Tensor
@@ -36,6 +44,7 @@ class ProbeExamples:
     context_start: int
     target_ids: torch.Tensor
     variant: str
+    context_index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -45,9 +54,16 @@ class ProbeExamples:
         return self.contexts.shape[1]
 
     @property
+    def context_positions(self) -> np.ndarray:
+        """(L,) the sequence index of each context position."""
+        if self.context_index is not None:
+            return np.asarray(self.context_index, dtype=np.int64)
+        return self.context_start + np.arange(self.length, dtype=np.int64)
+
+    @property
     def context_end(self) -> int:
         """Sequence index of the last context token: the state "right after the context"."""
-        return self.context_start + self.length - 1
+        return int(self.context_positions[-1])
 
     @property
     def query_index(self) -> int:
@@ -72,6 +88,26 @@ def heldout_examples(task: ProbeTaskConfig, vocab: ProbeVocab, n: int) -> ProbeE
         context_start=0 if task.variant == "suffix" else 2,
         target_ids=torch.as_tensor(vocab.target_id(np.arange(task.length)), dtype=torch.long),
         variant=task.variant,
+    )
+
+
+def image_heldout_examples(probe: ImageProbe, n: int) -> ProbeExamples:
+    """The first ``n`` held-out examples of an image run, as the LM of ``probe`` (its weights
+    loaded) reads them: the input embeddings its VLM makes of each image and query."""
+    from vlab.probes.image_model import heldout_embeddings
+
+    held, sequence = probe.data.heldout, probe.sequence
+    n = min(n, len(held))
+    length = probe.data.task.length
+    return ProbeExamples(
+        input_ids=heldout_embeddings(probe.model, probe.data, n),
+        contexts=held.contexts[:n].astype(np.int64),
+        positions=held.positions[:n].astype(np.int64),
+        targets=torch.from_numpy(held.targets[:n]),
+        context_start=int(sequence.context_index[0]),
+        target_ids=torch.as_tensor(probe.vocab.target_id(np.arange(length)), dtype=torch.long),
+        variant=probe.data.task.variant,
+        context_index=sequence.context_index,
     )
 
 

@@ -16,8 +16,11 @@ config, are the analyses known and of the run's kind) happens before anything is
 Analyses belong to a kind of run (:data:`KIND_ANALYSES`): probe runs get ``logit_lens``,
 ``attention``, ``state_probe`` and ``patching`` on held-out probe examples; VLM runs (a stage
 of ``vlab vlm train``) get ``image_attention`` on held-out grounding examples of the shapes
-dataset (:mod:`vlab.analysis.inside.vlm`). Without named analyses every run gets those of its
-kind; naming one that a run's kind does not have is an error.
+dataset (:mod:`vlab.analysis.inside.vlm`). Image probe runs (``task.modality = "image"``)
+get ``logit_lens``, ``attention`` and ``state_probe`` on the LM of their VLM, fed the input
+embeddings of their held-out images (``patching`` would need corrupted images; not yet).
+Without named analyses every run gets those of its kind; naming one that a run's kind does
+not have is an error.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
 # The analyses of each kind of run (``runs.PROBE``, ``runs.VLM``), the default for that kind.
 KIND_ANALYSES: dict[str, tuple[str, ...]] = {
     "probe": ("logit_lens", "attention", "state_probe", "patching"),
+    "image_probe": ("logit_lens", "attention", "state_probe"),
     "vlm": ("image_attention",),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.
@@ -268,8 +272,9 @@ def run_units(units: Sequence[Unit], examples: int, progress: bool = True) -> li
 
 
 def _load(run_path: Path, step: int, examples: int):
-    """The model at ``step``, its probe vocabulary (None for a VLM) and its examples."""
-    from vlab.analysis.inside.runs import VLM, load_model, open_any_run
+    """The model at ``step``, its probe vocabulary (None for a VLM) and its examples (an
+    image probe run: its LM, and the embeddings its VLM makes of the held-out images)."""
+    from vlab.analysis.inside.runs import IMAGE_PROBE, VLM, load_model, open_any_run
 
     run = open_any_run(run_path)
     if run.kind == VLM:
@@ -277,6 +282,12 @@ def _load(run_path: Path, step: int, examples: int):
 
         model, tokenizer = load_vlm(run, step)
         return model, None, run_examples(run, model, tokenizer, examples)
+    if run.kind == IMAGE_PROBE:
+        from vlab.analysis.inside.examples import image_heldout_examples
+        from vlab.analysis.inside.runs import load_image_probe
+
+        probe = load_image_probe(run, step)
+        return probe.model.lm, probe.vocab, image_heldout_examples(probe, examples)
     from vlab.analysis.inside.examples import heldout_examples
 
     model, vocab = load_model(run, step)

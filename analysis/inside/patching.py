@@ -59,8 +59,8 @@ def token_labels(examples: ProbeExamples) -> list[str]:
     ``query`` and (prefix variant) ``ans``."""
     labels = ["out"] * examples.input_ids.shape[1]
     labels[examples.query_index] = "query"
-    for p in range(examples.length):
-        labels[examples.context_start + p] = f"ctx{p}"
+    for p, t in enumerate(examples.context_positions):
+        labels[t] = f"ctx{p}"
     if examples.variant == "prefix":
         labels[-1] = "ans"
     return labels

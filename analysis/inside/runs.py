@@ -5,16 +5,18 @@ Reads only the run-directory contract (``config.json``, ``checkpoints/last.pt``,
 built it, then the checkpoint's weights are loaded strictly. Runs trained from a local
 ``--pretrained`` directory need that directory where the config says.
 
-Two kinds of run are inspected: probe runs (``vlab train``, loaded here) and VLM runs (a
-stage of ``vlab vlm train``, loaded by :mod:`vlab.analysis.inside.vlm`). :func:`open_any_run`
-tells them apart by their config; the checkpoint functions serve both.
+Three kinds of run are inspected: probe runs (``vlab probe run``, loaded here), image probe
+runs (the same with ``task.modality = "image"``: a VLM trained on the probe, loaded here too,
+inspected through its LM) and VLM runs (a stage of ``vlab vlm train``, loaded by
+:mod:`vlab.analysis.inside.vlm`). :func:`open_any_run` tells them apart by their config; the
+checkpoint functions serve all of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
@@ -24,8 +26,11 @@ from vlab.probes.config import ProbeRunConfig
 from vlab.probes.tasks import ProbeVocab
 from vlab.rundir import RunDir
 
+if TYPE_CHECKING:
+    from vlab.probes.image_model import ImageProbe
+
 LAST = "last"
-PROBE, VLM = "probe", "vlm"
+PROBE, IMAGE_PROBE, VLM = "probe", "image_probe", "vlm"
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,17 @@ class ProbeRun(Run):
         return self.config.model.arch
 
 
+@dataclass(frozen=True)
+class ImageProbeRun(ProbeRun):
+    """A probe run whose context is an image (``task.modality = "image"``): its model is a
+    VLM, its analyses look inside the VLM's LM."""
+
+    kind: ClassVar[str] = IMAGE_PROBE
+
+
 def open_run(path: str | Path) -> ProbeRun:
-    """Parse ``path``'s config.json as a probe run (one-line error if it is not one)."""
+    """Parse ``path``'s config.json as a probe run (one-line error if it is not one); an
+    image probe run comes back as an :class:`ImageProbeRun`."""
     files = RunDir(path)
     if not files.config_path.is_file():
         raise VlabError(f"{path}: not a run directory (no config.json)")
@@ -62,7 +76,8 @@ def open_run(path: str | Path) -> ProbeRun:
         config = from_dict(ProbeRunConfig, files.read_config())
     except ConfigError as e:
         raise VlabError(f"{files.config_path}: not a probe run's config ({e})") from None
-    return ProbeRun(Path(path), config)
+    kind = ImageProbeRun if config.task.modality == "image" else ProbeRun
+    return kind(Path(path), config)
 
 
 def run_kind(config: dict) -> str:
@@ -143,6 +158,18 @@ def load_model(run: ProbeRun, step: int) -> tuple[nn.Module, ProbeVocab]:
     add_tokens(model, len(vocab.new_token_names), cfg.model)
     load_weights(run, model, checkpoint, step)
     return model.eval(), vocab
+
+
+def load_image_probe(run: ImageProbeRun, step: int) -> ImageProbe:
+    """An image run's model (weights of ``step``, eval mode, CPU), vocabulary, data and token
+    layout, built from its config as training built them."""
+    from vlab.probes.image_model import build_image_probe
+
+    checkpoint = check_checkpoint(run, step)
+    probe = build_image_probe(run.config)
+    load_weights(run, probe.model, checkpoint, step)
+    probe.model.eval()
+    return probe
 
 
 def load_weights(run: Run, model: nn.Module, checkpoint: dict, step: int) -> None:
