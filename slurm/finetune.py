@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from vlab.config import to_dict
-from vlab.fileio import read_json_object
 from vlab.rundir import RunDir
+from vlab.slurm.vlm import eval_phase, phase
 
 ARCH_KEY = "arch"
 
@@ -72,29 +72,5 @@ def finetune_status(run: str | Path, config: dict) -> dict:
         return {"stage": "finetune", "steps": steps, "benchmarks": []}
     steps = status.get("steps", steps)
     if status.get("state") != "done":
-        return _phase(status, "finetune", steps)
-    ev = RunDir(eval_dir(run)).read_status()
-    results_path = eval_dir(run) / "results.json"
-    if ev and ev.get("state") == "done" and results_path.is_file():
-        results = read_json_object(results_path, "delete it: resume evaluates again")
-        return {
-            **_phase(ev, "eval", steps),
-            "step": status.get("step"),
-            "accuracy": results.get("accuracy"),
-            "benchmarks": sorted(results.get("sources", {})),
-        }
-    if not ev or ev.get("state") == "done":  # not started, or its results.json was removed
-        return {
-            "state": "interrupted",
-            "reason": "finetuned, held-out evaluation not written; resume runs it",
-            "stage": "eval",
-            "step": status.get("step"),
-            "steps": steps,
-            "benchmarks": [],
-        }
-    return {**_phase(ev, "eval", steps), "step": status.get("step")}
-
-
-def _phase(status: dict, stage: str, steps: int | None) -> dict:
-    """A phase's status.json as a sweep status row's fields."""
-    return {**status, "stage": stage, "steps": steps, "benchmarks": status.get("benchmarks") or []}
+        return phase(status, "finetune", steps)
+    return eval_phase(eval_dir(run), status, steps, "finetuned")

@@ -305,7 +305,7 @@ def vlm_status(run: str | Path, config: dict) -> dict:
     if not stage1:
         return {"stage": "stage1", "steps": steps[1], "benchmarks": []}
     if stage1.get("state") != "done":
-        return _phase(stage1, "stage1", steps[1])
+        return phase(stage1, "stage1", steps[1])
     stage2 = RunDir(run / "stage2").read_status()
     if not stage2:
         return {
@@ -317,30 +317,37 @@ def vlm_status(run: str | Path, config: dict) -> dict:
             "benchmarks": [],
         }
     if stage2.get("state") != "done":
-        return _phase(stage2, "stage2", steps[2])
-    ev = RunDir(eval_dir(run)).read_status()
-    results_path = eval_dir(run) / "results.json"
+        return phase(stage2, "stage2", steps[2])
+    return eval_phase(eval_dir(run), stage2, steps[2], "both stages trained")
+
+
+def eval_phase(where: Path, trained: dict, steps: int | None, what: str) -> dict:
+    """The status row of a run whose training is done (``trained``: its status.json) and whose
+    held-out evaluation lives in ``where``: done with results, running or failed, or not
+    written yet (``interrupted``, so resume runs it; ``what`` says what is finished)."""
+    ev = RunDir(where).read_status()
+    results_path = where / "results.json"
     if ev and ev.get("state") == "done" and results_path.is_file():
         results = read_json_object(results_path, "delete it: resume evaluates again")
         return {
-            **_phase(ev, "eval", steps[2]),
-            "step": stage2.get("step"),
+            **phase(ev, "eval", steps),
+            "step": trained.get("step"),
             "accuracy": results.get("accuracy"),
             "benchmarks": sorted(results.get("sources", {})),
         }
     if not ev or ev.get("state") == "done":  # not started, or its results.json was removed
         return {
             "state": "interrupted",
-            "reason": "both stages trained, held-out evaluation not written; resume runs it",
+            "reason": f"{what}, held-out evaluation not written; resume runs it",
             "stage": "eval",
-            "step": stage2.get("step"),
-            "steps": steps[2],
+            "step": trained.get("step"),
+            "steps": steps,
             "benchmarks": [],
         }
-    return {**_phase(ev, "eval", steps[2]), "step": stage2.get("step")}
+    return {**phase(ev, "eval", steps), "step": trained.get("step")}
 
 
-def _phase(status: dict, stage: str, steps: int | None) -> dict:
+def phase(status: dict, stage: str, steps: int | None) -> dict:
     """A phase's status.json as a sweep status row's fields."""
     return {
         **status,
