@@ -142,39 +142,20 @@ def evaluate_heldout(
     status.json there follows the evaluation (running, then done or failed with the reason),
     so ``vlab sweep status`` tells an evaluation that failed from one never started.
     """
-    import torch
+    from vlab.models.vlm.evaluate import record_evaluated, recorded_evaluation
 
     out = Path(out)
     where = eval_dir(out)
-    files = RunDir(where)
     results_path = where / "results.json"
-    if files.is_done() and results_path.is_file():
+    if RunDir(where).is_done() and results_path.is_file():
         return read_json_object(results_path, "delete it: resume evaluates again")
     stage2 = RunDir(out / "stage2").read_status() or {}
-    files.write_status("running", step=stage2.get("step"), benchmarks=[])
-    threads = torch.get_num_threads()
-    try:
-        if cfg.stage2.threads:
-            torch.set_num_threads(cfg.stage2.threads)
+    with recorded_evaluation(where, stage2.get("step"), cfg.stage2.threads) as files:
         if cfg.data.dataset == "files":
             results = _evaluate_files(cfg, out, progress, log)
         else:
             results = _evaluate_shapes(cfg, out, progress)
-    except BaseException as e:
-        by_user = isinstance(e, KeyboardInterrupt)
-        reason = "interrupted by the user" if by_user else f"{type(e).__name__}: {e}"
-        files.write_status("interrupted" if by_user else "failed", reason)
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    benchmarks = sorted(results["sources"])
-    files.write_status(
-        "done",
-        f"evaluated {len(benchmarks)} benchmarks on {results['examples']} examples",
-        step=results["step"],
-        accuracy=results["accuracy"],
-        benchmarks=benchmarks,
-    )
+    record_evaluated(files, results)
     return results
 
 

@@ -15,8 +15,9 @@ a benchmark score and a held-out score differ only in their data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,38 @@ def generate_predictions(
             bar.update(len(chunk))
     bar.close()
     return [r["prediction"] for r in read_jsonl(pred_path)]
+
+
+@contextlib.contextmanager
+def recorded_evaluation(where: Path, step: int | None, threads: int = 0) -> Iterator[RunDir]:
+    """Keeps ``where/status.json`` of an evaluation that runs inside the block: ``running`` on
+    entry, ``interrupted`` (Ctrl-C) or ``failed`` with the error on the way out of an
+    exception, so ``vlab sweep status`` tells an evaluation that failed from one never
+    started. ``threads`` (0: unchanged) sets torch's CPU threads for the block only.
+    :func:`record_evaluated` writes ``done`` once the results are on disk."""
+    files = RunDir(where)
+    files.write_status("running", step=step, benchmarks=[])
+    saved = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        yield files
+    except BaseException as e:
+        by_user = isinstance(e, KeyboardInterrupt)
+        reason = "interrupted by the user" if by_user else f"{type(e).__name__}: {e}"
+        files.write_status("interrupted" if by_user else "failed", reason)
+        raise
+    finally:
+        torch.set_num_threads(saved)
+
+
+def record_evaluated(files: RunDir, results: dict) -> None:
+    """The ``done`` status of a finished evaluation: its step, accuracy and benchmarks."""
+    benchmarks = sorted(results["sources"])
+    files.write_status(
+        "done",
+        f"evaluated {len(benchmarks)} benchmarks on {results['examples']} examples",
+        step=results["step"],
+        accuracy=results["accuracy"],
+        benchmarks=benchmarks,
+    )

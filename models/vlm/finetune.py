@@ -476,8 +476,7 @@ def evaluate_finetune(
     every example of ``heldout_source``, answers appended to predictions.jsonl as they come,
     so a killed evaluation resumes.
     """
-    import torch
-
+    from vlab.models.vlm.evaluate import record_evaluated, recorded_evaluation
     from vlab.models.vlm.model import build_vlm
     from vlab.training.engine import resolve_device
     from vlab.training.precision import autocast_for
@@ -487,15 +486,10 @@ def evaluate_finetune(
     if done is not None:
         return done
     where, run = eval_dir(out), RunDir(out)
-    files = RunDir(where)
     ckpt = run.load_checkpoint()
     if ckpt is None:
         raise VlabError(f"{out} has no checkpoint to evaluate")
-    files.write_status("running", step=ckpt["step"], benchmarks=[])
-    threads = torch.get_num_threads()
-    try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+    with recorded_evaluation(where, ckpt["step"], cfg.train.threads) as files:
         device = resolve_device(cfg.train.device)
         model = build_vlm(run_cfg.model, vocab_size=len(tok), seed=0)
         model.load_state_dict(ckpt["model"])
@@ -517,13 +511,6 @@ def evaluate_finetune(
             )
             scores = evaluate_predictions(samples, preds)
             per_source = {k: v["sequences"] for k, v in data.stats.items()}
-    except BaseException as e:
-        by_user = isinstance(e, KeyboardInterrupt)
-        reason = "interrupted by the user" if by_user else f"{type(e).__name__}: {e}"
-        files.write_status("interrupted" if by_user else "failed", reason)
-        raise
-    finally:
-        torch.set_num_threads(threads)
     results = {
         "run": str(out),
         "source": cfg.source,
@@ -536,14 +523,7 @@ def evaluate_finetune(
         **scores,
     }
     atomic_write_json(where / "results.json", results)
-    benchmarks = sorted(results["sources"])
-    files.write_status(
-        "done",
-        f"evaluated {len(benchmarks)} benchmarks on {results['examples']} examples",
-        step=results["step"],
-        accuracy=results["accuracy"],
-        benchmarks=benchmarks,
-    )
+    record_evaluated(files, results)
     log(f"{where}/results.json: accuracy {results['accuracy']:.4f}")
     return results
 
