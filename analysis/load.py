@@ -253,11 +253,11 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[dict], pd.
         status, state, reason = _read_status(entry.path, name, warnings)
         records = _read_metrics(entry.path, name, warnings)
     task, model, train = (_section(config, k) for k in ("task", "model", "train"))
-    length = _int(task.get("length"))
+    length = as_int(task.get("length"))
     evals, positions = _tidy_metrics(name, records, length, warnings)
     accuracies = [e["accuracy"] for e in evals if _finite(e["accuracy"])]
-    budget = _int(train.get("steps"))
-    last_step = evals[-1]["step"] if evals else _int(status.get("step"))
+    budget = as_int(train.get("steps"))
+    last_step = evals[-1]["step"] if evals else as_int(status.get("step"))
     if state == "done" and not evals:
         warnings.append(f"{name}: status is done but metrics.jsonl holds no evaluations")
     params = status.get("params")
@@ -269,23 +269,23 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[dict], pd.
         "variant": task.get("variant"),
         "length": length,
         "lr": train.get("lr"),
-        "init_seed": _int(model.get("init_seed")),
+        "init_seed": as_int(model.get("init_seed")),
         "init_scheme": model.get("init_scheme"),
-        "seed": _int(train.get("seed")),
-        "task_seed": _int(task.get("seed")),
-        "pool": _int(task.get("pool_size")),
-        "n_heldout": _int(task.get("n_heldout")),
-        "batch_size": _int(train.get("batch_size")),
+        "seed": as_int(train.get("seed")),
+        "task_seed": as_int(task.get("seed")),
+        "pool": as_int(task.get("pool_size")),
+        "n_heldout": as_int(task.get("n_heldout")),
+        "batch_size": as_int(train.get("batch_size")),
         "threshold": train.get("threshold"),
         "state": state,
         "reason": reason,
-        "threshold_step": _int(status.get("threshold_step")),
+        "threshold_step": as_int(status.get("threshold_step")),
         "budget": budget,
         "last_step": last_step,
         "n_evals": len(evals),
         "final_accuracy": evals[-1]["accuracy"] if evals else math.nan,
         "best_accuracy": max(accuracies) if accuracies else math.nan,
-        "params": _int(params.get("total")) if isinstance(params, dict) else _int(params),
+        "params": as_int(params.get("total")) if isinstance(params, dict) else as_int(params),
         **_state_columns(status.get("state_size")),
         "path": str(entry.path),
     }
@@ -298,7 +298,7 @@ def _state_columns(sizes: object) -> dict:
     part. Runs written before vlab recorded it have neither."""
     if not isinstance(sizes, dict):
         return {"state_size": None, "kv_cache": None}
-    return {"state_size": _int(sizes.get("total")), "kv_cache": _int(sizes.get("kv_cache"))}
+    return {"state_size": as_int(sizes.get("total")), "kv_cache": as_int(sizes.get("kv_cache"))}
 
 
 def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str, str | None]:
@@ -355,7 +355,7 @@ def _tidy_metrics(
     by_step: dict[int, dict] = {}
     malformed = 0
     for r in records:
-        step = _int(r.get("step")) if isinstance(r, dict) else None
+        step = as_int(r.get("step")) if isinstance(r, dict) else None
         if step is None or not isinstance(r.get("accuracy"), int | float):
             malformed += 1
             continue
@@ -372,10 +372,10 @@ def _tidy_metrics(
             {
                 "run": name,
                 "step": step,
-                "fraction": _float(r.get("fraction")),
-                "examples_seen": _int(r.get("examples_seen")),
-                "loss": _float(r.get("loss")),
-                "eval_loss": _float(r.get("eval_loss")),
+                "fraction": as_float(r.get("fraction")),
+                "examples_seen": as_int(r.get("examples_seen")),
+                "loss": as_float(r.get("loss")),
+                "eval_loss": as_float(r.get("eval_loss")),
                 "accuracy": float(r["accuracy"]),
             }
         )
@@ -388,7 +388,7 @@ def _tidy_metrics(
             bad_lengths.add(len(vector))
             continue
         pp_steps.append(step)
-        pp_vectors.append([_float(a) for a in vector])
+        pp_vectors.append([as_float(a) for a in vector])
     if bad_lengths:
         warnings.append(
             f"{name}: per-position vectors of length {sorted(bad_lengths)} do not match "
@@ -416,13 +416,15 @@ def _section(config: Any, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """A JSON number as an int (None for anything else, booleans and non-finite included)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return int(value) if math.isfinite(value) else None
 
 
-def _float(value: Any) -> float:
+def as_float(value: Any) -> float:
+    """A JSON number as a float (NaN for anything else, booleans included)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return math.nan
     return float(value)

@@ -35,7 +35,6 @@ Scores are shown x100 (accuracies in %, CIDEr x100), as the papers print them.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vlab.analysis.load import as_float, as_int
 from vlab.errors import VlabError
 from vlab.fileio import read_json, read_jsonl
 from vlab.locks import lock_holder
@@ -383,7 +383,7 @@ def _load_run(
             b = benchmark(key)
             source, _, task = key.rpartition("/")
             scores.append(
-                [name, key, source, task, b.label, b.group, metrics.get(task), _float(value)]
+                [name, key, source, task, b.label, b.group, metrics.get(task), as_float(value)]
             )
     curves = [row for stage in STAGES for row in _curve_rows(path, name, stage, warnings)]
     locations = []
@@ -415,8 +415,8 @@ def _status(path: Path, config: dict, name: str, warnings: list[str]) -> dict:
         "state": state,
         "reason": reason,
         "stage": status.get("stage"),
-        "step": _int(status.get("step")),
-        "steps": _int(status.get("steps")),
+        "step": as_int(status.get("step")),
+        "steps": as_int(status.get("steps")),
     }
 
 
@@ -451,15 +451,15 @@ def _curve_rows(path: Path, name: str, stage: int, warnings: list[str]) -> list[
     held-out loss and mean, and every task's held-out score (``held-out <task>``)."""
     rows = []
     for r in _read_records(path / f"stage{stage}" / "metrics.jsonl", name, warnings):
-        step = _int(r.get("step")) if isinstance(r, dict) else None
+        step = as_int(r.get("step")) if isinstance(r, dict) else None
         if step is None:
             continue
-        fraction = _float(r.get("fraction"))
+        fraction = as_float(r.get("fraction"))
         for key, label in CURVE_BASE.items():
             if isinstance(r.get(key), int | float):
                 rows.append([name, stage, step, fraction, label, float(r[key])])
         for task, value in (r.get("tasks") or {}).items():
-            rows.append([name, stage, step, fraction, f"held-out {task}", _float(value)])
+            rows.append([name, stage, step, fraction, f"held-out {task}", as_float(value)])
     return rows
 
 
@@ -643,15 +643,3 @@ def _get(config: dict, dotted: str) -> Any:
             return None
         node = node.get(part)
     return node
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value) if math.isfinite(value) else None
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return math.nan
-    return float(value)
