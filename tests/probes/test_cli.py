@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.cli import vlab
 from vlab.cli import main
 
 FAST = [
@@ -19,12 +20,6 @@ FAST = [
     "--set",
     "task.n_heldout=16",
 ]
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(

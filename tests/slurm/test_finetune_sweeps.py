@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import vlab
 from tests.models.vlm.test_finetune import train_source
-from vlab.cli import main
 from vlab.config import to_dict
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
@@ -42,12 +42,6 @@ def finetune_spec(tmp_path: Path, run: Path, axes=None, name="f", **base) -> str
     }
     path.write_text(json.dumps(spec))
     return str(path)
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_a_finetune_sweep_runs_each_resolution_and_resubmitting_skips_it(capsys, source, tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vlab.cli import main
+from tests.cli import vlab
 from vlab.errors import VlabError
 from vlab.models.backbones import BackboneConfig, build_backbone, count_parameters
 from vlab.slurm.spec import SweepSpec, expand
@@ -41,12 +41,6 @@ def spec_file(tmp_path, spec: dict) -> str:
     path = tmp_path / f"{spec['name']}.json"
     path.write_text(json.dumps(spec))
     return str(path)
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_each_arm_trains_from_its_own_checkpoint(capsys, tmp_path, checkpoints):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from vlab.cli import main
+from tests.cli import vlab
 from vlab.fileio import read_jsonl
 from vlab.slurm.status import sweep_status
 from vlab.slurm.sweepdir import SweepDir
@@ -28,12 +28,6 @@ def spec_file(tmp_path, name, base, axes):
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps({"name": name, "base": base, "axes": axes}))
     return str(path)
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def wait_for(predicate, timeout, what, sweep=None):

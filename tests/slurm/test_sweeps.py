@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import vlab
 from vlab.cli import main
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
@@ -36,12 +37,6 @@ def tiny_spec(tmp_path, axes=None, name="tiny", **extra) -> str:
     }
     path.write_text(json.dumps(spec))
     return str(path)
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_grid_expands_to_named_runs_with_config_ids():

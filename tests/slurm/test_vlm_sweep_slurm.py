@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from tests.cli import vlab
 from tests.slurm.test_sweep_slurm import wait_for
-from tests.slurm.test_vlm_sweeps import FAST, SHAPES_BENCHMARKS, vlab, vlm_spec
+from tests.slurm.test_vlm_sweeps import FAST, SHAPES_BENCHMARKS, vlm_spec
 from vlab.fileio import read_jsonl
 from vlab.slurm.status import sweep_status
 from vlab.slurm.sweepdir import SweepDir

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vlab.cli import main
+from tests.cli import vlab
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
 from vlab.slurm.spec import SweepSpec, expand, load_spec
@@ -36,12 +36,6 @@ def vlm_spec(tmp_path: Path, axes=None, name="v", base=None, **extra) -> str:
     }
     path.write_text(json.dumps(spec))
     return str(path)
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def last_metrics(run: Path) -> dict:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlab.cli import main
+from tests.cli import vlab
 from vlab.config import deep_merge, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import read_jsonl
@@ -236,12 +236,6 @@ def test_a_killed_finetune_resumes_to_the_same_metrics_and_results(source, finis
     resumed = finetune(cfg, cut, progress=False, log=quiet)
     assert read_jsonl(cut / "metrics.jsonl") == read_jsonl(full / "metrics.jsonl")
     assert {**resumed, "run": None} == {**results, "run": None}
-
-
-def vlab(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(
