@@ -28,6 +28,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,17 @@ RESOLVERS = {
     "vlm": resolve_vlm_config,
     "vlm-finetune": resolve_finetune_config,
 }
+
+
+def environment(spec_name: str, needed: dict[str, str]) -> dict[str, str]:
+    """The environment variables a built-in spec reads its paths from (name -> what it holds),
+    or one line naming every one that is unset and what it should hold: a spec for somebody's
+    cluster refuses to load rather than train on nothing."""
+    missing = [name for name in needed if not os.environ.get(name)]
+    if missing:
+        what = "; ".join(f"{name}: {needed[name]}" for name in missing)
+        raise VlabError(f"sweep spec {spec_name}: set {' and '.join(missing)} ({what})")
+    return {name: os.environ[name] for name in needed}
 
 
 def count_runs(spec: SweepSpec) -> int:

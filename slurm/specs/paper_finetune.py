@@ -24,36 +24,34 @@ Where things are comes from two environment variables, as for ``paper-vlm``:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from vlab.errors import VlabError
-from vlab.slurm.spec import SweepSpec
+from vlab.slurm.spec import SweepSpec, environment
 
 ARCHS = ["pythia", "mamba"]
 RESOLUTIONS = [336, 448, 476, 560]
 LRS = [1e-5, 5e-5, 1e-4]
 TASKS = [{"task": "vqav2", "epochs": 1}, {"task": "refcocog", "epochs": 3}]
-ENV = ("VLAB_DATA", "VLAB_VLM_SWEEP")
 
 
 def sweep() -> SweepSpec:
     """The spec, with the data root and the source runs read from the environment."""
-    missing = [name for name in ENV if not os.environ.get(name)]
-    if missing:
-        raise VlabError(
-            f"sweep spec paper-finetune: set {' and '.join(missing)} (VLAB_DATA: the paper's "
-            "datasets in vlab.models.vlm.data.paper_data's layout; VLAB_VLM_SWEEP: the "
-            "paper-vlm sweep directory whose 1.4B task-agnostic runs are finetuned)"
-        )
-    runs = Path(os.environ["VLAB_VLM_SWEEP"]) / "runs"
+    env = environment(
+        "paper-finetune",
+        {
+            "VLAB_DATA": "the paper's datasets in vlab.models.vlm.data.paper_data's layout",
+            "VLAB_VLM_SWEEP": "the paper-vlm sweep directory whose 1.4B task-agnostic runs are "
+            "finetuned",
+        },
+    )
+    runs = Path(env["VLAB_VLM_SWEEP"]) / "runs"
     return SweepSpec(
         name="paper-finetune",
         kind="vlm-finetune",
         description="SHAKEUP Fig. 3: stage-2 Pythia-VL / Mamba-VL 1.4B finetuned on VQAv2 "
         "(1 epoch) and RefCOCOg (3 epochs) at 336-560 px x 3 lrs, batch 64 (GPU).",
         base={
-            "data_root": os.environ["VLAB_DATA"],
+            "data_root": env["VLAB_DATA"],
             "train": {"batch_size": 64, "warmup_ratio": 0.03, "eval_fraction": 0.1},
         },
         axes={"arch": ARCHS, "resolution": RESOLUTIONS, "train.lr": LRS},

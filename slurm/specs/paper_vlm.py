@@ -21,11 +21,9 @@ paper's shapes from random weights on nothing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from vlab.errors import VlabError
-from vlab.slurm.spec import SweepSpec
+from vlab.slurm.spec import SweepSpec, environment
 
 # (arch, LM preset, checkpoint folder name, max sequence length): the paper's pairs.
 PAIRS = [
@@ -37,21 +35,20 @@ PAIRS = [
     ("mamba", "2.8b", "mamba-2.8b-hf", 800),
 ]
 ENCODER = "eva02_large_patch14_clip_336"
-ENV = ("VLAB_DATA", "VLAB_MODELS")
 
 
 def sweep() -> SweepSpec:
     """The spec, with the data and checkpoint roots read from the environment."""
-    missing = [name for name in ENV if not os.environ.get(name)]
-    if missing:
-        raise VlabError(
-            f"sweep spec paper-vlm: set {' and '.join(missing)} (VLAB_DATA: the paper's "
-            "datasets in vlab.models.vlm.data.paper_data's layout; VLAB_MODELS: the pretrained "
-            "checkpoints, see the spec's docstring)"
-        )
+    env = environment(
+        "paper-vlm",
+        {
+            "VLAB_DATA": "the paper's datasets in vlab.models.vlm.data.paper_data's layout",
+            "VLAB_MODELS": "the pretrained checkpoints, see the spec's docstring",
+        },
+    )
     from vlab.models.vlm.data.paper_data import paper_data
 
-    models = Path(os.environ["VLAB_MODELS"])
+    models = Path(env["VLAB_MODELS"])
     runs = [
         {
             "model.lm.arch": arch,
@@ -70,7 +67,7 @@ def sweep() -> SweepSpec:
         base={
             "preset": "paper-1.4b",
             "model.vision.pretrained": str(models / ENCODER),
-            "data": paper_data(os.environ["VLAB_DATA"]),
+            "data": paper_data(env["VLAB_DATA"]),
         },
         axes={"model.sequence.ordering": ["task_agnostic", "task_aware"]},
         runs=runs,

@@ -16,23 +16,23 @@ three hours in all. Scenes are rendered at the finetune's resolution.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from vlab.errors import VlabError
-from vlab.slurm.spec import SweepSpec
+from vlab.slurm.spec import SweepSpec, environment
 
 ARCHS = ["pythia", "mamba", "mamba2", "hybrid"]
 
 
 def sweep() -> SweepSpec:
     """The spec, with the source runs read from the environment."""
-    if not os.environ.get("VLAB_VLM_SWEEP"):
-        raise VlabError(
-            "sweep spec vlm-finetune-shapes: set VLAB_VLM_SWEEP (the vlm-tiny-shapes sweep "
-            "directory whose task-agnostic runs are finetuned)"
-        )
-    runs = Path(os.environ["VLAB_VLM_SWEEP"]) / "runs"
+    env = environment(
+        "vlm-finetune-shapes",
+        {
+            "VLAB_VLM_SWEEP": "the vlm-tiny-shapes sweep directory whose task-agnostic runs "
+            "are finetuned"
+        },
+    )
+    runs = Path(env["VLAB_VLM_SWEEP"]) / "runs"
     return SweepSpec(
         name="vlm-finetune-shapes",
         kind="vlm-finetune",
