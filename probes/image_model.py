@@ -160,15 +160,29 @@ def lm_state_size(model: ImageProbeModel, seq_len: int) -> dict[str, int]:
 
 
 @torch.no_grad()
-def heldout_embeddings(
-    model: ImageProbeModel, data: ImageProbeData, n: int, batch_size: int = 256
+def embeddings(
+    model: ImageProbeModel,
+    data: ImageProbeData,
+    batch: ImageProbeBatch,
+    n: int | None = None,
+    batch_size: int = 256,
 ) -> torch.Tensor:
-    """(n, T, D) float32 input embeddings of the first ``n`` held-out examples: what the LM
-    reads, for analyses that trace the LM alone (:mod:`vlab.analysis.inside`)."""
+    """(n, T, D) float32 input embeddings of the first ``n`` examples of ``batch`` (all when
+    None): their images and queries rendered and embedded as training embeds them, what the
+    LM reads, for analyses that trace the LM alone (:mod:`vlab.analysis.inside`)."""
+    n = len(batch) if n is None else min(n, len(batch))
     device = next(model.parameters()).device
     parts = []
     for start in range(0, n, batch_size):
         rows = slice(start, min(n, start + batch_size))
-        images, queries = (torch.from_numpy(a).to(device) for a in data.pixels(data.heldout, rows))
+        images, queries = (torch.from_numpy(a).to(device) for a in data.pixels(batch, rows))
         parts.append(model.embed(images, queries).float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0, 0, 0)
+
+
+def heldout_embeddings(
+    model: ImageProbeModel, data: ImageProbeData, n: int, batch_size: int = 256
+) -> torch.Tensor:
+    """(n, T, D) float32 input embeddings of the first ``n`` held-out examples
+    (:func:`embeddings` of ``data.heldout``)."""
+    return embeddings(model, data, data.heldout, n, batch_size)

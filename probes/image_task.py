@@ -297,6 +297,25 @@ def image_sequence(
     return ImageSequence(input_ids.astype(np.int64), patch_index, query_index, context_index)
 
 
+def sequence_labels(sequence: ImageSequence, vocab: ImageVocab) -> tuple[str, ...]:
+    """What sits at each index of ``sequence``, named as the text probe's look-inside tables
+    name tokens: ``ctx{k}`` the slot of context position k, ``blank`` a grid cell past the
+    L-th, ``query``, ``out``, ``ans``, and each marker by its own string (``##``, ``&&``)."""
+    names = {vocab.out_id: "out", vocab.ans_id: "ans"}
+    names.update({vocab.marker_id(m): m for m in vocab.markers})
+    labels = []
+    for t, (token, cell) in enumerate(zip(sequence.input_ids, sequence.patch_index, strict=True)):
+        if t == sequence.query_index:
+            labels.append("query")
+        elif cell >= 0:
+            labels.append("blank")  # a context cell is renamed below
+        else:
+            labels.append(names[int(token)])
+    for k, t in enumerate(sequence.context_index):
+        labels[int(t)] = f"ctx{k}"
+    return tuple(labels)
+
+
 # pixels ------------------------------------------------------------------------------------
 
 

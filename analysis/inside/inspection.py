@@ -17,8 +17,9 @@ Analyses belong to a kind of run (:data:`KIND_ANALYSES`): probe runs get ``logit
 ``attention``, ``state_probe`` and ``patching`` on held-out probe examples; VLM runs (a stage
 of ``vlab vlm train``) get ``image_attention`` on held-out grounding examples of the shapes
 dataset (:mod:`vlab.analysis.inside.vlm`). Image probe runs (``task.modality = "image"``)
-get ``logit_lens``, ``attention`` and ``state_probe`` on the LM of their VLM, fed the input
-embeddings of their held-out images (``patching`` would need corrupted images; not yet).
+get the same four on the LM of their VLM, fed the input embeddings of their held-out
+images; ``patching`` corrupts the images themselves (two patches swapped, another patch
+queried) and feeds the LM their embeddings, which line up with the clean ones index for index.
 Without named analyses every run gets those of its kind; naming one that a run's kind does
 not have is an error.
 """
@@ -52,7 +53,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
 # The analyses of each kind of run (``runs.PROBE``, ``runs.VLM``), the default for that kind.
 KIND_ANALYSES: dict[str, tuple[str, ...]] = {
     "probe": ("logit_lens", "attention", "state_probe", "patching"),
-    "image_probe": ("logit_lens", "attention", "state_probe"),
+    "image_probe": ("logit_lens", "attention", "state_probe", "patching"),
     "vlm": ("image_attention",),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.

@@ -2,9 +2,13 @@
 
 Each example has a corrupted twin (``examples.corrupt``) whose answer is another position:
 ``moved`` swaps the queried token with another context token, ``other_query`` asks for
-another token of the same context. We run the CORRUPTED input with one CLEAN activation
-patched in (the denoising direction) and ask how much of the clean answer comes back. The
-measure is the logit difference at the prediction position T - 1,
+another token of the same context. An image run's twins are built in the image's terms
+(``moved`` swaps the queried patch with another patch of the grid, ``other_query`` queries
+another patch of the same image) and embedded by the run's VLM as the clean images are, so the
+LM reads clean and corrupted sequences of one layout, index for index (the patched runs feed
+it input embeddings, as its other analyses do). We run the CORRUPTED input with one CLEAN
+activation patched in (the denoising direction) and ask how much of the clean answer comes
+back. The measure is the logit difference at the prediction position T - 1,
 
     LD = logit[clean target] - logit[corrupted target],
 
@@ -13,7 +17,9 @@ means of a group of examples: 0 = as corrupted, 1 = as clean (NaN when clean and
 means agree to 1e-6). The group is all examples together, not one per target position, so the
 table stays one row per (corruption, site, layer, position).
 
-Sites (per layer i and sequence index t):
+Sites (per layer i and sequence index t; ``token`` names what sits at t: ``ctx{p}`` context
+position p, ``query``, ``out``, ``ans`` and, in an image run, its markers (``##``, ``&&``)
+and ``blank`` grid cells):
 
 - ``resid_pre``: the residual stream entering block i at t (layers 0..n-1), plus layer n =
   the residual stream leaving the last block (``blocks.{n-1}.resid_post``);
@@ -47,6 +53,7 @@ from vlab.analysis.inside.activations import (
 )
 from vlab.analysis.inside.examples import CORRUPTIONS, Corruption, ProbeExamples, corrupt
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
+from vlab.probes.image_task import ImageVocab
 from vlab.probes.tasks import ProbeVocab
 
 COLUMNS = TABLE_COLUMNS["patching"]
@@ -56,7 +63,10 @@ _FLAT = 1e-6
 
 def token_labels(examples: ProbeExamples) -> list[str]:
     """What sits at each sequence index: ``ctx{p}`` for context position p, ``out``,
-    ``query`` and (prefix variant) ``ans``."""
+    ``query`` and (prefix variant) ``ans``; an image run's examples name theirs
+    (``examples.labels``: the same names, its markers and blank cells besides)."""
+    if examples.labels is not None:
+        return list(examples.labels)
     labels = ["out"] * examples.input_ids.shape[1]
     labels[examples.query_index] = "query"
     for p, t in enumerate(examples.context_positions):
@@ -119,7 +129,8 @@ def patched_logit_diffs(
     corrupted_targets: torch.Tensor,
 ) -> PatchedDiffs:
     """Patch every site, layer and sequence index of ``clean_ids`` (B, T) into a run of
-    ``corrupted_ids`` (B, T), one at a time; LDs between the target ids (B,) of each.
+    ``corrupted_ids`` (B, T), one at a time; LDs between the target ids (B,) of each. Both
+    may be input embeddings (B, T, H) instead (an image run's).
 
     The T sequence indices of one site run as one batch of B * T copies of the corrupted
     input, each patched at every index (its own corrupted value except at t, which gets the
@@ -130,7 +141,7 @@ def patched_logit_diffs(
     """
     device = next(model.parameters()).device
     clean_ids, corrupted_ids = clean_ids.to(device), corrupted_ids.to(device)
-    batch, length = corrupted_ids.shape
+    batch, length = corrupted_ids.shape[:2]
     resid = _resid_names(model)
     layers = layers_with(model, "ssm.state")
     resid_names = [name for _, name in resid]
@@ -168,7 +179,7 @@ def patched_logit_diffs(
 def patching_table(
     model: nn.Module,
     examples: ProbeExamples,
-    vocab: ProbeVocab,
+    vocab: ProbeVocab | ImageVocab,
     *,
     corruptions: Sequence[Corruption] = CORRUPTIONS,
     batch_size: int = 512,
@@ -177,8 +188,9 @@ def patching_table(
     run: one row per corruption, site (``resid_pre``, ``ssm_state``), layer and sequence
     index ``position`` (``token`` says what sits there), with the mean LDs (clean, corrupted,
     patched) over all ``n`` examples and their ``recovery``. ``vocab`` builds the corrupted
-    twins (:func:`vlab.analysis.inside.examples.corrupt`). Layer n of ``resid_pre`` is the
-    residual stream after the last block."""
+    twins of token examples (:func:`vlab.analysis.inside.examples.corrupt`; an image run's
+    examples embed theirs). Layer n of ``resid_pre`` is the residual stream after the last
+    block."""
     labels = token_labels(examples)
     length = len(labels)
     per_batch = max(1, batch_size // length)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from vlab.analysis.inside import figures as inside_figures
 from vlab.analysis.inside.inspection import inspect_paths, result_paths
+from vlab.analysis.inside.results import load_inside
 from vlab.analysis.load import load_sweep
 from vlab.cli import main
 from vlab.config import from_dict
@@ -151,10 +153,10 @@ def test_inspect_takes_an_image_run_through_its_lm(tmp_path):
     run = tmp_path / "run"
     run_probe(cfg(model={"arch": "mamba"}, train={"steps": 20}), run, **QUIET)
     done, skipped, _ = inspect_paths([run], examples=16, progress=False)
-    assert (done, skipped) == (3, 0)  # logit_lens, attention, state_probe
+    assert (done, skipped) == (4, 0)  # logit_lens, attention, state_probe, patching
     step = RunDir(run).read_metrics()[-1]["step"]
     tables = {}
-    for analysis in ("logit_lens", "attention", "state_probe"):
+    for analysis in ("logit_lens", "attention", "state_probe", "patching"):
         table, meta = result_paths(run, step, analysis)
         assert table.is_file() and meta.is_file()
         tables[analysis] = table.read_text().splitlines()
@@ -163,8 +165,34 @@ def test_inspect_takes_an_image_run_through_its_lm(tmp_path):
         int(line.split(",")[header.index("source_position")]) for line in tables["attention"][1:]
     }
     assert sources == {0, 1, 2, 3}  # the four context cells, wherever the markers put them
-    with pytest.raises(VlabError, match="patching is not for a image_probe run"):
-        inspect_paths([run], ["patching"], examples=16, progress=False)
+    # patching: every index of ## c0 c1 && c2 c3 && ## <out> Q, named, for both corruptions
+    # and both sites of the two Mamba blocks; the report draws it as a text run's
+    inside = load_inside(run)
+    patching = inside.patching
+    assert inspect_paths([run], examples=16, progress=False)[:2] == (0, 4)
+    assert set(patching["corruption"]) == {"moved", "other_query"}
+    assert set(patching["site"]) == {"resid_pre", "ssm_state"}
+    assert len(patching) == 2 * (3 + 2) * 10
+    tokens = patching.drop_duplicates("position").sort_values("position")["token"]
+    labels = ["##", "ctx0", "ctx1", "&&", "ctx2", "ctx3", "&&", "##", "out", "query"]
+    assert list(tokens) == labels
+    assert set(patching["length"]) == {4} and set(patching["arch"]) == {"mamba"}
+    # the stream leaving the last block restores the answer at T - 1 (recovery 1) and
+    # nowhere else; at the start marker, where clean and corrupted agree, nothing (0)
+    assert (patching["ld_clean"] - patching["ld_corrupted"]).abs().min() > 1e-4
+    out = patching[(patching["site"] == "resid_pre") & (patching["layer"] == 2)]
+    last = out["position"] == 9
+    like = np.where(last, out["ld_clean"], out["ld_corrupted"])
+    np.testing.assert_allclose(out["ld_patched"], like, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["recovery"], last.astype(float), atol=1e-2)
+    start = patching[patching["position"] == 0]
+    np.testing.assert_allclose(start["ld_patched"], start["ld_corrupted"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(start["recovery"], 0, atol=1e-2)
+    figure = inside_figures.patching_heatmaps(patching, 4, "moved")
+    drawn = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert drawn == labels
+    with pytest.raises(VlabError, match="image_attention is not for a image_probe run"):
+        inspect_paths([run], ["image_attention"], examples=16, progress=False)
 
 
 def test_builtin_image_spec_expands_to_pythia_and_mamba_on_image_contexts():
