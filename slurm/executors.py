@@ -86,6 +86,7 @@ def run_local(
     if workers < 1:
         raise ConfigError("workers", f"must be >= 1, got {workers}")
     queue = list(names)
+    threads = worker_threads(workers)
     pool: list[_Worker] = []
     results: dict[str, dict] = {}
     bar = tqdm(total=len(names), desc=f"sweep {sweep.path.name}", unit="run", dynamic_ncols=True)
@@ -105,7 +106,7 @@ def run_local(
         while queue or any(w.name for w in pool):
             pool = [w for w in pool if w.name or w.alive()]
             while queue and len(pool) < workers:
-                pool.append(_Worker(sweep))
+                pool.append(_Worker(sweep, threads))
             for worker in pool:
                 if worker.name is None and queue:
                     worker.give(queue.pop(0))
@@ -125,10 +126,20 @@ def run_local(
     return {"jobs": results}
 
 
+def worker_threads(workers: int) -> int:
+    """CPU threads for each of ``workers`` local workers: the usable cores shared out (at
+    least 1), so that workers side by side do not oversubscribe the cores (torch's threads of
+    two workers then contend for the same cores and every run slows down). A run's own
+    ``train.threads`` (``stage1/2.threads``) still wins; ``OMP_NUM_THREADS`` set by the user is
+    kept."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // workers)
+
+
 class _Worker:
     """One served worker process of :func:`run_local` and the run it is training, if any."""
 
-    def __init__(self, sweep: SweepDir):
+    def __init__(self, sweep: SweepDir, threads: int):
         log = sweep.path / "logs" / "local-workers.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as out:  # the worker's own messages, between runs
@@ -137,7 +148,7 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=out,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={"OMP_NUM_THREADS": str(threads), **os.environ, "PYTHONUNBUFFERED": "1"},
             )
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.name: str | None = None

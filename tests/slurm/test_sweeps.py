@@ -16,6 +16,7 @@ from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
 from vlab.locks import acquire, lock_holder
 from vlab.probes.recipes import LR_GRIDS
+from vlab.slurm.executors import worker_threads
 from vlab.slurm.spec import SweepSpec, builtin_specs, config_id, count_runs, expand, load_spec
 from vlab.slurm.status import sweep_status
 from vlab.slurm.sweepdir import SweepDir
@@ -231,11 +232,24 @@ def test_show_json_of_a_bad_spec_is_a_one_line_error(capsys, tmp_path):
 
 
 def test_local_sweep_runs_everything_and_resubmitting_reruns_nothing(capsys, tmp_path):
-    path, out = tiny_spec(tmp_path), str(tmp_path / "sw")
+    # the prefix run leaves its thread count to the local executor, which shares the cores out
+    runs = [
+        {"task.variant": "suffix", "train.threads": 2},
+        {"task.variant": "prefix", "train.threads": None},
+    ]
+    path, out = tiny_spec(tmp_path, axes={"task.length": [4]}, runs=runs), str(tmp_path / "sw")
     code, stdout, _ = vlab(capsys, "sweep", "submit", path, "--out", out, "--workers", "2")
     assert code == 0, stdout
     rows = sweep_status(SweepDir(out))
     assert [r["state"] for r in rows] == ["done", "done"]
+    threads = {
+        r["name"]: json.loads((Path(out) / "runs" / r["name"] / "status.json").read_text())
+        for r in rows
+    }
+    threads = {n: status["environment"]["threads"] for n, status in threads.items()}
+    cores = len(os.sched_getaffinity(0))
+    assert worker_threads(1) == cores and worker_threads(2) == max(1, cores // 2)
+    assert sorted(threads.values()) == sorted([2, worker_threads(2)]), threads
     metrics = {r["name"]: (tmp_path / "sw" / "runs" / r["name"] / "metrics.jsonl") for r in rows}
     before = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in metrics.items()}
     code, stdout, _ = vlab(capsys, "sweep", "submit", path, "--out", out)
