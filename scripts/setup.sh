@@ -12,6 +12,9 @@
 #                        lock's torch, torchvision, triton and nvidia-* pins are then dropped
 #   VLAB_EXTRAS=dev,gpu  extras (gpu: mamba-ssm and causal-conv1d, on CUDA machines)
 #   VLAB_VENV=PATH       where the environment goes (default .venv)
+# The official COCO caption metrics (pycocoevalcap) run Java: without a working `java`, setup
+# installs Debian's default-jre-headless when it runs as root with apt-get, and otherwise says
+# what to install and carries on (caption results then name the metrics they could not compute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/torch-spec.sh
@@ -63,6 +66,23 @@ if spec.argv[0] not in ours:
           f"{spec.argv[0]}, not {sys.executable}: reports reopened in JupyterLab lack vlab",
           file=sys.stderr)
 PY
+# Java for the COCO caption toolkit's PTB tokenizer, METEOR 1.5 and SPICE jars (Java 8+).
+if ! java -version >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/setup.sh: no working java; installing Debian's default-jre-headless (for the COCO caption metrics)"
+    if ! { apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        default-jre-headless >/dev/null; }; then
+      echo "scripts/setup.sh: warning: installing default-jre-headless failed" >&2
+    fi
+  fi
+  if ! java -version >/dev/null 2>&1; then
+    echo "scripts/setup.sh: warning: no working 'java' on PATH, so caption results leave out" \
+      "the official BLEU, METEOR, ROUGE-L, CIDEr and SPICE (they say so under 'unavailable')." \
+      "Install a Java 8+ runtime: 'sudo apt-get install default-jre-headless' on Debian/Ubuntu," \
+      "or any JRE with its 'java' on PATH, e.g. 'module load java' on a cluster." >&2
+  fi
+fi
 VERSIONS=$("$VENV/bin/python" -c 'import torch, transformers
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")')
 echo "vlab installed in $VENV ($DEPS versions: $VERSIONS)"

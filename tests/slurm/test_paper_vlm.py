@@ -8,31 +8,30 @@ from pathlib import Path
 import pytest
 
 from vlab.cli import main
+from vlab.config import from_dict
 from vlab.errors import VlabError
 from vlab.models.vlm.data.paper_data import paper_data
+from vlab.models.vlm.data.sources import SourceConfig
 from vlab.slurm.spec import count_runs, expand, load_spec
 from vlab.slurm.specs import paper_vlm
 
 MODEL_TYPES = {"pythia": "gpt_neox", "mamba": "mamba"}
 
 
-def _files(paths) -> list[str]:
-    return [q for p in paths for q in (_files(p) if isinstance(p, list) else [p])]
-
-
 def fake_layout(tmp_path: Path, monkeypatch) -> Path:
-    """Empty annotation files where paper_data looks, and checkpoint folders whose config.json
-    names the right model type: all that expanding the spec checks (nothing is trained)."""
+    """Empty annotation files and image folders where paper_data looks, and checkpoint
+    folders whose config.json names the right model type: all that expanding the spec checks
+    (nothing is trained)."""
     data, models = tmp_path / "data", tmp_path / "models"
     spec = paper_data(data)
     for part in ("stage1", "stage2", "heldout"):
         for source in spec[part]["sources"]:
-            options = source.get("options", {})
-            named = [v for k, v in options.items() if k.endswith("_path")]
-            for path in _files(source["paths"]) + named:
-                path = Path(path)
+            config = from_dict(SourceConfig, source)
+            for path in config.files():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
+            for folder in config.image_dirs():
+                folder.mkdir(parents=True, exist_ok=True)
     for arch, _, folder, _ in paper_vlm.PAIRS:
         (models / folder).mkdir(parents=True)
         (models / folder / "config.json").write_text(json.dumps({"model_type": MODEL_TYPES[arch]}))

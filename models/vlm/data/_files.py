@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image
@@ -69,8 +69,62 @@ def load_pickle(path: PathLike) -> Any:
         raise VlabError(f"{path} is not a readable pickle ({e})") from None
 
 
-def image_path(image_root: PathLike, relative: str) -> str:
-    """The dataset's relative image path joined to the image root given to the reader."""
+class ImageLocator(os.PathLike):
+    """Where a dataset's relative image paths lie on disk, when not all under one folder.
+
+    ``folders`` maps a leading part of the dataset's path to the folder holding what follows it
+    (the longest match wins): TallyQA's ``"VG_100K_2/1.jpg"`` with ``{"VG_100K_2":
+    "/d/vg/VG_100K_2"}`` is ``/d/vg/VG_100K_2/1.jpg``; LLaVA-665K's ``"ocr_vqa/images/1.jpg"``
+    with ``{"ocr_vqa/images": "/d/ocrvqa/images"}`` is ``/d/ocrvqa/images/1.jpg``. A path no
+    prefix matches is joined to ``root``. ``more_roots`` are further folders tried in order for
+    a path not under ``root`` (VSR names COCO 2017 files without saying whether they are in
+    ``train2017`` or ``val2017``); a file found nowhere keeps the ``root`` path, so loading it
+    names the place it was expected. Each folder is listed once, on first use.
+
+    It stands in for the image root given to a reader (``os.fspath`` of it is ``root``):
+    :func:`image_path` asks it.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        folders: dict[str, str] | None = None,
+        more_roots: tuple[str, ...] | list[str] = (),
+    ):
+        self.root = Path(root)
+        self.folders = {
+            tuple(PurePosixPath(k).parts): Path(v) for k, v in sorted((folders or {}).items())
+        }
+        self.more_roots = [Path(r) for r in more_roots]
+        self._listed: dict[Path, set[str]] = {}
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def _has(self, folder: Path, relative: str) -> bool:
+        if "/" in relative:
+            return (folder / relative).is_file()
+        if folder not in self._listed:
+            self._listed[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return relative in self._listed[folder]
+
+    def path(self, relative: str) -> str:
+        parts = PurePosixPath(relative).parts
+        for n in range(len(parts) - 1, 0, -1):
+            if parts[:n] in self.folders:
+                return str(self.folders[parts[:n]].joinpath(*parts[n:]))
+        if self.more_roots and not self._has(self.root, relative):
+            for folder in self.more_roots:
+                if self._has(folder, relative):
+                    return str(folder / relative)
+        return str(self.root / relative)
+
+
+def image_path(image_root: PathLike | ImageLocator, relative: str) -> str:
+    """The dataset's relative image path joined to the image root given to the reader (or
+    placed by an :class:`ImageLocator`)."""
+    if isinstance(image_root, ImageLocator):
+        return image_root.path(relative)
     return str(Path(image_root) / relative)
 
 

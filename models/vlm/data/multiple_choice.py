@@ -19,6 +19,7 @@ packing never puts two of them in one sequence (the model would see the answer).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,6 +52,13 @@ def parse_letter(text: str, n_choices: int) -> int | None:
     valid = LETTERS[:n_choices]
     m = re.search(rf"\b([{valid}{valid.lower()}])\b", text.strip())
     return valid.index(m.group(1).upper()) if m else None
+
+
+def stable_order(items: Sequence, key: str) -> list:
+    """``items`` in a pseudo-random order fixed by ``key`` (sha256, not Python's hash): the
+    option order of datasets that keep the answer apart from the wrong options (Visual7W)."""
+    digests = [hashlib.sha256(f"{key}:{i}".encode()).hexdigest() for i in range(len(items))]
+    return [items[i] for i in sorted(range(len(items)), key=digests.__getitem__)]
 
 
 def rotations(choices: Sequence[str], answer_index: int) -> list[tuple[list[str], int]]:

@@ -1,117 +1,249 @@
-"""SHAKEUP's data as one config: every source at its usual place under one data root.
+"""The papers' data as configs: every source at the place its official download unpacks to.
 
-``vlab vlm train --preset paper-1.4b --data-root /datasets`` trains on the layout below (the
-file names each dataset ships with; images where the datasets unpack them). Any source can
-be dropped or re-pointed afterwards with ``--config``/``--set`` (``data.stage2.sources`` is a
-list: give the whole list in a config file to change it).
+``vlab vlm train --preset paper-1.4b --data-root /datasets`` trains on SHAKEUP's mixture
+(:func:`paper_data`), ``vlab vlm eval --data-root /datasets`` scores its benchmarks
+(:func:`paper_benchmarks`); ``--paper mambavlm`` takes MambaVLM's instead. Any source can be
+dropped or re-pointed afterwards with ``--config``/``--set`` (``data.stage2.sources`` is a list:
+give the whole list in a config file to change it).
 
-Annotation files under the root (images in brackets):
+Each dataset is looked for under the root in the folders its archives unpack to; where two
+layouts are common the first that exists is used (listed below in that order), and when none
+does the first is named in the error. Before any work, every missing annotation file *and*
+image folder is listed at once (``vlab vlm eval --skip-missing`` drops the benchmarks that
+miss either, naming what each lacks).
 
+Annotation files and folders under the root (image folders in brackets):
+
+* COCO: ``coco/train2014``, ``coco/val2014``, ``coco/train2017``, ``coco/val2017`` (the image
+  zips' folders; also ``coco/images/<split>`` or ``<split>`` at the root) and
+  ``coco/annotations/captions_{train,val}2017.json`` (``annotations_trainval2017.zip``; also
+  ``annotations/`` at the root)
+* Visual Genome: ``vg/region_descriptions.json``, ``vg/question_answers.json``,
+  ``vg/image_data.json`` (``vg/VG_100K`` and ``vg/VG_100K_2`` from ``images.zip`` and
+  ``images2.zip``; also under ``vg/images/``)
 * stage 1, LLaVA CC3M-595K: ``LLaVA-CC3M-Pretrain-595K/chat.json`` (``…/images``)
-* COCO captions: ``coco/annotations/captions_train2017.json`` (``coco/train2017``)
-* TextCaps: ``textcaps/TextCaps_0.1_train.json`` (``textvqa/train_images``)
-* LLaVA-Instruct: ``llava/llava_instruct_150k.json`` (``coco/train2017``)
+* TextCaps: ``textcaps/TextCaps_0.1_{train,val}.json`` (``textvqa/train_images``)
+* TextVQA: ``textvqa/TextVQA_0.5.1_val.json`` (``textvqa/train_images``, from
+  ``train_val_images.zip``)
+* LLaVA-Instruct: ``llava/llava_instruct_150k.json`` (COCO ``train2017``)
 * RefCOCO, RefCOCO+, RefCOCOg: ``refcoco/refs(unc).p``, ``refcoco+/refs(unc).p``,
-  ``refcocog/refs(umd).p``, each with its ``instances.json`` (``coco/train2014``)
-* Visual Genome regions and QA: ``vg/region_descriptions.json``, ``vg/question_answers.json``,
-  ``vg/image_data.json`` (``vg/images``)
+  ``refcocog/refs(umd).p``, each with its ``instances.json`` (COCO ``train2014``)
 * GRIT: ``grit/*.jsonl`` (``grit/images``)
-* VSR: ``vsr/train.jsonl`` (``coco/train2017``)
-* AI2D: ``ai2d/questions/`` and ``ai2d/ai2d_test_ids.csv`` (``ai2d/images``)
-* Visual7W telling: ``visual7w/dataset_v7w_telling.json`` (``visual7w/images``)
-* A-OKVQA: ``aokvqa/aokvqa_v1p0_train.json`` (``coco/train2017``)
-* VQAv2: ``vqav2/v2_OpenEnded_mscoco_train2014_questions.json`` and
-  ``vqav2/v2_mscoco_train2014_annotations.json`` (``coco/train2014``)
-* GQA: ``gqa/train_balanced_questions.json`` (``gqa/images``)
+* VSR: ``vsr/{train,test}.jsonl`` (also ``vsr/random/``): images from ``vsr/images`` when
+  there (VSR's own image zip), else COCO ``train2017`` and ``val2017`` both (VSR names the file
+  only; each image is found in whichever split holds it)
+* AI2D (``ai2d-all.zip``): ``ai2d/questions/``, ``ai2d/annotations/``, ``ai2d/images``,
+  ``ai2d/abc_images`` (the diagrams with their text boxes lettered, used for the questions that
+  name letters; drawn from the annotations where missing) and ``ai2d/ai2d_test_ids.csv``
+* Visual7W: ``visual7w/dataset_v7w_{telling,pointing}.json`` (``visual7w/images``); pointing
+  is the four-way choice between the candidate boxes, in training and as the benchmark
+* A-OKVQA: ``aokvqa/aokvqa_v1p0_train.json`` (COCO ``train2017``)
+* VQAv2: ``vqav2/v2_OpenEnded_mscoco_{train,val}2014_questions.json`` and
+  ``vqav2/v2_mscoco_{train,val}2014_annotations.json`` (COCO ``train2014`` / ``val2014``)
+* GQA: ``gqa/{train,testdev}_balanced_questions.json`` (``gqa/images``)
 * OCR-VQA: ``ocrvqa/dataset.json`` (``ocrvqa/images``)
-* DocVQA: ``docvqa/train_v1.0.json`` (``docvqa``)
+* DocVQA: ``docvqa/train_v1.0.json`` (``docvqa``, holding ``documents/``)
 * InfographicVQA: ``infographicvqa/infographicVQA_train_v1.0.json`` (``infographicvqa``)
+* NoCaps: ``nocaps/nocaps_val_4500_captions.json`` (``nocaps/validation``; also
+  ``nocaps/val`` or ``nocaps/images``)
+* POPE: ``pope/coco_pope_{random,popular,adversarial}.json`` (also ``pope/coco/``; COCO
+  ``val2014``)
 
-Held out (evaluated during training): COCO ``captions_val2017.json`` (``coco/val2017``),
-VQAv2 val2014 (``coco/val2014``) and RefCOCO val grounding.
+MambaVLM's, besides COCO, Visual Genome, GQA, TextVQA, VQAv2, VSR and POPE above:
+
+* LLaVA-1.5's mixture: ``llava/llava_v1_5_mix665k.json``; its image paths
+  (``coco/train2017``, ``gqa/images``, ``ocr_vqa/images``, ``textvqa/train_images``,
+  ``vg/VG_100K``, ``vg/VG_100K_2``) are mapped to the folders above (``ocr_vqa/images`` to
+  ``ocr_vqa/images`` or else ``ocrvqa/images``; LLaVA stores those covers as ``.jpg``)
+* LVIS-Instruct4V: ``lvis_instruct4v/lvis_instruct4v_220k.json`` (also
+  ``LVIS-Instruct4V/``; COCO ``train2017`` and ``val2017``)
+* LRV-Instruction: ``lrv/filter_cap1.json`` and ``lrv/filter_cap_more1.json`` (``lrv/image``
+  from the authors' ``image.tar.gz``; also ``lrv/lrv-vg``), ``lrv/chart_release_update.json``
+  (``lrv/chart_image``; also ``lrv/lrv-chart``)
+* VizWiz: ``vizwiz/Annotations/val.json`` (also ``vizwiz/val.json``; ``vizwiz/val``)
+* TallyQA: ``tallyqa/test.json`` (Visual Genome's ``VG_100K`` / ``VG_100K_2`` and COCO's
+  ``train2014`` / ``val2014``, where the file's paths point)
+
+SHAKEUP's held-out sets (evaluated during training): COCO ``captions_val2017.json``, VQAv2
+val2014 and RefCOCO val grounding; MambaVLM's: VQAv2 val2014 and VizWiz val.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vlab.errors import ConfigError
+
+PAPERS = ("shakeup", "mambavlm")
+
 
 def _src(reader: str, paths: list, images: str, **extra) -> dict:
     return {"reader": reader, "paths": paths, "image_root": images, **extra}
 
 
-def paper_data(root: str | Path) -> dict:
-    """The ``data`` section of a run config for the paper's datasets under ``root``."""
-    r = Path(root)
+class _Layout:
+    """Places under the data root: ``layout("a/b", "c")`` is the first of the candidates that
+    exists, else the first (so a missing dataset is named where it is looked for first)."""
 
-    def p(rel: str) -> str:
-        return str(r / rel)
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
 
-    coco17, coco14 = p("coco/train2017"), p("coco/train2014")
-    grit = sorted(str(x) for x in (r / "grit").glob("*.jsonl")) or [p("grit/00000.jsonl")]
-    vg_images = p("vg/image_data.json")
+    def __call__(self, *candidates: str) -> str:
+        for rel in candidates:
+            if (self.root / rel).exists():
+                return str(self.root / rel)
+        return str(self.root / candidates[0])
 
-    def refcoco(variant: str, refs: str, **extra) -> dict:
-        paths = [p(f"{variant}/{refs}"), p(f"{variant}/instances.json")]
-        opts = {"source": variant} if variant != "refcoco" else {}
-        return _src("refcoco", paths, coco14, options=opts, name=variant, **extra)
+    def coco(self, split: str) -> str:
+        """A COCO image folder (``train2014``, ``val2014``, ``train2017``, ``val2017``)."""
+        return self(f"coco/{split}", f"coco/images/{split}", split)
 
-    stage2 = [
-        _src("coco_captions", [p("coco/annotations/captions_train2017.json")], coco17),
-        _src("textcaps", [p("textcaps/TextCaps_0.1_train.json")], p("textvqa/train_images")),
-        _src("llava_instruct", [p("llava/llava_instruct_150k.json")], coco17),
-        refcoco("refcoco", "refs(unc).p"),
-        refcoco("refcoco+", "refs(unc).p"),
-        refcoco("refcocog", "refs(umd).p"),
-        _src("vg_regions", [p("vg/region_descriptions.json"), vg_images], p("vg/images")),
-        _src("vg_qa", [p("vg/question_answers.json"), vg_images], p("vg/images")),
-        _src("grit", [grit], p("grit/images")),
-        _src("vsr", [p("vsr/train.jsonl")], coco17),
-        _src(
+    def coco_annotation(self, name: str) -> str:
+        return self(f"coco/annotations/{name}", f"annotations/{name}")
+
+    def vg(self) -> str:
+        """The folder holding Visual Genome's ``VG_100K`` and ``VG_100K_2``."""
+        return str(Path(self("vg/VG_100K", "vg/images/VG_100K")).parent)
+
+    def vg_folders(self) -> dict[str, str]:
+        return {part: str(Path(self.vg()) / part) for part in ("VG_100K", "VG_100K_2")}
+
+    def vsr(self, split: str, **extra) -> dict:
+        """VSR's split: images from its own folder when there, else both COCO 2017 splits."""
+        path = self(f"vsr/{split}.jsonl", f"vsr/random/{split}.jsonl")
+        own = self.root / "vsr" / "images"
+        if own.is_dir():
+            return _src("vsr", [path], str(own), split=split, **extra)
+        roots = {"more_image_roots": [self.coco("val2017")]}
+        return _src("vsr", [path], self.coco("train2017"), split=split, options=roots, **extra)
+
+    def ai2d(self, split: str, **extra) -> dict:
+        return _src(
             "ai2d",
-            [p("ai2d/questions")],
-            p("ai2d/images"),
-            options={"test_ids_path": p("ai2d/ai2d_test_ids.csv")},
-        ),
-        _src("visual7w_telling", [p("visual7w/dataset_v7w_telling.json")], p("visual7w/images")),
-        _src("aokvqa", [p("aokvqa/aokvqa_v1p0_train.json")], coco17),
+            [self("ai2d/questions")],
+            self("ai2d/images"),
+            split=split,
+            options={
+                "test_ids_path": self("ai2d/ai2d_test_ids.csv"),
+                "abc_images_dir": self("ai2d/abc_images"),
+                "annotations_dir": self("ai2d/annotations"),
+            },
+            **extra,
+        )
+
+    def vqav2(self, subtype: str, **extra) -> dict:
+        """VQAv2's ``train`` or ``val`` 2014 questions, annotations and COCO images."""
+        paths = [
+            self(f"vqav2/v2_OpenEnded_mscoco_{subtype}2014_questions.json"),
+            self(f"vqav2/v2_mscoco_{subtype}2014_annotations.json"),
+        ]
+        return _src("vqav2", paths, self.coco(f"{subtype}2014"), **extra)
+
+    def vizwiz(self, split: str, **extra) -> dict:
+        path = self(f"vizwiz/Annotations/{split}.json", f"vizwiz/{split}.json")
+        return _src("vizwiz", [path], self(f"vizwiz/{split}"), split=split, **extra)
+
+    def pope(self, kind: str) -> dict:
+        path = self(f"pope/coco_pope_{kind}.json", f"pope/coco/coco_pope_{kind}.json")
+        return _src("pope", [path], self.coco("val2014"), name=f"pope_{kind}")
+
+
+def _check_paper(paper: str) -> None:
+    if paper not in PAPERS:
+        raise ConfigError("paper", f"{paper!r} is not one of {', '.join(PAPERS)}")
+
+
+def paper_data(root: str | Path, paper: str = "shakeup") -> dict:
+    """The ``data`` section of a run config for a paper's datasets under ``root``."""
+    _check_paper(paper)
+    return _mambavlm_data(_Layout(root)) if paper == "mambavlm" else _shakeup_data(_Layout(root))
+
+
+def paper_benchmarks(root: str | Path, paper: str = "shakeup") -> list[dict]:
+    """A paper's evaluation sets under ``root``, as held-out sources for ``vlab vlm eval``;
+    each source's name is its benchmark. Multiple choice is scored without rotation.
+
+    SHAKEUP: COCO captions val2017; NoCaps val (CIDEr overall and per domain); VQAv2 val2014;
+    GQA testdev; Visual7W telling and pointing (four-way choice), test split; VSR test; POPE
+    random / popular / adversarial; RefCOCO / + val, testA, testB and RefCOCOg val, test;
+    TextCaps val; TextVQA val; AI2D test (lettered diagrams where the question names letters).
+
+    MambaVLM (assumed: the evaluation suite of Cobra / Prismatic, which it follows, with the
+    sets the issue names): VQAv2 val2014; GQA testdev; VizWiz val (unanswerable questions
+    kept, LLaVA-1.5's "respond with 'Unanswerable'" line after each question); TextVQA val;
+    VSR test; POPE; TallyQA test, simple and complex apart.
+    """
+    _check_paper(paper)
+    L = _Layout(root)
+    if paper == "mambavlm":
+        return _mambavlm_benchmarks(L)
+    return _shakeup_benchmarks(L)
+
+
+def _refcoco(L: _Layout, variant: str, split: str = "train", **extra) -> dict:
+    refs = "refs(umd).p" if variant == "refcocog" else "refs(unc).p"
+    paths = [L(f"{variant}/{refs}"), L(f"{variant}/instances.json")]
+    if split == "train":
+        opts = {"source": variant} if variant != "refcoco" else {}
+        return _src("refcoco", paths, L.coco("train2014"), options=opts, name=variant, **extra)
+    return _src(
+        "refcoco",
+        paths,
+        L.coco("train2014"),
+        split=split,
+        options={"tasks": ["grounding"]},
+        name=f"{variant}_{split}",
+        **extra,
+    )
+
+
+def _shakeup_data(L: _Layout) -> dict:
+    coco17, grit_dir = L.coco("train2017"), L.root / "grit"
+    grit = sorted(str(x) for x in grit_dir.glob("*.jsonl")) or [L("grit/00000.jsonl")]
+    vg_images = L("vg/image_data.json")
+    vg = {"image_folders": L.vg_folders()}
+    stage2 = [
+        _src("coco_captions", [L.coco_annotation("captions_train2017.json")], coco17),
+        _src("textcaps", [L("textcaps/TextCaps_0.1_train.json")], L("textvqa/train_images")),
+        _src("llava_instruct", [L("llava/llava_instruct_150k.json")], coco17),
+        _refcoco(L, "refcoco"),
+        _refcoco(L, "refcoco+"),
+        _refcoco(L, "refcocog"),
+        _src("vg_regions", [L("vg/region_descriptions.json"), vg_images], L.vg(), options=vg),
+        _src("vg_qa", [L("vg/question_answers.json"), vg_images], L.vg(), options=vg),
+        _src("grit", [grit], L("grit/images")),
+        L.vsr("train"),
+        L.ai2d("train"),
+        _src("visual7w_telling", [L("visual7w/dataset_v7w_telling.json")], L("visual7w/images")),
         _src(
-            "vqav2",
-            [
-                p("vqav2/v2_OpenEnded_mscoco_train2014_questions.json"),
-                p("vqav2/v2_mscoco_train2014_annotations.json"),
-            ],
-            coco14,
+            "visual7w_pointing",
+            [L("visual7w/dataset_v7w_pointing.json")],
+            L("visual7w/images"),
+            options={"form": "choice"},
         ),
-        _src("gqa", [p("gqa/train_balanced_questions.json")], p("gqa/images")),
-        _src("ocrvqa", [p("ocrvqa/dataset.json")], p("ocrvqa/images")),
-        _src("docvqa", [p("docvqa/train_v1.0.json")], p("docvqa")),
+        _src("aokvqa", [L("aokvqa/aokvqa_v1p0_train.json")], coco17),
+        L.vqav2("train"),
+        _src("gqa", [L("gqa/train_balanced_questions.json")], L("gqa/images")),
+        _src("ocrvqa", [L("ocrvqa/dataset.json")], L("ocrvqa/images")),
+        _src("docvqa", [L("docvqa/train_v1.0.json")], L("docvqa")),
         _src(
             "infographicvqa",
-            [p("infographicvqa/infographicVQA_train_v1.0.json")],
-            p("infographicvqa"),
+            [L("infographicvqa/infographicVQA_train_v1.0.json")],
+            L("infographicvqa"),
         ),
     ]
     heldout = [
         _src(
             "coco_captions",
-            [p("coco/annotations/captions_val2017.json")],
-            p("coco/val2017"),
+            [L.coco_annotation("captions_val2017.json")],
+            L.coco("val2017"),
             split="val",
         ),
-        _src(
-            "vqav2",
-            [
-                p("vqav2/v2_OpenEnded_mscoco_val2014_questions.json"),
-                p("vqav2/v2_mscoco_val2014_annotations.json"),
-            ],
-            p("coco/val2014"),
-            split="val",
-        ),
+        L.vqav2("val", split="val"),
         _src(
             "refcoco",
-            [p("refcoco/refs(unc).p"), p("refcoco/instances.json")],
-            coco14,
+            [L("refcoco/refs(unc).p"), L("refcoco/instances.json")],
+            L.coco("train2014"),
             split="val",
             options={"tasks": ["grounding"]},
         ),
@@ -119,8 +251,8 @@ def paper_data(root: str | Path) -> dict:
     stage1 = [
         _src(
             "llava_pretrain",
-            [p("LLaVA-CC3M-Pretrain-595K/chat.json")],
-            p("LLaVA-CC3M-Pretrain-595K/images"),
+            [L("LLaVA-CC3M-Pretrain-595K/chat.json")],
+            L("LLaVA-CC3M-Pretrain-595K/images"),
         )
     ]
     return {
@@ -131,102 +263,143 @@ def paper_data(root: str | Path) -> dict:
     }
 
 
-def paper_benchmarks(root: str | Path) -> list[dict]:
-    """SHAKEUP's evaluation sets under ``root`` (the layout above plus the files below), as
-    held-out sources for ``vlab vlm eval``; each source's name is its benchmark.
-
-    COCO ``captions_val2017.json``; NoCaps ``nocaps/nocaps_val_4500_captions.json``
-    (``nocaps/images``); VQAv2 val2014; GQA ``gqa/testdev_balanced_questions.json``; Visual7W
-    telling and pointing, test split; VSR ``vsr/test.jsonl``; POPE
-    ``pope/coco_pope_{random,popular,adversarial}.json`` (``coco/val2014``); RefCOCO / + val,
-    testA, testB and RefCOCOg val, test; TextCaps ``textcaps/TextCaps_0.1_val.json``; TextVQA
-    ``textvqa/TextVQA_0.5.1_val.json``; AI2D test. Multiple choice is scored without rotation.
-    """
-    r = Path(root)
-
-    def p(rel: str) -> str:
-        return str(r / rel)
-
-    coco14 = p("coco/train2014")
+def _shakeup_benchmarks(L: _Layout) -> list[dict]:
     out = [
         _src(
             "coco_captions",
-            [p("coco/annotations/captions_val2017.json")],
-            p("coco/val2017"),
+            [L.coco_annotation("captions_val2017.json")],
+            L.coco("val2017"),
             split="val",
             name="coco",
         ),
         _src(
-            "coco_captions",
-            [p("nocaps/nocaps_val_4500_captions.json")],
-            p("nocaps/images"),
-            split="val",
-            name="nocaps",
-        ),
-        _src(
-            "vqav2",
-            [
-                p("vqav2/v2_OpenEnded_mscoco_val2014_questions.json"),
-                p("vqav2/v2_mscoco_val2014_annotations.json"),
-            ],
-            p("coco/val2014"),
+            "nocaps",
+            [L("nocaps/nocaps_val_4500_captions.json")],
+            L("nocaps/validation", "nocaps/val", "nocaps/images"),
             split="val",
         ),
-        _src("gqa", [p("gqa/testdev_balanced_questions.json")], p("gqa/images"), split="testdev"),
+        L.vqav2("val", split="val"),
+        _src("gqa", [L("gqa/testdev_balanced_questions.json")], L("gqa/images"), split="testdev"),
         _src(
             "visual7w_telling",
-            [p("visual7w/dataset_v7w_telling.json")],
-            p("visual7w/images"),
+            [L("visual7w/dataset_v7w_telling.json")],
+            L("visual7w/images"),
             split="test",
             rotate_choices=False,
         ),
         _src(
             "visual7w_pointing",
-            [p("visual7w/dataset_v7w_pointing.json")],
-            p("visual7w/images"),
+            [L("visual7w/dataset_v7w_pointing.json")],
+            L("visual7w/images"),
             split="test",
+            options={"form": "choice"},
+            rotate_choices=False,
         ),
-        _src("vsr", [p("vsr/test.jsonl")], p("coco/train2017"), split="test"),
+        L.vsr("test"),
     ]
-    out += [
-        _src("pope", [p(f"pope/coco_pope_{kind}.json")], p("coco/val2014"), name=f"pope_{kind}")
-        for kind in ("random", "popular", "adversarial")
-    ]
+    out += [L.pope(kind) for kind in ("random", "popular", "adversarial")]
     splits = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB")}
     splits["refcocog"] = ("val", "test")
-    refs = {"refcoco": "refs(unc).p", "refcoco+": "refs(unc).p", "refcocog": "refs(umd).p"}
-    for variant, names in splits.items():
-        for split in names:
-            out.append(
-                _src(
-                    "refcoco",
-                    [p(f"{variant}/{refs[variant]}"), p(f"{variant}/instances.json")],
-                    coco14,
-                    split=split,
-                    options={"tasks": ["grounding"]},
-                    name=f"{variant}_{split}",
-                )
-            )
+    out += [_refcoco(L, variant, split) for variant, names in splits.items() for split in names]
     out += [
         _src(
             "textcaps",
-            [p("textcaps/TextCaps_0.1_val.json")],
-            p("textvqa/train_images"),
+            [L("textcaps/TextCaps_0.1_val.json")],
+            L("textvqa/train_images"),
             split="val",
         ),
         _src(
             "textvqa",
-            [p("textvqa/TextVQA_0.5.1_val.json")],
-            p("textvqa/train_images"),
+            [L("textvqa/TextVQA_0.5.1_val.json")],
+            L("textvqa/train_images"),
             split="val",
         ),
+        L.ai2d("test", rotate_choices=False),
+    ]
+    return out
+
+
+def _mambavlm_data(L: _Layout) -> dict:
+    """MambaVLM trains in one stage (no separate projector stage; run ``--stage 2``) on
+    LLaVA-1.5's 665K mixture, LVIS-Instruct4V and LRV-Instruction (Cobra's data)."""
+    vg = L.vg_folders()
+    llava_folders = {
+        "coco/train2017": L.coco("train2017"),
+        "gqa/images": L("gqa/images"),
+        "ocr_vqa/images": L("ocr_vqa/images", "ocrvqa/images"),
+        "textvqa/train_images": L("textvqa/train_images"),
+        "vg/VG_100K": vg["VG_100K"],
+        "vg/VG_100K_2": vg["VG_100K_2"],
+    }
+    lvis_folders = {"coco/train2017": L.coco("train2017"), "coco/val2017": L.coco("val2017")}
+    stage2 = [
         _src(
-            "ai2d",
-            [p("ai2d/questions")],
-            p("ai2d/images"),
-            split="test",
-            options={"test_ids_path": p("ai2d/ai2d_test_ids.csv")},
-            rotate_choices=False,
+            "llava_instruct",
+            [L("llava/llava_v1_5_mix665k.json")],
+            str(L.root),
+            options={"image_folders": llava_folders},
+            name="llava_665k",
         ),
+        _src(
+            "lvis_instruct4v",
+            [
+                L(
+                    "lvis_instruct4v/lvis_instruct4v_220k.json",
+                    "LVIS-Instruct4V/lvis_instruct4v_220k.json",
+                )
+            ],
+            str(L.root),
+            options={"image_folders": lvis_folders},
+        ),
+        _src(
+            "lrv_instruct",
+            [[L("lrv/filter_cap1.json"), L("lrv/filter_cap_more1.json")]],
+            L("lrv/image", "lrv/lrv-vg"),
+        ),
+        _src(
+            "lrv_instruct",
+            [[L("lrv/chart_release_update.json")]],
+            L("lrv/chart_image", "lrv/lrv-chart"),
+            name="lrv_chart",
+        ),
+    ]
+    heldout = [L.vqav2("val", split="val"), L.vizwiz("val")]
+    return {
+        "dataset": "files",
+        "stage1": {"sources": []},
+        "stage2": {"sources": stage2},
+        "heldout": {"sources": heldout, "pack": False},
+    }
+
+
+def _mambavlm_benchmarks(L: _Layout) -> list[dict]:
+    tally_folders = {
+        "train2014": L.coco("train2014"),
+        "val2014": L.coco("val2014"),
+        **L.vg_folders(),
+    }
+    out = [
+        L.vqav2("val", split="val"),
+        _src("gqa", [L("gqa/testdev_balanced_questions.json")], L("gqa/images"), split="testdev"),
+        L.vizwiz("val", options={"unanswerable_hint": True}),
+        _src(
+            "textvqa",
+            [L("textvqa/TextVQA_0.5.1_val.json")],
+            L("textvqa/train_images"),
+            split="val",
+        ),
+        L.vsr("test"),
+    ]
+    out += [L.pope(kind) for kind in ("random", "popular", "adversarial")]
+    out += [
+        _src(
+            "tallyqa",
+            [L("tallyqa/test.json")],
+            L.vg(),
+            split="test",
+            options={"subset": subset, "image_folders": tally_folders},
+            name=f"tallyqa_{subset}",
+        )
+        for subset in ("simple", "complex")
     ]
     return out

@@ -70,18 +70,41 @@ class MixtureConfig:
             raise ConfigError("pair_overhead", f"must be >= 0, got {self.pair_overhead}")
 
     def check_files(self, field_prefix: str = "") -> None:
-        """Every annotation file exists, else one ConfigError naming the first source with a
-        missing file and listing all of them (before any work starts)."""
+        """Every annotation file and image folder exists, else one ConfigError naming the
+        first source with something missing and listing everything missing (before any work
+        starts), see :func:`raise_missing`."""
         if not self.sources:
             raise ConfigError(f"{field_prefix}sources", "no sources given")
-        missing = [(i, f) for i, s in enumerate(self.sources) for f in s.missing()]
-        if missing:
-            listed = "\n  ".join(str(f) for _, f in missing[:20])
-            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-            raise ConfigError(
-                f"{field_prefix}sources[{missing[0][0]}].paths",
-                f"{len(missing)} annotation file(s) do not exist:\n  {listed}{more}",
-            )
+        raise_missing([(field_prefix, "", self)])
+
+
+def raise_missing(mixtures: list[tuple[str, str, MixtureConfig]]) -> None:
+    """One ConfigError listing every annotation file and image folder missing from any of
+    ``mixtures`` (``(field prefix, label prefix, mixture)``), each path once with the sources
+    that need it; its field is the first source with something missing (``paths`` when a file
+    is missing, else ``image_root``). Nothing missing: returns."""
+    needed: dict[str, tuple[bool, list[str]]] = {}  # path -> (is an image folder, sources)
+    first = None
+    for field_prefix, label_prefix, mixture in mixtures:
+        for i, s in enumerate(mixture.sources):
+            files, dirs = s.missing_files(), s.missing_image_dirs()
+            if first is None and (files or dirs):
+                first = f"{field_prefix}sources[{i}].{'paths' if files else 'image_root'}"
+            for path, is_dir in [(f, False) for f in files] + [(d, True) for d in dirs]:
+                needed.setdefault(str(path), (is_dir, []))[1].append(label_prefix + s.label)
+    if first is None:
+        return
+    lines = []
+    for path, (is_dir, labels) in needed.items():
+        users = ", ".join(dict.fromkeys(labels))
+        lines.append(f"{path}/ (images: {users})" if is_dir else f"{path} ({users})")
+    n_dirs = sum(is_dir for is_dir, _ in needed.values())
+    listed = "\n  ".join(lines)
+    raise ConfigError(
+        first,
+        f"{len(needed) - n_dirs} annotation file(s) and {n_dirs} image folder(s) do not "
+        f"exist:\n  {listed}",
+    )
 
 
 def sample_to_json(s: VLSample) -> dict:

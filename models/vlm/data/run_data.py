@@ -27,7 +27,12 @@ from typing import Any, Literal
 
 from vlab.errors import ConfigError
 from vlab.models.vlm.data.instructions import instruction_for
-from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
+from vlab.models.vlm.data.prepared import (
+    MixtureConfig,
+    PreparedMixture,
+    prepare,
+    raise_missing,
+)
 from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.data.shapes import ShapesConfig, shapes_sample
 from vlab.models.vlm.data.sources import load_source
@@ -60,13 +65,16 @@ class VLMDataConfig:
             raise ConfigError("dataset", "sources are given but dataset is 'shapes'; say 'files'")
 
     def check_files(self) -> None:
-        """Every annotation file named by the config exists (before any work starts)."""
+        """Every annotation file and image folder named by the config exists (before any
+        work starts), else one error listing all that are missing, in every mixture."""
         if self.dataset != "files":
             return
-        for name in ("stage1", "stage2", "heldout"):
-            mixture: MixtureConfig = getattr(self, name)
-            if mixture.sources:
-                mixture.check_files(f"data.{name}.")
+        raise_missing(
+            [
+                (f"data.{name}.", f"{name}:", getattr(self, name))
+                for name in ("stage1", "stage2", "heldout")
+            ]
+        )
 
     def mixture(self, stage: int) -> tuple[str, MixtureConfig]:
         """The name and mixture a stage trains on (stage 1 falls back to stage 2's)."""

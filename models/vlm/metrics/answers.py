@@ -7,6 +7,8 @@ by running that code, ``tests/models/vlm/test_official_metrics.py``):
   GT-Vision-Lab/VQA, see :mod:`vlab.models.vlm.metrics.vqa`;
 * TextVQA accuracy (``vqa_score``; ``official[...]["vqa_accuracy"]``): mmf's M4C
   ``TextVQAAccuracyEvaluator``, same module;
+* VizWiz accuracy (``vqa_score``): VizWiz's evaluation is ``vqaEval.py``'s accuracy on its ten
+  answers, unanswerable questions included (their answers say "unanswerable");
 * ANLS for DocVQA and InfographicVQA: the RRC / docvqa.org script,
   :mod:`vlab.models.vlm.metrics.anls`;
 * POPE accuracy, precision, recall, F1, yes ratio: RUCAIBox/POPE ``evaluate.py``,
@@ -19,13 +21,23 @@ vlab's own measures, under names no benchmark uses:
 * exact match after answer normalisation (lower case, articles and punctuation removed,
   number words as digits) for GQA, image-text matching, multiple choice and the rest;
 * token F1 for short descriptions (dense captions on the built-in dataset);
-* caption metrics (CIDEr, BLEU-4, METEOR, ROUGE-L, SPICE) of :mod:`vlab.models.vlm.metrics.captions`
-  when the held-out captions carry their references (dataset files); the built-in shapes
-  captions are deterministic, so there exact match is the stricter measure.
+* caption metrics when the held-out captions carry their references (dataset files), by
+  :mod:`vlab.models.vlm.metrics.captions`: the official COCO caption toolkit (CIDEr, BLEU-1..4,
+  METEOR, ROUGE-L) where Java runs; without Java ``CIDEr (regex tokens)`` and the other
+  pure-Python metrics under such names, no METEOR, and ``captions["unavailable"]`` says why.
+  SPICE is left out (8 GB of Java heap, minutes per set). The built-in shapes captions are
+  deterministic, so there exact match is the stricter measure.
+
+Slices: a benchmark whose examples carry one of :data:`SLICE_KEYS` in their meta is also
+scored per value of it (``slices``): VQAv2's and VizWiz's answer types, TallyQA's simple /
+complex questions, NoCaps' in-, near- and out-of-domain images. A caption slice is scored as a
+corpus of its own (:func:`caption_cider_by`: CIDEr's document frequencies come from that
+slice's references, as NoCaps' evaluation computes its per-domain CIDEr); any other slice is
+the mean of its examples' scores.
 
 :func:`evaluate_predictions` turns the predictions of a held-out set into the per-task record
 of ``metrics.jsonl``. Its ``accuracy`` is the mean over tasks of the metrics bounded by 1;
-CIDEr (0 to 10) is reported next to it, never averaged into it.
+CIDEr (0 to 10, under either name) is reported next to it, never averaged into it.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from vlab.models.vlm.metrics.vqa import textvqa_accuracy, vqa_accuracy
 
 __all__ = [
     "anls",
+    "caption_cider_by",
     "evaluate_predictions",
     "exact_match",
     "grounding_hit",
@@ -118,7 +131,7 @@ def score(task: str, prediction: str, reference: str) -> float:
     return float(fn(prediction, reference))
 
 
-VQA_SCORE_SOURCES = ("vqav2", "textvqa")  # ten human answers each: the official VQA score
+VQA_SCORE_SOURCES = ("vqav2", "textvqa", "vizwiz")  # ten human answers: the official VQA score
 ANLS_SOURCES = ("docvqa", "infographicvqa")
 # per-sample metric -> its name in the ``official`` record
 _OFFICIAL_NAMES = {"vqa_score": "vqa_accuracy", "anls": "anls", "iou@0.5": "accuracy@0.5"}
@@ -134,7 +147,7 @@ def _sample_score(sample: VLSample, prediction: str) -> tuple[str, float]:
     """The metric name and value of one first-turn prediction, by task and benchmark."""
     answers = sample.meta.get("answers") or []
     bench, reference = _benchmark(sample.source), sample.turns[0].response
-    if sample.task == "vqa" and answers and bench == "vqav2":
+    if sample.task == "vqa" and answers and bench in ("vqav2", "vizwiz"):
         return "vqa_score", vqa_accuracy(prediction, answers)
     if sample.task == "vqa" and answers and bench == "textvqa":
         return "vqa_score", textvqa_accuracy(prediction, answers)
@@ -155,16 +168,60 @@ def _official(task: str, names: set[str], items: list[tuple[VLSample, str, float
     return {}
 
 
-def _caption_task(items: list[tuple[VLSample, str]]) -> tuple[str, float, dict[str, float]]:
-    from vlab.models.vlm.metrics.captions import caption_scores
+# meta keys that split a benchmark's score (the official per-type / per-domain breakdowns)
+SLICE_KEYS = ("answer_type", "subset", "domain")
+
+
+def _groups(items: Sequence[tuple], key: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for item in items:
+        value = item[0].meta.get(key)
+        if value is not None:
+            out.setdefault(str(value), []).append(item)
+    return dict(sorted(out.items()))
+
+
+def caption_cider_by(
+    items: Sequence[tuple[VLSample, str]], key: str = "domain"
+) -> dict[str, float]:
+    """CIDEr of each group of (caption sample, prediction) pairs sharing ``meta[key]``, each
+    group scored as a corpus of its own (NoCaps: in-domain, near-domain, out-domain)."""
+    return {value: _caption_task(group)[1] for value, group in _groups(items, key).items()}
+
+
+def _slices(items: Sequence[tuple], caption: bool) -> dict[str, dict[str, float]]:
+    """{slice key: {value: score}} of one benchmark, for the :data:`SLICE_KEYS` its samples
+    carry."""
+    out = {}
+    for key in SLICE_KEYS:
+        if caption:
+            scores = caption_cider_by(items, key)
+        else:
+            scores = {
+                value: sum(v for _, _, v in group) / len(group)
+                for value, group in _groups(items, key).items()
+            }
+        if scores:
+            out[key] = scores
+    return out
+
+
+def _caption_task(
+    items: Sequence[tuple[VLSample, str]], meteor: bool = False
+) -> tuple[str, float, dict[str, Any]]:
+    """(CIDEr's name, CIDEr, every caption metric computed): the official ``CIDEr`` where Java
+    runs, else ``CIDEr (regex tokens)``. METEOR only if asked: a source's or slice's score is
+    its CIDEr alone."""
+    from vlab.models.vlm.metrics.captions import REGEX_TOKENS, caption_scores
 
     preds = {str(i): p for i, (_, p) in enumerate(items)}
     refs = {
         str(i): list(s.meta.get("references") or [s.turns[0].response])
         for i, (s, _) in enumerate(items)
     }
-    scores = caption_scores(preds, refs, spice=False)
-    return "CIDEr", scores["CIDEr"], scores
+    scores = caption_scores(preds, refs, spice=False, meteor=meteor)
+    name = "CIDEr" if "CIDEr" in scores else "CIDEr" + REGEX_TOKENS
+    return name, scores[name], scores
 
 
 def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]) -> dict[str, Any]:
@@ -175,22 +232,26 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     metric name: value} for the benchmarks with an official evaluator: ``vqa_accuracy``,
     ``anls``, ``accuracy@0.5``, POPE's ``accuracy``/``precision``/``recall``/``f1``/
     ``yes_ratio``; fractions, not percent), ``captions`` (every caption metric, when the
-    captions carry references) and ``accuracy`` (mean of the bounded task scores).
+    captions carry references), ``slices`` ("source/task" -> {slice key: {value: score}},
+    for the benchmarks whose samples carry a :data:`SLICE_KEYS` field) and ``accuracy``
+    (mean of the bounded task scores).
     """
     if len(samples) != len(predictions):
         raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
     by_task: dict[str, list[tuple[VLSample, str]]] = {}
     for s, p in zip(samples, predictions, strict=True):
         by_task.setdefault(s.task, []).append((s, p))
-    tasks, metrics, sources, captions, official = {}, {}, {}, {}, {}
+    tasks, metrics, sources, captions, official, slices = {}, {}, {}, {}, {}, {}
     for task, items in sorted(by_task.items()):
         if task == "caption" and any("references" in s.meta for s, _ in items):
-            metrics[task], tasks[task], captions = _caption_task(items)
+            metrics[task], tasks[task], captions = _caption_task(items, meteor=True)
             by_source: dict[str, list] = {}
             for s, p in items:
                 by_source.setdefault(s.source, []).append((s, p))
             for src, group in sorted(by_source.items()):
                 sources[f"{src}/{task}"] = _caption_task(group)[1]
+                if parts := _slices(group, caption=True):
+                    slices[f"{src}/{task}"] = parts
             continue
         per_source: dict[str, list[tuple[VLSample, str, float]]] = {}
         source_names: dict[str, set[str]] = {}
@@ -205,7 +266,9 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
             sources[f"{src}/{task}"] = sum(v for _, _, v in group) / len(group)
             if scores := _official(task, source_names[src], group):
                 official[f"{src}/{task}"] = scores
-    bounded = [v for t, v in tasks.items() if metrics[t] != "CIDEr"]
+            if parts := _slices(group, caption=False):
+                slices[f"{src}/{task}"] = parts
+    bounded = [v for t, v in tasks.items() if not metrics[t].startswith("CIDEr")]
     out: dict[str, Any] = {
         "accuracy": sum(bounded) / len(bounded) if bounded else 0.0,
         "tasks": tasks,
@@ -215,4 +278,6 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     }
     if captions:
         out["captions"] = captions
+    if slices:
+        out["slices"] = slices
     return out

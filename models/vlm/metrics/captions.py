@@ -1,13 +1,44 @@
-"""COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE) as pure Python functions.
+"""COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE) through the official toolkit.
 
 Why: the captioning results of "Shaking Up VLMs" are reported with the COCO caption toolkit
-(``coco-caption`` / ``pycocoevalcap``), which needs Java for tokenisation, METEOR and SPICE.
-This module reimplements its Python maths without dependencies so that any machine can score
-captions; only SPICE still needs the toolkit and a Java runtime.
+(``coco-caption``, packaged for Python 3 as ``pycocoevalcap``). Its tokenizer (Stanford's
+``PTBTokenizer``), METEOR 1.5 and SPICE are Java programs, so a number under an official name
+must come from those programs: :func:`caption_scores` runs the toolkit itself whenever a Java
+runtime works (:func:`java_problem` says why not otherwise), exactly as ``COCOEvalCap.evaluate``
+does: ``PTBTokenizer`` on the references, then on the predictions, then ``Bleu(4)``,
+``Meteor()``, ``Rouge()``, ``Cider()`` and ``Spice()`` on the tokens. ``pycocoevalcap``'s
+``Cider`` is CIDEr-D (clipped tf-idf n-grams, the gaussian length penalty with ``sigma = 6``,
+no stemming; ``cider/cider_scorer.py``), reported as ``CIDEr`` as the toolkit and the papers do.
+
+Official with Java (keys as the toolkit's, spelled as the papers print them): ``BLEU-1`` ..
+``BLEU-4``, ``METEOR`` (the METEOR 1.5 jar, ``-l en -norm``), ``ROUGE-L``, ``CIDEr`` and
+``SPICE``. One deliberate change to the toolkit's input: the characters Java reads as line
+breaks (carriage return, vertical tab, form feed, U+2028, U+2029) become spaces before
+tokenising, as the toolkit already does with ``\n``; left in, each one splits its caption in
+two and silently shifts every later caption onto the wrong image.
+
+SPICE needs Stanford CoreNLP 3.6.0 jars that ``pycocoevalcap`` downloads (about 400 MB) the
+first time ``Spice()`` is built; vlab never triggers that download. Without the jars SPICE is
+reported under ``unavailable`` with the folder to put them in and the command that fetches them
+(:func:`spice_problem`). SPICE 1.0 is reported to fail on Java 17+ (its cache uses reflection that
+newer JDKs refuse); it was built for Java 8.
+
+Without Java nothing is reported under an official name. ``unavailable`` maps each official
+name to the reason, and the metrics whose maths vlab reimplements exactly are reported under
+names that say what they are: ``BLEU-1 (regex tokens)`` .. ``BLEU-4 (regex tokens)``,
+``ROUGE-L (regex tokens)`` and ``CIDEr (regex tokens)``, computed by :func:`bleu`,
+:func:`rouge_l` and :func:`cider_d` on :func:`ptb_tokenize`'s tokens. Their maths equals the
+toolkit's to the last digit (tested on values the toolkit gave); only the tokenizer is an
+approximation, identical to Stanford's on plain captions but not on rare inputs (below), so
+the number may differ from the official one. METEOR has no such stand-in: METEOR 1.5 matches
+stems, WordNet synonyms and paraphrases with tuned weights, and :func:`meteor_exact_match`,
+which matches identical words only, read about 0.32 higher on ordinary captions (0.696 against
+the jar's 0.359 on the five test images of ``tests/models/vlm/metrics/test_captions.py``); it
+stays available as a function under its own name but is never reported by
+:func:`caption_scores`.
 
 Input is the toolkit's: ``predictions`` maps an image id to one generated caption and
-``references`` maps the same ids to the human captions. Every caption is first tokenised by
-:func:`ptb_tokenize`, then
+``references`` maps the same ids to the human captions. The pure-Python maths:
 
 * **BLEU-1..n** (``bleu_scorer.py``): corpus-level clipped n-gram counts ``correct_k`` (each
   candidate n-gram count clipped by its maximum count in one reference) over the candidate
@@ -24,48 +55,53 @@ Input is the toolkit's: ``predictions`` maps an image id to one generated captio
   |v_ref|)`` times ``exp(-d^2 / (2 sigma^2))`` with ``sigma = 6`` and ``d`` the difference of
   the two captions' bigram counts (the toolkit's "length"); averaged over orders and
   references, times 10, mean over images.
-* **METEOR (exact match only)**: the official METEOR 1.5 jar also matches stems, WordNet
-  synonyms and paraphrases, weighs function words and uses its tuned parameters; here only
-  identical words match, with the original METEOR's parameters, which nearly remove the
-  word-order penalty. The score is therefore *not* the official one (on ordinary captions it
-  read about 0.32 higher than the METEOR 1.5 jar) and must be reported as "METEOR (exact
-  match only)".
-  Words are aligned one to one, as many as possible, with the fewest chunks (runs of adjacent
-  words matched to adjacent words); ``P = m/|cand|``, ``R = m/|ref|``, ``Fmean = P R / (alpha
-  P + (1 - alpha) R)``, penalty ``gamma * (chunks/m) ** beta`` (0 for a candidate identical to
-  the reference, as in METEOR 1.5), ``score = Fmean (1 - penalty)``. Each image keeps the
-  reference with the best score. Like the toolkit, the corpus score is computed from the
-  summed statistics (``m``, lengths, chunks) of all images; ``aggregate="mean"`` averages the
-  per-image scores instead. Further differences from the official number: the toolkit runs the
-  jar with its English defaults (``alpha=0.85, beta=0.2, gamma=0.6``, function words weighted
-  by ``delta=0.75``) and with ``-norm``, which re-tokenises the PTB tokens (``well-known`` ->
-  ``well known``, ``'s`` -> ``' s``); here the parameters are the original METEOR's and the PTB
-  tokens are used as they are.
-* **SPICE**: scene-graph F-score; delegated to ``pycocoevalcap.spice.spice.Spice`` when that
-  package and ``java`` are installed (:func:`spice`).
+* **METEOR (exact match only)**, :func:`meteor_exact_match`, not the official score: only
+  identical words match, with the original METEOR's parameters (``alpha=0.9, beta=3,
+  gamma=0.5``), which nearly remove the word-order penalty; the jar's English defaults are
+  ``alpha=0.85, beta=0.2, gamma=0.6``, function words weighted by ``delta=0.75``, and ``-norm``
+  re-tokenises the PTB tokens (``well-known`` -> ``well known``, ``'s`` -> ``' s``). Words are
+  aligned one to one, as many as possible, with the fewest chunks (runs of adjacent words
+  matched to adjacent words); ``P = m/|cand|``, ``R = m/|ref|``, ``Fmean = P R / (alpha P +
+  (1 - alpha) R)``, penalty ``gamma * (chunks/m) ** beta`` (0 for a candidate identical to the
+  reference, as in METEOR 1.5), ``score = Fmean (1 - penalty)``. Each image keeps the reference
+  with the best score. Like the jar, the corpus score is computed from the summed statistics
+  (``m``, lengths, chunks) of all images; ``aggregate="mean"`` averages the per-image scores
+  instead. It equals the jar restricted to exact matching with these parameters (``-m exact -p
+  '0.9 3.0 0.5 0.5' -w 1.0``, tested).
 
-Tokenisation: the toolkit runs Stanford's Java ``PTBTokenizer -preserveLines -lowerCase`` and
-then drops the tokens in ``PTB_PUNCTUATION``. :func:`ptb_tokenize` is a regex approximation of
-that: it lower-cases, splits punctuation off words (keeping decimals and thousands such as
-``3.5`` and ``1,000``, times such as ``5:30``, hyphenated words, and abbreviations such as
-``mr.``, ``u.s.`` or initials), splits clitics like PTB (``it's`` -> ``it 's``, ``don't`` ->
-``do n't``, ``cannot`` -> ``can not``) and writes brackets as ``-lrb-``/``-rrb-``, etc. As in
-the toolkit, these bracket tokens survive: the toolkit's list holds ``-LRB-`` in upper case but
-compares it with lower-cased tokens. It differs from the Java tokenizer on rare inputs (URLs,
-e-mail addresses, smileys, ``rock'n'roll``, ``y'all``, a period after a word that PTB takes for
-an abbreviation only from context such as ``no. 5``); plain captions tokenise identically.
+Tokenisation without Java: the toolkit runs Stanford's ``PTBTokenizer -preserveLines
+-lowerCase`` and then drops the tokens in ``PTB_PUNCTUATION``. :func:`ptb_tokenize` is a regex
+approximation of that: it lower-cases, splits punctuation off words (keeping decimals and
+thousands such as ``3.5`` and ``1,000``, times such as ``5:30``, hyphenated words, and
+abbreviations such as ``mr.``, ``u.s.`` or initials), splits clitics like PTB (``it's`` -> ``it
+'s``, ``don't`` -> ``do n't``, ``cannot`` -> ``can not``) and writes brackets as
+``-lrb-``/``-rrb-``, etc. As in the toolkit, these bracket tokens survive: the toolkit's list
+holds ``-LRB-`` in upper case but compares it with lower-cased tokens. It differs from the Java
+tokenizer on rare inputs (URLs, e-mail addresses, smileys, ``rock'n'roll``, ``y'all``, a period
+after a word that PTB takes for an abbreviation only from context such as ``no. 5``); plain
+captions tokenise identically.
+
+Cost: an official scoring runs the Java tokenizer twice (about 0.4 s each). The METEOR jar takes
+about 7 s to start (it loads its paraphrase table) and then stays up for the rest of the process,
+holding about 1.1 GB, so later scorings (the held-out evaluations of a training run) take well
+under a second more; :func:`close_meteor` stops it. ``meteor=False`` leaves METEOR out.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import os
 import re
 import shutil
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from vlab.errors import VlabError
 
@@ -119,7 +155,8 @@ _CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ll|'d|'ve|'m)$")
 
 
 def ptb_tokenize(caption: str) -> list[str]:
-    """Tokens of a caption as coco-caption scores them: lower case, punctuation removed."""
+    """Tokens of a caption as coco-caption scores them (lower case, punctuation removed), by
+    a regex approximation of Stanford's PTBTokenizer (module docstring)."""
     text = caption.replace("\n", " ").lower().translate(_CHARACTER_MAP)
     tokens = []
     for chunk in text.split():
@@ -234,7 +271,8 @@ def _ngram_counts(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
 def bleu(
     predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], n: int = 4
 ) -> list[float]:
-    """Corpus BLEU-1..n as pycocoevalcap's ``Bleu(n)`` ("closest" reference length)."""
+    """Corpus BLEU-1..n: the maths of pycocoevalcap's ``Bleu(n)`` ("closest" reference
+    length) on :func:`ptb_tokenize`'s regex tokens."""
     if n < 1:
         raise VlabError(f"bleu: n must be at least 1, got {n}")
     return _bleu(_prepare(predictions, references), n)
@@ -279,7 +317,7 @@ def _bleu_from_counts(
 def rouge_l(
     predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], beta: float = 1.2
 ) -> float:
-    """Mean over images of the ROUGE-L F-score as pycocoevalcap's ``Rouge``."""
+    """Mean over images of the ROUGE-L F-score: pycocoevalcap's ``Rouge`` on regex tokens."""
     return _rouge_l(_prepare(predictions, references), beta)
 
 
@@ -318,7 +356,8 @@ def cider_d(
     sigma: float = 6.0,
     n: int = 4,
 ) -> float:
-    """CIDEr-D as pycocoevalcap's ``Cider`` (idf from the references of this corpus)."""
+    """CIDEr-D: pycocoevalcap's ``Cider`` (idf from the references of this corpus) on
+    :func:`ptb_tokenize`'s regex tokens."""
     if n < 1 or sigma <= 0:
         raise VlabError(f"cider_d: needs n >= 1 and sigma > 0, got n={n}, sigma={sigma}")
     return _cider_d(_prepare(predictions, references), sigma, n)
@@ -410,7 +449,7 @@ class _MeteorStats:
         )
 
 
-def meteor(
+def meteor_exact_match(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
     alpha: float = 0.9,
@@ -418,13 +457,15 @@ def meteor(
     gamma: float = 0.5,
     aggregate: Literal["corpus", "mean"] = "corpus",
 ) -> float:
-    """METEOR (exact match only): not the official score, see the module docstring.
+    """METEOR restricted to exact word matches: *not* the official METEOR (module docstring).
 
-    ``aggregate="corpus"`` scores the summed statistics of all images, as the toolkit's
-    METEOR 1.5 jar does; ``"mean"`` averages the per-image scores.
+    ``aggregate="corpus"`` scores the summed statistics of all images, as the METEOR 1.5 jar
+    does; ``"mean"`` averages the per-image scores. Tokens are :func:`ptb_tokenize`'s.
     """
     if aggregate not in ("corpus", "mean"):
-        raise VlabError(f"meteor: aggregate must be 'corpus' or 'mean', got {aggregate!r}")
+        raise VlabError(
+            f"meteor_exact_match: aggregate must be 'corpus' or 'mean', got {aggregate!r}"
+        )
     items = _prepare(predictions, references)
     return _meteor(items, alpha, beta, gamma, aggregate)
 
@@ -509,59 +550,254 @@ def _keep_best(states: dict[tuple[int, int], int], key: tuple[int, int], chunks:
         states[key] = chunks
 
 
-# ---------------------------------------------------------------- SPICE
+# ---------------------------------------------------------------- the official toolkit
+
+OFFICIAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+REGEX_TOKENS = " (regex tokens)"  # suffix of the pure-Python metrics reported without Java
+JAVA_HINT = (
+    "install a Java 8+ runtime (scripts/setup.sh installs Debian's default-jre-headless when "
+    "run as root; otherwise 'sudo apt-get install default-jre-headless' on Debian/Ubuntu, or "
+    "any JRE/JDK 8+ with its 'java' on PATH)"
+)
+# the jars Spice() downloads on first use (spice/get_stanford_models.py); all spice-1.0.jar reads
+SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+# characters Java's PTBTokenizer (-preserveLines) ends a line at; the toolkit replaces only \n
+_JAVA_LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\u2028\u2029", " "))
 
 
-def _spice_problem() -> str | None:
-    """Why SPICE cannot run here, or None when it can."""
+def java_problem() -> str | None:
+    """Why the official toolkit cannot run here (no toolkit, no ``java``, a ``java`` that fails
+    or is older than 8), or None when it can."""
     try:
-        import pycocoevalcap.spice.spice  # noqa: F401
+        import pycocoevalcap.tokenizer.ptbtokenizer  # noqa: F401
     except ImportError as err:
-        return f"the COCO caption toolkit does not import ({err})"
-    if shutil.which("java") is None:
-        return "no 'java' executable on PATH"
+        return f"the COCO caption toolkit does not import ({err}): pip install pycocoevalcap"
+    java = shutil.which("java")
+    if java is None:
+        return f"no 'java' on PATH: {JAVA_HINT}"
+    return _java_version_problem(java)
+
+
+@functools.cache
+def _java_version_problem(java: str) -> str | None:
+    try:
+        run = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"'{java} -version' does not run ({err}): {JAVA_HINT}"
+    said = (run.stderr or run.stdout).strip()
+    if run.returncode != 0:
+        last = said.splitlines()[-1] if said else f"exit status {run.returncode}"
+        return f"'{java} -version' fails ({last}): {JAVA_HINT}"
+    version = re.search(r'version "(\d+)(?:\.(\d+))?', said)
+    if version:
+        major = int(version.group(1))
+        major = int(version.group(2) or 0) if major == 1 else major  # "1.8.0_312" is Java 8
+        if major < 8:
+            return f"{java} is Java {major}, the toolkit's jars need Java 8+: {JAVA_HINT}"
     return None
 
 
-def _require_spice() -> None:
-    problem = _spice_problem()
+def _spice_lib() -> Path:
+    """The folder where pycocoevalcap's SPICE looks for the CoreNLP jars (imports the toolkit)."""
+    import pycocoevalcap.spice.spice
+
+    return Path(pycocoevalcap.spice.spice.__file__).parent / "lib"
+
+
+def spice_problem() -> str | None:
+    """Why SPICE cannot run here (:func:`java_problem`, or its CoreNLP jars are missing), or
+    None when it can. Never downloads anything."""
+    problem = java_problem()
     if problem is not None:
-        raise VlabError(
-            f"SPICE needs the COCO caption toolkit and Java, but {problem}: run "
-            "'pip install pycocoevalcap' and install a Java runtime (e.g. 'apt-get install "
-            "default-jre'), or leave SPICE out (caption_scores(..., spice=False))"
+        return problem
+    lib = _spice_lib()
+    missing = [name for name in SPICE_JARS if not (lib / name).is_file()]
+    if missing:
+        return (
+            f"SPICE's Stanford CoreNLP 3.6.0 jars are not in {lib} (missing: "
+            f"{', '.join(missing)}); pycocoevalcap would download them (about 400 MB) on first "
+            "use, which vlab never triggers: run 'python -m "
+            "pycocoevalcap.spice.get_stanford_models' once with network access, or copy "
+            f"{' and '.join(SPICE_JARS)} from stanford-corenlp-full-2015-12-09.zip "
+            f"(https://nlp.stanford.edu/software/) into {lib}"
         )
+    return None
 
 
 def spice_available() -> bool:
-    """Whether :func:`spice` can run: pycocoevalcap imports and ``java`` is on PATH."""
-    return _spice_problem() is None
+    """Whether :func:`spice` can run: the toolkit, a working Java and SPICE's CoreNLP jars."""
+    return spice_problem() is None
 
 
 def spice(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> float:
-    """SPICE through the official toolkit (``pycocoevalcap`` and a Java 8+ runtime).
+    """SPICE by the official toolkit on its PTB tokens; raises :class:`VlabError` when it
+    cannot run (:func:`spice_problem`) or fails."""
+    _validate(predictions, references)
+    problem = spice_problem()
+    if problem is not None:
+        raise VlabError(f"SPICE cannot run: {problem}")
+    gts, res = _official_tokens(predictions, references)
+    return _official_spice(gts, res)
 
-    The first call downloads Stanford CoreNLP models (the toolkit does that), so it needs
-    network access once.
-    """
-    _require_spice()
-    return _spice(_prepare(predictions, references))
+
+def _official_tokens(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(gts, res) as ``COCOEvalCap.evaluate`` builds them: PTB tokens of the references, then
+    of the predictions, keyed by the position of the image in ``references``."""
+    ids = {str(i): k for i, k in enumerate(references)}
+    gts = _ptb_tokenize_official({i: list(references[k]) for i, k in ids.items()})
+    res = _ptb_tokenize_official({i: [predictions[k]] for i, k in ids.items()})
+    return gts, res
 
 
-def _spice(items: Sequence[_Item]) -> float:
-    from pycocoevalcap.spice.spice import Spice
+def _ptb_tokenize_official(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+    from pycocoevalcap.tokenizer import ptbtokenizer
 
-    ids = [str(i) for i in range(len(items))]
-    gts = {k: [" ".join(r) for r in item.references] for k, item in zip(ids, items, strict=True)}
-    res = {k: [" ".join(item.candidate)] for k, item in zip(ids, items, strict=True)}
+    given = {
+        k: [{"caption": c.translate(_JAVA_LINE_BREAKS)} for c in caps]
+        for k, caps in captions.items()
+    }
     try:
-        value, _ = Spice().compute_score(gts, res)
-    except (OSError, subprocess.SubprocessError) as err:
+        tokens = ptbtokenizer.PTBTokenizer().tokenize(given)
+    except OSError as err:
+        folder = Path(ptbtokenizer.__file__).parent
         raise VlabError(
-            f"SPICE failed in the COCO caption toolkit ({err}); it needs Java 8+ with 8 GB of "
-            "heap and downloads Stanford CoreNLP models on first use"
+            f"the COCO caption toolkit's PTB tokenizer did not run ({err}); it runs 'java' and "
+            f"writes a temporary file into {folder}, which must be writable"
+        ) from err
+    got = sum(len(v) for v in tokens.values())
+    wanted = sum(len(v) for v in captions.values())
+    if any(len(tokens.get(k, ())) != len(v) for k, v in captions.items()):
+        raise VlabError(
+            f"the COCO caption toolkit's PTB tokenizer (Java) returned {got} captions for "
+            f"{wanted}; its error, if any, is printed above"
+        )
+    return tokens
+
+
+def _official_meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    """METEOR by the toolkit's ``Meteor.compute_score`` on the jar this process keeps."""
+    scorer = _running_meteor()
+    try:
+        value, _ = scorer.compute_score(gts, res)
+    except (OSError, ValueError) as err:
+        if scorer.lock.locked():  # compute_score failed holding it
+            scorer.lock.release()
+        said = close_meteor()
+        raise VlabError(
+            f"the METEOR 1.5 jar failed ({err}); it runs 'java -Xmx2G' (2 GB of heap)"
+            + (f"; it said: {said}" if said else "")
         ) from err
     return float(value)
+
+
+# The METEOR jar takes about 7 s to start (it loads a paraphrase table) and is stateless between
+# EVAL requests, so one jar serves every scoring of a process (the held-out evaluations of a
+# training run), as one Meteor() serves every image of COCOEvalCap.evaluate. It holds about
+# 1.1 GB until close_meteor() or the end of the process; it also ends by itself when its input
+# closes, so a killed Python leaves no jar behind. Keyed by process id: a forked child starts
+# its own and never touches its parent's.
+_meteor_jar: tuple[int, Any] | None = None
+_meteor_start = threading.Lock()
+
+
+@functools.cache
+def _meteor_class() -> type:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    class SharedMeteor(Meteor):
+        """The toolkit's Meteor, closed by :func:`close_meteor` rather than by ``__del__``
+        (which a forked child could otherwise run on its parent's jar)."""
+
+        def __del__(self) -> None:
+            pass
+
+    return SharedMeteor
+
+
+def _running_meteor() -> Any:
+    global _meteor_jar
+    with _meteor_start:
+        if _meteor_jar is not None:
+            pid, scorer = _meteor_jar
+            if pid == os.getpid() and scorer.meteor_p.poll() is None:
+                return scorer
+            close_meteor()
+        try:
+            scorer = _meteor_class()()
+        except OSError as err:
+            raise VlabError(f"the METEOR 1.5 jar did not start ({err}): {JAVA_HINT}") from err
+        _meteor_jar = (os.getpid(), scorer)
+        return scorer
+
+
+def close_meteor() -> str:
+    """Stop the METEOR jar this process keeps (if any) and return what it wrote to stderr; the
+    next METEOR score starts a new one."""
+    global _meteor_jar
+    jar, _meteor_jar = _meteor_jar, None
+    if jar is None or jar[0] != os.getpid():
+        return ""
+    process = jar[1].meteor_p
+    process.kill()
+    process.wait()
+    said = process.stderr.read().decode(errors="replace").strip()[-600:]
+    for stream in (process.stdin, process.stdout, process.stderr):
+        stream.close()
+    return said
+
+
+atexit.register(close_meteor)
+
+
+def _official_spice(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    from pycocoevalcap.spice.spice import Spice
+
+    try:
+        value, _ = Spice().compute_score(gts, res)
+    except (OSError, ValueError, subprocess.SubprocessError) as err:
+        raise VlabError(
+            f"SPICE failed in the COCO caption toolkit ({err}); it runs 'java -Xmx8G' (8 GB of "
+            "heap), writes into its own folder, and is reported to fail on Java 17+ (use Java "
+            "8 or 11)"
+        ) from err
+    return float(value)
+
+
+def _official_scores(
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    meteor: bool,
+    spice: bool | None,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(scores, unavailable) by the toolkit's own scorers, in ``COCOEvalCap``'s order."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _official_tokens(predictions, references)
+    bleu_scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"BLEU-{k}": float(v) for k, v in enumerate(bleu_scores, start=1)}
+    if meteor:
+        scores["METEOR"] = _official_meteor(gts, res)
+    scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    unavailable = {}
+    if spice is not False:
+        problem = spice_problem()
+        if problem is None:
+            try:
+                scores["SPICE"] = _official_spice(gts, res)
+            except VlabError as err:
+                if spice:
+                    raise
+                unavailable["SPICE"] = str(err)
+        else:  # only with spice=None: caption_scores refuses spice=True before this
+            unavailable["SPICE"] = problem
+    return scores, unavailable
 
 
 # ---------------------------------------------------------------- all metrics
@@ -571,20 +807,53 @@ def caption_scores(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
     spice: bool | None = None,
-) -> dict[str, float]:
-    """All COCO caption metrics: BLEU-1..4, METEOR (exact match only), ROUGE-L, CIDEr[, SPICE].
+    *,
+    meteor: bool = True,
+    java: bool | None = None,
+) -> dict[str, Any]:
+    """The COCO caption metrics, official when Java runs (module docstring).
 
-    ``spice``: None includes SPICE when :func:`spice_available` (a failure of the toolkit then
-    still raises), True requires it (raises :class:`VlabError` when it cannot run), False leaves
-    it out.
+    Returns ``{name: value}``: with Java the official ``BLEU-1`` .. ``BLEU-4``, ``METEOR``,
+    ``ROUGE-L``, ``CIDEr`` (CIDEr-D) and ``SPICE``; without it ``BLEU-k (regex tokens)``,
+    ``ROUGE-L (regex tokens)`` and ``CIDEr (regex tokens)`` only. ``unavailable`` (present when
+    not empty) maps each requested official name that was not computed to the reason and what
+    to install.
+
+    ``spice``: None runs SPICE when :func:`spice_problem` finds nothing in the way (otherwise,
+    or when it fails, it goes to ``unavailable``), True requires it (raises
+    :class:`VlabError`), False leaves it out. ``meteor`` False leaves METEOR out (the first
+    METEOR of a process starts its jar, about 7 s). ``java``: None uses the toolkit when
+    :func:`java_problem` is None, True requires it (raises), False never runs Java.
     """
-    if spice:
-        _require_spice()
-    items = _prepare(predictions, references)
-    scores = {f"BLEU-{k}": v for k, v in enumerate(_bleu(items, 4), start=1)}
-    scores["METEOR"] = _meteor(items, 0.9, 3.0, 0.5, "corpus")
-    scores["ROUGE-L"] = _rouge_l(items, 1.2)
-    scores["CIDEr"] = _cider_d(items, 6.0, 4)
-    if spice or (spice is None and spice_available()):
-        scores["SPICE"] = _spice(items)
-    return scores
+    _validate(predictions, references)
+    java_reason = "the toolkit was not run (java=False)" if java is False else java_problem()
+    if java and java_reason:
+        raise VlabError(f"caption metrics: the official toolkit is required but {java_reason}")
+    if spice and (problem := java_reason or spice_problem()):
+        raise VlabError(f"SPICE cannot run: {problem}")
+    if java_reason is None:
+        scores, unavailable = _official_scores(predictions, references, meteor, spice)
+    else:
+        scores, unavailable = _regex_token_scores(_prepare(predictions, references), java_reason)
+        if meteor:
+            unavailable["METEOR"] = (
+                f"{java_reason}. METEOR 1.5 is a Java program; vlab reports no stand-in for it"
+            )
+        if spice is None:
+            unavailable["SPICE"] = java_reason
+    return {**scores, "unavailable": unavailable} if unavailable else scores
+
+
+def _regex_token_scores(
+    items: Sequence[_Item], java_reason: str
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The pure-Python BLEU, ROUGE-L and CIDEr-D under names that say they used regex tokens."""
+    values = {f"BLEU-{k}": v for k, v in enumerate(_bleu(items, 4), start=1)}
+    values["ROUGE-L"] = _rouge_l(items, 1.2)
+    values["CIDEr"] = _cider_d(items, 6.0, 4)
+    unavailable = {
+        name: f"{java_reason}. '{name}{REGEX_TOKENS}' is the toolkit's maths on vlab's regex "
+        "approximation of its Java PTB tokenizer"
+        for name in values
+    }
+    return {name + REGEX_TOKENS: v for name, v in values.items()}, unavailable

@@ -220,7 +220,10 @@ PAPER_LAYOUT = {  # fixture -> place in the paper layout (vlab.models.vlm.data.p
     "ai2d/questions/0.png.json": ["ai2d/questions/0.png.json"],
     "ai2d/questions/12.png.json": ["ai2d/questions/12.png.json"],
     "ai2d/ai2d_test_ids.csv": ["ai2d/ai2d_test_ids.csv"],
+    "ai2d/annotations/0.png.json": ["ai2d/annotations/0.png.json"],
     "visual7w/dataset_v7w_telling.json": ["visual7w/dataset_v7w_telling.json"],
+    "visual7w/dataset_v7w_pointing.json": ["visual7w/dataset_v7w_pointing.json"],
+    "visual7w/images/v7w_2354786.jpg": ["visual7w/images/v7w_2354786.jpg"],
     "aokvqa/aokvqa_v1p0_train.json": ["aokvqa/aokvqa_v1p0_train.json"],
     "vqav2/v2_OpenEnded_mscoco_train2014_questions.json": [
         "vqav2/v2_OpenEnded_mscoco_train2014_questions.json",
@@ -239,19 +242,37 @@ PAPER_LAYOUT = {  # fixture -> place in the paper layout (vlab.models.vlm.data.p
 }
 
 
+def _all_sources(cfg: VLMDataConfig) -> list[SourceConfig]:
+    return [*cfg.stage1.sources, *cfg.stage2.sources, *cfg.heldout.sources]
+
+
 def test_paper_layout_names_every_missing_file_then_reads_every_source(tmp_path):
     from vlab.models.vlm.data.paper_data import paper_data
 
     root = tmp_path / "datasets"
     cfg = from_dict(VLMDataConfig, paper_data(root))
-    with pytest.raises(ConfigError, match=r"data\.stage1\.sources\[0\]\.paths.*1 annotation"):
+    with pytest.raises(ConfigError, match=r"data\.stage1\.sources\[0\]\.paths") as err:
         cfg.check_files()
+    # one error lists every annotation file and image folder of every stage
+    for source in _all_sources(cfg):
+        for path in source.files():
+            assert f"{path} (" in str(err.value)
+        for folder in source.image_dirs():
+            assert f"{folder}/ (images: " in str(err.value)
     for fixture, places in PAPER_LAYOUT.items():
         for place in places:
             (root / place).parent.mkdir(parents=True, exist_ok=True)
             (root / place).write_bytes((FX / fixture).read_bytes())
     cfg = from_dict(VLMDataConfig, paper_data(root))
+    with pytest.raises(ConfigError, match=r"0 annotation file\(s\) and \d+ image folder"):
+        cfg.check_files()
+    for source in _all_sources(cfg):
+        for folder in source.image_dirs():
+            folder.mkdir(parents=True, exist_ok=True)
     cfg.check_files()
+    # the AI2D diagrams exist before reading: the lettered one is drawn from them
+    for name in ("0.png", "12.png"):
+        Image.new("RGB", (64, 48), (40, 120, 200)).save(root / "ai2d" / "images" / name)
     stage2 = paper_data(root)["stage2"]["sources"]
     _write_images({str(i): s for i, s in enumerate(stage2) if s["reader"] != "ocrvqa"})
     # OCR-VQA's filter reads its images: give them a size that passes (>= 350 px, not blank)
@@ -278,6 +299,12 @@ def test_paper_layout_names_every_missing_file_then_reads_every_source(tmp_path)
         "vqa",
     }
     assert [s.label for s in cfg.stage2.sources][3:6] == ["refcoco", "refcoco+", "refcocog"]
+    pointing = next(s for s in cfg.stage2.sources if s.label == "visual7w_pointing")
+    samples, stats = load_source(pointing)
+    assert {s.task for s in samples} == {"mcvqa"} and stats.samples == 4 * stats.read
+    ai2d = next(s for s in cfg.stage2.sources if s.label == "ai2d")
+    lettered = [s for s in load_source(ai2d)[0] if s.meta["letters"]]
+    assert {s.image for s in lettered} == {str(root / "ai2d" / "abc_images" / "0.png")}
 
 
 def test_vlm_eval_scores_a_trained_run_per_benchmark_and_resumes(tmp_path, files, capsys):
@@ -341,6 +368,13 @@ def test_paper_benchmarks_validate_and_skip_what_is_missing(tmp_path):
     place = root / "pope" / "coco_pope_random.json"
     place.parent.mkdir(parents=True)
     place.write_bytes((FX / "pope/coco_pope_random.json").read_bytes())
+    # the annotations alone are not enough: a benchmark without its image folder is skipped
+    logged = []
+    with pytest.raises(VlabError, match="no benchmark source"):
+        select_sources(mixture, skip_missing=True, log=logged.append)
+    images = root / "coco" / "val2014"
+    assert f"skipping pope_random: {images}/ (images) missing" in logged
+    images.mkdir(parents=True)
     logged = []
     kept = select_sources(mixture, limit=1, skip_missing=True, log=logged.append)
     assert [s.label for s in kept.sources] == ["pope_random"] and kept.sources[0].limit == 1

@@ -1,16 +1,18 @@
 """All dataset readers in one place: ``read_<name>(annotation file(s), image_root, split=...)``.
 
 Each returns an iterator of :class:`~vlab.models.vlm.data.records.VLSample` streamed from the
-dataset's own files (nothing is converted or cached); the formats are documented in the family
+dataset's own files (nothing is converted or cached, except AI2D's lettered diagrams, drawn
+once where the dataset's ``abc_images`` lacks one); the formats are documented in the family
 modules:
 
-* :mod:`~vlab.models.vlm.data.readers.caption`: COCO captions, TextCaps, LLaVA pretraining,
-  LLaVA-Instruct, GRIT;
+* :mod:`~vlab.models.vlm.data.readers.caption`: COCO captions, NoCaps, TextCaps, LLaVA
+  pretraining, LLaVA-Instruct, LVIS-Instruct4V, LRV-Instruction, GRIT;
 * :mod:`~vlab.models.vlm.data.readers.region`: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome
   regions, Visual7W pointing;
 * :mod:`~vlab.models.vlm.data.readers.qa`: VQAv2, GQA, Visual Genome QA, OCR-VQA, DocVQA,
-  InfographicVQA, TextVQA and POPE (evaluation);
-* :mod:`~vlab.models.vlm.data.readers.choice`: Visual7W telling, AI2D, A-OKVQA, VSR.
+  InfographicVQA, and (evaluation) TextVQA, POPE, VizWiz, TallyQA;
+* :mod:`~vlab.models.vlm.data.readers.choice`: Visual7W telling, AI2D (with its lettered
+  diagrams), A-OKVQA, VSR.
 """
 
 from vlab.models.vlm.data.readers.caption import (
@@ -19,10 +21,15 @@ from vlab.models.vlm.data.readers.caption import (
     read_grit,
     read_llava_instruct,
     read_llava_pretrain,
+    read_lrv_instruct,
+    read_lvis_instruct4v,
+    read_nocaps,
     read_textcaps,
     strip_image_tag,
 )
 from vlab.models.vlm.data.readers.choice import (
+    ai2d_letter_image,
+    draw_text_labels,
     read_ai2d,
     read_aokvqa,
     read_visual7w_telling,
@@ -34,8 +41,10 @@ from vlab.models.vlm.data.readers.qa import (
     read_infographicvqa,
     read_ocrvqa,
     read_pope,
+    read_tallyqa,
     read_textvqa,
     read_vg_qa,
+    read_vizwiz,
     read_vqav2,
 )
 from vlab.models.vlm.data.readers.region import (
@@ -45,6 +54,8 @@ from vlab.models.vlm.data.readers.region import (
 )
 
 __all__ = [
+    "ai2d_letter_image",
+    "draw_text_labels",
     "grit_grounded_caption",
     "read_ai2d",
     "read_aokvqa",
@@ -55,15 +66,20 @@ __all__ = [
     "read_infographicvqa",
     "read_llava_instruct",
     "read_llava_pretrain",
+    "read_lrv_instruct",
+    "read_lvis_instruct4v",
+    "read_nocaps",
     "read_ocrvqa",
     "read_pope",
     "read_refcoco",
+    "read_tallyqa",
     "read_textcaps",
     "read_textvqa",
     "read_vg_qa",
     "read_vg_regions",
     "read_visual7w_pointing",
     "read_visual7w_telling",
+    "read_vizwiz",
     "read_vqav2",
     "read_vsr",
     "strip_image_tag",

@@ -24,6 +24,25 @@ Formats:
   multi-turn -> one ``chat`` sample per conversation, one turn per human/gpt pair, ``<image>``
   tags and the newline around them removed. Rows without ``image`` (LLaVA-665K's ShareGPT
   conversations) become text-only samples (``image`` None), which train without image tokens.
+* LVIS-Instruct4V (``lvis_instruct4v_220k.json``, MambaVLM's training data): the same
+  conversation layout, images ``coco/train2017/...`` and ``coco/val2017/...`` (the LVIS
+  images are COCO 2017's), so ``image_root`` is the folder holding ``coco/`` -> ``chat``
+  samples (source ``lvis_instruct4v``).
+* LRV-Instruction (``filter_cap1.json``, ``filter_cap_more1.json``, the chart set
+  ``chart_release_update.json``; MambaVLM's training data): a list of ``{"image_id",
+  "question", "answer", "task"}``, one instruction per row (positive and negative ones). The
+  Visual Genome images come in the authors' own ``image.tar.gz`` (``image/<image_id>.jpg``;
+  their ids are not Visual Genome's), the chart images in ``chart_image.zip``, where
+  ``image_id`` is already the file name. -> one single-turn ``chat`` sample per row (source
+  ``lrv_instruct``), as LLaVA-style mixtures use it; free choice: rows are not merged per
+  image (the packer never packs chat, and the rows of one image are often contradictory
+  negative / positive pairs).
+* NoCaps (evaluation): ``nocaps_val_4500_captions.json``, COCO captions format whose images
+  carry ``"domain"``: ``in-domain`` | ``near-domain`` | ``out-domain`` and ``open_images_id``;
+  images by ``file_name`` (the validation images folder). -> ``caption`` samples (source
+  ``nocaps``) with ``meta["domain"]`` (CIDEr is reported per domain). The test file
+  (``nocaps_test_image_info.json``) has no captions: one sample per image with an empty
+  response (predictions for the evaluation server only).
 * GRIT (``*.jsonl`` rows, or img2dataset's per-image ``*.json``): ``{"key", "url", "caption",
   "width", "height", "noun_chunks": [[start, end, x1, y1, x2, y2, score], ...]}`` with boxes
   normalised to 0-1 -> ``grounded_caption`` samples, see :func:`grit_grounded_caption`. Image
@@ -144,15 +163,11 @@ def read_llava_pretrain(
             )
 
 
-def read_llava_instruct(
-    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+def _read_conversations(
+    annotation_path: PathLike, image_root: PathLike, split: str, source: str, what: str
 ) -> Iterator[VLSample]:
-    """LLaVA-Instruct / LLaVA-665K conversations -> ``chat`` samples (source
-    ``llava_instruct``; give the source a ``name`` to label the 665K mixture apart). A row
-    without an ``image`` key (or with an empty one) is a text-only sample (``image`` None).
-    meta: split."""
     data = load_json(annotation_path)
-    with format_errors(annotation_path, "a LLaVA-Instruct file"):
+    with format_errors(annotation_path, what):
         for row in data:
             where = f"{annotation_path} id {row['id']}"
             image = image_path(image_root, row["image"]) if row.get("image") else None
@@ -160,10 +175,101 @@ def read_llava_instruct(
                 image,
                 str(row["id"]),
                 "chat",
-                "llava_instruct",
+                source,
                 _conversation_turns(row["conversations"], where),
                 {"split": split},
             )
+
+
+def read_llava_instruct(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """LLaVA-Instruct / LLaVA-665K conversations -> ``chat`` samples (source
+    ``llava_instruct``; give the source a ``name`` to label the 665K mixture apart). A row
+    without an ``image`` key (or with an empty one) is a text-only sample (``image`` None).
+    meta: split."""
+    return _read_conversations(
+        annotation_path, image_root, split, "llava_instruct", "a LLaVA-Instruct file"
+    )
+
+
+def read_lvis_instruct4v(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """LVIS-Instruct4V conversations -> ``chat`` samples (source ``lvis_instruct4v``), as
+    :func:`read_llava_instruct`. meta: split."""
+    return _read_conversations(
+        annotation_path, image_root, split, "lvis_instruct4v", "a LVIS-Instruct4V file"
+    )
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+
+
+def read_lrv_instruct(
+    annotation_paths: PathLike | Sequence[PathLike], image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """LRV-Instruction rows (one file or several) -> single-turn ``chat`` samples (source
+    ``lrv_instruct``). Image: ``<image_id>.jpg``, or ``image_id`` itself where it is a file name
+    (the chart set). meta: split, task (the row's instruction type, when given)."""
+    if isinstance(annotation_paths, (str, Path)):
+        annotation_paths = [annotation_paths]
+    for path in annotation_paths:
+        data = load_json(path)
+        with format_errors(path, "an LRV-Instruction file"):
+            rows = data["annotations"] if isinstance(data, dict) else data
+            for row in rows:
+                image_id = str(row["image_id"])
+                suffix = Path(image_id).suffix.lower()
+                name = image_id if suffix in _IMAGE_SUFFIXES else f"{image_id}.jpg"
+                turn = Turn(row["question"].strip(), str(row["answer"]).strip())
+                yield VLSample(
+                    image_path(image_root, name),
+                    Path(name).stem,
+                    "chat",
+                    "lrv_instruct",
+                    [turn],
+                    {"split": split, "task": row.get("task")},
+                )
+
+
+NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
+
+
+def read_nocaps(
+    annotation_path: PathLike, image_root: PathLike, split: str = "val"
+) -> Iterator[VLSample]:
+    """NoCaps -> ``caption`` samples (source ``nocaps``), one per caption (one per image with an
+    empty response where the file has none). meta: split, domain, open_images_id,
+    caption_id, width, height."""
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "a NoCaps annotation file"):
+        captions: dict[int, list[dict]] = {}
+        for ann in data.get("annotations") or []:
+            captions.setdefault(ann["image_id"], []).append(ann)
+        for im in data["images"]:
+            if im.get("domain") not in NOCAPS_DOMAINS:
+                raise VlabError(
+                    f"{annotation_path}: image {im['id']} has domain {im.get('domain')!r}, "
+                    f"not one of {', '.join(NOCAPS_DOMAINS)}"
+                )
+            for ann in captions.get(im["id"]) or [{"id": None, "caption": ""}]:
+                meta = {
+                    "split": split,
+                    "domain": im["domain"],
+                    "open_images_id": im.get("open_images_id"),
+                    "caption_id": ann["id"],
+                    "width": im.get("width"),
+                    "height": im.get("height"),
+                }
+                yield VLSample(
+                    image_path(image_root, im["file_name"]),
+                    str(im["id"]),
+                    "caption",
+                    "nocaps",
+                    [Turn("", ann["caption"].strip())],
+                    meta,
+                )
 
 
 def grit_grounded_caption(caption: str, noun_chunks: Sequence[Sequence[float]]) -> str:

@@ -15,18 +15,33 @@ Formats:
   AI2D ships no split inside these files: pass ``test_ids_path`` (one image id per line, such
   as AllenAI's ``ai2d_test_ids.csv``; ``12`` and ``12.png`` both match) to select ``train`` (not
   listed) or ``test`` (listed); without it every question is read and ``split`` only recorded.
+  Questions with ``abcLabel`` true name the diagram's text labels by letters ("What is A in
+  the diagram?"): by the dataset's convention the model sees the diagram with each annotated
+  text box replaced by its letter, which ``ai2d-all.zip`` ships as ``abc_images/<image>``.
+  Give ``abc_images_dir`` to use them; an image missing there is drawn into that folder (once,
+  then reused) from ``annotations/<image>.json`` (``{"text": {"T1": {"rectangle": [[x1, y1],
+  [x2, y2]], "value": "nose", "replacementText": "A"}, ...}}``, pixels) when
+  ``annotations_dir`` is given: each box filled white with its letter centred in black
+  (:func:`draw_text_labels`). Free choice: drawn files live on disk rather than being drawn
+  at load time, so prepared data keeps plain image paths and the dataset's own
+  ``abc_images`` and vlab's drawings are used the same way. Without ``abc_images_dir`` every
+  question sees the original diagram (the reader's behaviour before letters were drawn).
 * A-OKVQA: ``aokvqa_v1p0_<split>.json``: a list of ``{"question_id", "image_id", "question",
   "choices", "correct_choice_idx", "direct_answers", "rationales"}``; COCO 2017 images
   ``<image_id:012d>.jpg``.
 * VSR: ``<split>.jsonl`` rows ``{"image", "caption", "label": 1 | 0, "relation"}`` ->
   ``itm`` samples. Free choice: prompt = the caption, response ``"yes"`` (label 1) or ``"no"``.
+  The images are COCO 2017's, from both ``train2017`` and ``val2017`` (the rows name the file
+  only): give the source ``more_image_roots`` so each is found in whichever holds it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+
+from PIL import Image, ImageDraw, ImageFont
 
 from vlab.errors import VlabError
 from vlab.models.vlm.data._files import (
@@ -37,16 +52,10 @@ from vlab.models.vlm.data._files import (
     load_json,
     load_jsonl,
 )
-from vlab.models.vlm.data.multiple_choice import mc_sample
+from vlab.models.vlm.data.multiple_choice import mc_sample, stable_order
 from vlab.models.vlm.data.records import Turn, VLSample
 
 ITM_YES, ITM_NO = "yes", "no"
-
-
-def stable_order(items: Sequence, key: str) -> list:
-    """``items`` in a pseudo-random order fixed by ``key`` (sha256, not Python's hash)."""
-    digests = [hashlib.sha256(f"{key}:{i}".encode()).hexdigest() for i in range(len(items))]
-    return [items[i] for i in sorted(range(len(items)), key=digests.__getitem__)]
 
 
 def read_visual7w_telling(
@@ -86,14 +95,86 @@ def _ai2d_id(name: str) -> str:
     return name.strip().split(",")[0].removesuffix(".png")
 
 
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size only
+        return ImageFont.load_default()
+
+
+def draw_text_labels(
+    image: Image.Image, labels: Sequence[tuple[Sequence[float], str]]
+) -> Image.Image:
+    """A copy of ``image`` (RGB) with each ``(x1, y1, x2, y2)`` pixel box filled white and its
+    text drawn centred in black, sized to the box: AI2D's ``abc_images`` from the original
+    diagram and its annotated text boxes."""
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for box, text in labels:
+        x1, x2 = sorted((float(box[0]), float(box[2])))
+        y1, y2 = sorted((float(box[1]), float(box[3])))
+        draw.rectangle((x1, y1, x2, y2), fill="white")
+        size = max(8, int(0.8 * min(y2 - y1, (x2 - x1) / max(1, len(text)) * 1.6)))
+        centre = ((x1 + x2) / 2, (y1 + y2) / 2)
+        draw.text(centre, text, fill="black", anchor="mm", font=_font(size))
+    return out
+
+
+def ai2d_text_labels(annotation_path: PathLike) -> list[tuple[list[float], str]]:
+    """The ``(box, letter)`` of every text box of an AI2D ``annotations/<image>.json``."""
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "an AI2D annotation file"):
+        labels = []
+        for entry in (data.get("text") or {}).values():
+            (x1, y1), (x2, y2) = entry["rectangle"]
+            labels.append(([x1, y1, x2, y2], str(entry["replacementText"])))
+        return labels
+
+
+def ai2d_letter_image(
+    name: str, image_root: PathLike, abc_images_dir: PathLike, annotations_dir: PathLike | None
+) -> str:
+    """The path of diagram ``name`` with its text boxes lettered: the dataset's own
+    ``abc_images`` file, else one drawn there from the annotations (once)."""
+    out = Path(abc_images_dir) / name
+    if out.is_file():
+        return str(out)
+    if annotations_dir is None:
+        raise VlabError(
+            f"{out} does not exist: give the AI2D source's annotations_dir to draw it, or the "
+            "abc_images folder of ai2d-all.zip as abc_images_dir"
+        )
+    labels = ai2d_text_labels(Path(annotations_dir) / f"{name}.json")
+    src = image_path(image_root, name)
+    try:
+        with Image.open(src) as im:
+            drawn = draw_text_labels(im, labels)
+    except OSError as e:
+        raise VlabError(f"cannot read AI2D image {src} to draw its letters ({e})") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.drawing{out.suffix}")
+        drawn.save(tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise VlabError(
+            f"cannot write {out} ({e}): point the AI2D source's abc_images_dir at a writable folder"
+        ) from None
+    return str(out)
+
+
 def read_ai2d(
     questions: PathLike | Sequence[PathLike],
     image_root: PathLike,
     split: str = "train",
     test_ids_path: PathLike | None = None,
+    abc_images_dir: PathLike | None = None,
+    annotations_dir: PathLike | None = None,
 ) -> Iterator[VLSample]:
     """AI2D question files (a directory, one file or a list) -> ``mcvqa`` samples (source
-    ``ai2d``). meta: split, abc_label, question, choices, answer_index, question_id."""
+    ``ai2d``). meta: split, abc_label, letters (the image shows the letters), question,
+    choices, answer_index, question_id. A question with letters has the image id
+    ``<id>_abc`` (so it is never packed with questions about the unlettered diagram)."""
     test_ids = None
     if test_ids_path is not None:
         check_split(split, ("train", "test"))
@@ -109,15 +190,21 @@ def read_ai2d(
             if test_ids is not None and (_ai2d_id(name) in test_ids) != (split == "test"):
                 continue
             for question, q in data["questions"].items():
+                letters = bool(q.get("abcLabel")) and abc_images_dir is not None
+                if letters:
+                    image = ai2d_letter_image(name, image_root, abc_images_dir, annotations_dir)
+                    image_id = f"{_ai2d_id(name)}_abc"
+                else:
+                    image, image_id = image_path(image_root, name), _ai2d_id(name)
                 yield mc_sample(
-                    image_path(image_root, name),
-                    _ai2d_id(name),
+                    image,
+                    image_id,
                     "ai2d",
                     question,
                     q["answerTexts"],
                     q["correctAnswer"],
                     str(q["questionId"]),
-                    {"split": split, "abc_label": q.get("abcLabel")},
+                    {"split": split, "abc_label": q.get("abcLabel"), "letters": letters},
                 )
 
 

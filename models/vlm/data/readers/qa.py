@@ -25,6 +25,21 @@ Formats:
   ``train_images``). Response: the most common answer; all ten in ``meta["answers"]``.
 * POPE (evaluation): one JSON object per line, ``{"question_id", "image", "text", "label"}``
   with ``label`` "yes" / "no"; images by file name (COCO val2014). Task ``pope``.
+* VizWiz VQA (MambaVLM's evaluation): ``Annotations/{train,val,test}.json``: a list of
+  ``{"image": "VizWiz_val_00000000.jpg", "question", "answers": [{"answer",
+  "answer_confidence"}] x 10, "answer_type": "other" | "yes/no" | "number" | "unanswerable",
+  "answerable": 0 | 1}`` (the test file has only image and question); images in the
+  ``train/``, ``val/``, ``test/`` folders of the image zips. Response: ``"unanswerable"`` for
+  a question marked ``answerable: 0`` (what the annotators' answers say, whichever wording the
+  majority used), else the most common of the ten answers; all ten in ``meta["answers"]``
+  (scored with the VQA accuracy, as VizWiz's own evaluation).
+* TallyQA (MambaVLM's evaluation): ``train.json`` / ``test.json``: a list of ``{"image":
+  "VG_100K_2/2410408.jpg" or "train2014/COCO_train2014_....jpg", "question", "answer": int,
+  "data_source", "image_id", "question_id", "issimple"}``: images under the Visual Genome
+  (``VG_100K``, ``VG_100K_2``) and COCO (``train2014``, ``val2014``) folders, so the image
+  root is one folder holding all four or a source's ``image_folders`` place each. Response:
+  the count as digits. ``subset`` keeps the ``simple`` or ``complex`` questions only (the
+  test file's two benchmarks).
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
+from vlab.errors import ConfigError, VlabError
 from vlab.models.vlm.data._files import (
     PathLike,
     check_split,
@@ -225,3 +241,89 @@ def read_pope(
             name = row["image"]
             image_id = PurePosixPath(name).stem
             yield VLSample(image_path(image_root, name), image_id, "pope", "pope", [turn], meta)
+
+
+VIZWIZ_UNANSWERABLE = "unanswerable"
+# LLaVA-1.5's VizWiz prompt adds this line after the question (its training data has no
+# unanswerable questions, so the model is told what to say)
+VIZWIZ_HINT = "When the provided information is insufficient, respond with 'Unanswerable'."
+
+
+def read_vizwiz(
+    annotation_path: PathLike,
+    image_root: PathLike,
+    split: str = "val",
+    unanswerable_hint: bool = False,
+) -> Iterator[VLSample]:
+    """VizWiz VQA -> ``vqa`` samples (source ``vizwiz``). meta: split, question_id (the image
+    file's stem: one question per image), answers (10), answer_type, answerable (None without
+    answers). ``unanswerable_hint`` appends :data:`VIZWIZ_HINT` to every question."""
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "a VizWiz annotation file"):
+        for row in data:
+            answers = [str(a["answer"]) for a in row.get("answers") or []]
+            answerable = bool(int(row.get("answerable", 1))) if answers else None
+            if answerable is False:
+                response = VIZWIZ_UNANSWERABLE
+            else:
+                response = Counter(answers).most_common(1)[0][0] if answers else ""
+            name = row["image"]
+            meta = {
+                "split": split,
+                "question_id": PurePosixPath(name).stem,
+                "answers": answers,
+                "answer_type": row.get("answer_type"),
+                "answerable": answerable,
+            }
+            question = row["question"].strip()
+            if unanswerable_hint:
+                question = f"{question}\n{VIZWIZ_HINT}"
+            yield _vqa(
+                image_path(image_root, name),
+                PurePosixPath(name).stem,
+                "vizwiz",
+                question,
+                response,
+                meta,
+            )
+
+
+TALLY_SUBSETS = ("simple", "complex")
+
+
+def read_tallyqa(
+    annotation_path: PathLike,
+    image_root: PathLike,
+    split: str = "test",
+    subset: str | None = None,
+) -> Iterator[VLSample]:
+    """TallyQA -> ``vqa`` samples (source ``tallyqa``). meta: split, question_id, data_source,
+    subset ("simple" / "complex" from ``issimple``; None where the file has no flag)."""
+    if subset is not None and subset not in TALLY_SUBSETS:
+        raise ConfigError("subset", f"{subset!r} is not one of {', '.join(TALLY_SUBSETS)}")
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "a TallyQA file"):
+        for row in data:
+            simple = row.get("issimple")
+            kind = None if simple is None else TALLY_SUBSETS[0 if simple else 1]
+            if subset is not None and kind is None:
+                raise VlabError(
+                    f"{annotation_path}: question {row['question_id']} has no 'issimple' flag, "
+                    f"so it cannot be put in the {subset!r} subset"
+                )
+            if subset is not None and kind != subset:
+                continue
+            meta = {
+                "split": split,
+                "question_id": row["question_id"],
+                "data_source": row.get("data_source"),
+                "subset": kind,
+            }
+            yield _vqa(
+                image_path(image_root, row["image"]),
+                str(row["image_id"]),
+                "tallyqa",
+                row["question"],
+                str(int(row["answer"])),
+                meta,
+            )

@@ -25,10 +25,22 @@ Formats:
 * Visual7W pointing: ``dataset_v7w_pointing.json``: ``{"images": [{"image_id", "filename",
   "split", "qa_pairs": [{"qa_id", "question", "answer": box_id, "multiple_choices":
   [box_id x 3], "type"}]}], "boxes": [{"box_id", "x", "y", "width", "height", "name"}]}``.
-  Free choice: posed as ``grounding`` with box output -- prompt = the question ("Which ...?"),
-  response = the answer box; the four candidate boxes (answer first) are kept in
-  ``meta["candidates"]`` so evaluation can also score "pick the candidate nearest the predicted
-  box". Image sizes (not in the file) come from a Visual Genome ``image_data.json`` when given
+  Two forms (``form=``):
+
+  - ``"choice"``, the papers' benchmark (SHAKEUP's authors' ``evaluate_visual7w.py`` lists the
+    four candidate boxes as lettered options and scores the letter): an ``mcvqa`` sample whose
+    options are the four candidate boxes as text, in a fixed pseudo-random order keyed by
+    ``qa_id`` like Visual7W telling's; response = the answer's letter::
+
+        Which is the dog's tail?
+        A. [0.25, 0.05, 0.30, 0.15]
+        B. [0.05, 0.20, 0.20, 0.30]
+        ...
+
+  - ``"grounding"`` (open pointing): prompt = the question, response = the answer box, scored
+    at IoU > 0.5; the four candidates (answer first) stay in ``meta["candidates"]``.
+
+  Image sizes (not in the file) come from a Visual Genome ``image_data.json`` when given
   (Visual7W images are Visual Genome images, ``v7w_<image_id>.jpg``), else from the image files.
 """
 
@@ -47,6 +59,7 @@ from vlab.models.vlm.data._files import (
     load_json,
     load_pickle,
 )
+from vlab.models.vlm.data.multiple_choice import mc_sample, stable_order
 from vlab.models.vlm.data.records import PACK_KEY, Turn, VLSample, format_box, xywh_to_xyxy
 
 REGION_TASKS = ("grounding", "dense_caption")
@@ -164,18 +177,26 @@ def read_vg_regions(
                 )
 
 
+POINTING_FORMS = ("choice", "grounding")
+
+
 def read_visual7w_pointing(
     annotation_path: PathLike,
     image_root: PathLike,
     split: str = "train",
     image_data_path: PathLike | None = None,
+    form: str = "grounding",
 ) -> Iterator[VLSample]:
-    """Visual7W pointing -> ``grounding`` samples (source ``visual7w_pointing``).
+    """Visual7W pointing -> ``mcvqa`` (``form="choice"``) or ``grounding`` samples (source
+    ``visual7w_pointing``).
 
-    meta: split, qa_id, type, box_xywh, width, height, candidates (the four boxes as text,
-    answer first), candidates_xywh.
+    meta: split, qa_id, type, box_xywh (the answer's), width, height; ``choice`` adds the
+    multiple-choice fields (question, choices, answer_index, question_id); ``grounding`` adds
+    candidates (the four boxes as text, answer first) and candidates_xywh in that order.
     """
     check_split(split, ("train", "val", "test"))
+    if form not in POINTING_FORMS:
+        raise ConfigError("form", f"{form!r} is not one of {', '.join(POINTING_FORMS)}")
     sizes = load_vg_images(image_data_path) if image_data_path is not None else None
     data = load_json(annotation_path)
     with format_errors(annotation_path, "a Visual7W pointing file"):
@@ -190,18 +211,32 @@ def read_visual7w_pointing(
                 width, height = image_size(path)
             for qa in im["qa_pairs"]:
                 ids = [qa["answer"], *qa["multiple_choices"]]
+                if form == "choice":
+                    ids = stable_order(ids, str(qa["qa_id"]))
                 xywh = [[boxes[i][k] for k in ("x", "y", "width", "height")] for i in ids]
                 cands = [format_box(*xywh_to_xyxy(b), width, height) for b in xywh]
+                answer = ids.index(qa["answer"])
                 meta = {
                     "split": split,
                     "qa_id": qa["qa_id"],
                     "type": qa.get("type"),
-                    "box_xywh": xywh[0],
+                    "box_xywh": xywh[answer],
                     "width": width,
                     "height": height,
-                    "candidates": cands,
-                    "candidates_xywh": xywh,
                 }
+                if form == "choice":
+                    yield mc_sample(
+                        path,
+                        str(im["image_id"]),
+                        "visual7w_pointing",
+                        qa["question"],
+                        cands,
+                        answer,
+                        str(qa["qa_id"]),
+                        meta,
+                    )
+                    continue
+                meta.update(candidates=cands, candidates_xywh=xywh)
                 yield VLSample(
                     path,
                     str(im["image_id"]),

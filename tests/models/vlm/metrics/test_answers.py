@@ -1,9 +1,15 @@
 """VLM metrics on known inputs: VQA score, ANLS, per-benchmark held-out records."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from vlab.models.vlm.data.records import Turn, VLSample
 from vlab.models.vlm.metrics.answers import anls, evaluate_predictions, levenshtein, vqa_score
+from vlab.models.vlm.metrics.captions import REGEX_TOKENS, java_problem
 
 
 def _s(task, source, response, **meta):
@@ -56,6 +62,33 @@ def test_caption_references_switch_captions_to_cider():
         _s("caption", "coco", "two cats", references=["two cats on a sofa", "cats"]),
     ]
     out = evaluate_predictions(caps + [_s("vqa", "gqa", "yes")], ["a dog on a bed", "a car", "yes"])
-    assert out["metrics"]["caption"] == "CIDEr"
-    assert out["tasks"]["caption"] == out["captions"]["CIDEr"] > 0
+    # the official toolkit where Java runs, else the pure-Python CIDEr under its own name
+    official = java_problem() is None
+    cider = "CIDEr" if official else "CIDEr" + REGEX_TOKENS
+    assert out["metrics"]["caption"] == cider
+    assert out["tasks"]["caption"] == out["captions"][cider] == out["sources"]["coco/caption"] > 0
+    assert ("METEOR" in out["captions"]) == official
+    assert ("METEOR" in out["captions"].get("unavailable", {})) != official
     assert out["accuracy"] == 1.0  # CIDEr is not averaged into accuracy
+
+
+def test_caption_scores_without_java_keep_cider_under_its_own_name():
+    # a real machine without Java: the same evaluation in a Python whose PATH holds no 'java'
+    code = """
+import json
+from vlab.models.vlm.data.records import Turn, VLSample
+from vlab.models.vlm.metrics.answers import evaluate_predictions
+refs = {"references": ["a dog on a bed", "a dog sleeping"]}
+samples = [VLSample("x.jpg", "1", "caption", "coco", [Turn("q", "a dog on a bed")], refs),
+           VLSample("x.jpg", "1", "vqa", "gqa", [Turn("q", "yes")], {})]
+print(json.dumps(evaluate_predictions(samples, ["a dog on a bed", "yes"])))
+"""
+    env = {**os.environ, "PATH": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    out = json.loads(run.stdout)
+    assert out["metrics"]["caption"] == "CIDEr" + REGEX_TOKENS
+    assert out["accuracy"] == 1.0  # the regex-token CIDEr is not averaged in either
+    assert "METEOR" not in out["captions"] and "CIDEr" not in out["captions"]
+    assert out["captions"]["unavailable"]["METEOR"].startswith("no 'java' on PATH")
