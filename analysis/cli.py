@@ -22,7 +22,9 @@ def register(subparsers) -> None:
             "figures-TEMPLATE/ instead (e.g. --template inside: the look-inside analyses of "
             "`vlab inspect`). A VLM sweep (sweep.json kind vlm) gets the vlm template: "
             "benchmark tables, task-aware vs task-agnostic gains, training curves, grounding "
-            "by target location. Works on partial sweeps while they run."
+            "by target location; a finetune sweep (kind vlm-finetune) the finetune template: "
+            "held-out score against resolution per arm (SHAKEUP Figure 3). Works on partial "
+            "sweeps while they run."
         ),
     )
     p.add_argument(
@@ -34,8 +36,9 @@ def register(subparsers) -> None:
         "--template",
         default=None,
         metavar="NAME",
-        help="report template: a name shipped with vlab (probe_report, inside, vlm) or a path "
-        "to an .ipynb (default: vlm for a VLM sweep, else probe_report)",
+        help="report template: a name shipped with vlab (probe_report, inside, vlm, finetune) "
+        "or a path to an .ipynb (default: vlm for a VLM sweep, finetune for a finetune sweep, "
+        "else probe_report)",
     )
     p.add_argument(
         "-p",

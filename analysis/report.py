@@ -7,7 +7,8 @@ failed or interrupted render never leaves a half-written report (a failed notebo
 template writes ``<template>.ipynb``, ``<template>.html``, ``figures-<template>/`` and
 ``<template>.failed.ipynb`` (``<template>``: its name, or the stem of its file), so reports of
 several templates live side by side in one sweep. Without ``--template`` a VLM sweep (sweep.json
-kind "vlm") gets the ``vlm`` template (``vlm.html``), any other sweep the probe report.
+kind "vlm") gets the ``vlm`` template (``vlm.html``), a finetune sweep (kind "vlm-finetune") the
+``finetune`` template (``finetune.html``), any other sweep the probe report.
 
 The kernel is always the interpreter running ``vlab`` (``sys.executable``), started through
 :class:`ThisPythonKernelManager`, whatever kernelspecs a user or system directory holds: the
@@ -34,13 +35,16 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
 from vlab.analysis.load import Sweep, load_sweep
-from vlab.analysis.vlm import load_vlm_sweep, summary_line, sweep_kind
+from vlab.analysis.vlm import FINETUNE_KIND, VLM_KIND, load_vlm_sweep, summary_line, sweep_kind
 from vlab.errors import VlabError
 from vlab.rundir import STATES
 
 TEMPLATES_PACKAGE = "vlab.notebooks"
 DEFAULT_TEMPLATE = "probe_report"
 VLM_TEMPLATE = "vlm"  # the default for a VLM sweep (sweep.json kind "vlm")
+FINETUNE_TEMPLATE = "finetune"  # the default for a finetune sweep (kind "vlm-finetune")
+# the template a sweep of each kind gets without --template (any other kind: the probe report)
+KIND_TEMPLATES = {VLM_KIND: VLM_TEMPLATE, FINETUNE_KIND: FINETUNE_TEMPLATE}
 KERNEL_NAME = "python3"
 # Parameters the report sets itself; a template must declare them in its `parameters` cell.
 RESERVED = ("sweep_dir", "figures_dir")
@@ -205,9 +209,9 @@ def _remove_stale_work_dirs(root: Path) -> None:
 
 
 def default_template(sweep_dir: str | Path) -> str:
-    """The template a sweep gets without ``--template``: :data:`VLM_TEMPLATE` for a VLM sweep
-    (sweep.json kind "vlm", or a folder of VLM run directories), else the probe report."""
-    return VLM_TEMPLATE if sweep_kind(sweep_dir) == "vlm" else DEFAULT_TEMPLATE
+    """The template a sweep gets without ``--template``: :data:`KIND_TEMPLATES` of its kind
+    (sweep.json's, or a folder of VLM or finetune run directories), else the probe report."""
+    return KIND_TEMPLATES.get(sweep_kind(sweep_dir), DEFAULT_TEMPLATE)
 
 
 def _load(sweep_dir: str | Path, template: str) -> tuple[Path, str, str]:
@@ -216,10 +220,18 @@ def _load(sweep_dir: str | Path, template: str) -> tuple[Path, str, str]:
     if template == VLM_TEMPLATE:
         vlm_sweep = load_vlm_sweep(sweep_dir, locations=False)  # names a probe sweep as such
         return vlm_sweep.root, vlm_sweep.name, summary_line(vlm_sweep)
-    if template == DEFAULT_TEMPLATE and sweep_kind(sweep_dir) == "vlm":
+    if template == FINETUNE_TEMPLATE:
+        from vlab.analysis import finetune
+
+        ft_sweep = finetune.load_finetune_sweep(sweep_dir)  # names another kind as such
+        return ft_sweep.root, ft_sweep.name, finetune.summary_line(ft_sweep)
+    kind = sweep_kind(sweep_dir)
+    if template == DEFAULT_TEMPLATE and kind in KIND_TEMPLATES:
+        title = "VLM" if kind == VLM_KIND else f"{kind}"
         raise VlabError(
-            f"{sweep_dir} is a VLM sweep: the probe report has nothing to show for it; drop "
-            f"--template (its default is {VLM_TEMPLATE}) or say --template {VLM_TEMPLATE}"
+            f"{sweep_dir} is a {title} sweep: the probe report has nothing to show for it; drop "
+            f"--template (its default is {KIND_TEMPLATES[kind]}) or say --template "
+            f"{KIND_TEMPLATES[kind]}"
         )
     sweep = load_sweep(sweep_dir)
     return sweep.root, sweep.name, summary(sweep)

@@ -48,6 +48,8 @@ from vlab.fileio import read_json, read_jsonl
 from vlab.locks import lock_holder
 from vlab.process import writer_alive
 
+VLM_KIND, FINETUNE_KIND = "vlm", "vlm-finetune"  # sweep.json kinds with a report here
+KIND_TITLES = {"probe": "probe", VLM_KIND: "VLM", FINETUNE_KIND: "finetune (vlm-finetune)"}
 ARCH_KEY = "model.lm.arch"
 ORDERING_KEY = "model.sequence.ordering"
 # task-agnostic (image first, the default) before task-aware (instruction first)
@@ -83,12 +85,15 @@ BENCHMARKS: dict[tuple[str, str], tuple[str, str]] = {
     ("textcaps", "caption"): ("TextCaps", COARSE),
     ("textvqa", "vqa"): ("TextVQA", COARSE),
     ("ai2d", "mcvqa"): ("AI2D", COARSE),
+    ("vizwiz", "vqa"): ("VizWiz", COARSE),
+    ("tallyqa", "vqa"): ("TallyQA", COARSE),
     ("shapes", "grounding"): ("shapes grounding", FINE),
     ("shapes", "dense_caption"): ("shapes dense caption", FINE),
     ("refcoco", "grounding"): ("RefCOCO", FINE),
     ("refcoco+", "grounding"): ("RefCOCO+", FINE),
     ("refcocog", "grounding"): ("RefCOCOg", FINE),
-    ("visual7w_pointing", "grounding"): ("V7W pointing", FINE),
+    ("visual7w_pointing", "mcvqa"): ("V7W pointing", FINE),  # the papers' 4-way box choice
+    ("visual7w_pointing", "grounding"): ("V7W pointing (open)", FINE),
     ("refcoco", "dense_caption"): ("RefCOCO dense caption", FINE),
     ("refcoco+", "dense_caption"): ("RefCOCO+ dense caption", FINE),
     ("refcocog", "dense_caption"): ("RefCOCOg dense caption", FINE),
@@ -96,7 +101,7 @@ BENCHMARKS: dict[tuple[str, str], tuple[str, str]] = {
     ("visual_genome", "grounding"): ("VG grounding", FINE),
 }
 _SPLIT_ORDER = {"val": 0, "testA": 1, "testB": 2, "test": 3}
-_SPLIT_ORDER.update({"random": 0, "popular": 1, "adversarial": 2})
+_SPLIT_ORDER.update({"random": 0, "popular": 1, "adversarial": 2, "simple": 0, "complex": 1})
 # tasks whose example is about one object with a box: the location analysis
 LOCATED_TASKS = ("grounding", "dense_caption")
 
@@ -220,10 +225,24 @@ def is_vlm_run(path: Path) -> bool:
     return any((path / f"stage{s}" / "config.json").is_file() for s in STAGES)
 
 
+def is_finetune_run(path: Path) -> bool:
+    """A finetune run directory (``vlab vlm finetune --out``, or a run of a ``vlm-finetune``
+    sweep): its config.json names the ``source`` run and the ``resolution``."""
+    file = path / "config.json"
+    if not file.is_file():
+        return False
+    try:
+        data = read_json(file)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "source" in data and "resolution" in data
+
+
 def sweep_kind(path: str | Path) -> str:
     """The kind of sweep at ``path``, which picks its report: sweep.json's ``kind`` ("probe"
     when absent or unreadable), or, without sweep.json, "vlm" when ``path`` or a folder in it
-    (or in its ``runs/``) is a VLM run, else "probe"."""
+    (or in its ``runs/``) is a VLM run, "vlm-finetune" when it is a finetune run (a
+    ``RUN/finetune`` folder of them), else "probe"."""
     root = Path(path).expanduser()
     spec = root / "sweep.json"
     if spec.is_file():
@@ -235,11 +254,12 @@ def sweep_kind(path: str | Path) -> str:
         return kind if isinstance(kind, str) else "probe"
     if not root.is_dir():
         return "probe"
-    if is_vlm_run(root):
-        return "vlm"
-    for parent in (root, root / "runs"):
-        if parent.is_dir() and any(is_vlm_run(p) for p in parent.iterdir() if p.is_dir()):
-            return "vlm"
+    for kind, is_run in ((VLM_KIND, is_vlm_run), (FINETUNE_KIND, is_finetune_run)):
+        if is_run(root):
+            return kind
+        for parent in (root, root / "runs"):
+            if parent.is_dir() and any(is_run(p) for p in parent.iterdir() if p.is_dir()):
+                return kind
     return "probe"
 
 
@@ -302,18 +322,20 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
     )
 
 
-def _entries_from_sweep_json(root: Path) -> tuple[str, list[_Entry]]:
+def _entries_from_sweep_json(root: Path, kind: str = VLM_KIND) -> tuple[str, list[_Entry]]:
+    """The sweep's name and its runs (config, directory, lock) from sweep.json, which must be
+    of ``kind``: another kind is a one-line error naming both."""
     try:
         spec = read_json(root / "sweep.json")
     except (OSError, ValueError) as e:
         raise VlabError(f"{root / 'sweep.json'} is not valid JSON ({e})") from e
     if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list):
         raise VlabError(f"{root / 'sweep.json'} has no 'runs' list; is it a vlab sweep file?")
-    kind = spec.get("kind", "probe")
-    if kind != "vlm":
+    found = spec.get("kind", "probe")
+    if found != kind:
         raise VlabError(
-            f"{root} is a {kind} sweep, not a VLM sweep; its report is the default template "
-            "(drop --template vlm)"
+            f"{root} is a {KIND_TITLES.get(found, found)} sweep, not a {KIND_TITLES[kind]} "
+            f"sweep; drop --template: vlab report picks the report of the sweep's kind"
         )
     if not spec["runs"]:
         raise VlabError(f"{root / 'sweep.json'} lists no runs; nothing to report")
@@ -392,16 +414,20 @@ def _load_run(
     return row, scores, curves, locations, metrics
 
 
-def _status(path: Path, config: dict, name: str, warnings: list[str]) -> dict:
-    """state, reason, stage, step, steps of the run's current phase (``vlm_status``)."""
+def _status(
+    path: Path, config: dict, name: str, warnings: list[str], read=None, steps_key="stage1.steps"
+) -> dict:
+    """state, reason, stage, step, steps of the run's current phase, as ``read(path, config)``
+    says (default ``vlm_status``; a finetune's: ``finetune_status``); ``steps_key`` is the
+    config's step budget of a run not started."""
     from vlab.slurm.vlm import vlm_status
 
     out = {"state": "pending", "reason": "no run directory yet", "stage": None}
-    out.update(step=None, steps=_get(config, "stage1.steps"))
+    out.update(step=None, steps=_get(config, steps_key))
     if not path.is_dir():
         return out
     try:
-        status = vlm_status(path, config)
+        status = (read or vlm_status)(path, config)
     except (VlabError, OSError, ValueError, AttributeError) as e:
         warnings.append(f"{name}: its status files are unreadable ({e})")
         return {**out, "state": "unknown", "reason": "status unreadable"}

@@ -23,7 +23,7 @@ from typing import Any
 
 from vlab.config import to_dict
 from vlab.rundir import RunDir
-from vlab.slurm.vlm import eval_phase, phase
+from vlab.slurm.vlm import eval_dir, eval_phase, phase
 
 ARCH_KEY = "arch"
 
@@ -61,10 +61,11 @@ def finetune_status(run: str | Path, config: dict) -> dict:
 
     ``stage`` is ``finetune`` (training) or ``eval``; ``steps`` the finetune's budget (with
     ``epochs`` known once training started); ``benchmarks`` the evaluated ones. ``state`` is
-    absent before anything started (the sweep's "pending").
+    absent before anything started (the sweep's "pending"). Reads files only, without
+    importing torch (the report's loader calls it): the evaluation is in ``RUN/eval/heldout``,
+    as for a VLM run (:func:`vlab.slurm.vlm.eval_dir`, the same folder as
+    :func:`vlab.models.vlm.finetune.eval_dir`).
     """
-    from vlab.models.vlm.finetune import eval_dir
-
     run = Path(run)
     status = RunDir(run).read_status()
     steps = (config.get("train") or {}).get("steps") if config.get("epochs") is None else None

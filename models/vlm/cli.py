@@ -9,13 +9,16 @@ import argparse
 from vlab.config import cli_overrides, deep_merge, output_dir
 from vlab.errors import ConfigError
 
+RUN_HELP = "a vlab vlm train output directory, or a vlab vlm finetune directory (its --out)"
+STAGE_HELP = "the stage of a vlab vlm train run (default 2); a finetune has one model"
+
 
 def _overrides(args: argparse.Namespace) -> dict:
     data = cli_overrides(args.config, args.set)
     if args.data_root is not None:
         from vlab.models.vlm.data.paper_data import paper_data
 
-        data = deep_merge({"data": paper_data(args.data_root)}, data)
+        data = deep_merge({"data": paper_data(args.data_root, args.paper)}, data)
     if args.steps is not None:
         data = deep_merge(data, {"stage2": {"steps": args.steps}})
     if args.ordering is not None:
@@ -48,7 +51,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.data_root is not None:
         from vlab.models.vlm.data.paper_data import paper_benchmarks
 
-        spec = {"sources": paper_benchmarks(args.data_root), "pack": False}
+        spec = {"sources": paper_benchmarks(args.data_root, args.paper), "pack": False}
     else:
         spec = cli_overrides(args.config, None)
     mixture = select_sources(from_dict(MixtureConfig, spec), args.limit, args.skip_missing)
@@ -66,6 +69,9 @@ def _eval(args: argparse.Namespace) -> int:
     for key, value in results["sources"].items():
         metric = results["metrics"][key.split("/")[1]]
         print(f"{key:<{width}}  {value:8.4f}  {metric}")
+        for slice_key, scores in results.get("slices", {}).get(key, {}).items():
+            for part, score in scores.items():
+                print(f"  {f'{slice_key}={part}':<{width - 2}}  {score:8.4f}")
     print(f"results: {args.run}/eval/{args.name}/results.json")
     return 0
 
@@ -122,6 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from vlab.models.backbones import PRESETS as BACKBONES
+    from vlab.models.vlm.data.paper_data import PAPERS  # no imports beyond vlab.errors
     from vlab.models.vlm.data.records import TASKS  # PIL, never torch
     from vlab.models.vlm.presets import PRESETS
 
@@ -152,6 +159,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on the paper's datasets in their usual layout under DIR "
         "(see vlab.models.vlm.data.paper_data); default: the built-in shapes dataset",
     )
+    train.add_argument(
+        "--paper",
+        choices=list(PAPERS),
+        default="shakeup",
+        help="whose data --data-root means: SHAKEUP's mixture (default) or MambaVLM's "
+        "(LLaVA-665K, LVIS-Instruct4V, LRV-Instruction; one stage: use --stage 2)",
+    )
     train.add_argument("--config", help="JSON config file (same nesting as config.json)")
     train.add_argument(
         "--set",
@@ -166,22 +180,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
         help="evaluate a trained VLM on benchmark sets (predictions and scores per benchmark)",
-        description="Greedy answers of RUN/stage{N}'s checkpoint on the benchmarks, scored per "
-        "benchmark, into RUN/eval/NAME/{predictions.jsonl,results.json}. Resumes a killed "
-        "evaluation.",
+        description="Greedy answers of RUN/stage{N}'s checkpoint (or of a vlab vlm finetune "
+        "directory's, at its resolution) on the benchmarks, scored per benchmark, into "
+        "RUN/eval/NAME/{predictions.jsonl,results.json}. Resumes a killed evaluation.",
     )
-    ev.add_argument("--run", required=True, help="a vlab vlm train output directory")
-    ev.add_argument("--stage", choices=["1", "2"], default="2")
+    ev.add_argument("--run", required=True, help=RUN_HELP)
+    ev.add_argument("--stage", choices=["1", "2"], default="2", help=STAGE_HELP)
     ev.add_argument(
         "--data-root",
         metavar="DIR",
         help="the paper's benchmarks under DIR (see vlab.models.vlm.data.paper_data)",
     )
+    ev.add_argument(
+        "--paper",
+        choices=list(PAPERS),
+        default="shakeup",
+        help="whose benchmarks --data-root means: SHAKEUP's (default) or MambaVLM's "
+        "(VQAv2, GQA, VizWiz, TextVQA, VSR, POPE, TallyQA)",
+    )
     ev.add_argument("--config", help='JSON file of a mixture: {"sources": [{"reader": ..., ...}]}')
     ev.add_argument("--name", default="benchmarks", help="results go to RUN/eval/NAME")
     ev.add_argument("--limit", type=int, help="at most N examples per benchmark")
     ev.add_argument(
-        "--skip-missing", action="store_true", help="leave out benchmarks whose files are missing"
+        "--skip-missing",
+        action="store_true",
+        help="leave out (and name) the benchmarks whose annotation files or image folders are "
+        "missing; without it, everything missing is listed and nothing runs",
     )
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--max-new-tokens", type=int)
@@ -228,14 +252,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = sub.add_parser(
         "generate",
         help="answer one question about one image with a trained VLM",
-        description="Prints RUN/stage{N}'s greedy answer to PROMPT about the image FILE. The "
-        "image is preprocessed and the prompt placed (the run's ordering, the task's "
-        "instruction) exactly as in a one-turn training example, cut where the response starts.",
+        description="Prints RUN/stage{N}'s (or a vlab vlm finetune directory's) greedy answer "
+        "to PROMPT about the image FILE. The image is preprocessed (at a finetune's resolution) "
+        "and the prompt placed (the run's ordering, the task's instruction) exactly as in a "
+        "one-turn training example, cut where the response starts.",
     )
-    gen.add_argument("--run", required=True, help="a vlab vlm train output directory")
+    gen.add_argument("--run", required=True, help=RUN_HELP)
     gen.add_argument("--image", required=True, metavar="FILE", help="the image file")
     gen.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
-    gen.add_argument("--stage", choices=["1", "2"], default="2")
+    gen.add_argument("--stage", choices=["1", "2"], default="2", help=STAGE_HELP)
     gen.add_argument(
         "--task",
         default="chat",

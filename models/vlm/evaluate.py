@@ -1,7 +1,8 @@
 """``vlab vlm eval``: a trained VLM on benchmark sets, without task-specific finetuning.
 
-Reads a finished (or, with a warning, an unfinished) stage of a ``vlab vlm train`` run: its
-``config.json``, the tokenizer it trained with and ``checkpoints/last.pt``. The benchmark
+Reads a finished (or, with a warning, an unfinished) stage of a ``vlab vlm train`` run, or a
+``vlab vlm finetune`` directory at its resolution (:mod:`vlab.models.vlm.trained`): its
+config, the tokenizer it trained with and ``checkpoints/last.pt``. The benchmark
 sources are prepared like held-out data (unpacked, captions merged per image with all their
 references) into ``OUT/eval/NAME/data``; greedy answers to every example go to
 ``OUT/eval/NAME/predictions.jsonl`` batch by batch, so a killed evaluation resumes where it
@@ -24,19 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vlab.config import from_dict
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json, read_jsonl
 from vlab.models.vlm.batch import batch_of, image_tokens
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
 from vlab.models.vlm.data.records import VLSample
+from vlab.models.vlm.finetune import EVAL_NAME as FINETUNE_EVAL
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
-from vlab.models.vlm.model import build_vlm
-from vlab.models.vlm.tokenizer import run_tokenizer
+from vlab.models.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
 from vlab.rundir import RunDir
-from vlab.training.engine import resolve_device
 from vlab.training.precision import autocast_for
 
 
@@ -44,11 +43,12 @@ def select_sources(
     mixture: MixtureConfig, limit: int | None = None, skip_missing: bool = False, log=print
 ) -> MixtureConfig:
     """The mixture with at most ``limit`` examples per source, and (``skip_missing``) without
-    the sources whose files are not there (each named in the log)."""
+    the sources whose annotation files or image folders are not there (each named in the log
+    with what it lacks)."""
     sources = []
     for s in mixture.sources:
         if skip_missing and s.missing():
-            log(f"skipping {s.label}: {', '.join(str(f) for f in s.missing())} missing")
+            log(f"skipping {s.label}: {', '.join(s.describe_missing())} missing")
             continue
         sources.append(dataclasses.replace(s, limit=limit) if limit else s)
     if not sources:
@@ -69,32 +69,28 @@ def evaluate_run(
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Evaluate ``out/stage{stage}`` on ``mixture``; returns (and writes) the results.
+    """Evaluate ``out/stage{stage}`` (or the finetune directory ``out``, at its resolution) on
+    ``mixture`` into ``out/eval/NAME``; returns (and writes) the results.
 
-    ``precision`` ("auto", "fp32", "bf16") defaults to the one the stage trained with, so the
-    answers come from the numerics its held-out metrics were measured in.
+    ``precision`` ("auto", "fp32", "bf16") defaults to the one the weights trained with, so
+    the answers come from the numerics its held-out metrics were measured in.
     """
+    mixture.check_files("sources.")  # everything missing, listed before the model loads
     out = Path(out)
-    run = RunDir(out / f"stage{stage}")
-    stored = run.read_config()
-    stored.pop("stage", None)
     changes: dict[str, Any] = {}
     if batch_size:
         changes["eval_batch_size"] = batch_size
     if max_new_tokens:
         changes["max_new_tokens"] = max_new_tokens
-    cfg = from_dict(VLMRunConfig, {**stored, **changes})
-    ckpt = run.load_checkpoint()
-    if ckpt is None:
-        raise VlabError(f"{run.path} has no checkpoint to evaluate")
-    if not run.is_done():
-        log(f"{run.path} is not finished: evaluating its checkpoint at step {ckpt['step']}")
-    mixture.check_files("sources.")
-    tok = run_tokenizer(cfg, out)
-    dev = resolve_device(device)
-    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
-    model.load_state_dict(ckpt["model"])
-    model.to(dev).eval()
+    if name == FINETUNE_EVAL and trained_kind(out) == FINETUNE_RUN:
+        raise VlabError(
+            f"{out}/eval/{name} is the finetune's own held-out evaluation; give another --name"
+        )
+    trained = load_trained(out, stage, device, changes=changes)
+    cfg, model, tok, dev = trained.config, trained.model, trained.tokenizer, trained.device
+    if not trained.files.is_done():
+        unfinished = trained.files.path
+        log(f"{unfinished} is not finished: evaluating its checkpoint at step {trained.step}")
 
     where = out / "eval" / name
     data_dir = prepare(
@@ -108,14 +104,15 @@ def evaluate_run(
     )
     data = PreparedMixture(data_dir)
     samples = list(data)
-    autocast = autocast_for(dev, precision or cfg.train_config(stage).precision)
+    autocast = autocast_for(dev, precision or trained.precision)
     predictions = generate_predictions(
         model, tok, cfg, samples, where / "predictions.jsonl", dev, autocast, progress, name
     )
     results = {
         "run": str(out),
         "stage": stage,
-        "step": ckpt["step"],
+        **trained.about,  # a finetune's source, task, resolution and grid
+        "step": trained.step,
         "examples": len(samples),
         "per_source": {k: v["sequences"] for k, v in data.stats.items()},
         **evaluate_predictions(samples, predictions),

@@ -15,7 +15,10 @@ A finetune is a run directory of its own, written by this step and read by the n
 
 ``OUT`` defaults to ``RUN/finetune/<task>-r<R>-lr<lr>``. It resumes like a stage (the engine's
 checkpoint at every evaluation), and a finished finetune is not touched again. The source
-run (``RUN/stage2`` and its tokenizer) is only read.
+run (``RUN/stage2`` and its tokenizer) is only read. ``vlab vlm eval`` and ``vlab vlm
+generate`` open ``OUT`` as they open a train run (:mod:`vlab.models.vlm.trained`: the model
+at the finetune's resolution, the source's tokenizer); ``vlab report`` on a sweep of finetunes
+draws Figure 3 (:mod:`vlab.analysis.finetune`).
 
 What changes with the resolution lives in :mod:`vlab.models.vlm.resolution`: every encoder's
 ``image_size``, the position embeddings (interpolated), the number of visual tokens and with
@@ -349,17 +352,36 @@ def source_tokenizer(cfg: FinetuneConfig) -> Any:
 def finetune_model(
     cfg: FinetuneConfig, tok: Any, log: Callable[[str], Any] = print
 ) -> tuple[VLMRunConfig, Any]:
-    """The run config at the new resolution (the task's data, ``train`` as stage 2) and the
-    VLM built at that resolution holding the source's final stage-2 weights, its position
-    embeddings interpolated (stage-2 trainable parts: projector and LM; frozen encoders stay
-    frozen). ``max_length`` None grows by the tokens the image segment gains."""
-    from vlab.models.vlm.model import build_vlm
-    from vlab.models.vlm.resolution import (
-        at_resolution,
-        encoder_geometry,
-        following_max_length,
-        load_at_resolution,
+    """The run config at the new resolution (:func:`finetune_setup`) and the VLM built at that
+    resolution holding the source's final stage-2 weights, its position embeddings
+    interpolated (stage-2 trainable parts: projector and LM; frozen encoders stay frozen)."""
+    from vlab.models.vlm.resolution import load_at_resolution
+
+    run_cfg, model = finetune_setup(cfg, tok)
+    ckpt = RunDir(Path(cfg.source) / "stage2").load_checkpoint()
+    if ckpt is None:
+        raise VlabError(f"{cfg.source}/stage2 has no checkpoint to finetune")
+    load_at_resolution(model, ckpt["model"])
+    model.set_stage(2)
+    log(
+        f"{cfg.source}/stage2 (step {ckpt['step']}) at {cfg.resolution} px: "
+        f"{model.grid[0]}x{model.grid[1]} visual tokens, "
+        f"max_length {run_cfg.model.sequence.max_length}"
     )
+    return run_cfg, model
+
+
+def finetune_setup(cfg: FinetuneConfig, tok: Any) -> tuple[VLMRunConfig, Any]:
+    """The finetune's run config and its VLM, built (seeded, untrained) at the new resolution.
+
+    The run config is the source's with every encoder at ``resolution``, ``max_length`` grown
+    by the tokens the image segment gains (when ``cfg.max_length`` is None), the task's data
+    and ``train`` as stage 2: what the finetune trains, evaluates and is loaded back with
+    (:mod:`vlab.models.vlm.trained`). Load weights into the model next: the source's
+    (:func:`finetune_model`) or the finetune's own checkpoint.
+    """
+    from vlab.models.vlm.model import build_vlm
+    from vlab.models.vlm.resolution import at_resolution, encoder_geometry, following_max_length
 
     src = cfg.source_config
     model_cfg = at_resolution(src.model, cfg.resolution)
@@ -370,12 +392,7 @@ def finetune_model(
         per_row = model.grid[0] // model.encoders[0].grid[0]  # 2 for two-map projectors
         old_grid = (per_row * (size // patch), size // patch)
         max_length = following_max_length(src.model.sequence, old_grid, model.grid, tok)
-    model_cfg = at_resolution(model_cfg, cfg.resolution, max_length)
-    ckpt = RunDir(Path(cfg.source) / "stage2").load_checkpoint()
-    if ckpt is None:
-        raise VlabError(f"{cfg.source}/stage2 has no checkpoint to finetune")
-    load_at_resolution(model, ckpt["model"])
-    model.set_stage(2)
+    model_cfg = at_resolution(model_cfg, cfg.resolution, max_length)  # weights unchanged
     run_cfg = dataclasses.replace(
         src,
         model=model_cfg,
@@ -383,10 +400,6 @@ def finetune_model(
         stage2=cfg.train,
         eval_batch_size=cfg.eval_batch_size or src.eval_batch_size,
         max_new_tokens=cfg.max_new_tokens or src.max_new_tokens,
-    )
-    log(
-        f"{cfg.source}/stage2 (step {ckpt['step']}) at {cfg.resolution} px: "
-        f"{model.grid[0]}x{model.grid[1]} visual tokens, max_length {max_length}"
     )
     return run_cfg, model
 

@@ -12,8 +12,9 @@ further token is one (B, 1) step, so an answer of n tokens costs P + n token pos
 instead of n passes over the growing sequence. Rows that have finished keep stepping on
 padding, which is discarded. Text-only rows (no patch slots) mix freely with image rows.
 
-``vlab vlm generate`` (:func:`answer_question`) asks a trained stage one question about one
-image through the same loop: the question becomes a one-turn sample of the run's data
+``vlab vlm generate`` (:func:`answer_question`) asks a trained VLM (a stage of a ``vlab vlm
+train`` run, or a finetune: :mod:`vlab.models.vlm.trained`) one question about one image
+through the same loop: the question becomes a one-turn sample of the run's data
 (:func:`question_batch`), assembled and preprocessed by :func:`~vlab.models.vlm.batch.batch_of`
 as in training, so its prompt is token for token the one a training example would have.
 """
@@ -34,13 +35,13 @@ from vlab.models.vlm.data.instructions import instruction_for
 from vlab.models.vlm.data.records import TASKS, Turn, VLSample
 from vlab.models.vlm.sequence import IGNORE, SequenceConfig
 from vlab.models.vlm.tokenizer import pad_token_id
+from vlab.models.vlm.trained import load_trained
 from vlab.training.distributed import all_ranks, is_sharded
 from vlab.training.precision import autocast_for
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from vlab.models.vlm.config import VLMRunConfig
     from vlab.models.vlm.model import VLM
 
 
@@ -150,71 +151,6 @@ def greedy_generate(
 # one question about one image: ``vlab vlm generate`` -------------------------------------------
 
 
-@dataclass
-class TrainedStage:
-    """One stage of a ``vlab vlm train`` run, loaded for answering: the model (eval mode, on
-    ``device``) with the checkpoint's weights, the run's tokenizer and config, and the step the
-    checkpoint was written at."""
-
-    model: VLM
-    tokenizer: Any
-    config: VLMRunConfig
-    stage: int
-    step: int
-    device: torch.device
-
-
-def _device(name: str) -> torch.device:
-    """``--device``: "auto" (CUDA when there is one), else a torch device name, checked here so
-    a typo or a GPU-less machine is a one-line error rather than a traceback deep in ``.to``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError("device", f"{name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name!r} asked for, but CUDA is not available here")
-    return dev
-
-
-def load_stage(run: str | os.PathLike, stage: int = 2, device: str = "auto") -> TrainedStage:
-    """``run/stage{stage}``'s last checkpoint in the model its config describes.
-
-    Raises VlabError, naming the path, when the run directory, the stage's run directory, its
-    checkpoint or its saved tokenizer is missing (nothing is trained or written here).
-    """
-    from vlab.config import from_dict
-    from vlab.models.vlm.config import VLMRunConfig
-    from vlab.models.vlm.model import build_vlm
-    from vlab.models.vlm.tokenizer import run_tokenizer
-    from vlab.rundir import RunDir
-
-    if stage not in (1, 2):
-        raise ConfigError("stage", f"must be 1 or 2, got {stage}")
-    out = Path(run)
-    if not out.is_dir():
-        raise VlabError(f"run directory {out} does not exist")
-    files = RunDir(out / f"stage{stage}")
-    if not files.exists():
-        raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
-    stored = files.read_config()
-    stored.pop("stage", None)
-    cfg = from_dict(VLMRunConfig, stored)
-    ckpt = files.load_checkpoint()
-    if ckpt is None:
-        raise VlabError(f"{files.path} has no checkpoint (checkpoints/last.pt) for stage {stage}")
-    own_tokenizer = cfg.data.tokenizer is None and cfg.model.lm.pretrained is None
-    if own_tokenizer and not (out / "tokenizer" / "tokenizer.json").is_file():
-        raise VlabError(f"{out / 'tokenizer'} holds no tokenizer.json: the run's tokenizer is gone")
-    tok = run_tokenizer(cfg, out)
-    dev = _device(device)
-    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
-    model.load_state_dict(ckpt["model"])
-    model.to(dev).eval()
-    return TrainedStage(model, tok, cfg, stage, int(ckpt["step"]), dev)
-
-
 def read_image(path: str | os.PathLike) -> Image.Image:
     """The image file as RGB, read as the dataset readers' files are
     (:func:`~vlab.models.vlm.data.records.load_image`); a missing or unreadable file is a
@@ -254,13 +190,14 @@ def answer_question(
     max_new_tokens: int | None = None,
     device: str = "auto",
 ) -> str:
-    """The greedy answer of ``run/stage{stage}`` to ``prompt`` about the image file ``image``.
+    """The greedy answer of ``run/stage{stage}`` (or of the finetune directory ``run``) to
+    ``prompt`` about the image file ``image``.
 
     ``task`` places its instruction before the prompt as in training (``chat``: none, the
     prompt alone); ``max_new_tokens`` defaults to the run's. Bad input (an empty prompt for a
     task without instruction, a missing or unreadable image, a missing run, stage or
-    checkpoint) is a VlabError with a one-line message, raised before any model is built
-    where it can be.
+    checkpoint, a directory that is no trained VLM) is a VlabError with a one-line message,
+    raised before any model is built where it can be.
     """
     if task not in TASKS:
         raise ConfigError("task", f"{task!r} is not one of {', '.join(TASKS)}")
@@ -272,7 +209,7 @@ def answer_question(
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
     picture = read_image(image)
-    trained = load_stage(run, stage, device)
+    trained = load_trained(run, stage, device)
     if trained.tokenizer.eos_token_id is None:
         raise VlabError("the run's tokenizer has no end-of-sequence token to end an answer with")
     cfg = trained.config
@@ -286,7 +223,7 @@ def answer_question(
             "prompt", f"too long: with the image it exceeds the run's max_length {seq.max_length}"
         ) from None
     batch = {k: v.to(trained.device) for k, v in batch.items()}
-    autocast = autocast_for(trained.device, cfg.train_config(stage).precision)
+    autocast = autocast_for(trained.device, trained.precision)
     with torch.no_grad(), autocast:
         answers = greedy_generate(
             trained.model, trained.tokenizer, batch, max_new_tokens or cfg.max_new_tokens

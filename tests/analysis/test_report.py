@@ -233,7 +233,7 @@ def test_failing_notebook_keeps_its_traceback_and_reports_one_line(tiny_sweep, t
         ([], "is not a sweep: it has no sweep.json and no run directories"),
         (
             ["--template", "nope"],
-            "'nope' is not a report template (available: inside, probe_report",
+            "'nope' is not a report template (available: finetune, inside, probe_report, vlm",
         ),
         (["-p", "colour", "red"], "-p colour: the template has no such parameter (it has: "),
         (["-p", "sweep_dir", "x"], "-p sweep_dir is set by vlab report itself"),

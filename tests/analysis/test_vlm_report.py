@@ -40,23 +40,28 @@ def test_every_shapes_task_and_paper_benchmark_has_a_coarse_or_fine_group():
     # the task of each reader `paper_benchmarks` uses, and the group SHAKEUP puts it in
     task = {
         "coco_captions": "caption",
+        "nocaps": "caption",
         "textcaps": "caption",
         "vqav2": "vqa",
         "gqa": "vqa",
         "textvqa": "vqa",
+        "vizwiz": "vqa",
+        "tallyqa": "vqa",
         "visual7w_telling": "mcvqa",
+        "visual7w_pointing": "mcvqa",  # the papers' four-way choice between boxes
         "ai2d": "mcvqa",
         "vsr": "itm",
         "pope": "pope",
         "refcoco": "grounding",
-        "visual7w_pointing": "grounding",
     }
-    keys = [f"{s.get('name') or s['reader']}/{task[s['reader']]}" for s in paper_benchmarks("/d")]
+    specs = paper_benchmarks("/d") + paper_benchmarks("/d", "mambavlm")
+    keys = [f"{s.get('name') or s['reader']}/{task[s['reader']]}" for s in specs]
     groups = {k: vlm.benchmark(k).group for k in keys}
     fine = sorted(k for k, g in groups.items() if g == vlm.FINE)
     assert vlm.OTHER not in groups.values()
+    assert vlm.benchmark("tallyqa_complex/vqa").label == "TallyQA complex"
     assert fine == sorted(
-        ["visual7w_pointing/grounding"]
+        ["visual7w_pointing/mcvqa"]
         + [f"refcoco_{s}/grounding" for s in ("val", "testA", "testB")]
         + [f"refcoco+_{s}/grounding" for s in ("val", "testA", "testB")]
         + [f"refcocog_{s}/grounding" for s in ("val", "test")]

@@ -181,6 +181,8 @@ def test_the_paper_finetune_spec_is_figure_3s_grid(monkeypatch, tmp_path):
     ):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_text("")  # expansion checks the files exist; nothing reads them
+    for images in ("coco/train2014", "coco/val2014"):  # and the image folders
+        (data / images).mkdir(parents=True, exist_ok=True)
     from vlab.models.vlm.data.paper_data import paper_data
 
     files = {"data": paper_data(data)}  # trained on the paper's datasets

@@ -337,3 +337,103 @@ def test_the_paper_tasks_train_on_their_training_sets_and_score_their_validation
     assert train.options == {"source": "refcocog", "tasks": ["grounding"]}
     assert (held.label, held.split, held.options["tasks"]) == ("refcocog_val", "val", ["grounding"])
     assert train.paths[0] == held.paths[0] == "/data/refcocog/refs(umd).p"
+
+
+# vlab vlm eval and vlab vlm generate on a finetune directory ---------------------------------
+
+
+def _by_hand(source: Path, out: Path):
+    """The finetune's model as its own held-out evaluation builds it: the run config at 96 px,
+    the finetune's checkpoint in a VLM built from it (the known answer for eval and generate)."""
+    cfg = ft_config(source)
+    tok = source_tokenizer(cfg)
+    run_cfg, _ = finetune_model(cfg, tok, log=quiet)
+    model = build_vlm(run_cfg.model, vocab_size=len(tok), seed=0)
+    model.load_state_dict(RunDir(out).load_checkpoint()["model"])
+    return run_cfg, model.eval(), tok
+
+
+def test_eval_and_generate_open_a_finetune_directory_at_its_resolution(
+    capsys, source, finished, tmp_path
+):
+    from tests.models.vlm.test_dataset_files import _sources, _write_images
+    from vlab.models.vlm.data.prepared import PreparedMixture
+    from vlab.models.vlm.generate import greedy_generate
+    from vlab.models.vlm.trained import FINETUNE_RUN, load_trained
+
+    out, _ = finished
+    before = stamps(out)
+    trained = load_trained(out, device="cpu")
+    assert (trained.kind, trained.step, trained.model.grid) == (FINETUNE_RUN, 12, (12, 12))
+    assert trained.config.model.sequence.max_length == 340  # grown with the image segment
+    assert trained.about == {
+        "source": str(source),
+        "task": "vqa",
+        "resolution": 96,
+        "grid": [12, 12],
+    }
+    run_cfg, model, tok = _by_hand(source, out)
+    assert trained.config == run_cfg and len(trained.tokenizer) == len(tok)
+    for name, value in model.state_dict().items():
+        assert torch.equal(trained.model.state_dict()[name], value), name
+    # generate: a held-out VQA scene rendered at 96 px, asked as training asked it
+    sample = next(s for s in ShapesData(run_cfg.data).heldout if s.task == "vqa")
+    assert sample.image.size == (96, 96)
+    image = tmp_path / "scene.png"
+    sample.image.save(image)
+    batch = batch_of([sample], model, tok, run_cfg.model.sequence)
+    with torch.no_grad():
+        want = greedy_generate(model, tok, batch, run_cfg.max_new_tokens)[0]
+    argv = ["vlm", "generate", "--run", str(out), "--image", str(image), "--task", "vqa"]
+    code, stdout, _ = vlab(capsys, *argv, "--prompt", sample.turns[0].prompt, "--device", "cpu")
+    assert (code, stdout) == (0, want + "\n")
+    # eval: benchmark files scored by the 96 px model, results beside the finetune's own
+    files = _sources(tmp_path / "images")
+    _write_images(files)
+    (tmp_path / "b.json").write_text(json.dumps({"sources": [files["vqav2"]]}))
+    argv = ["vlm", "eval", "--run", str(out), "--config", str(tmp_path / "b.json")]
+    code, stdout, _ = vlab(capsys, *argv, "--no-progress", "--device", "cpu")
+    where = out / "eval" / "benchmarks"
+    assert code == 0 and f"{where}/results.json" in stdout
+    results = json.loads((where / "results.json").read_text())
+    assert (results["resolution"], results["grid"], results["step"]) == (96, [12, 12], 12)
+    assert (results["task"], results["source"]) == ("vqa", str(source))
+    samples = list(PreparedMixture(where / "data"))
+    assert results["examples"] == len(samples) == 3
+    batch = batch_of(samples, model, tok, run_cfg.model.sequence)
+    with torch.no_grad():
+        answers = greedy_generate(model, tok, batch, run_cfg.max_new_tokens)
+    assert [p["prediction"] for p in read_jsonl(where / "predictions.jsonl")] == answers
+    assert {p: t for p, t in stamps(out).items() if where not in p.parents} == before
+    code, _, err = vlab(capsys, *argv, "--name", "heldout")  # the finetune's own: refused
+    assert code == 2 and "is the finetune's own held-out evaluation" in err
+
+
+def test_a_directory_that_is_no_trained_vlm_is_a_one_line_error_naming_it(
+    capsys, source, finished, tmp_path
+):
+    out, _ = finished
+    image = tmp_path / "red.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(image)
+    ask = ["vlm", "generate", "--image", str(image), "--prompt", "What colour?", "--run"]
+
+    def error(*argv: str) -> str:
+        code, stdout, err = vlab(capsys, *argv)
+        assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
+        return err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert f"{empty} is not a trained VLM: no stage1/ or stage2/" in error(*ask, str(empty))
+    assert f"{source / 'stage2'} is stage 2 of a vlab vlm train run; give the run directory " in (
+        error(*ask, str(source / "stage2"))
+    )
+    assert f"{out} is a vlab vlm finetune directory" in error(*ask, str(out), "--stage", "1")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    config = json.loads((out / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**config, "source": str(tmp_path / "gone")}))
+    err = error(*ask, str(moved))
+    assert f"{moved} is a finetune whose config does not load" in err and "no stage-2 run" in err

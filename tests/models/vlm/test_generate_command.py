@@ -15,12 +15,12 @@ from vlab.models.vlm.generate import (
     first_turn_prompts,
     greedy_generate,
     greedy_tokens,
-    load_stage,
     question_batch,
     read_image,
 )
 from vlab.models.vlm.model import build_vlm
 from vlab.models.vlm.tokenizer import pad_token_id, run_tokenizer
+from vlab.models.vlm.trained import load_trained
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_generate_prints_what_greedy_generate_gives_for_the_training_example(
 ):
     """Stage 1 leaves the LM at its random initialisation, so its answers are long and vary
     with every input token and pixel; stage 2's few steps mostly learned to stop at once."""
-    trained = load_stage(run, stage, "cpu")
+    trained = load_trained(run, stage, "cpu")
     cfg, model, tok = trained.config, trained.model, trained.tokenizer
     assert cfg.model.sequence.ordering == "task_aware" and trained.step == {1: 2, 2: 3}[stage]
     sample, path = vqa_sample(cfg, tmp_path)

@@ -1,0 +1,542 @@
+"""Finetune sweeps in the report (SHAKEUP's Figure 3): does an arm gain from a longer image
+sequence? Their run directories read into tidy tables, and the tables the report shows; the
+figure is in :mod:`vlab.analysis.finetune_plots`, ``notebooks/finetune.ipynb`` only calls them.
+
+Files read (written by ``vlab sweep`` with ``kind: vlm-finetune``, see
+:mod:`vlab.slurm.finetune`, or by ``vlab vlm finetune --out``; nothing else, never a model)::
+
+    SWEEP/sweep.json                          kind "vlm-finetune", runs (name, id, resolved config)
+    SWEEP/runs/RUN/config.json                the finetune: source, task, resolution, train.lr ...
+    SWEEP/runs/RUN/status.json                its state, and its grid and visual tokens
+    SWEEP/runs/RUN/metrics.jsonl              held-out scores per evaluation; step 0 scores the
+                                              stage-2 model at the new resolution, not finetuned
+    SWEEP/runs/RUN/eval/heldout/results.json  the finetuned model's held-out scores ("source/task")
+
+A folder without ``sweep.json`` works too: one finetune directory, or a folder of them (a run's
+``RUN/finetune/``, or a ``runs/`` folder).
+
+Tables of :class:`FinetuneSweep` (pandas, one row per observation):
+
+- ``runs``: one row per run, columns :data:`RUN_COLUMNS`; ``setting`` names what varies
+  within an (arch, task) besides the resolution and the lr, as ``key=value`` text ("" when
+  nothing does).
+- ``scores``: one row per (run, benchmark), columns :data:`SCORE_COLUMNS`: ``score`` the
+  finetuned model's (results.json; NaN until evaluated), ``start`` the step-0 evaluation's
+  (metrics.jsonl; NaN until logged), both as the files hold them (0-1; the tables show x100).
+
+The best lr of an (arm, resolution) is chosen on the held-out score that is plotted, as the
+paper's figure does: there is no separate validation split, so the best score is an
+optimistic estimate, and every table and figure that uses it says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from vlab.analysis.load import as_float, as_int
+from vlab.analysis.vlm import (
+    FINETUNE_KIND,
+    SCALE,
+    _entries_from_sweep_json,
+    _Entry,
+    _flatten,
+    _read_records,
+    _results,
+    _status,
+    arch_order,
+    benchmark,
+    is_finetune_run,
+)
+from vlab.errors import VlabError
+from vlab.fileio import read_json
+from vlab.locks import lock_holder
+
+# what a finetune sweep's grid crosses; anything else that varies within an (arch, task) is a
+# setting (a line of its own)
+AXES = ("arch", "task", "resolution", "train.lr", "source")
+
+RUN_COLUMNS = [
+    "name",
+    "id",
+    "arch",
+    "task",
+    "resolution",
+    "lr",
+    "setting",
+    "visual_tokens",
+    "data",
+    "state",
+    "stage",
+    "step",
+    "steps",
+    "reason",
+    "evaluated",
+    "path",
+]
+SCORE_COLUMNS = ["run", "benchmark", "label", "metric", "score", "start", "examples"]
+# one row per (run, benchmark) of every run whose task has a known benchmark
+GRID_COLUMNS = [
+    "run",
+    "benchmark",
+    "label",
+    "metric",
+    "arch",
+    "task",
+    "setting",
+    "resolution",
+    "visual_tokens",
+    "lr",
+    "state",
+    "score",
+    "start",
+]
+# one row per (benchmark, arch, setting, resolution): the best lr and the stage-2 point
+SUMMARY_COLUMNS = [
+    "benchmark",
+    "label",
+    "metric",
+    "arch",
+    "setting",
+    "resolution",
+    "visual_tokens",
+    "best",
+    "lr",
+    "evaluated",
+    "lrs",
+    "start",
+    "start_spread",
+]
+STAGE2 = "stage 2 (step 0)"  # the score table's row of the model before finetuning
+
+
+@dataclass
+class FinetuneSweep:
+    """Everything the finetune report knows about a sweep: two tidy tables and the warnings."""
+
+    root: Path
+    name: str
+    source: str  # "sweep.json" or "scan"
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+# loading ------------------------------------------------------------------------------------
+
+
+def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
+    """Load the finetune sweep (or finetune directory, or folder of them) at ``path``.
+
+    Raises :class:`~vlab.errors.VlabError` (one line) on a sweep of another kind or a folder
+    without finetune runs. Runs listed in sweep.json without a directory are ``pending``;
+    anything unreadable becomes a warning, never an exception. Imports no torch.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise VlabError(f"{path}: no such directory")
+    warnings: list[str] = []
+    if (root / "sweep.json").is_file():
+        name, entries = _entries_from_sweep_json(root, FINETUNE_KIND)
+        source = "sweep.json"
+    else:
+        name, entries, source = root.name, _entries_from_scan(root), "scan"
+        if not entries:
+            raise VlabError(
+                f"{path} is not a finetune sweep: it has no sweep.json and no finetune run "
+                "directories (folders whose config.json names a source and a resolution, "
+                "written by `vlab vlm finetune` or `vlab sweep`)"
+            )
+    rows, scores = [], []
+    for entry in entries:
+        row, run_scores = _load_run(entry, warnings)
+        rows.append(row)
+        scores.extend(run_scores)
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs["setting"] = _settings(runs, {e.name: _flatten(e.config or {}) for e in entries})
+    for col in ("resolution", "visual_tokens", "step", "steps"):
+        runs[col] = runs[col].astype("Int64")
+    runs["lr"] = runs["lr"].astype(float)
+    return FinetuneSweep(
+        root, name, source, runs, pd.DataFrame(scores, columns=SCORE_COLUMNS), warnings
+    )
+
+
+def _entries_from_scan(root: Path) -> list[_Entry]:
+    if is_finetune_run(root):
+        return [_Entry(root.name, root)]
+    found = []
+    for parent in (root, root / "runs"):
+        if parent.is_dir():
+            found += [_Entry(p.name, p) for p in sorted(parent.iterdir()) if is_finetune_run(p)]
+    return found
+
+
+def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
+    """The run's row and its score rows (finetuned and step-0 scores per benchmark)."""
+    from vlab.slurm.finetune import finetune_status
+
+    name, path = entry.name, entry.path
+    if entry.config is None and (path / "config.json").is_file():
+        try:
+            entry.config = read_json(path / "config.json")
+        except (OSError, ValueError) as e:
+            warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
+    config = entry.config if isinstance(entry.config, dict) else {}
+    status = _status(path, config, name, warnings, read=finetune_status, steps_key="train.steps")
+    if status["state"] in ("pending", "interrupted") and entry.lock and lock_holder(entry.lock):
+        status.update(state="running", reason="a live worker holds its lock")
+    results = _results(path, name, warnings) if status["state"] == "done" else None
+    trained = _training_status(path)
+    tokens = as_int(trained.get("visual_tokens"))
+    grid = (results or {}).get("grid")
+    if tokens is None and isinstance(grid, list) and len(grid) == 2:
+        tokens = as_int(grid[0] * grid[1]) if all(isinstance(g, int) for g in grid) else None
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    row = {
+        "name": name,
+        "id": entry.id,
+        "arch": config.get("arch") or trained.get("arch"),
+        "task": config.get("task"),
+        "resolution": as_int(config.get("resolution")),
+        "lr": as_float(train.get("lr")),
+        "setting": "",
+        "visual_tokens": tokens,
+        "data": "files" if config.get("train_source") else "shapes",
+        **status,
+        "evaluated": results is not None,
+        "path": str(path),
+    }
+    start = _step0(path, name, warnings)
+    final = (results or {}).get("sources") or {}
+    metrics = {**(start or {}).get("metrics", {}), **(results or {}).get("metrics", {})}
+    scores = []
+    for key in dict.fromkeys([*final, *((start or {}).get("sources") or {})]):
+        task = key.rpartition("/")[2]
+        scores.append(
+            [
+                name,
+                key,
+                benchmark(key).label,
+                str(metrics[task]) if task in metrics else None,
+                as_float(final.get(key)),
+                as_float(((start or {}).get("sources") or {}).get(key)),
+                as_int((results or {}).get("examples")),
+            ]
+        )
+    return row, scores
+
+
+def _training_status(path: Path) -> dict:
+    """The finetune's own status.json (grid, visual tokens, arch), {} if absent or unreadable
+    (the run's state comes from :func:`vlab.slurm.finetune.finetune_status`, which warns)."""
+    try:
+        data = read_json(path / "status.json")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _step0(path: Path, name: str, warnings: list[str]) -> dict | None:
+    """The step-0 evaluation of metrics.jsonl (the stage-2 weights at the new resolution)."""
+    file = path / "metrics.jsonl"
+    if not file.is_file():
+        return None
+    for r in _read_records(file, name, warnings):
+        if isinstance(r, dict) and as_int(r.get("step")) == 0:
+            return r if isinstance(r.get("sources"), dict) else None
+    return None
+
+
+def _settings(runs: pd.DataFrame, configs: dict[str, dict]) -> list[str]:
+    """Per run, what varies among the runs of its (arch, task) besides the grid's axes
+    (:data:`AXES`), as ``key=value, ...`` text."""
+    varying: dict[tuple, list[str]] = {}
+    keyed = runs.assign(arch=runs["arch"].fillna("?"), task=runs["task"].fillna("?"))
+    for group, names in keyed.groupby(["arch", "task"], sort=False)["name"]:
+        flats = [configs[n] for n in names]
+        keys = sorted(set().union(*flats)) if flats else []
+        varying[group] = [
+            k
+            for k in keys
+            if k not in AXES and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
+        ]
+    out = []
+    for name, arch, task in zip(keyed["name"], keyed["arch"], keyed["task"], strict=True):
+        flat = configs[name]
+        out.append(", ".join(f"{k}={flat.get(k)}" for k in varying[(arch, task)]))
+    return out
+
+
+def summary_line(sweep: FinetuneSweep) -> str:
+    """One line: how many runs in which state, how many evaluated."""
+    from vlab.rundir import STATES
+
+    counts = sweep.runs["state"].value_counts()
+    order = [s for s in STATES if s in counts] + sorted(set(counts.index) - set(STATES))
+    states = ", ".join(f"{counts[s]} {s}" for s in order)
+    n_eval = int(sweep.runs["evaluated"].sum())
+    return (
+        f"finetune sweep {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_eval} evaluated, "
+        f"{len(sweep.warnings)} warnings"
+    )
+
+
+# tables ---------------------------------------------------------------------------------------
+
+
+def finetune_grid(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, benchmark) for every run whose task has a benchmark some run of that
+    task scored (a pending run of the task included, with NaN scores), columns
+    :data:`GRID_COLUMNS`; ``score`` and ``start`` x100. In report order: benchmark, arm,
+    setting, resolution, lr."""
+    if scores.empty:
+        return pd.DataFrame(columns=GRID_COLUMNS)
+    meta = runs.set_index("name")
+    known = scores.merge(runs[["name", "task"]], left_on="run", right_on="name")
+    per_task = known.groupby("task", sort=False)["benchmark"].unique()
+    about = scores.drop_duplicates("benchmark").set_index("benchmark")
+    by_run = scores.set_index(["run", "benchmark"])
+    rows = []
+    for name, task in zip(runs["name"], runs["task"], strict=True):
+        if task not in per_task.index:
+            continue
+        m = meta.loc[name]
+        for key in per_task[task]:
+            hit = by_run.loc[(name, key)] if (name, key) in by_run.index else None
+            score = SCALE * hit["score"] if hit is not None else math.nan
+            start = SCALE * hit["start"] if hit is not None else math.nan
+            metric = hit["metric"] if hit is not None else about.loc[key, "metric"]
+            rows.append(
+                [name, key, about.loc[key, "label"], metric, m["arch"], task, m["setting"]]
+                + [m["resolution"], m["visual_tokens"], m["lr"], m["state"], score, start]
+            )
+    grid = pd.DataFrame(rows, columns=GRID_COLUMNS)
+    grid["score"], grid["start"] = grid["score"].astype(float), grid["start"].astype(float)
+    return _sorted(grid, ["resolution", "lr"])
+
+
+def _sorted(df: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    """``df`` in report order: benchmarks as the VLM report orders them, vlab's arms first,
+    settings by name, then ``then``."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    archs = arch_order(df["arch"].dropna().unique())
+    keys = pd.DataFrame(
+        {
+            "b": [benchmark(k).order for k in df["benchmark"]],
+            "a": [archs.index(a) if a in archs else len(archs) for a in df["arch"]],
+        },
+        index=df.index,
+    )
+    order = pd.concat([keys, df[["setting", *then]]], axis=1)
+    order = order.sort_values(["b", "a", "setting", *then], kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def best_lr(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, arch, setting, resolution): the lr whose finetuned held-out score is the
+    highest (``best``, x100; a tie goes to the smaller lr), chosen on that same score, how many
+    of the cell's lrs are evaluated (``evaluated`` of ``lrs``), and the stage-2 point: the mean
+    step-0 score of the cell's runs (``start``; every lr starts from the same weights, so
+    ``start_spread``, max - min, is 0 up to nondeterminism). Columns :data:`SUMMARY_COLUMNS`;
+    a cell with no evaluated run has NaN ``best`` and ``lr``."""
+    if grid.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    rows = []
+    keys = ["benchmark", "arch", "setting", "resolution"]
+    for (key, arch, setting, resolution), g in grid.groupby(keys, sort=False, dropna=False):
+        done = g[g["score"].notna()].sort_values("lr", kind="stable")
+        top = done.loc[done["score"].idxmax()] if not done.empty else None
+        starts = g["start"].dropna()
+        tokens = g["visual_tokens"].dropna()
+        rows.append(
+            [key, g["label"].iloc[0], g["metric"].iloc[0], arch, setting, resolution]
+            + [tokens.iloc[0] if not tokens.empty else pd.NA]
+            + [top["score"] if top is not None else math.nan]
+            + [top["lr"] if top is not None else math.nan, len(done), g["lr"].nunique()]
+            + [starts.mean() if not starts.empty else math.nan]
+            + [starts.max() - starts.min() if not starts.empty else math.nan]
+        )
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["visual_tokens"] = out["visual_tokens"].astype("Int64")
+    return _sorted(out, ["resolution"])
+
+
+def resolution_label(resolution: int, tokens: int | None, sep: str = " / ") -> str:
+    """A resolution as the tables and the figure's axis show it: "96 px / 144 tokens"."""
+    if tokens is None or tokens is pd.NA:
+        return f"{resolution} px"
+    return f"{resolution} px{sep}{int(tokens):,} tokens"
+
+
+def resolution_labels(runs: pd.DataFrame, sep: str = " / ") -> dict[int, str]:
+    """Each resolution of the sweep and its label: the visual tokens of the runs at it (known
+    once a run started; several counts, when arms' encoders differ, joined with "|")."""
+    out = {}
+    for resolution, g in runs.dropna(subset=["resolution"]).groupby("resolution"):
+        tokens = sorted({int(t) for t in g["visual_tokens"].dropna()})
+        label = resolution_label(int(resolution), tokens[0] if len(tokens) == 1 else None, sep)
+        if len(tokens) > 1:
+            label += sep + "|".join(f"{t:,}" for t in tokens) + " tokens"
+        out[int(resolution)] = label
+    return out
+
+
+def _setting_column(df: pd.DataFrame) -> bool:
+    return bool((df["setting"].fillna("") != "").any())
+
+
+def score_table(grid: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's finetuned held-out score x100 by benchmark, arm, (setting,) lr and
+    resolution (columns), each (arm, benchmark) headed by its :data:`STAGE2` row (the mean
+    step-0 score at that resolution). ``*`` marks the best lr of an arm at a resolution
+    (chosen on this score); a run without a score shows its state (pending, running,
+    failed ...)."""
+    if grid.empty:
+        return pd.DataFrame()
+    labels = resolution_labels(runs)
+    best = best_lr(grid).set_index(["benchmark", "arch", "setting", "resolution"])
+    resolutions = sorted(grid["resolution"].dropna().unique())
+    ident = ["benchmark", "arch", *(["setting"] if _setting_column(grid) else []), "lr"]
+    rows = []
+    for (key, arch, setting), g in grid.groupby(
+        ["benchmark", "arch", "setting"], sort=False, dropna=False
+    ):
+        head = {"benchmark": g["label"].iloc[0], "arch": arch, "setting": setting}
+        row = {**head, "lr": STAGE2}
+        for r in resolutions:
+            start = best["start"].get((key, arch, setting, r), math.nan)
+            row[labels[int(r)]] = f"{start:.1f}" if math.isfinite(start) else "–"
+        rows.append(row)
+        for lr, by_lr in g.groupby("lr", sort=True):
+            row = {**head, "lr": f"{lr:g}"}
+            for r in resolutions:
+                hit = by_lr[by_lr["resolution"] == r]
+                row[labels[int(r)]] = _score_cell(hit, best, (key, arch, setting, r))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    return table[[*ident, *[labels[int(r)] for r in resolutions]]]
+
+
+def _score_cell(hit: pd.DataFrame, best: pd.DataFrame, at: tuple) -> str:
+    if hit.empty:
+        return ""  # not in the sweep
+    run = hit.iloc[0]
+    if not math.isfinite(run["score"]):
+        return str(run["state"])
+    mark = "*" if at in best.index and best.loc[at, "lr"] == run["lr"] else ""
+    return f"{run['score']:.1f}{mark}"
+
+
+def best_table(best: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3 as numbers, one row per benchmark, arm, (setting,) and resolution: the visual
+    tokens, the stage-2 score at that resolution before finetuning (step 0), the best lr's
+    finetuned score and that lr (chosen on this same held-out score), how many lrs are in, and
+    the gains: finetuned - stage 2, and finetuned - the arm's finetuned score at its lowest
+    resolution (the question: does a longer image sequence help?). Scores x100."""
+    if best.empty:
+        return pd.DataFrame()
+    out = best.copy()
+    lowest = out[out["best"].notna()].groupby(["benchmark", "arch", "setting"], dropna=False)
+    base = lowest.apply(lambda g: g.loc[g["resolution"].idxmin()], include_groups=False)
+    gains = []
+    for _, r in out.iterrows():
+        at = (r["benchmark"], r["arch"], r["setting"])
+        ref = base.loc[at] if at in base.index else None
+        same = ref is None or ref["resolution"] == r["resolution"]
+        gains.append(r["best"] - ref["best"] if not same else math.nan)
+    table = pd.DataFrame(
+        {
+            "benchmark": out["label"],
+            "arch": out["arch"],
+            "setting": out["setting"],
+            "resolution": out["resolution"],
+            "visual tokens": out["visual_tokens"],
+            STAGE2: [_fmt(v) for v in out["start"]],
+            "finetuned (best lr)": [_fmt(v) for v in out["best"]],
+            "best lr": [f"{lr:g}" if math.isfinite(lr) else "–" for lr in out["lr"]],
+            "lrs in": [f"{e}/{n}" for e, n in zip(out["evaluated"], out["lrs"], strict=True)],
+            "gain over stage 2": [_fmt(v, "{:+.1f}") for v in out["best"] - out["start"]],
+            "gain over lowest resolution": [_fmt(v, "{:+.1f}") for v in gains],
+        }
+    )
+    if not _setting_column(out):
+        table = table.drop(columns="setting")
+    return table
+
+
+def _fmt(value: float, fmt: str = "{:.1f}") -> str:
+    return fmt.format(value) if math.isfinite(value) else "–"
+
+
+def finetune_overview(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run as the reader wants it: identity, state, phase and progress."""
+    out = runs.copy()
+    out["progress"] = [
+        f"{s if s is not None and s is not pd.NA else '–'}/{n if n is not pd.NA else '?'}"
+        for s, n in zip(out["step"], out["steps"], strict=True)
+    ]
+    cols = ["name", "arch", "task", "resolution", "visual_tokens", "lr", "setting", "state"]
+    out = out[[*cols, "stage", "progress", "reason"]].rename(
+        columns={"progress": "step", "visual_tokens": "visual tokens"}
+    )
+    return out if _setting_column(runs) else out.drop(columns="setting")
+
+
+def state_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """How many runs are in each state, per arch and task."""
+    keys = runs.assign(arch=runs["arch"].fillna("?"), task=runs["task"].fillna("?"))
+    counts = keys.pivot_table(
+        index=["arch", "task"], columns="state", values="name", aggfunc="count", fill_value=0
+    )
+    counts["total"] = counts.sum(axis=1)
+    counts = counts.reset_index().rename_axis(columns=None)
+    archs = arch_order(counts["arch"].unique())
+    rank = [archs.index(a) if a in archs else len(archs) for a in counts["arch"]]
+    return counts.iloc[sorted(range(len(counts)), key=lambda i: (rank[i], i))]
+
+
+def finetune_notes(sweep: FinetuneSweep, grid: pd.DataFrame) -> list[str]:
+    """What a reader must know before reading the figure: runs without results, stage-2
+    points that disagree across lrs or are missing, and how the two scores were measured."""
+    runs, notes = sweep.runs, []
+    if not runs["evaluated"].any():
+        notes.append(
+            "No run has held-out results yet (eval/heldout/results.json): the figure and the "
+            "tables show the stage-2 points of the runs that logged their step-0 evaluation."
+        )
+    waiting = runs[~runs["evaluated"]]
+    if not waiting.empty and runs["evaluated"].any():
+        states = waiting["state"].value_counts()
+        pairs = zip(waiting["name"], waiting["state"], strict=True)
+        named = ", ".join(f"{n} ({s})" for n, s in pairs)
+        notes.append(
+            f"{len(waiting)} of {len(runs)} runs have no held-out results yet "
+            f"({', '.join(f'{c} {s}' for s, c in states.items())}): {named}. A best lr is the "
+            "best of the lrs evaluated so far ('lrs in')."
+        )
+    best = best_lr(grid)
+    spread = best[best["start_spread"] > 0.05]  # x100: more than 0.05 points
+    for _, r in spread.iterrows():
+        notes.append(
+            f"{r['label']}, {r['arch']} at {r['resolution']} px: the step-0 scores of its lrs "
+            f"differ by {r['start_spread']:.2f} points although they start from the same "
+            "weights (nondeterministic kernels?); the stage-2 point is their mean."
+        )
+    if not grid.empty and grid["start"].isna().all():
+        notes.append(
+            "No run logged a step-0 evaluation (train.eval_at_start false?): no stage-2 point."
+        )
+    if (runs["data"] == "files").any():
+        notes.append(
+            "Dataset files: the stage-2 point is training's step-0 held-out evaluation, on the "
+            "first n_heldout examples of the held-out set; the finetuned score is "
+            "eval/heldout/results.json, on every example of it. On the shapes dataset both "
+            "score the same scenes."
+        )
+    return notes
