@@ -63,6 +63,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n N --dist loadgroup``) every test that uses the cluster runs in
+    one worker, so the session starts one cluster, not one per worker; the other workers take
+    the rest of the suite meanwhile (the SLURM tests spend most of their time waiting)."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 

@@ -187,6 +187,21 @@ def test_a_vlm_base_may_be_a_preset_name_and_the_preset_is_the_base_of_every_run
         for a in ("pythia", "mamba", "mamba2", "hybrid")
         for o in ("task_agnostic", "task_aware")
     }
+    shapes = expand(load_spec("vlm-shapes"))  # 2 arms x 2 orderings x 3 seeds
+    cells: dict[tuple, set] = {}
+    for run in shapes:
+        c = run.config
+        cells.setdefault((c["model"]["lm"]["arch"], c["model"]["sequence"]["ordering"]), set()).add(
+            (c["stage1"]["seed"], c["stage2"]["seed"])
+        )
+        # the image is drawn and read at one size; both task groups are in every run
+        assert c["model"]["vision"]["image_size"] == c["data"]["shapes"]["image_size"] == 48
+        assert {"caption", "vqa"} <= set(c["data"]["shapes"]["tasks"])
+        assert {"grounding", "dense_caption"} <= set(c["data"]["shapes"]["tasks"])
+        assert c["stage1"]["threads"] == c["stage2"]["threads"] == 1
+    assert len(shapes) == 12 and len({r.name for r in shapes}) == 12
+    assert {k[0] for k in cells} == {"pythia", "mamba"}
+    assert all(seeds == {(0, 0), (1, 1), (2, 2)} for seeds in cells.values())
 
 
 def test_a_vlm_sweep_on_dataset_files_scores_every_held_out_benchmark(capsys, tmp_path):
