@@ -225,6 +225,56 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _dispatch(sweep, names, args, options)
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    """Drop from sweep.json the runs the spec no longer makes (by name and config) that never
+    started: after a grid changes, so that ``resume``, ``status`` and reports stop counting
+    them and the changed spec can be submitted into the same directory."""
+    from vlab.slurm.status import sweep_status
+    from vlab.slurm.sweepdir import SweepDir, same_run
+
+    sweep = SweepDir(args.sweep_dir)
+    doc = sweep.read()
+    args.only = None
+    spec, runs = _spec_runs(args)
+    wanted = {r.name: r for r in runs}
+    kind = doc.get("kind", spec.kind)
+    stale = [
+        r["name"]
+        for r in doc["runs"]
+        if r["name"] not in wanted or not same_run(r, wanted[r["name"]], kind)
+    ]
+    rows = {r["name"]: r for r in sweep_status(sweep)}
+    started = [
+        n
+        for n in stale
+        if rows[n]["state"] != "pending" or rows[n]["scheduler"] or sweep.run_path(n).exists()
+    ]
+    drop = [n for n in stale if n not in started]
+    verb = "would drop" if args.dry_run else "dropped"
+    print(
+        f"{sweep.path}: {len(doc['runs'])} runs in sweep.json, {len(stale)} not made by "
+        f"{args.spec} as they are; {verb} {len(drop)} that never started"
+    )
+    for name in drop:
+        print(f"  {verb}: {name}")
+    for name in started:
+        why = rows[name]["state"] + (
+            f" ({rows[name]['scheduler']})" if rows[name]["scheduler"] else ""
+        )
+        print(
+            f"  kept: {name}: {why}, has {sweep.run_path(name)}"
+            if sweep.run_path(name).exists()
+            else f"  kept: {name}: {why}"
+        )
+    if started:
+        print(
+            "  (a kept run stays in the sweep; to drop it, remove its run folder, then prune again)"
+        )
+    if drop and not args.dry_run:
+        sweep.drop(drop)
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from vlab.slurm.spec import builtin_specs, count_runs, load_spec
 
@@ -337,6 +387,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     resume.add_argument("sweep_dir")
     _add_executor_flags(resume, None)
     resume.set_defaults(func=_cmd_resume)
+
+    prune = sub.add_parser(
+        "prune",
+        help="drop never-started runs that the (changed) spec no longer makes",
+        description="Compare sweep.json with what SPEC expands to now (with the same --set / "
+        "--set-arch as its submission) and drop the runs it no longer makes, by name and "
+        "config, that never started. Runs with a run folder, a lock or a queued job are "
+        "kept and named. Run folders are never deleted.",
+    )
+    prune.add_argument("sweep_dir")
+    prune.add_argument("--spec", required=True, help="built-in spec name or a file")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
+    prune.add_argument("--set", action="append", metavar="KEY=VALUE")
+    prune.add_argument("--set-arch", action="append", metavar="ARCH:KEY=VALUE")
+    prune.set_defaults(func=_cmd_prune)
 
     lst = sub.add_parser("list", help="built-in sweep specs")
     lst.set_defaults(func=_cmd_list)

@@ -76,7 +76,7 @@ class SweepDir:
         """
         existing = {r["name"]: r for r in self.read()["runs"]} if self.exists() else {}
         changed = [
-            r.name for r in runs if r.name in existing and not _same_run(existing[r.name], r, kind)
+            r.name for r in runs if r.name in existing and not same_run(existing[r.name], r, kind)
         ]
         if changed:
             raise VlabError(
@@ -100,6 +100,14 @@ class SweepDir:
             },
         )
 
+    def drop(self, names: list[str]) -> None:
+        """Remove runs from sweep.json (atomically); their folders, if any, are not touched."""
+        doc = self.read()
+        gone = set(names)
+        atomic_write_json(
+            self.spec_path, {**doc, "runs": [r for r in doc["runs"] if r["name"] not in gone]}
+        )
+
     def record_submission(self, record: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.submissions_path, {"time": time.time(), **record})
@@ -119,7 +127,7 @@ class SweepDir:
         return None
 
 
-def _same_run(entry: dict, run: RunSpec, kind: str) -> bool:
+def same_run(entry: dict, run: RunSpec, kind: str) -> bool:
     """Whether a run recorded in sweep.json is ``run``: the same config id, or the same config
     once today's defaults fill in what an earlier vlab did not write (a setting added since,
     such as ``task.modality``), which is how that run's config is read when it resumes."""

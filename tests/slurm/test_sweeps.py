@@ -530,3 +530,39 @@ def test_bad_arm_settings_in_a_sweep_are_one_line_before_anything_runs(
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert field in err and words in err, err
     assert not (tmp_path / "sw").exists()
+
+
+def test_prune_drops_never_started_runs_of_a_changed_grid_and_keeps_started_ones(capsys, tmp_path):
+    out = tmp_path / "sw"
+    old = tiny_spec(tmp_path, name="old")  # suffix, prefix
+    # a submission that stopped before the suffix run started: both are in sweep.json
+    SweepDir(out).write("old", "probe", expand(load_spec(old)), source=old)
+    code, stdout, _ = vlab(
+        capsys, "sweep", "submit", old, "--out", str(out), "--only", "prefix", "--executor", "debug"
+    )
+    assert code == 0, stdout
+    # the grid changes: suffix now trains longer, so it is another run under the same name
+    new = tmp_path / "new.json"
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "steps": 24}}
+    new.write_text(json.dumps({"name": "new", "base": base, "axes": {"task.variant": ["suffix"]}}))
+    code, _, err = vlab(
+        capsys, "sweep", "submit", str(new), "--out", str(out), "--executor", "debug"
+    )
+    assert code != 0 and "different config" in err
+    before = SweepDir(out).spec_path.read_bytes()
+    code, stdout, _ = vlab(capsys, "sweep", "prune", str(out), "--spec", str(new), "--dry-run")
+    assert code == 0 and "would drop: suffix" in stdout and "kept: prefix: done" in stdout
+    assert SweepDir(out).spec_path.read_bytes() == before
+    code, stdout, _ = vlab(capsys, "sweep", "prune", str(out), "--spec", str(new))
+    assert code == 0 and "dropped: suffix" in stdout
+    assert [r["name"] for r in SweepDir(out).runs()] == ["prefix"]
+    assert (out / "runs" / "prefix" / "status.json").is_file()  # never deleted
+    code, stdout, _ = vlab(
+        capsys, "sweep", "submit", str(new), "--out", str(out), "--executor", "debug"
+    )
+    assert code == 0, stdout
+    assert {r["name"]: r["state"] for r in sweep_status(SweepDir(out))} == {
+        "prefix": "done",
+        "suffix": "done",
+    }
+    assert SweepDir(out).run("suffix")["config"]["train"]["steps"] == 24
