@@ -153,10 +153,23 @@ def find_runs(path: str | Path) -> list[tuple[str, Path]]:
         entries = _entries_from_sweep_json(root, [])[1]
     else:
         entries = _entries_from_scan(root)
-    found = [(e.name, e.path) for e in entries if (e.path / "config.json").is_file()]
+    found = [pair for e in entries for pair in run_dirs(e.name, e.path)]
     if not found:
         raise VlabError(f"{path}: no run directories (folders with a run's config.json) in it")
     return found
+
+
+def run_dirs(name: str, path: Path) -> list[tuple[str, Path]]:
+    """The run directories a sweep's run ``name`` at ``path`` holds: itself when it has a
+    ``config.json`` (a probe run, a finetune), else its trained stages (a VLM run of a
+    ``kind="vlm"`` sweep: ``name/stage1``, ``name/stage2``); none before it starts."""
+    if (path / "config.json").is_file():
+        return [(name, path)]
+    return [
+        (f"{name}/stage{k}", path / f"stage{k}")
+        for k in (1, 2)
+        if (path / f"stage{k}" / "config.json").is_file()
+    ]
 
 
 @dataclass

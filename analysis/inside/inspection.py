@@ -182,19 +182,23 @@ def analysis_function(name: str) -> Callable:
 def run_paths(paths: Sequence[str | Path], only: Sequence[str] | None = None) -> list[Path]:
     """The run directories of ``paths``: each a run directory or a sweep / folder of runs.
 
-    ``only``: keep the runs whose folder name matches one of these globs (``*-s0``).
+    ``only``: keep the runs whose name matches one of these globs (``*-s0``): the folder's
+    name, or for a stage of a VLM sweep's run that run's name (``pythia-*`` takes
+    ``runs/pythia-.../stage1`` and ``stage2``).
     """
     import fnmatch
 
     from vlab.analysis.load import find_runs
 
     found: list[Path] = []
+    names: dict[Path, set[str]] = {}
     for path in paths:
-        for _, run in find_runs(path):
+        for name, run in find_runs(path):
             if run not in found:
                 found.append(run)
+            names.setdefault(run, {run.name}).add(name.split("/")[0])
     if only:
-        kept = [r for r in found if any(fnmatch.fnmatch(r.name, p) for p in only)]
+        kept = [r for r in found if any(fnmatch.fnmatch(n, p) for n in names[r] for p in only)]
         if not kept:
             raise VlabError(
                 f"--only {' '.join(only)} matches none of the {len(found)} runs under "

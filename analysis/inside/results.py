@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.analysis.load import load_sweep
+from vlab.analysis.load import load_sweep, run_dirs
 from vlab.errors import VlabError
 from vlab.fileio import read_json
 
@@ -230,7 +230,12 @@ def load_inside(path: str | Path) -> InsideResults:
     examples: list[dict] = []
     units: list[dict] = []
     rows, vlm_rows = [], []
-    for run in sweep.runs.itertuples(index=False):
+    targets = [
+        run._replace(name=name, path=str(path))
+        for run in sweep.runs.itertuples(index=False)
+        for name, path in (run_dirs(run.name, Path(run.path)) or [(run.name, Path(run.path))])
+    ]
+    for run in targets:
         config = _config(Path(run.path))
         if is_vlm_config(config):
             meta = _vlm_meta(run, config)

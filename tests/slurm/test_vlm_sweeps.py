@@ -82,6 +82,30 @@ def test_vlm_sweep_trains_both_stages_evaluates_and_resubmitting_skips_it(
     assert pythia.split()[-1] == ",".join(SHAPES_BENCHMARKS)
     code, stdout, _ = vlab(capsys, "sweep", "resume", str(out))
     assert "nothing to resume" in stdout
+    if executor == "debug":
+        _inspect_the_sweep(capsys, out)
+
+
+def _inspect_the_sweep(capsys, out: Path) -> None:
+    """``vlab inspect`` on a VLM sweep takes each run's stages, ``--only`` by run name, and the
+    inside results read them back per run and stage."""
+    from vlab.analysis.inside.results import load_inside
+
+    argv = ["inspect", str(out), "--only", "mamba", "--examples", "4", "--no-progress"]
+    code, stdout, _ = vlab(capsys, *argv)
+    assert code == 0, stdout
+    for stage in ("stage1", "stage2"):
+        assert (
+            len(list((out / "runs" / "mamba" / stage).glob("inside/step-*/image_attention.json")))
+            == 1
+        )
+    assert not (out / "runs" / "pythia" / "stage2" / "inside").exists()
+    inside = load_inside(out)
+    table = inside.tables["image_attention"]
+    assert sorted(set(zip(table["run"], table["stage"], strict=True))) == [
+        ("mamba/stage1", 1),
+        ("mamba/stage2", 2),
+    ]
 
 
 def test_a_vlm_run_stopped_in_stage_2_shows_its_stage_and_resumes_to_the_same_metrics(
