@@ -7,8 +7,11 @@ by running that code, ``tests/models/vlm/test_official_metrics.py``):
   GT-Vision-Lab/VQA, see :mod:`vlab.models.vlm.metrics.vqa`;
 * TextVQA accuracy (``vqa_score``; ``official[...]["vqa_accuracy"]``): mmf's M4C
   ``TextVQAAccuracyEvaluator``, same module;
-* VizWiz accuracy (``vqa_score``): VizWiz's evaluation is ``vqaEval.py``'s accuracy on its ten
-  answers, unanswerable questions included (their answers say "unanswerable");
+* VizWiz accuracy (``vqa_score``; ``official[...]["vqa_accuracy"]``): the VizWiz API's
+  ``VQAEval`` (the copy vlm-evaluation scores with), the same leave-one-out rule on the ten
+  answers but its own normalisation (the prediction always, the humans' answers never), so not
+  VQAv2's number; unanswerable questions included (their answers say "unanswerable"), same
+  module;
 * ANLS for DocVQA and InfographicVQA: the RRC / docvqa.org script,
   :mod:`vlab.models.vlm.metrics.anls`;
 * POPE accuracy, precision, recall, F1, yes ratio: RUCAIBox/POPE ``evaluate.py``,
@@ -51,7 +54,7 @@ from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.metrics.anls import anls, levenshtein
 from vlab.models.vlm.metrics.grounding import grounding_hit
 from vlab.models.vlm.metrics.pope import pope_correct, pope_scores
-from vlab.models.vlm.metrics.vqa import textvqa_accuracy, vqa_accuracy
+from vlab.models.vlm.metrics.vqa import textvqa_accuracy, vizwiz_accuracy, vqa_accuracy
 
 __all__ = [
     "anls",
@@ -147,8 +150,10 @@ def _sample_score(sample: VLSample, prediction: str) -> tuple[str, float]:
     """The metric name and value of one first-turn prediction, by task and benchmark."""
     answers = sample.meta.get("answers") or []
     bench, reference = _benchmark(sample.source), sample.turns[0].response
-    if sample.task == "vqa" and answers and bench in ("vqav2", "vizwiz"):
+    if sample.task == "vqa" and answers and bench == "vqav2":
         return "vqa_score", vqa_accuracy(prediction, answers)
+    if sample.task == "vqa" and answers and bench == "vizwiz":
+        return "vqa_score", vizwiz_accuracy(prediction, answers)
     if sample.task == "vqa" and answers and bench == "textvqa":
         return "vqa_score", textvqa_accuracy(prediction, answers)
     if sample.task == "vqa" and answers and bench in ANLS_SOURCES:

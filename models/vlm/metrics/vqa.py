@@ -1,4 +1,4 @@
-"""VQA accuracy exactly as the official evaluators compute it, for VQAv2 and TextVQA.
+"""VQA accuracy exactly as the official evaluators compute it, for VQAv2, TextVQA and VizWiz.
 
 Both score one predicted answer against the human answers (ten per question) as the mean, over
 the leave-one-human-out subsets, of ``min(1, #humans in the subset who gave it / 3)``, after an
@@ -16,6 +16,15 @@ answer normalisation that is *not* the same in the two:
   LLaVA and others copy): every answer and the prediction always go through
   ``EvalAIAnswerProcessor`` (:func:`textvqa_normalize`: lower case, commas and question marks
   deleted, ``'s`` split off, then the same punctuation and word rules as VQAv2 under Python 3).
+* :func:`vizwiz_accuracy` is VizWiz VQA's accuracy as the ``VQAEval`` of Qing Li's VizWiz API
+  (the evaluation linked from vizwiz.org; the copy read is TRI-ML/vlm-evaluation @ d9f5896,
+  ``vlm_eval/util/evaluation/vizwiz/eval.py``, which Prismatic and Cobra score with): the
+  prediction *always* goes through the punctuation and word rules (Python 3), the ten human
+  answers *never* do, so "Unanswerable" earns 1 against ten "unanswerable" (0 under VQAv2's
+  rule) and a human's "Yes" matches nothing. Its contraction table is VQAv2's with the
+  apostrophes of most entries turned into backquotes (:data:`VIZWIZ_CONTRACTIONS`), so "dont"
+  becomes "don`t" and matches no human answer. vlm-evaluation scores every question, the
+  unanswerable ones included (their answers say "unanswerable").
 
 The punctuation rules, reproduced with their quirks: each of 21 characters
 (:data:`PUNCTUATION`; not ``. ' : * # % $ &``) is deleted when the answer has it next to a space
@@ -75,6 +84,19 @@ youd>you'd youd've>you'd've youll>you'll youre>you're youve>you've
 """
 CONTRACTIONS = dict(pair.split(">") for pair in _CONTRACTION_PAIRS.split())
 
+# VizWiz's copy of the table (vlm-evaluation d9f5896, vizwiz/eval.py) writes the apostrophes
+# of the replacements as backquotes, except in eight entries, and of the keys as backquotes,
+# except in two; Qing Li's original writes the same places with a curly apostrophe. Neither
+# character occurs in the human answers, which VizWiz does not normalise, so both score alike.
+_VIZWIZ_STRAIGHT_VALUES = frozenset("aint arent cant couldve couldnt weve wheres whove".split())
+_VIZWIZ_STRAIGHT_KEYS = frozenset({"couldn'tve", "hadn'tve"})
+VIZWIZ_CONTRACTIONS = {
+    (k if k in _VIZWIZ_STRAIGHT_KEYS else k.replace("'", "`")): (
+        v if k in _VIZWIZ_STRAIGHT_VALUES else v.replace("'", "`")
+    )
+    for k, v in CONTRACTIONS.items()
+}
+
 _PERIOD_LIMIT = 32  # re.UNICODE (32) is passed as the count of the official period sub()
 
 
@@ -88,6 +110,7 @@ class _Digits:
 
 _PY2_ASCII = _Digits(re.compile(r"\d,\d", re.ASCII), re.compile(r"\.(?!\d)", re.ASCII))
 _PY3_UNICODE = _Digits(re.compile(r"\d,+\d"), re.compile(r"\.(?!\d)"))
+_PY3_VIZWIZ = _Digits(re.compile(r"\d,\d"), re.compile(r"\.(?!\d)"))
 
 
 def _punctuation(text: str, digits: _Digits) -> str:
@@ -99,10 +122,10 @@ def _punctuation(text: str, digits: _Digits) -> str:
     return digits.period_not_before_digit.sub("", out, count=_PERIOD_LIMIT)
 
 
-def _words(text: str) -> str:
+def _words(text: str, contractions: dict[str, str] = CONTRACTIONS) -> str:
     """``processDigitArticle``: lower case, number words, articles, contractions."""
     words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
-    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
+    return " ".join(contractions.get(w, w) for w in words if w not in ARTICLES)
 
 
 def _trim(text: str) -> str:
@@ -118,6 +141,11 @@ def textvqa_normalize(answer: str) -> str:
     """mmf's ``EvalAIAnswerProcessor``, applied to every TextVQA answer and prediction."""
     text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     return _words(_punctuation(_trim(text), _PY3_UNICODE))
+
+
+def vizwiz_normalize(answer: str) -> str:
+    """The normalisation VizWiz's ``VQAEval`` applies to a prediction (never to the humans)."""
+    return _words(_punctuation(_trim(answer), _PY3_VIZWIZ), VIZWIZ_CONTRACTIONS)
 
 
 def leave_one_out_accuracy(prediction: str, answers: Sequence[str]) -> float:
@@ -146,3 +174,10 @@ def textvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     scored by the same leave-one-out rule."""
     pred, gts = textvqa_normalize(prediction), [textvqa_normalize(a) for a in answers]
     return leave_one_out_accuracy(pred, gts) if pred in gts else 0.0
+
+
+def vizwiz_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VizWiz VQA accuracy of one answer, equal to the VizWiz API's per-question ``evalQA`` / 100
+    before its rounding (vlm-evaluation d9f5896). ``answers``: the humans' answers exactly as
+    the annotation file gives them (they are compared unnormalised)."""
+    return leave_one_out_accuracy(vizwiz_normalize(prediction), list(answers))

@@ -8,6 +8,9 @@ repository, never committed; the tests download nothing). Each section names its
   subclass of ``VQAEval`` recording each question's accuracy before the script rounds it;
 * TextVQA: facebookresearch/mmf @ b0ffc7f, ``mmf/utils/m4c_evaluators.py``
   (``TextVQAAccuracyEvaluator`` on one entry per case, ``EvalAIAnswerProcessor``);
+* VizWiz: TRI-ML/vlm-evaluation @ d9f5896, ``vlm_eval/util/evaluation/vizwiz/eval.py`` (the
+  VizWiz API's ``VQAEval``), with a subclass recording each question's accuracy before its
+  rounding;
 * ANLS: QwenLM/Qwen-VL @ aa00ed0, ``eval_mm/infographicsvqa_eval.py`` (the RRC / docvqa.org
   script), ``evaluate_method`` per-sample scores;
 * POPE: RUCAIBox/POPE @ 3df3ba1, ``evaluate.py`` run on three answer / label files, readings
@@ -29,7 +32,12 @@ from vlab.models.vlm.metrics.anls import anls, normalized_levenshtein
 from vlab.models.vlm.metrics.answers import evaluate_predictions, vqa_score
 from vlab.models.vlm.metrics.grounding import exact_box, grounding_hit, grounding_iou
 from vlab.models.vlm.metrics.pope import pope_reading, pope_scores
-from vlab.models.vlm.metrics.vqa import textvqa_accuracy, textvqa_normalize, vqa_accuracy
+from vlab.models.vlm.metrics.vqa import (
+    textvqa_accuracy,
+    textvqa_normalize,
+    vizwiz_accuracy,
+    vqa_accuracy,
+)
 
 FIXTURE = json.loads(
     (Path(__file__).parent / "fixtures" / "official_metrics.json").read_text(encoding="utf-8")
@@ -57,6 +65,16 @@ def test_vqav2_quirks():
     assert vqa_accuracy("1,000", ["1000"] * 4 + ["x"] * 6) == 1.0
     with pytest.raises(ValueError):
         vqa_accuracy("yes", [])
+
+
+def test_vizwiz_accuracy_equals_the_vizwiz_api_on_every_case():
+    assert _failures("vizwiz", lambda c: vizwiz_accuracy(c["prediction"], c["answers"])) == []
+    # the prediction is always normalised, the humans' answers never: not VQAv2's rule
+    assert vizwiz_accuracy("Unanswerable", ["unanswerable"] * 10) == 1.0
+    assert vqa_accuracy("Unanswerable", ["unanswerable"] * 10) == 0.0
+    assert vizwiz_accuracy("Yes", ["yes"] * 10) == 1.0
+    assert vizwiz_accuracy("yes", ["Yes"] * 10) == 0.0
+    assert vizwiz_accuracy("dont", ["don't"] * 10) == 0.0  # its table says "don`t"
 
 
 def test_textvqa_accuracy_equals_mmf_m4c_evaluator_on_every_case():

@@ -1,4 +1,4 @@
-"""Scores of the benchmarks added with their readers: NoCaps CIDEr per domain, VizWiz's VQA
+"""Scores of the benchmarks added with their readers: NoCaps CIDEr per domain, VizWiz's own VQA
 accuracy per answer type, TallyQA simple / complex, Visual7W pointing as a four-way choice."""
 
 from pathlib import Path
@@ -57,9 +57,9 @@ def test_nocaps_reader_feeds_the_domain_slices():
     }
 
 
-def test_vizwiz_is_scored_with_the_vqa_accuracy_per_answer_type():
+def test_vizwiz_is_scored_with_its_own_vqa_accuracy_per_answer_type():
     samples = list(R.read_vizwiz(FX / "vizwiz/Annotations/val.json", "."))
-    out = evaluate_predictions(samples, ["unanswerable", "nyquil", "no"])
+    out = evaluate_predictions(samples, ["Unanswerable", "nyquil", "No."])
     # "nyquil": 3 of 10 humans; leaving one of them out gives 2/3, leaving another out 1
     nyquil = (3 * (2 / 3) + 7 * 1.0) / 10
     assert out["sources"]["vizwiz/vqa"] == pytest.approx((1.0 + nyquil + 1.0) / 3)
@@ -71,6 +71,15 @@ def test_vizwiz_is_scored_with_the_vqa_accuracy_per_answer_type():
     # an answerable prediction to an unanswerable question earns nothing
     wrong = evaluate_predictions(samples[:1], ["yes"])
     assert wrong["sources"]["vizwiz/vqa"] == 0.0
+    # VizWiz's evaluation normalises the prediction even where the ten humans agree, where
+    # VQAv2's normalises nothing: "Unanswerable" scores 1 here, 0 as a VQAv2 answer
+    meta = {"answers": ["unanswerable"] * 10, "answer_type": "unanswerable"}
+    agree = [
+        VLSample("v.jpg", "v", "vqa", source, [Turn("What is it?", "unanswerable")], dict(meta))
+        for source in ("vizwiz", "vqav2")
+    ]
+    both = evaluate_predictions(agree, ["Unanswerable"] * 2)["sources"]
+    assert (both["vizwiz/vqa"], both["vqav2/vqa"]) == (1.0, 0.0)
 
 
 def test_tallyqa_counts_exactly_and_reports_simple_and_complex():
