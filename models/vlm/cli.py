@@ -196,7 +196,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(PAPERS),
         default="shakeup",
         help="whose benchmarks --data-root means: SHAKEUP's (default) or MambaVLM's "
-        "(VQAv2, GQA, VizWiz, TextVQA, VSR, POPE, TallyQA)",
+        "(VQAv2, GQA, VizWiz, TextVQA, VSR, POPE, RefCOCO/+/g, TallyQA)",
     )
     ev.add_argument("--config", help='JSON file of a mixture: {"sources": [{"reader": ..., ...}]}')
     ev.add_argument("--name", default="benchmarks", help="results go to RUN/eval/NAME")

@@ -39,7 +39,7 @@ def test_every_shapes_task_and_paper_benchmark_has_a_coarse_or_fine_group():
     assert vlm.benchmark("shapes/dense_caption").group == vlm.FINE
     # the task of each reader `paper_benchmarks` uses, and the group SHAKEUP puts it in
     task = {
-        "coco_captions": "caption",
+        "coco_karpathy": "caption",
         "nocaps": "caption",
         "textcaps": "caption",
         "vqav2": "vqa",

@@ -15,9 +15,13 @@ miss either, naming what each lacks).
 Annotation files and folders under the root (image folders in brackets):
 
 * COCO: ``coco/train2014``, ``coco/val2014``, ``coco/train2017``, ``coco/val2017`` (the image
-  zips' folders; also ``coco/images/<split>`` or ``<split>`` at the root) and
-  ``coco/annotations/captions_{train,val}2017.json`` (``annotations_trainval2017.zip``; also
-  ``annotations/`` at the root)
+  zips' folders; also ``coco/images/<split>`` or ``<split>`` at the root)
+* COCO captions in Karpathy's split, as SHAKEUP's authors train (``train`` + ``restval``),
+  hold out (``val``) and test (``test``; gpantaz/vl_mamba @ c788f5f,
+  ``datasets/vl_mamba/coco_loader.py`` and ``scripts/evaluate_on_all.sh``):
+  ``coco/dataset_coco.json`` (from Karpathy's ``caption_datasets.zip``; also
+  ``caption_datasets/`` or the root); its images are named by their 2014 folders
+  (``train2014`` / ``val2014`` above)
 * Visual Genome: ``vg/region_descriptions.json``, ``vg/question_answers.json``,
   ``vg/image_data.json`` (``vg/VG_100K`` and ``vg/VG_100K_2`` from ``images.zip`` and
   ``images2.zip``; also under ``vg/images/``)
@@ -29,9 +33,11 @@ Annotation files and folders under the root (image folders in brackets):
 * RefCOCO, RefCOCO+, RefCOCOg: ``refcoco/refs(unc).p``, ``refcoco+/refs(unc).p``,
   ``refcocog/refs(umd).p``, each with its ``instances.json`` (COCO ``train2014``)
 * GRIT: ``grit/*.jsonl`` (``grit/images``)
-* VSR: ``vsr/{train,test}.jsonl`` (also ``vsr/random/``): images from ``vsr/images`` when
-  there (VSR's own image zip), else COCO ``train2017`` and ``val2017`` both (VSR names the file
-  only; each image is found in whichever split holds it)
+* VSR: the random split's ``vsr/{train,test}.jsonl`` (also ``vsr/random/`` or
+  ``vsr/splits/random/``, as cambridgeltl/visual-spatial-reasoning ships them; SHAKEUP's
+  authors read ``cambridgeltl/vsr_random``): images from ``vsr/images`` when there (VSR's own
+  image zip, ``vsr_images.zip``), else COCO ``train2017`` and ``val2017`` both (VSR names the
+  file only; each image is found in whichever split holds it)
 * AI2D (``ai2d-all.zip``): ``ai2d/questions/``, ``ai2d/annotations/``, ``ai2d/images``,
   ``ai2d/abc_images`` (the diagrams with their text boxes lettered, used for the questions that
   name letters; drawn from the annotations where missing) and ``ai2d/ai2d_test_ids.csv``
@@ -42,8 +48,17 @@ Annotation files and folders under the root (image folders in brackets):
   ``vqav2/v2_mscoco_{train,val}2014_annotations.json`` (COCO ``train2014`` / ``val2014``)
 * GQA: ``gqa/{train,testdev}_balanced_questions.json`` (``gqa/images``)
 * OCR-VQA: ``ocrvqa/dataset.json`` (``ocrvqa/images``)
-* DocVQA: ``docvqa/train_v1.0.json`` (``docvqa``, holding ``documents/``)
-* InfographicVQA: ``infographicvqa/infographicVQA_train_v1.0.json`` (``infographicvqa``)
+* DocVQA (RRC task 1): ``docvqa/spdocvqa_qas/train_v1.0_withQT.json`` and the flat image
+  folder ``docvqa/spdocvqa_images`` (the current release's ``spdocvqa_qas.zip`` and
+  ``spdocvqa_images.tar.gz``; also ``docvqa/train_v1.0_withQT.json``, or the 2020 release's
+  ``docvqa/train/train_v1.0.json`` with ``docvqa/train/documents``, or
+  ``docvqa/train_v1.0.json`` with ``docvqa/documents``); the file's ``documents/`` prefix is
+  mapped to whichever image folder is there
+* InfographicVQA (RRC task 3):
+  ``infographicvqa/infographicsvqa_qas/infographicsVQA_train_v1.0.json``
+  (``infographicvqa/infographicsvqa_images``; also the file directly in ``infographicvqa/``,
+  or the first release's ``infographicVQA_train_v1.0.json`` with
+  ``infographicVQA_train_v1.0_images/``, or the images directly in ``infographicvqa/``)
 * NoCaps: ``nocaps/nocaps_val_4500_captions.json`` (``nocaps/validation``; also
   ``nocaps/val`` or ``nocaps/images``)
 * POPE: ``pope/coco_pope_{random,popular,adversarial}.json`` (also ``pope/coco/``; COCO
@@ -60,11 +75,17 @@ MambaVLM's, besides COCO, Visual Genome, GQA, TextVQA, VQAv2, VSR and POPE above
 * LRV-Instruction: ``lrv/filter_cap1.json`` and ``lrv/filter_cap_more1.json`` (``lrv/image``
   from the authors' ``image.tar.gz``; also ``lrv/lrv-vg``), ``lrv/chart_release_update.json``
   (``lrv/chart_image``; also ``lrv/lrv-chart``)
-* VizWiz: ``vizwiz/Annotations/val.json`` (also ``vizwiz/val.json``; ``vizwiz/val``)
-* TallyQA: ``tallyqa/test.json`` (Visual Genome's ``VG_100K`` / ``VG_100K_2`` and COCO's
-  ``train2014`` / ``val2014``, where the file's paths point)
+* VizWiz: ``vizwiz/val.json`` (``Annotations.zip`` holds ``train.json``, ``val.json`` and
+  ``test.json`` at its top; also ``vizwiz/Annotations/val.json``) with the images of
+  ``val.zip`` in ``vizwiz/val`` (also ``vizwiz/val_images``)
+* VSR zero-shot split (Cobra's VSR): ``vsr/zeroshot/test.jsonl`` (also
+  ``vsr/splits/zeroshot/``), images as VSR's above
+* RefCOCO, RefCOCO+, RefCOCOg val: as SHAKEUP's above
+* TallyQA: ``tallyqa/test.json`` of ``tallyqa.zip`` (its paths point into Visual Genome's
+  ``VG_100K`` / ``VG_100K_2``; only ``train.json`` also names COCO ``train2014`` /
+  ``val2014`` images)
 
-SHAKEUP's held-out sets (evaluated during training): COCO ``captions_val2017.json``, VQAv2
+SHAKEUP's held-out sets (evaluated during training): COCO captions Karpathy val, VQAv2
 val2014 and RefCOCO val grounding; MambaVLM's: VQAv2 val2014 and VizWiz val.
 """
 
@@ -98,9 +119,6 @@ class _Layout:
         """A COCO image folder (``train2014``, ``val2014``, ``train2017``, ``val2017``)."""
         return self(f"coco/{split}", f"coco/images/{split}", split)
 
-    def coco_annotation(self, name: str) -> str:
-        return self(f"coco/annotations/{name}", f"annotations/{name}")
-
     def vg(self) -> str:
         """The folder holding Visual Genome's ``VG_100K`` and ``VG_100K_2``."""
         return str(Path(self("vg/VG_100K", "vg/images/VG_100K")).parent)
@@ -108,9 +126,14 @@ class _Layout:
     def vg_folders(self) -> dict[str, str]:
         return {part: str(Path(self.vg()) / part) for part in ("VG_100K", "VG_100K_2")}
 
-    def vsr(self, split: str, **extra) -> dict:
-        """VSR's split: images from its own folder when there, else both COCO 2017 splits."""
-        path = self(f"vsr/{split}.jsonl", f"vsr/random/{split}.jsonl")
+    def vsr(self, split: str, variant: str = "random", **extra) -> dict:
+        """VSR's ``random`` (SHAKEUP) or ``zeroshot`` (Cobra) split: images from its own folder
+        when there, else both COCO 2017 splits."""
+        if variant == "random":
+            candidates = [f"vsr/{split}.jsonl", f"vsr/random/{split}.jsonl"]
+        else:
+            candidates = [f"vsr/{variant}/{split}.jsonl"]
+        path = self(*candidates, f"vsr/splits/{variant}/{split}.jsonl")
         own = self.root / "vsr" / "images"
         if own.is_dir():
             return _src("vsr", [path], str(own), split=split, **extra)
@@ -131,6 +154,49 @@ class _Layout:
             **extra,
         )
 
+    def coco_karpathy(self, split: str, **extra) -> dict:
+        """COCO captions in Karpathy's split; its ``filepath`` names the 2014 image folders
+        (``val`` and ``test`` are all COCO val2014 images)."""
+        folders = {"val2014": self.coco("val2014")}
+        if split == "train":
+            folders = {"train2014": self.coco("train2014"), **folders}
+        path = self(
+            "coco/dataset_coco.json", "caption_datasets/dataset_coco.json", "dataset_coco.json"
+        )
+        return _src(
+            "coco_karpathy",
+            [path],
+            str(self.root),
+            split=split,
+            options={"image_folders": folders},
+            **extra,
+        )
+
+    def docvqa(self) -> dict:
+        """DocVQA train: the current release (flat ``spdocvqa_images``) or the 2020 one."""
+        path = self(
+            "docvqa/spdocvqa_qas/train_v1.0_withQT.json",
+            "docvqa/train_v1.0_withQT.json",
+            "docvqa/train/train_v1.0.json",
+            "docvqa/train_v1.0.json",
+        )
+        documents = self("docvqa/spdocvqa_images", "docvqa/train/documents", "docvqa/documents")
+        folders = {"documents": documents}
+        return _src("docvqa", [path], self("docvqa"), options={"image_folders": folders})
+
+    def infographicvqa(self) -> dict:
+        path = self(
+            "infographicvqa/infographicsvqa_qas/infographicsVQA_train_v1.0.json",
+            "infographicvqa/infographicsVQA_train_v1.0.json",
+            "infographicvqa/infographicVQA_train_v1.0.json",
+        )
+        images = self(
+            "infographicvqa/infographicsvqa_images",
+            "infographicvqa/infographicVQA_train_v1.0_images",
+            "infographicvqa",
+        )
+        return _src("infographicvqa", [path], images)
+
     def vqav2(self, subtype: str, **extra) -> dict:
         """VQAv2's ``train`` or ``val`` 2014 questions, annotations and COCO images."""
         paths = [
@@ -140,8 +206,9 @@ class _Layout:
         return _src("vqav2", paths, self.coco(f"{subtype}2014"), **extra)
 
     def vizwiz(self, split: str, **extra) -> dict:
-        path = self(f"vizwiz/Annotations/{split}.json", f"vizwiz/{split}.json")
-        return _src("vizwiz", [path], self(f"vizwiz/{split}"), split=split, **extra)
+        path = self(f"vizwiz/{split}.json", f"vizwiz/Annotations/{split}.json")
+        images = self(f"vizwiz/{split}", f"vizwiz/{split}_images")
+        return _src("vizwiz", [path], images, split=split, **extra)
 
     def pope(self, kind: str) -> dict:
         path = self(f"pope/coco_pope_{kind}.json", f"pope/coco/coco_pope_{kind}.json")
@@ -163,15 +230,21 @@ def paper_benchmarks(root: str | Path, paper: str = "shakeup") -> list[dict]:
     """A paper's evaluation sets under ``root``, as held-out sources for ``vlab vlm eval``;
     each source's name is its benchmark. Multiple choice is scored without rotation.
 
-    SHAKEUP: COCO captions val2017; NoCaps val (CIDEr overall and per domain); VQAv2 val2014;
-    GQA testdev; Visual7W telling and pointing (four-way choice), test split; VSR test; POPE
-    random / popular / adversarial; RefCOCO / + val, testA, testB and RefCOCOg val, test;
-    TextCaps val; TextVQA val; AI2D test (lettered diagrams where the question names letters).
+    SHAKEUP (its authors' ``scripts/evaluate_on_all.sh``, gpantaz/vl_mamba @ c788f5f, runs
+    the splits marked *): COCO captions Karpathy test*; NoCaps val* (CIDEr overall and per
+    domain); VQAv2 val2014*; GQA testdev*; Visual7W telling and pointing (four-way choice),
+    test split*; VSR random test*; POPE random / popular / adversarial*; RefCOCO / + val,
+    testA*, testB* and RefCOCOg val, test*; TextCaps val*; TextVQA val; AI2D test* (lettered
+    diagrams where the question names letters).
 
-    MambaVLM (assumed: the evaluation suite of Cobra / Prismatic, which it follows, with the
-    sets the issue names): VQAv2 val2014; GQA testdev; VizWiz val (unanswerable questions
-    kept, LLaVA-1.5's "respond with 'Unanswerable'" line after each question); TextVQA val;
-    VSR test; POPE; TallyQA test, simple and complex apart.
+    MambaVLM: its paper is not public; it follows Cobra, whose nine benchmarks (Cobra, AAAI-25,
+    arXiv 2403.14520v4, Experiments; scored with Cobra's fork of Prismatic's evaluation suite,
+    h-zhao1997/vlm-evaluation @ b0a691f) are taken, plus TallyQA, which issue #18 names
+    (Prismatic's suite has it; Cobra does not report it): VQAv2 val2014; GQA testdev; VizWiz
+    val (unanswerable questions kept, LLaVA-1.5's "respond with 'Unanswerable'" line after
+    each question, as that suite prompts); TextVQA val; VSR zero-shot test (the suite's
+    ``cambridgeltl/vsr_zeroshot``); POPE; RefCOCO, RefCOCO+ and RefCOCOg val (grounding, the
+    suite's split); TallyQA test, simple and complex apart.
     """
     _check_paper(paper)
     L = _Layout(root)
@@ -203,7 +276,7 @@ def _shakeup_data(L: _Layout) -> dict:
     vg_images = L("vg/image_data.json")
     vg = {"image_folders": L.vg_folders()}
     stage2 = [
-        _src("coco_captions", [L.coco_annotation("captions_train2017.json")], coco17),
+        L.coco_karpathy("train"),
         _src("textcaps", [L("textcaps/TextCaps_0.1_train.json")], L("textvqa/train_images")),
         _src("llava_instruct", [L("llava/llava_instruct_150k.json")], coco17),
         _refcoco(L, "refcoco"),
@@ -225,20 +298,11 @@ def _shakeup_data(L: _Layout) -> dict:
         L.vqav2("train"),
         _src("gqa", [L("gqa/train_balanced_questions.json")], L("gqa/images")),
         _src("ocrvqa", [L("ocrvqa/dataset.json")], L("ocrvqa/images")),
-        _src("docvqa", [L("docvqa/train_v1.0.json")], L("docvqa")),
-        _src(
-            "infographicvqa",
-            [L("infographicvqa/infographicVQA_train_v1.0.json")],
-            L("infographicvqa"),
-        ),
+        L.docvqa(),
+        L.infographicvqa(),
     ]
     heldout = [
-        _src(
-            "coco_captions",
-            [L.coco_annotation("captions_val2017.json")],
-            L.coco("val2017"),
-            split="val",
-        ),
+        L.coco_karpathy("val"),
         L.vqav2("val", split="val"),
         _src(
             "refcoco",
@@ -265,13 +329,7 @@ def _shakeup_data(L: _Layout) -> dict:
 
 def _shakeup_benchmarks(L: _Layout) -> list[dict]:
     out = [
-        _src(
-            "coco_captions",
-            [L.coco_annotation("captions_val2017.json")],
-            L.coco("val2017"),
-            split="val",
-            name="coco",
-        ),
+        L.coco_karpathy("test", name="coco"),
         _src(
             "nocaps",
             [L("nocaps/nocaps_val_4500_captions.json")],
@@ -373,11 +431,6 @@ def _mambavlm_data(L: _Layout) -> dict:
 
 
 def _mambavlm_benchmarks(L: _Layout) -> list[dict]:
-    tally_folders = {
-        "train2014": L.coco("train2014"),
-        "val2014": L.coco("val2014"),
-        **L.vg_folders(),
-    }
     out = [
         L.vqav2("val", split="val"),
         _src("gqa", [L("gqa/testdev_balanced_questions.json")], L("gqa/images"), split="testdev"),
@@ -388,16 +441,17 @@ def _mambavlm_benchmarks(L: _Layout) -> list[dict]:
             L("textvqa/train_images"),
             split="val",
         ),
-        L.vsr("test"),
+        L.vsr("test", variant="zeroshot"),
     ]
     out += [L.pope(kind) for kind in ("random", "popular", "adversarial")]
+    out += [_refcoco(L, variant, "val") for variant in ("refcoco", "refcoco+", "refcocog")]
     out += [
         _src(
             "tallyqa",
             [L("tallyqa/test.json")],
             L.vg(),
             split="test",
-            options={"subset": subset, "image_folders": tally_folders},
+            options={"subset": subset, "image_folders": L.vg_folders()},
             name=f"tallyqa_{subset}",
         )
         for subset in ("simple", "complex")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 READERS: dict[str, Callable[..., Iterator[VLSample]]] = {
     "coco_captions": R.read_coco_captions,
+    "coco_karpathy": R.read_coco_karpathy,
     "textcaps": R.read_textcaps,
     "llava_pretrain": R.read_llava_pretrain,
     "llava_instruct": R.read_llava_instruct,

@@ -204,10 +204,7 @@ def test_tiny_vlm_trains_on_dataset_files_from_the_cli(tmp_path, files, capsys):
 
 PAPER_LAYOUT = {  # fixture -> place in the paper layout (vlab.models.vlm.data.paper_data)
     "llava_pretrain/blip_laion_cc_sbu_558k.json": ["LLaVA-CC3M-Pretrain-595K/chat.json"],
-    "coco_captions/captions_train2017.json": [
-        "coco/annotations/captions_train2017.json",
-        "coco/annotations/captions_val2017.json",
-    ],
+    "coco_karpathy/dataset_coco.json": ["coco/dataset_coco.json"],
     "textcaps/TextCaps_0.1_train.json": ["textcaps/TextCaps_0.1_train.json"],
     "llava_instruct/llava_instruct_150k.json": ["llava/llava_instruct_150k.json"],
     "refcoco/refs(unc).p": [
@@ -243,9 +240,9 @@ PAPER_LAYOUT = {  # fixture -> place in the paper layout (vlab.models.vlm.data.p
     ],
     "gqa/train_balanced_questions.json": ["gqa/train_balanced_questions.json"],
     "ocrvqa/dataset.json": ["ocrvqa/dataset.json"],
-    "docvqa/train_v1.0.json": ["docvqa/train_v1.0.json"],
+    "docvqa/train_v1.0.json": ["docvqa/spdocvqa_qas/train_v1.0_withQT.json"],
     "infographicvqa/infographicVQA_train_v1.0.json": [
-        "infographicvqa/infographicVQA_train_v1.0.json"
+        "infographicvqa/infographicsvqa_qas/infographicsVQA_train_v1.0.json"
     ],
 }
 

@@ -5,8 +5,9 @@ dataset's own files (nothing is converted or cached, except AI2D's lettered diag
 once where the dataset's ``abc_images`` lacks one); the formats are documented in the family
 modules:
 
-* :mod:`~vlab.models.vlm.data.readers.caption`: COCO captions, NoCaps, TextCaps, LLaVA
-  pretraining, LLaVA-Instruct, LVIS-Instruct4V, LRV-Instruction, GRIT;
+* :mod:`~vlab.models.vlm.data.readers.caption`: COCO captions (2017 files or Karpathy's
+  split), NoCaps, TextCaps, LLaVA pretraining, LLaVA-Instruct, LVIS-Instruct4V,
+  LRV-Instruction, GRIT;
 * :mod:`~vlab.models.vlm.data.readers.region`: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome
   regions, Visual7W pointing;
 * :mod:`~vlab.models.vlm.data.readers.qa`: VQAv2, GQA, Visual Genome QA, OCR-VQA, DocVQA,
@@ -18,6 +19,7 @@ modules:
 from vlab.models.vlm.data.readers.caption import (
     grit_grounded_caption,
     read_coco_captions,
+    read_coco_karpathy,
     read_grit,
     read_llava_instruct,
     read_llava_pretrain,
@@ -60,6 +62,7 @@ __all__ = [
     "read_ai2d",
     "read_aokvqa",
     "read_coco_captions",
+    "read_coco_karpathy",
     "read_docvqa",
     "read_gqa",
     "read_grit",

@@ -9,6 +9,13 @@ Formats:
 * COCO captions (``captions_train2017.json``): ``{"images": [{"id", "file_name", "width",
   "height"}], "annotations": [{"id", "image_id", "caption"}]}`` -> one ``caption`` sample per
   annotation, empty prompt.
+* COCO captions in Karpathy's split (``dataset_coco.json`` of Karpathy's
+  ``caption_datasets.zip``): ``{"images": [{"filepath": "train2014" | "val2014", "filename",
+  "cocoid", "split": "train" | "restval" | "val" | "test", "sentids", "sentences": [{"raw",
+  "tokens", "sentid"}]}], "dataset": "coco"}`` -> one ``caption`` sample per sentence (the
+  ``raw`` text), image ``<filepath>/<filename>``. ``split="train"`` takes ``train`` and
+  ``restval`` (113,287 images), as SHAKEUP's authors train; they test on ``test`` (5,000
+  images; gpantaz/vl_mamba @ c788f5f, ``coco_loader.py``, ``evaluate_on_all.sh``).
 * TextCaps (``TextCaps_0.1_train.json``): ``{"data": [{"image_id", "caption_str",
   "caption_id", "reference_strs", "image_width", "image_height"}]}``, images
   ``<image_id>.jpg`` (TextVQA ``train_images``) -> one ``caption`` sample per caption; rows
@@ -27,20 +34,26 @@ Formats:
 * LVIS-Instruct4V (``lvis_instruct4v_220k.json``, MambaVLM's training data): the same
   conversation layout, images ``coco/train2017/...`` and ``coco/val2017/...`` (the LVIS
   images are COCO 2017's), so ``image_root`` is the folder holding ``coco/`` -> ``chat``
-  samples (source ``lvis_instruct4v``).
+  samples (source ``lvis_instruct4v``). Checked against Cobra's preparation script
+  (h-zhao1997/cobra @ 4b81082, ``scripts/additional-datasets/lvis_instruct_4v.py``: the rows'
+  ``image`` is relative to the folder holding ``coco/``).
 * LRV-Instruction (``filter_cap1.json``, ``filter_cap_more1.json``, the chart set
   ``chart_release_update.json``; MambaVLM's training data): a list of ``{"image_id",
   "question", "answer", "task"}``, one instruction per row (positive and negative ones). The
   Visual Genome images come in the authors' own ``image.tar.gz`` (``image/<image_id>.jpg``;
   their ids are not Visual Genome's), the chart images in ``chart_image.zip``, where
-  ``image_id`` is already the file name. -> one single-turn ``chat`` sample per row (source
+  ``image_id`` is already the file name (checked against Cobra's preparation script,
+  h-zhao1997/cobra @ 4b81082, ``scripts/additional-datasets/lrv_instruct.py``, which reads
+  ``image_id``, ``question`` and ``answer`` and renames the two folders ``lrv-vg`` and
+  ``lrv-chart``). -> one single-turn ``chat`` sample per row (source
   ``lrv_instruct``), as LLaVA-style mixtures use it; free choice: rows are not merged per
   image (the packer never packs chat, and the rows of one image are often contradictory
   negative / positive pairs).
 * NoCaps (evaluation): ``nocaps_val_4500_captions.json``, COCO captions format whose images
-  carry ``"domain"``: ``in-domain`` | ``near-domain`` | ``out-domain`` and ``open_images_id``;
-  images by ``file_name`` (the validation images folder). -> ``caption`` samples (source
-  ``nocaps``) with ``meta["domain"]`` (CIDEr is reported per domain). The test file
+  carry ``"domain"``: ``in-domain`` | ``near-domain`` | ``out-domain`` and ``open_images_id``
+  (also ``coco_url``); images by ``file_name`` (Open Images' ``validation`` folder, as
+  TRI-ML/vlm-evaluation @ d9f5896 ``tasks/registry.py`` downloads it). -> ``caption``
+  samples (source ``nocaps``) with ``meta["domain"]`` (CIDEr is reported per domain). The test file
   (``nocaps_test_image_info.json``) has no captions: one sample per image with an empty
   response (predictions for the evaluation server only).
 * GRIT (``*.jsonl`` rows, or img2dataset's per-image ``*.json``): ``{"key", "url", "caption",
@@ -58,6 +71,7 @@ from pathlib import Path
 from vlab.errors import VlabError
 from vlab.models.vlm.data._files import (
     PathLike,
+    check_split,
     format_errors,
     image_path,
     load_json,
@@ -90,6 +104,33 @@ def read_coco_captions(
                 [Turn("", ann["caption"].strip())],
                 meta,
             )
+
+
+KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+
+
+def read_coco_karpathy(
+    annotation_path: PathLike, image_root: PathLike, split: str = "train"
+) -> Iterator[VLSample]:
+    """COCO captions in Karpathy's split -> ``caption`` samples (source ``coco``); meta: split,
+    caption_id (the sentence id), karpathy_split (``restval`` rows of ``train`` say so)."""
+    keep = KARPATHY_SPLITS[check_split(split, tuple(KARPATHY_SPLITS))]
+    data = load_json(annotation_path)
+    with format_errors(annotation_path, "Karpathy's dataset_coco.json"):
+        for im in data["images"]:
+            if im["split"] not in keep:
+                continue
+            rel = f"{im['filepath']}/{im['filename']}" if im.get("filepath") else im["filename"]
+            for sent in im["sentences"]:
+                meta = {"split": split, "caption_id": sent["sentid"], "karpathy_split": im["split"]}
+                yield VLSample(
+                    image_path(image_root, rel),
+                    str(im["cocoid"]),
+                    "caption",
+                    "coco",
+                    [Turn("", sent["raw"].strip())],
+                    meta,
+                )
 
 
 def read_textcaps(

@@ -10,29 +10,47 @@ Formats:
   "split", "qa_pairs": [{"qa_id", "question", "answer", "multiple_choices": [3 wrong],
   "type"}]}]}``. The file does not order the options (the answer is separate), so the four are
   put in a fixed pseudo-random order keyed by ``qa_id`` (the same on every machine and run).
-* AI2D: one ``questions/<image>.json`` per diagram: ``{"imageName", "questions": {question:
-  {"answerTexts", "correctAnswer", "abcLabel", "questionId"}}}``; options in file order.
+  (yukezhu/visual7w-toolkit @ 2ba129b, ``common/data_provider.py``, which shuffles them too;
+  SHAKEUP's authors shuffle the test options at random, gpantaz/vl_mamba @ c788f5f,
+  ``visual7w_loader.py``.)
+* AI2D (``ai2d-all.zip``, unpacking to ``ai2d/``): one ``questions/<image>.json`` per
+  diagram: ``{"imageName", "questions": {question: {"answerTexts", "correctAnswer" (index),
+  "abcLabel" (bool), "questionId" (str)}}}``; options in file order. (TRI-ML/vlm-evaluation
+  @ d9f5896 ``harnesses/ai2d.py``; gpantaz/vl_mamba @ c788f5f ``ai2d_loader.py``, which adds
+  to every AI2D prompt, training and test, an "OCR text:" block listing each annotated text
+  box as ``<replacementText>: <value>`` and shows the original diagram; vlm-evaluation shows
+  the original diagram without it. Neither uses ``abc_images``.)
   AI2D ships no split inside these files: pass ``test_ids_path`` (one image id per line, such
-  as AllenAI's ``ai2d_test_ids.csv``; ``12`` and ``12.png`` both match) to select ``train`` (not
-  listed) or ``test`` (listed); without it every question is read and ``split`` only recorded.
+  as AllenAI's ``ai2d_test_ids.csv``, bare ids; ``12`` and ``12.png`` both match) to select
+  ``train`` (not listed) or ``test`` (listed); without it every question is read and
+  ``split`` only recorded.
   Questions with ``abcLabel`` true name the diagram's text labels by letters ("What is A in
   the diagram?"): by the dataset's convention the model sees the diagram with each annotated
-  text box replaced by its letter, which ``ai2d-all.zip`` ships as ``abc_images/<image>``.
-  Give ``abc_images_dir`` to use them; an image missing there is drawn into that folder (once,
-  then reused) from ``annotations/<image>.json`` (``{"text": {"T1": {"rectangle": [[x1, y1],
-  [x2, y2]], "value": "nose", "replacementText": "A"}, ...}}``, pixels) when
-  ``annotations_dir`` is given: each box filled white with its letter centred in black
-  (:func:`draw_text_labels`). Free choice: drawn files live on disk rather than being drawn
-  at load time, so prepared data keeps plain image paths and the dataset's own
-  ``abc_images`` and vlab's drawings are used the same way. Without ``abc_images_dir`` every
-  question sees the original diagram (the reader's behaviour before letters were drawn).
-* A-OKVQA: ``aokvqa_v1p0_<split>.json``: a list of ``{"question_id", "image_id", "question",
-  "choices", "correct_choice_idx", "direct_answers", "rationales"}``; COCO 2017 images
-  ``<image_id:012d>.jpg``.
-* VSR: ``<split>.jsonl`` rows ``{"image", "caption", "label": 1 | 0, "relation"}`` ->
-  ``itm`` samples. Free choice: prompt = the caption, response ``"yes"`` (label 1) or ``"no"``.
-  The images are COCO 2017's, from both ``train2017`` and ``val2017`` (the rows name the file
-  only): give the source ``more_image_roots`` so each is found in whichever holds it.
+  text box replaced by its letter: ``abc_images/<image>`` next to ``images/`` in the AI2D
+  layouts that evaluation suites read (e.g. InternVL's data layout; AI2D's own README, v1.0.0,
+  lists only ``images/``, ``annotations/``, ``questions/`` and ``categories.json``, so whether
+  ``ai2d-all.zip`` carries the folder is not verified here). Give ``abc_images_dir`` to use
+  them; an image missing there is drawn into that folder (once, then reused) from
+  ``annotations/<image>.json`` (``{"text": {"T1": {"rectangle": [[x1, y1], [x2, y2]],
+  "value": "nose", "replacementText": "A"}, ...}}``, pixels) when ``annotations_dir`` is
+  given: each box filled white with its letter centred in black (:func:`draw_text_labels`).
+  Free choice: drawn files live on disk rather than being drawn at load time, so prepared data
+  keeps plain image paths and the dataset's own ``abc_images`` and vlab's drawings are used
+  the same way. Without ``abc_images_dir`` every question sees the original diagram (the
+  reader's behaviour before letters were drawn).
+* A-OKVQA: ``aokvqa_v1p0_<split>.json`` (``aokvqa_v1p0.tar.gz``): a list of ``{"split",
+  "question_id" (str), "image_id", "question", "choices", "correct_choice_idx",
+  "direct_answers", "difficult_direct_answer", "rationales"}``; COCO 2017 images
+  ``<image_id:012d>.jpg`` (gpantaz/vl_mamba @ c788f5f, ``aok_vqa_loader.py``).
+* VSR: ``<split>.jsonl`` rows ``{"image", "image_link", "caption", "label": 1 | 0,
+  "relation", "subj", "obj", "annotator_id", "vote_true_validator_id",
+  "vote_false_validator_id"}`` (cambridgeltl/visual-spatial-reasoning @ af55c2c,
+  ``data/splits/{random,zeroshot}/{train,dev,test}.jsonl``; SHAKEUP's authors use the random
+  split, Prismatic's and Cobra's evaluation the zero-shot test) -> ``itm`` samples. Free
+  choice: prompt = the caption, response ``"yes"`` (label 1) or ``"no"``. The images are
+  COCO 2017's, from both ``train2017`` and ``val2017`` (``image`` names the file only, its
+  ``image_link`` the split), or VSR's own ``vsr_images.zip`` (``images/``): give the source
+  ``more_image_roots`` so each is found in whichever folder holds it.
 """
 
 from __future__ import annotations

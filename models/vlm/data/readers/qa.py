@@ -1,45 +1,69 @@
 """Readers for open-ended VQA sources (task ``vqa``: prompt = question, response = answer).
 
-Formats:
+Formats (checked against code that reads the released files: TRI-ML/vlm-evaluation @ d9f5896,
+``vlm_eval/tasks/harnesses/*.py``, below "vlm-evaluation"; SHAKEUP's authors' loaders,
+gpantaz/vl_mamba @ c788f5f, ``src/vl_mamba/datasets/vl_mamba/*_loader.py``, below "vl_mamba"):
 
 * VQAv2: ``v2_OpenEnded_mscoco_<subtype>_questions.json`` (``{"data_subtype", "questions":
   [{"image_id", "question", "question_id"}]}``) + ``v2_mscoco_<subtype>_annotations.json``
   (``{"annotations": [{"question_id", "multiple_choice_answer", "answers": [{"answer"}] x 10,
   "answer_type", "question_type"}]}``); images ``COCO_<subtype>_<image_id:012d>.jpg``. Response:
   ``multiple_choice_answer``; all ten answers in ``meta["answers"]`` for the VQA score. Without
-  annotations (test-dev) the response is empty.
-* GQA: ``<split>_balanced_questions.json``: ``{qid: {"imageId", "question", "answer",
-  "fullAnswer", ...}}``; images ``<imageId>.jpg``.
-* Visual Genome QA: ``question_answers.json`` (``[{"id", "qas": [{"qa_id", "question",
-  "answer"}]}]``) + ``image_data.json`` for the image folders. Answers lose their final period
+  annotations (test-dev) the response is empty. (vlm-evaluation ``vqav2.py``; vl_mamba.)
+* GQA: ``<split>_balanced_questions.json`` (``questions1.2.zip``): ``{qid: {"imageId",
+  "question", "answer", "fullAnswer", "semanticStr", "entailed", "equivalent", ...}}``;
+  images ``<imageId>.jpg`` (``images.zip``'s ``images/``). (vlm-evaluation ``gqa.py``.)
+* Visual Genome QA: ``question_answers.json`` (``[{"id" (or "image_id"), "qas": [{"qa_id",
+  "image_id", "question", "answer", "q_objects", "a_objects"}]}]``; the releases differ in the
+  image key, as huggingface/datasets @ fd7e433 ``datasets/visual_genome/visual_genome.py``
+  normalises) + ``image_data.json`` for the image folders. Answers lose their final period
   ("Green." -> "Green"), the raw answer stays in ``meta["raw_answer"]``.
 * OCR-VQA: ``dataset.json``: ``{book_id: {"imageURL", "questions", "answers", "title",
   "authorName", "genre", "split": 1 | 2 | 3}}`` (1 train, 2 val, 3 test); images as saved by the
-  dataset's download script, ``<book_id><extension of imageURL>``.
-* DocVQA / InfographicVQA: ``train_v1.0.json`` / ``infographicVQA_train_v1.0.json``:
-  ``{"data": [{"questionId", "question", "answers", "image" (DocVQA, e.g.
-  "documents/xxx.png") or "image_local_name" (InfographicVQA)}]}``. Response: the first answer;
-  all answers in ``meta["answers"]`` (ANLS).
+  dataset's download script (``loadDataset.py``: ``images/<book_id><extension of
+  imageURL>``), which LLaVA-665K's ``ocr_vqa/images`` also follows. (SHAKEUP's authors saved
+  each cover under the URL's own file name instead, vl_mamba ``ocr_vqa_loader.py``.)
+* DocVQA / InfographicVQA: ``train_v1.0_withQT.json`` (current release, ``spdocvqa_qas.zip``;
+  the 2020 release's ``train_v1.0.json``) / ``infographicsVQA_train_v1.0.json`` (the first
+  release: ``infographicVQA_train_v1.0.json``): ``{"dataset_name", "dataset_version",
+  "dataset_split", "data": [{"questionId", "question", "question_types", "answers", "image"
+  (DocVQA, e.g. "documents/xxx.png", also with "docId", "ucsf_document_id",
+  "ucsf_document_page_no") or "image_local_name" (InfographicVQA, e.g. "37313.jpeg", with
+  "image_url", "ocr_output_file")}]}``. The current DocVQA image archive
+  (``spdocvqa_images.tar.gz``) is flat: map the ``documents`` prefix with ``image_folders``.
+  Response: the first answer; all answers in ``meta["answers"]`` (ANLS). (vl_mamba
+  ``docvqa_loader.py``, ``infographicvqa_loader.py``.)
 * TextVQA (evaluation): ``TextVQA_0.5.1_<split>.json``: ``{"data": [{"question_id",
   "question", "image_id", "answers" x 10}]}``; images ``<image_id>.jpg`` (the val images sit in
-  ``train_images``). Response: the most common answer; all ten in ``meta["answers"]``.
-* POPE (evaluation): one JSON object per line, ``{"question_id", "image", "text", "label"}``
-  with ``label`` "yes" / "no"; images by file name (COCO val2014). Task ``pope``.
-* VizWiz VQA (MambaVLM's evaluation): ``Annotations/{train,val,test}.json``: a list of
+  ``train_images`` of ``train_val_images.zip``). Response: the most common answer; all ten in
+  ``meta["answers"]``. (vlm-evaluation ``textvqa.py``; vl_mamba.) Both papers' protocols give
+  the model OCR tokens with the question (SHAKEUP's authors: "OCR text:" from
+  ``TextVQA_Rosetta_OCR_v0.2_val.json``; Prismatic / Cobra: LLaVA's
+  ``textvqa_val_v051_ocr.jsonl`` questions); this reader gives the question alone.
+* POPE (evaluation): ``coco_pope_{random,popular,adversarial}.json`` (AoiDragon/POPE
+  ``output/coco``), one JSON object per line, ``{"question_id", "image", "text", "label"}``
+  with ``label`` "yes" / "no"; images by file name (``COCO_val2014_...``, COCO val2014).
+  Task ``pope``. (vlm-evaluation ``pope.py``; vl_mamba.)
+* VizWiz VQA (MambaVLM's evaluation): ``{train,val,test}.json`` (at the top of
+  ``Annotations.zip``; vlm-evaluation ``vizwiz.py`` and ``registry.py``, vl_mamba): a list of
   ``{"image": "VizWiz_val_00000000.jpg", "question", "answers": [{"answer",
   "answer_confidence"}] x 10, "answer_type": "other" | "yes/no" | "number" | "unanswerable",
   "answerable": 0 | 1}`` (the test file has only image and question); images in the
   ``train/``, ``val/``, ``test/`` folders of the image zips. Response: ``"unanswerable"`` for
   a question marked ``answerable: 0`` (what the annotators' answers say, whichever wording the
-  majority used), else the most common of the ten answers; all ten in ``meta["answers"]``
-  (scored with the VQA accuracy, as VizWiz's own evaluation).
-* TallyQA (MambaVLM's evaluation): ``train.json`` / ``test.json``: a list of ``{"image":
-  "VG_100K_2/2410408.jpg" or "train2014/COCO_train2014_....jpg", "question", "answer": int,
-  "data_source", "image_id", "question_id", "issimple"}``: images under the Visual Genome
-  (``VG_100K``, ``VG_100K_2``) and COCO (``train2014``, ``val2014``) folders, so the image
-  root is one folder holding all four or a source's ``image_folders`` place each. Response:
-  the count as digits. ``subset`` keeps the ``simple`` or ``complex`` questions only (the
-  test file's two benchmarks).
+  majority used), else the most common of the ten answers; all ten in ``meta["answers"]``,
+  scored by :func:`~vlab.models.vlm.metrics.vqa.vizwiz_accuracy` (VizWiz's own evaluation:
+  VQAv2's leave-one-out rule, but its own answer normalisation).
+* TallyQA (MambaVLM's evaluation): ``train.json`` / ``test.json`` of ``tallyqa.zip``: a list
+  of ``{"image": "VG_100K_2/2410408.jpg" or "train2014/COCO_train2014_....jpg", "question",
+  "answer": int, "data_source", "image_id", "question_id", "issimple": bool}``
+  (manoja328/tallyqa @ dd83013, README). The test file's images are all Visual Genome's
+  (``VG_100K``, ``VG_100K_2``: vlm-evaluation ``tallyqa.py`` finds every one there); the
+  train file also names COCO ``train2014`` / ``val2014`` images. So the image root is one
+  folder holding those folders, or a source's ``image_folders`` place each. Response: the
+  count as digits. ``subset`` keeps the ``simple`` or ``complex`` questions only (the test
+  file's two benchmarks). (Prismatic's suite asks TallyQA as a 16-way choice of the numbers
+  0-15 and scores exact match; an open count scored by exact match reads the same answer.)
 """
 
 from __future__ import annotations
@@ -57,7 +81,7 @@ from vlab.models.vlm.data._files import (
     load_json,
     load_jsonl,
 )
-from vlab.models.vlm.data.readers.region import load_vg_images
+from vlab.models.vlm.data.readers.region import load_vg_images, vg_image_id
 from vlab.models.vlm.data.records import Turn, VLSample
 
 
@@ -135,13 +159,14 @@ def read_vg_qa(
     data = load_json(question_answers_path)
     with format_errors(question_answers_path, "a Visual Genome question_answers.json"):
         for entry in data:
-            path = image_path(image_root, images[entry["id"]]["path"])
+            iid = vg_image_id(entry)
+            path = image_path(image_root, images[iid]["path"])
             for qa in entry["qas"]:
                 answer = qa["answer"].strip()
                 meta = {"split": split, "qa_id": qa["qa_id"], "raw_answer": qa["answer"]}
                 yield _vqa(
                     path,
-                    str(entry["id"]),
+                    str(iid),
                     "visual_genome",
                     qa["question"],
                     answer[:-1] if answer.endswith(".") else answer,

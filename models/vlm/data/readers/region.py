@@ -8,7 +8,7 @@ Two tasks come from one region and its text (the spec's use of RefCOCO and Visua
 Both carry ``meta["box_xywh"]`` (pixels, as in the file), ``meta["width"]`` and
 ``meta["height"]``. Choose with ``tasks=``.
 
-Formats:
+Formats (checked against code reading the released files, named per format):
 
 * RefCOCO / RefCOCO+ / RefCOCOg: ``refs(unc).p`` / ``refs(umd).p`` (a pickled list of
   ``{"ref_id", "ann_id", "image_id", "split", "sentences": [{"sent", "raw", "sent_id"}]}``)
@@ -17,14 +17,24 @@ Formats:
   and task; the expression is the tokenised lower-case ``sent``. Splits come from the refs:
   ``train``, ``val``, ``testA``, ``testB`` (unc) or ``test`` (umd). Dense-caption samples of one
   ref share a pack key (the same box with different answers never shares a sequence).
+  (The REFER API, as TRI-ML/vlm-evaluation @ d9f5896 ``vlm_eval/util/loading/refer.py``
+  carries it: ``refs(<splitBy>).p`` and ``instances.json`` in ``refcoco/``, ``refcoco+/``,
+  ``refcocog/``; images ``COCO_train2014_<image_id:012d>.jpg``.)
 * Visual Genome regions: ``region_descriptions.json`` (a list of ``{"id", "regions":
-  [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}]}``) with sizes and folders
-  from ``image_data.json`` (``{"image_id" or "id", "width", "height", "url"}``; the image path is
-  the last two parts of the URL, ``VG_100K/1.jpg``). Visual Genome has no official split:
-  ``split`` is only recorded.
+  [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}]}``; the releases also
+  write the image as ``"image_id"`` and a region's ids as ``"id"`` / ``"image"``, all read)
+  with sizes and folders from ``image_data.json`` (``{"image_id" or "id", "width", "height",
+  "url", "coco_id", "flickr_id"}``; the image path is the last two parts of the URL,
+  ``.../VG_100K_2/1.jpg`` -> ``VG_100K_2/1.jpg``), as huggingface/datasets @ fd7e433
+  ``datasets/visual_genome/visual_genome.py`` reads them. Visual Genome has no official
+  split: ``split`` is only recorded.
 * Visual7W pointing: ``dataset_v7w_pointing.json``: ``{"images": [{"image_id", "filename",
   "split", "qa_pairs": [{"qa_id", "question", "answer": box_id, "multiple_choices":
-  [box_id x 3], "type"}]}], "boxes": [{"box_id", "x", "y", "width", "height", "name"}]}``.
+  [box_id x 3], "type"}]}], "boxes": [{"box_id", "x", "y", "width", "height", "name"}]}``
+  (yukezhu/visual7w-toolkit @ 2ba129b, ``common/data_provider.py``: images grouped by
+  ``split``, the answer boxes under ``boxes`` by ``box_id``, the answer kept apart from the
+  three wrong choices; SHAKEUP's authors read the same boxes from the grounding annotations'
+  ``v7w_pointing_answers.json`` and clip negative corners, as :func:`format_box` clamps).
   Two forms (``form=``):
 
   - ``"choice"``, the papers' benchmark (SHAKEUP's authors' ``evaluate_visual7w.py`` lists the
@@ -135,6 +145,11 @@ def read_refcoco(
                 )
 
 
+def vg_image_id(entry: dict) -> int:
+    """The image id of a Visual Genome annotation entry (``"id"`` or ``"image_id"``)."""
+    return entry["id"] if "id" in entry else entry["image_id"]
+
+
 def load_vg_images(image_data_path: PathLike) -> dict[int, dict]:
     """Visual Genome ``image_data.json`` -> {image_id: {"width", "height", "path"}}."""
     data = load_json(image_data_path)
@@ -162,18 +177,20 @@ def read_vg_regions(
     data = load_json(region_descriptions_path)
     with format_errors(region_descriptions_path, "a Visual Genome region_descriptions.json"):
         for entry in data:
-            im = images[entry["id"]]
+            iid = vg_image_id(entry)
+            im = images[iid]
             for reg in entry["regions"]:
+                region_id = reg["region_id"] if "region_id" in reg else reg["id"]
                 yield from region_samples(
                     image_path(image_root, im["path"]),
-                    str(entry["id"]),
+                    str(iid),
                     "visual_genome",
                     reg["phrase"].strip(),
                     [reg["x"], reg["y"], reg["width"], reg["height"]],
                     im["width"],
                     im["height"],
                     tasks,
-                    {"split": split, "region_id": reg["region_id"]},
+                    {"split": split, "region_id": region_id},
                 )
 
 

@@ -3,8 +3,12 @@ tiny hand-made fixture in the official release's own format (tests/models/vlm/fi
 
 * ``vizwiz/Annotations/val.json``: VizWiz VQA's ``Annotations.zip`` (a list of ``{image,
   question, answers: [{answer, answer_confidence}] x 10, answer_type, answerable}``);
-* ``tallyqa/test.json``: ``tallyqa.zip`` (``{answer, data_source, image, image_id, issimple,
-  question, question_id}``, images under ``VG_100K*/`` and ``train2014/``/``val2014/``);
+* ``tallyqa/test.json`` and ``train.json``: ``tallyqa.zip`` (``{answer, data_source, image,
+  image_id, issimple, question, question_id}``; the test file's images under ``VG_100K*/``,
+  the train file's also under ``train2014/`` / ``val2014/``);
+* ``coco_karpathy/dataset_coco.json``: Karpathy's COCO split (``caption_datasets.zip``:
+  ``{images: [{filepath, filename, cocoid, split, sentids, sentences: [{raw, tokens,
+  sentid}]}]}``);
 * ``lrv/filter_cap1.json`` and ``lrv/chart_release_update.json``: LRV-Instruction's files
   (``{image_id, question, answer, task?}``);
 * ``lvis_instruct4v/lvis_instruct4v_220k.json``: LVIS-Instruct4V (LLaVA conversations,
@@ -35,7 +39,7 @@ FX = Path(__file__).parents[1] / "fixtures" / "vlm"
 
 
 def test_every_new_reader_is_registered_for_source_configs():
-    for name in ("vizwiz", "tallyqa", "lrv_instruct", "lvis_instruct4v", "nocaps"):
+    for name in ("vizwiz", "tallyqa", "lrv_instruct", "lvis_instruct4v", "nocaps", "coco_karpathy"):
         assert name in READERS
     cfg = from_dict(SourceConfig, {"reader": "tallyqa", "paths": ["t.json"], "image_root": "."})
     assert cfg.reader == "tallyqa"
@@ -66,7 +70,7 @@ def test_vizwiz_test_file_has_questions_only(tmp_path):
 def test_tallyqa_places_coco_and_visual_genome_images_and_splits_simple_from_complex(tmp_path):
     out = list(R.read_tallyqa(FX / "tallyqa/test.json", "tally"))
     assert [s.turns[0].response for s in out] == ["4", "2", "0", "1"]
-    assert out[0].image == "tally/VG_100K_2/2410408.jpg"  # one folder holding all four
+    assert out[0].image == "tally/VG_100K_2/2410408.jpg"  # one folder holding the folders
     assert [s.meta["subset"] for s in out] == ["complex", "simple", "simple", "complex"]
     assert out[0].meta["data_source"] == "imported_genome" and out[0].image_id == "92410408"
     simple = list(R.read_tallyqa(FX / "tallyqa/test.json", ".", subset="simple"))
@@ -93,11 +97,75 @@ def test_tallyqa_places_coco_and_visual_genome_images_and_splits_simple_from_com
         str(tmp_path / "vg/VG_100K/10.jpg"),
     ]
     assert {s.source for s in samples} == {"tallyqa_complex"}
+    # the train file also names COCO 2014 images
+    train = {**spec, "paths": [str(FX / "tallyqa/train.json")], "split": "train"}
     everything, _ = load_source(
-        from_dict(SourceConfig, {**spec, "options": {"image_folders": folders}})
+        from_dict(SourceConfig, {**train, "options": {"image_folders": folders}})
     )
-    assert everything[1].image == str(tmp_path / "coco/train2014/COCO_train2014_000000393225.jpg")
-    assert everything[2].image == str(tmp_path / "coco/val2014/COCO_val2014_000000000042.jpg")
+    assert [s.image for s in everything] == [
+        str(tmp_path / "coco/train2014/COCO_train2014_000000393225.jpg"),
+        str(tmp_path / "coco/val2014/COCO_val2014_000000000042.jpg"),
+        str(tmp_path / "vg/VG_100K/2356347.jpg"),
+    ]
+    assert everything[0].image_id == "393225" and everything[0].meta["subset"] == "complex"
+
+
+def test_coco_karpathy_split_reads_train_with_restval_and_names_the_2014_folders(tmp_path):
+    path = FX / "coco_karpathy/dataset_coco.json"
+    train = list(R.read_coco_karpathy(path, "coco"))
+    assert [s.image for s in train] == [
+        "coco/val2014/COCO_val2014_000000522418.jpg",  # restval: Karpathy's train takes it
+        "coco/train2014/COCO_train2014_000000057870.jpg",
+    ]
+    assert [s.meta["karpathy_split"] for s in train] == ["restval", "train"]
+    test = list(R.read_coco_karpathy(path, "coco", split="test"))
+    assert [(s.task, s.source, s.image_id) for s in test] == [("caption", "coco", "391895")] * 2
+    assert test[0].turns == [Turn("", "A man with a red helmet on a small moped on a dirt road.")]
+    assert [s.meta["caption_id"] for s in test] == [770337, 771687]
+    assert len(list(R.read_coco_karpathy(path, "coco", split="val"))) == 1
+    with pytest.raises(ConfigError, match="split"):
+        list(R.read_coco_karpathy(path, "coco", split="restval"))
+    # the 2014 folders wherever they are
+    spec = {
+        "reader": "coco_karpathy",
+        "paths": [str(path)],
+        "image_root": str(tmp_path),
+        "split": "test",
+        "options": {"image_folders": {"val2014": str(tmp_path / "images/val2014")}},
+    }
+    samples, _ = load_source(from_dict(SourceConfig, spec))
+    assert samples[0].image == str(tmp_path / "images/val2014/COCO_val2014_000000391895.jpg")
+
+
+def test_visual_genome_readers_take_every_release_s_image_and_region_keys(tmp_path):
+    # VG releases name an entry's image "id" or "image_id" and a region's id "region_id" or
+    # "id" (huggingface/datasets' visual_genome.py normalises the same keys)
+    images = tmp_path / "image_data.json"
+    images.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 1,
+                    "url": "https://cs.stanford.edu/people/rak248/VG_100K_2/1.jpg",
+                    "width": 800,
+                    "height": 600,
+                    "coco_id": None,
+                    "flickr_id": None,
+                }
+            ]
+        )
+    )
+    regions = tmp_path / "region_descriptions.json"
+    region = {"id": 7, "image": 1, "phrase": "a clock", "x": 8, "y": 6, "width": 80, "height": 60}
+    regions.write_text(json.dumps([{"image_id": 1, "regions": [region]}]))
+    (s,) = R.read_vg_regions(regions, images, "vg", tasks=["grounding"])
+    assert (s.image, s.image_id, s.meta["region_id"]) == ("vg/VG_100K_2/1.jpg", "1", 7)
+    assert s.turns == [Turn("a clock", "[0.01, 0.01, 0.11, 0.11]")]
+    qas = tmp_path / "question_answers.json"
+    qa = {"qa_id": 3, "image_id": 1, "question": "What time is it?", "answer": "Noon."}
+    qas.write_text(json.dumps([{"image_id": 1, "qas": [qa]}]))
+    (q,) = R.read_vg_qa(qas, images, "vg")
+    assert (q.image_id, q.turns[0].response) == ("1", "Noon")
 
 
 def test_lrv_instruct_rows_are_single_turn_chat():

@@ -1,5 +1,6 @@
 """``--data-root``: the folders the official downloads unpack to, everything missing listed at
-once (image folders too), VSR's images from both COCO 2017 splits, MambaVLM's layout.
+once (image folders too), VSR's images from both COCO 2017 splits, COCO captions in Karpathy's
+split, both DocVQA / InfographicVQA releases, MambaVLM's layout and benchmarks.
 
 The annotation fixtures are the released formats (see test_readers / test_benchmark_readers);
 images are small made-up pictures at the paths the datasets name."""
@@ -38,14 +39,20 @@ def _by_label(specs: list[dict]) -> dict[str, SourceConfig]:
 def test_the_official_archive_folders_are_found(tmp_path):
     root = tmp_path / "d"
     # COCO's zips unpacked at the root; Visual Genome's images.zip / images2.zip in vg/;
-    # NoCaps' validation images
-    for rel in ("train2017", "val2017", "train2014", "vg/VG_100K", "vg/VG_100K_2"):
+    # NoCaps' validation images; Karpathy's caption_datasets.zip in its own folder
+    for rel in ("train2017", "val2017", "train2014", "val2014", "vg/VG_100K", "vg/VG_100K_2"):
         (root / rel).mkdir(parents=True)
     (root / "nocaps" / "validation").mkdir(parents=True)
-    _place(root, "coco_captions/captions_train2017.json", "annotations/captions_train2017.json")
+    karpathy = "caption_datasets/dataset_coco.json"
+    _place(root, "coco_karpathy/dataset_coco.json", karpathy)
     stage2 = _by_label(paper_data(root)["stage2"]["sources"])
-    assert stage2["coco_captions"].image_root == str(root / "train2017")
-    assert stage2["coco_captions"].paths == (str(root / "annotations/captions_train2017.json"),)
+    coco = stage2["coco_karpathy"]  # SHAKEUP's authors train on Karpathy's train + restval
+    assert (coco.paths, coco.split) == ((str(root / karpathy),), "train")
+    assert coco.options["image_folders"] == {
+        "train2014": str(root / "train2014"),
+        "val2014": str(root / "val2014"),
+    }
+    assert stage2["llava_instruct"].image_root == str(root / "train2017")
     assert stage2["vqav2"].image_root == str(root / "train2014")
     assert stage2["vg_regions"].image_root == str(root / "vg")
     assert stage2["vg_qa"].options["image_folders"] == {
@@ -53,6 +60,13 @@ def test_the_official_archive_folders_are_found(tmp_path):
         "VG_100K_2": str(root / "vg/VG_100K_2"),
     }
     bench = _by_label(paper_benchmarks(root))
+    assert (bench["coco"].reader, bench["coco"].split) == ("coco_karpathy", "test")
+    assert bench["coco"].options["image_folders"] == {"val2014": str(root / "val2014")}
+    samples, _ = load_source(bench["coco"])
+    assert samples[0].image == str(root / "val2014/COCO_val2014_000000391895.jpg")
+    assert samples[0].source == "coco"
+    heldout = _by_label(paper_data(root)["heldout"]["sources"])
+    assert heldout["coco_karpathy"].split == "val"
     assert bench["nocaps"].reader == "nocaps"
     assert bench["nocaps"].image_root == str(root / "nocaps/validation")
     assert bench["visual7w_pointing"].options == {"form": "choice"}
@@ -62,8 +76,37 @@ def test_the_official_archive_folders_are_found(tmp_path):
     for rel in ("coco/train2017", "vg/images/VG_100K"):
         (other / rel).mkdir(parents=True)
     stage2 = _by_label(paper_data(other)["stage2"]["sources"])
-    assert stage2["coco_captions"].image_root == str(other / "coco/train2017")
+    assert stage2["llava_instruct"].image_root == str(other / "coco/train2017")
     assert stage2["vg_regions"].image_root == str(other / "vg/images")
+    assert stage2["coco_karpathy"].paths == (str(other / "coco/dataset_coco.json"),)
+
+
+def test_docvqa_and_infographicvqa_are_found_in_either_release(tmp_path):
+    # the current releases: spdocvqa_qas.zip / spdocvqa_images.tar.gz (flat) and
+    # infographicsvqa_qas.zip / infographicsvqa_images.tar.gz
+    root = tmp_path / "d"
+    qas = "docvqa/spdocvqa_qas/train_v1.0_withQT.json"
+    _place(root, "docvqa/train_v1.0.json", qas)
+    _image(root / "docvqa/spdocvqa_images/xnbl0037_1.png")
+    info = "infographicvqa/infographicsvqa_qas/infographicsVQA_train_v1.0.json"
+    _place(root, "infographicvqa/infographicVQA_train_v1.0.json", info)
+    _image(root / "infographicvqa/infographicsvqa_images/37313.jpeg")
+    stage2 = _by_label(paper_data(root)["stage2"]["sources"])
+    doc, inf = stage2["docvqa"], stage2["infographicvqa"]
+    assert doc.paths == (str(root / qas),) and inf.paths == (str(root / info),)
+    assert doc.missing() == [] and inf.missing() == []
+    docs, _ = load_source(doc)
+    assert docs[0].image == str(root / "docvqa/spdocvqa_images/xnbl0037_1.png")
+    infos, _ = load_source(inf)
+    assert infos[0].image == str(root / "infographicvqa/infographicsvqa_images/37313.jpeg")
+    # the 2020 DocVQA release: train/train_v1.0.json next to train/documents/
+    old = tmp_path / "o"
+    _place(old, "docvqa/train_v1.0.json", "docvqa/train/train_v1.0.json")
+    _image(old / "docvqa/train/documents/xnbl0037_1.png")
+    _place(old, "infographicvqa/infographicVQA_train_v1.0.json", "infographicvqa/x.json")
+    doc = _by_label(paper_data(old)["stage2"]["sources"])["docvqa"]
+    docs, _ = load_source(doc)
+    assert docs[0].image == str(old / "docvqa/train/documents/xnbl0037_1.png")
 
 
 def test_vsr_images_come_from_both_coco_2017_splits(tmp_path):
@@ -93,7 +136,8 @@ def test_eval_lists_every_missing_file_and_image_folder_at_once(tmp_path, capsys
     err = capsys.readouterr().err
     assert code != 0
     # every benchmark's files and folders, the image folder of the one whose file is there too
-    assert f"{root}/coco/val2014/ (images: vqav2, pope_random, pope_popular" in err
+    assert f"{root}/coco/val2014/ (images: coco, vqav2, pope_random, pope_popular" in err
+    assert f"{root}/coco/dataset_coco.json (coco)" in err
     assert f"{root}/nocaps/validation/ (images: nocaps)" in err
     assert f"{root}/nocaps/nocaps_val_4500_captions.json (nocaps)" in err
     assert f"{root}/ai2d/annotations (ai2d)" in err
@@ -143,20 +187,41 @@ def test_mambavlm_layout_maps_llava_665k_folders_and_reads_its_sources(tmp_path)
     assert chart[0].source == "lrv_chart"
 
 
-def test_mambavlm_benchmarks_include_vizwiz_and_tallyqa(tmp_path):
+def test_mambavlm_benchmarks_are_cobras_nine_and_tallyqa(tmp_path):
     root = tmp_path / "d"
     bench = _by_label(paper_benchmarks(root, "mambavlm"))
-    assert {"vqav2", "gqa", "vizwiz", "textvqa", "vsr", "tallyqa_simple", "tallyqa_complex"} <= set(
-        bench
-    )
+    assert list(bench) == [
+        "vqav2",
+        "gqa",
+        "vizwiz",
+        "textvqa",
+        "vsr",
+        "pope_random",
+        "pope_popular",
+        "pope_adversarial",
+        "refcoco_val",
+        "refcoco+_val",
+        "refcocog_val",
+        "tallyqa_simple",
+        "tallyqa_complex",
+    ]
+    # VizWiz: Annotations.zip holds val.json at its top, val.zip the folder val/
+    assert bench["vizwiz"].paths == (str(root / "vizwiz/val.json"),)
     assert bench["vizwiz"].image_root == str(root / "vizwiz/val")
     assert bench["vizwiz"].options == {"unanswerable_hint": True}
-    _place(root, "vizwiz/Annotations/val.json", "vizwiz/val.json")  # unpacked without its folder
+    _place(root, "vizwiz/Annotations/val.json", "vizwiz/Annotations/val.json")  # in a folder
     assert _by_label(paper_benchmarks(root, "mambavlm"))["vizwiz"].paths == (
-        str(root / "vizwiz/val.json"),
+        str(root / "vizwiz/Annotations/val.json"),
     )
+    # VSR: the zero-shot split's test (Cobra's), not SHAKEUP's random one
+    assert bench["vsr"].paths == (str(root / "vsr/zeroshot/test.jsonl"),)
+    assert _by_label(paper_benchmarks(root))["vsr"].paths == (str(root / "vsr/test.jsonl"),)
+    refcocog = bench["refcocog_val"]
+    assert (refcocog.split, refcocog.options) == ("val", {"tasks": ["grounding"]})
+    assert refcocog.paths[0] == str(root / "refcocog/refs(umd).p")
     tally = bench["tallyqa_complex"]
     assert tally.options["subset"] == "complex"
-    assert set(tally.options["image_folders"]) == {"train2014", "val2014", "VG_100K", "VG_100K_2"}
+    # the test file's images are all Visual Genome's: no COCO folder is asked for
+    assert set(tally.options["image_folders"]) == {"VG_100K", "VG_100K_2"}
     with pytest.raises(ConfigError, match="paper"):
         paper_benchmarks(root, "cobra")
