@@ -11,6 +11,7 @@ Files read (written by ``vlab sweep`` with ``kind: vlm-finetune``, see
     SWEEP/runs/RUN/metrics.jsonl              held-out scores per evaluation; step 0 scores the
                                               stage-2 model at the new resolution, not finetuned
     SWEEP/runs/RUN/eval/heldout/results.json  the finetuned model's held-out scores ("source/task")
+    SOURCE/stage2/config.json                 the source run's config (its seeds), read only
 
 A folder without ``sweep.json`` works too: one finetune directory, or a folder of them (a run's
 ``RUN/finetune/``, or a ``runs/`` folder).
@@ -18,20 +19,29 @@ A folder without ``sweep.json`` works too: one finetune directory, or a folder o
 Tables of :class:`FinetuneSweep` (pandas, one row per observation):
 
 - ``runs``: one row per run, columns :data:`RUN_COLUMNS`; ``setting`` names what varies
-  within an (arch, task) besides the resolution and the lr, as ``key=value`` text ("" when
-  nothing does).
+  within an (arch, task) besides the resolution, the lr and the seeds, ``seed`` the seeds that
+  vary (the replicas a mean is taken over), both as ``key=value`` text ("" when nothing
+  varies). The split is the VLM report's (:func:`vlab.analysis.vlm.settings_and_seeds`): a
+  key whose last part says seed is a seed. The runs are compared on their own config and on
+  their source run's (``source.`` + its key, from ``SOURCE/stage2/config.json``): finetunes of
+  stage-2 runs that differ only in seeds (``source.stage1.seed``, ``source.stage2.seed``
+  ...) are replicas too; where a source's config is unreadable, the sources of its arm are
+  settings of their own (``source.run=PATH``), their seeds being unknown.
 - ``scores``: one row per (run, benchmark), columns :data:`SCORE_COLUMNS`: ``score`` the
   finetuned model's (results.json; NaN until evaluated), ``start`` the step-0 evaluation's
   (metrics.jsonl; NaN until logged), both as the files hold them (0-1; the tables show x100).
 
-The best lr of an (arm, resolution) is chosen on the held-out score that is plotted, as the
-paper's figure does: there is no separate validation split, so the best score is an
-optimistic estimate, and every table and figure that uses it says so.
+Every point of the figure and the tables is a mean over seeds with a Student t interval
+(:func:`vlab.analysis.stats.t_mean_ci`; none with one seed), as in the VLM report: per (arm,
+setting, resolution, lr) over the finetunes' seeds (:func:`seed_means`); the stage-2 point over
+the source runs. The best lr of an (arm, resolution) is the one with the highest mean, chosen on
+the held-out score that is plotted, as the paper's figure does: there is no separate validation
+split, so the best score is an optimistic estimate, and every table and figure that uses it
+says so.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +49,7 @@ from pathlib import Path
 import pandas as pd
 
 from vlab.analysis.load import as_float, as_int
+from vlab.analysis.stats import t_mean_ci
 from vlab.analysis.vlm import (
     FINETUNE_KIND,
     SCALE,
@@ -47,27 +58,34 @@ from vlab.analysis.vlm import (
     _flatten,
     _read_records,
     _results,
+    _stage_config,
     _status,
     arch_order,
     benchmark,
     is_finetune_run,
+    settings_and_seeds,
 )
+from vlab.analysis.vlm_tables import interval_text
 from vlab.errors import VlabError
 from vlab.fileio import read_json
 from vlab.locks import lock_holder
 
 # what a finetune sweep's grid crosses; anything else that varies within an (arch, task) is a
-# setting (a line of its own)
+# seed (replicas, averaged) or a setting (a panel of its own). The source run is compared by its
+# config (``source.`` keys), not by its path.
 AXES = ("arch", "task", "resolution", "train.lr", "source")
+SOURCE_PREFIX = "source."
 
 RUN_COLUMNS = [
     "name",
     "id",
     "arch",
     "task",
+    "source",
     "resolution",
     "lr",
     "setting",
+    "seed",
     "visual_tokens",
     "data",
     "state",
@@ -88,12 +106,32 @@ GRID_COLUMNS = [
     "arch",
     "task",
     "setting",
+    "seed",
+    "source",
     "resolution",
     "visual_tokens",
     "lr",
     "state",
     "score",
     "start",
+]
+# one row per (benchmark, arch, setting, resolution, lr): the mean over seeds
+POINT_COLUMNS = [
+    "benchmark",
+    "label",
+    "metric",
+    "arch",
+    "setting",
+    "resolution",
+    "visual_tokens",
+    "lr",
+    "n",
+    "seeds",
+    "mean",
+    "lo",
+    "hi",
+    "values",
+    "waiting",
 ]
 # one row per (benchmark, arch, setting, resolution): the best lr and the stage-2 point
 SUMMARY_COLUMNS = [
@@ -105,10 +143,17 @@ SUMMARY_COLUMNS = [
     "resolution",
     "visual_tokens",
     "best",
+    "lo",
+    "hi",
+    "n",
+    "seeds",
     "lr",
     "evaluated",
     "lrs",
     "start",
+    "start_lo",
+    "start_hi",
+    "sources",
     "start_spread",
 ]
 STAGE2 = "stage 2 (step 0)"  # the score table's row of the model before finetuning
@@ -157,7 +202,7 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
         rows.append(row)
         scores.extend(run_scores)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    runs["setting"] = _settings(runs, {e.name: _flatten(e.config or {}) for e in entries})
+    runs["setting"], runs["seed"] = _settings_and_seeds(runs, entries, warnings)
     for col in ("resolution", "visual_tokens", "step", "steps"):
         runs[col] = runs[col].astype("Int64")
     runs["lr"] = runs["lr"].astype(float)
@@ -202,9 +247,11 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
         "id": entry.id,
         "arch": config.get("arch") or trained.get("arch"),
         "task": config.get("task"),
+        "source": config.get("source") if isinstance(config.get("source"), str) else None,
         "resolution": as_int(config.get("resolution")),
         "lr": as_float(train.get("lr")),
         "setting": "",
+        "seed": "",
         "visual_tokens": tokens,
         "data": "files" if config.get("train_source") else "shapes",
         **status,
@@ -252,24 +299,56 @@ def _step0(path: Path, name: str, warnings: list[str]) -> dict | None:
     return None
 
 
-def _settings(runs: pd.DataFrame, configs: dict[str, dict]) -> list[str]:
-    """Per run, what varies among the runs of its (arch, task) besides the grid's axes
-    (:data:`AXES`), as ``key=value, ...`` text."""
-    varying: dict[tuple, list[str]] = {}
-    keyed = runs.assign(arch=runs["arch"].fillna("?"), task=runs["task"].fillna("?"))
-    for group, names in keyed.groupby(["arch", "task"], sort=False)["name"]:
-        flats = [configs[n] for n in names]
-        keys = sorted(set().union(*flats)) if flats else []
-        varying[group] = [
-            k
-            for k in keys
-            if k not in AXES and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
-        ]
-    out = []
-    for name, arch, task in zip(keyed["name"], keyed["arch"], keyed["task"], strict=True):
-        flat = configs[name]
-        out.append(", ".join(f"{k}={flat.get(k)}" for k in varying[(arch, task)]))
-    return out
+def _settings_and_seeds(
+    runs: pd.DataFrame, entries: list[_Entry], warnings: list[str]
+) -> tuple[list[str], list[str]]:
+    """Per run, its setting and its seeds (:func:`vlab.analysis.vlm.settings_and_seeds` within
+    its (arch, task), the grid's :data:`AXES` aside), told apart by its flat config and its
+    source run's (``source.`` + key, from the source's stage2/config.json, read once per
+    source): finetunes of source runs that differ only in seeds are replicas too. Where a
+    source of an (arch, task) has no readable config, that (arch, task)'s sources are told
+    apart by path (``source.run=PATH``, a setting each), with a warning: their seeds are
+    unknown."""
+    sources: dict[str, dict] = {}
+    unreadable: dict[str, str] = {}
+    configs = {}
+    for entry in entries:
+        flat = _flatten(entry.config if isinstance(entry.config, dict) else {})
+        source = flat.get("source")
+        if isinstance(source, str) and source not in sources:
+            sources[source] = _source_config(source, unreadable)
+        configs[entry.name] = {**flat, **sources.get(source, {})}
+    groups = list(zip(runs["arch"].fillna("?"), runs["task"].fillna("?"), strict=True))
+    by_path: dict[tuple, set] = {}
+    for group, source in zip(groups, runs["source"], strict=True):
+        by_path.setdefault(group, set()).add(source)
+    by_path = {g: s for g, s in by_path.items() if s & set(unreadable)}
+    for name, group, source in zip(runs["name"], groups, runs["source"], strict=True):
+        if group in by_path:
+            flat = {k: v for k, v in configs[name].items() if not k.startswith(SOURCE_PREFIX)}
+            configs[name] = {**flat, f"{SOURCE_PREFIX}run": source}
+    for source, why in unreadable.items():
+        if any(source in s and len(s) > 1 for s in by_path.values()):
+            warnings.append(
+                f"source run {source}: {why}; its seeds are unknown, so its arm's source runs "
+                f"are told apart by path ({SOURCE_PREFIX}run), settings of their own, not "
+                "replicas"
+            )
+    return settings_and_seeds(runs["name"], groups, configs, AXES)
+
+
+def _source_config(source: str, unreadable: dict[str, str]) -> dict:
+    """The source run's flat config under ``source.`` ({} and a reason in ``unreadable``
+    when its stage2/config.json cannot be read)."""
+    try:
+        found = _stage_config(Path(source))
+    except (OSError, ValueError) as e:
+        unreadable[source] = f"its stage2/config.json is unreadable ({e})"
+        return {}
+    if found is None:
+        unreadable[source] = "it has no stage2/config.json"
+        return {}
+    return {f"{SOURCE_PREFIX}{k}": v for k, v in _flatten(found).items()}
 
 
 def summary_line(sweep: FinetuneSweep) -> str:
@@ -293,7 +372,7 @@ def finetune_grid(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, benchmark) for every run whose task has a benchmark some run of that
     task scored (a pending run of the task included, with NaN scores), columns
     :data:`GRID_COLUMNS`; ``score`` and ``start`` x100. In report order: benchmark, arm,
-    setting, resolution, lr."""
+    setting, resolution, lr, seed."""
     if scores.empty:
         return pd.DataFrame(columns=GRID_COLUMNS)
     meta = runs.set_index("name")
@@ -313,11 +392,12 @@ def finetune_grid(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
             metric = hit["metric"] if hit is not None else about.loc[key, "metric"]
             rows.append(
                 [name, key, about.loc[key, "label"], metric, m["arch"], task, m["setting"]]
-                + [m["resolution"], m["visual_tokens"], m["lr"], m["state"], score, start]
+                + [m["seed"], m["source"], m["resolution"], m["visual_tokens"], m["lr"]]
+                + [m["state"], score, start]
             )
     grid = pd.DataFrame(rows, columns=GRID_COLUMNS)
     grid["score"], grid["start"] = grid["score"].astype(float), grid["start"].astype(float)
-    return _sorted(grid, ["resolution", "lr"])
+    return _sorted(grid, ["resolution", "lr", "seed"])
 
 
 def _sorted(df: pd.DataFrame, then: list[str]) -> pd.DataFrame:
@@ -338,29 +418,72 @@ def _sorted(df: pd.DataFrame, then: list[str]) -> pd.DataFrame:
     return df.loc[order].reset_index(drop=True)
 
 
-def best_lr(grid: pd.DataFrame) -> pd.DataFrame:
-    """Per (benchmark, arch, setting, resolution): the lr whose finetuned held-out score is the
-    highest (``best``, x100; a tie goes to the smaller lr), chosen on that same score, how many
-    of the cell's lrs are evaluated (``evaluated`` of ``lrs``), and the stage-2 point: the mean
-    step-0 score of the cell's runs (``start``; every lr starts from the same weights, so
-    ``start_spread``, max - min, is 0 up to nondeterminism). Columns :data:`SUMMARY_COLUMNS`;
-    a cell with no evaluated run has NaN ``best`` and ``lr``."""
+CELL = ["benchmark", "arch", "setting", "resolution"]  # a best lr is chosen per cell
+
+
+def seed_means(grid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (benchmark, arch, setting, resolution, lr): the mean over seeds of the finetuned
+    held-out score x100, its Student t interval at ``confidence`` (``lo``, ``hi``; NaN with one
+    seed), the per-seed ``values`` (tuple, in seed order), how many seeds are evaluated
+    (``n``) of the most any point of its (benchmark, arch, setting) has (``seeds``: a point
+    with ``n`` < ``seeds`` has runs not evaluated yet, or missing), and the states of those not
+    evaluated (``waiting``: "pending", "2 pending, failed"). Columns :data:`POINT_COLUMNS`; a point
+    without an evaluated seed has NaN ``mean``."""
     if grid.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=POINT_COLUMNS)
     rows = []
-    keys = ["benchmark", "arch", "setting", "resolution"]
-    for (key, arch, setting, resolution), g in grid.groupby(keys, sort=False, dropna=False):
-        done = g[g["score"].notna()].sort_values("lr", kind="stable")
-        top = done.loc[done["score"].idxmax()] if not done.empty else None
-        starts = g["start"].dropna()
+    for (*cell, lr), g in grid.groupby([*CELL, "lr"], sort=False, dropna=False):
+        values = g["score"].to_numpy(dtype=float)
+        done = values[pd.notna(values)]
+        mean, lo, hi = t_mean_ci(done, confidence)
+        waiting = g.loc[g["score"].isna(), "state"].value_counts()
         tokens = g["visual_tokens"].dropna()
         rows.append(
-            [key, g["label"].iloc[0], g["metric"].iloc[0], arch, setting, resolution]
-            + [tokens.iloc[0] if not tokens.empty else pd.NA]
-            + [top["score"] if top is not None else math.nan]
-            + [top["lr"] if top is not None else math.nan, len(done), g["lr"].nunique()]
-            + [starts.mean() if not starts.empty else math.nan]
-            + [starts.max() - starts.min() if not starts.empty else math.nan]
+            [cell[0], g["label"].iloc[0], g["metric"].iloc[0], *cell[1:]]
+            + [tokens.iloc[0] if not tokens.empty else pd.NA, lr, done.size, len(g)]
+            + [mean, lo, hi, tuple(float(v) for v in done)]
+            + [", ".join(f"{c} {s}" if c > 1 else s for s, c in waiting.items())]
+        )
+    out = pd.DataFrame(rows, columns=POINT_COLUMNS)
+    out["seeds"] = out.groupby(["benchmark", "arch", "setting"], dropna=False)["seeds"].transform(
+        "max"
+    )
+    out["visual_tokens"] = out["visual_tokens"].astype("Int64")
+    return _sorted(out, ["resolution", "lr"])
+
+
+def best_lr(grid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (benchmark, arch, setting, resolution): the lr whose mean finetuned held-out score
+    over seeds is the highest (:func:`seed_means`; ``best`` x100 with its t interval ``lo``,
+    ``hi``, and its ``n`` of ``seeds`` seeds; a tie goes to the smaller lr), chosen on that same
+    score; how many of the cell's lrs have an evaluated seed (``evaluated`` of ``lrs``); and
+    the stage-2 point: the mean step-0 score of the cell's runs per source run, then the mean
+    over source runs (``start``, t interval ``start_lo``, ``start_hi`` over ``sources``; one
+    source: no interval). Every lr and seed of a source starts from the same weights, so
+    ``start_spread``, the largest max - min within a source, is 0 up to nondeterminism.
+    Columns :data:`SUMMARY_COLUMNS`; a cell with no evaluated run has NaN ``best`` and
+    ``lr``."""
+    if grid.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    points = seed_means(grid, confidence)
+    by_cell = {k: g for k, g in points.groupby(CELL, sort=False, dropna=False)}
+    rows = []
+    for cell, g in grid.groupby(CELL, sort=False, dropna=False):
+        mine = by_cell[cell]
+        done = mine[mine["n"] > 0].sort_values("lr", kind="stable")
+        top = done.loc[done["mean"].idxmax()] if not done.empty else None
+        starts = g[g["start"].notna()].groupby(g["source"].fillna(""))["start"]
+        start, start_lo, start_hi = t_mean_ci(starts.mean().to_numpy(dtype=float), confidence)
+        spread = (starts.max() - starts.min()).max() if starts.ngroups else math.nan
+        rows.append(
+            [cell[0], g["label"].iloc[0], g["metric"].iloc[0], *cell[1:]]
+            + [mine["visual_tokens"].iloc[0]]
+            + (
+                [top["mean"], top["lo"], top["hi"], top["n"], top["seeds"], top["lr"]]
+                if top is not None
+                else [math.nan, math.nan, math.nan, 0, int(mine["seeds"].max()), math.nan]
+            )
+            + [len(done), g["lr"].nunique(), start, start_lo, start_hi, starts.ngroups, spread]
         )
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     out["visual_tokens"] = out["visual_tokens"].astype("Int64")
@@ -392,53 +515,69 @@ def _setting_column(df: pd.DataFrame) -> bool:
 
 
 def score_table(grid: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Every run's finetuned held-out score x100 by benchmark, arm, (setting,) lr and
-    resolution (columns), each (arm, benchmark) headed by its :data:`STAGE2` row (the mean
-    step-0 score at that resolution). ``*`` marks the best lr of an arm at a resolution
-    (chosen on this score); a run without a score shows its state (pending, running,
-    failed ...)."""
+    """Every lr's finetuned held-out score x100 by benchmark, arm, (setting,) lr and
+    resolution (columns): the mean over seeds with its t interval ("62.5 [41.2, 83.8]", the
+    mean alone with one seed, :func:`seed_means`), ``seeds`` the number of seeds; each (arm,
+    benchmark) headed by its :data:`STAGE2` row (the step-0 score at that resolution, a mean
+    over its source runs, their number under ``seeds``). ``*`` marks the best lr of an arm at a
+    resolution (the highest mean, chosen on this score); a point with fewer seeds evaluated
+    than ``seeds`` says how many ("50.0 (1 of 2)"); a point without any shows the states of its
+    runs ("pending", "2 pending")."""
     if grid.empty:
         return pd.DataFrame()
     labels = resolution_labels(runs)
-    best = best_lr(grid).set_index(["benchmark", "arch", "setting", "resolution"])
+    best = best_lr(grid).set_index(CELL)
+    points = seed_means(grid).set_index([*CELL, "lr"])
     resolutions = sorted(grid["resolution"].dropna().unique())
-    ident = ["benchmark", "arch", *(["setting"] if _setting_column(grid) else []), "lr"]
+    ident = ["benchmark", "arch", *(["setting"] if _setting_column(grid) else []), "lr", "seeds"]
     rows = []
     for (key, arch, setting), g in grid.groupby(
         ["benchmark", "arch", "setting"], sort=False, dropna=False
     ):
         head = {"benchmark": g["label"].iloc[0], "arch": arch, "setting": setting}
         row = {**head, "lr": STAGE2}
+        sources = 0
         for r in resolutions:
-            start = best["start"].get((key, arch, setting, r), math.nan)
-            row[labels[int(r)]] = f"{start:.1f}" if math.isfinite(start) else "–"
-        rows.append(row)
-        for lr, by_lr in g.groupby("lr", sort=True):
-            row = {**head, "lr": f"{lr:g}"}
+            at = (key, arch, setting, r)
+            if at in best.index:
+                b = best.loc[at]
+                row[labels[int(r)]] = interval_text(b["start"], b["start_lo"], b["start_hi"])
+                sources = max(sources, int(b["sources"]))
+            else:
+                row[labels[int(r)]] = "–"
+        rows.append({**row, "seeds": str(sources)})
+        for lr in sorted(g["lr"].dropna().unique()):
+            row = {**head, "lr": f"{lr:g}", "seeds": ""}
             for r in resolutions:
-                hit = by_lr[by_lr["resolution"] == r]
-                row[labels[int(r)]] = _score_cell(hit, best, (key, arch, setting, r))
+                at = (key, arch, setting, r, lr)
+                hit = points.loc[at] if at in points.index else None
+                row[labels[int(r)]] = _score_cell(hit, best, at[:4])
+                if hit is not None:
+                    row["seeds"] = str(int(hit["seeds"]))
             rows.append(row)
     table = pd.DataFrame(rows)
     return table[[*ident, *[labels[int(r)] for r in resolutions]]]
 
 
-def _score_cell(hit: pd.DataFrame, best: pd.DataFrame, at: tuple) -> str:
-    if hit.empty:
+def _score_cell(point: pd.Series | None, best: pd.DataFrame, at: tuple) -> str:
+    if point is None:
         return ""  # not in the sweep
-    run = hit.iloc[0]
-    if not math.isfinite(run["score"]):
-        return str(run["state"])
-    mark = "*" if at in best.index and best.loc[at, "lr"] == run["lr"] else ""
-    return f"{run['score']:.1f}{mark}"
+    if point["n"] == 0:
+        return point["waiting"]
+    mark = "*" if at in best.index and best.loc[at, "lr"] == point.name[-1] else ""
+    text = interval_text(point["mean"], point["lo"], point["hi"]) + mark
+    return text + (f" ({point['n']} of {point['seeds']})" if point["n"] < point["seeds"] else "")
 
 
 def best_table(best: pd.DataFrame) -> pd.DataFrame:
     """Figure 3 as numbers, one row per benchmark, arm, (setting,) and resolution: the visual
-    tokens, the stage-2 score at that resolution before finetuning (step 0), the best lr's
-    finetuned score and that lr (chosen on this same held-out score), how many lrs are in, and
-    the gains: finetuned - stage 2, and finetuned - the arm's finetuned score at its lowest
-    resolution (the question: does a longer image sequence help?). Scores x100."""
+    tokens, the stage-2 score at that resolution before finetuning (step 0; a mean over source
+    runs), the best lr's finetuned score and that lr (the highest mean over seeds, chosen on
+    this same held-out score; "mean [t interval]", the mean alone with one seed), how many
+    seeds that mean has ("1 of 2" when some are not evaluated), how many lrs are in, and the
+    gains, differences of means: finetuned - stage 2, and finetuned - the arm's finetuned score
+    at its lowest resolution (the question: does a longer image sequence help?). Scores
+    x100."""
     if best.empty:
         return pd.DataFrame()
     out = best.copy()
@@ -457,9 +596,19 @@ def best_table(best: pd.DataFrame) -> pd.DataFrame:
             "setting": out["setting"],
             "resolution": out["resolution"],
             "visual tokens": out["visual_tokens"],
-            STAGE2: [_fmt(v) for v in out["start"]],
-            "finetuned (best lr)": [_fmt(v) for v in out["best"]],
+            STAGE2: [
+                interval_text(m, lo, hi)
+                for m, lo, hi in zip(out["start"], out["start_lo"], out["start_hi"], strict=True)
+            ],
+            "finetuned (best lr)": [
+                interval_text(m, lo, hi)
+                for m, lo, hi in zip(out["best"], out["lo"], out["hi"], strict=True)
+            ],
             "best lr": [f"{lr:g}" if math.isfinite(lr) else "–" for lr in out["lr"]],
+            "seeds": [
+                str(n) if n == of else f"{n} of {of}"
+                for n, of in zip(out["n"], out["seeds"], strict=True)
+            ],
             "lrs in": [f"{e}/{n}" for e, n in zip(out["evaluated"], out["lrs"], strict=True)],
             "gain over stage 2": [_fmt(v, "{:+.1f}") for v in out["best"] - out["start"]],
             "gain over lowest resolution": [_fmt(v, "{:+.1f}") for v in gains],
@@ -475,17 +624,19 @@ def _fmt(value: float, fmt: str = "{:.1f}") -> str:
 
 
 def finetune_overview(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every run as the reader wants it: identity, state, phase and progress."""
+    """Every run as the reader wants it: identity (its setting and seeds where they vary),
+    state, phase and progress."""
     out = runs.copy()
     out["progress"] = [
         f"{s if s is not None and s is not pd.NA else '–'}/{n if n is not pd.NA else '?'}"
         for s, n in zip(out["step"], out["steps"], strict=True)
     ]
-    cols = ["name", "arch", "task", "resolution", "visual_tokens", "lr", "setting", "state"]
-    out = out[[*cols, "stage", "progress", "reason"]].rename(
+    cols = ["name", "arch", "task", "resolution", "visual_tokens", "lr", "setting", "seed"]
+    out = out[[*cols, "state", "stage", "progress", "reason"]].rename(
         columns={"progress": "step", "visual_tokens": "visual tokens"}
     )
-    return out if _setting_column(runs) else out.drop(columns="setting")
+    drop = [c for c in ("setting", "seed") if not (runs[c].fillna("") != "").any()]
+    return out.drop(columns=drop)
 
 
 def state_counts(runs: pd.DataFrame) -> pd.DataFrame:
@@ -502,8 +653,9 @@ def state_counts(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def finetune_notes(sweep: FinetuneSweep, grid: pd.DataFrame) -> list[str]:
-    """What a reader must know before reading the figure: runs without results, stage-2
-    points that disagree across lrs or are missing, and how the two scores were measured."""
+    """What a reader must know before reading the figure: runs without results, what the
+    points average over (seeds, and points with fewer of them), stage-2 points that disagree
+    across runs of one source or are missing, and how the two scores were measured."""
     runs, notes = sweep.runs, []
     if not runs["evaluated"].any():
         notes.append(
@@ -518,15 +670,17 @@ def finetune_notes(sweep: FinetuneSweep, grid: pd.DataFrame) -> list[str]:
         notes.append(
             f"{len(waiting)} of {len(runs)} runs have no held-out results yet "
             f"({', '.join(f'{c} {s}' for s, c in states.items())}): {named}. A best lr is the "
-            "best of the lrs evaluated so far ('lrs in')."
+            "best of the lrs evaluated so far ('lrs in'), a mean over the seeds evaluated so "
+            "far ('seeds')."
         )
+    notes += _seed_notes(runs, grid)
     best = best_lr(grid)
     spread = best[best["start_spread"] > 0.05]  # x100: more than 0.05 points
     for _, r in spread.iterrows():
         notes.append(
-            f"{r['label']}, {r['arch']} at {r['resolution']} px: the step-0 scores of its lrs "
-            f"differ by {r['start_spread']:.2f} points although they start from the same "
-            "weights (nondeterministic kernels?); the stage-2 point is their mean."
+            f"{r['label']}, {r['arch']} at {r['resolution']} px: the step-0 scores of its runs "
+            f"from one source run differ by {r['start_spread']:.2f} points although they start "
+            "from the same weights (nondeterministic kernels?); the stage-2 point is their mean."
         )
     if not grid.empty and grid["start"].isna().all():
         notes.append(
@@ -538,5 +692,37 @@ def finetune_notes(sweep: FinetuneSweep, grid: pd.DataFrame) -> list[str]:
             "first n_heldout examples of the held-out set; the finetuned score is "
             "eval/heldout/results.json, on every example of it. On the shapes dataset both "
             "score the same scenes."
+        )
+    return notes
+
+
+def _seed_notes(runs: pd.DataFrame, grid: pd.DataFrame) -> list[str]:
+    """Which seeds the points average over, and the points with fewer seeds than their arm."""
+    keys = sorted(
+        {p.split("=", 1)[0] for text in runs["seed"].fillna("") if text for p in text.split(", ")}
+    )
+    points = seed_means(grid)
+    if points.empty or (points["seeds"].max() < 2 and not keys):
+        return []
+    notes = [
+        "Every point is a mean over seeds: runs that differ only in "
+        + (", ".join(keys) if keys else "their source run")
+        + " are replicas ('seeds' in the tables: how many); the intervals are 95% Student t "
+        "intervals of the mean, none with one seed (with two they are the mean +- 9 sd: the "
+        "figure's bars may run off its panel, the tables print them). The best lr is the one "
+        "with the highest mean."
+    ]
+    short = points[(points["n"] > 0) & (points["n"] < points["seeds"])]
+    if not short.empty:
+        named = ", ".join(
+            f"{r['label']}, {r['arch']} {r['resolution']} px lr {r['lr']:g} "
+            f"({r['n']} of {r['seeds']})"
+            for _, r in short.iterrows()
+        )
+        notes.append(
+            f"{len(short)} of {int((points['n'] > 0).sum())} points average fewer seeds than "
+            f"their arm has (the others are not evaluated yet, or missing): {named}. Their "
+            "intervals are wider, or absent with one seed, and a best lr may compare means "
+            "over different numbers of seeds."
         )
     return notes

@@ -9,29 +9,41 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from vlab.analysis.finetune import best_lr, resolution_labels
+from vlab.analysis.finetune import best_lr, resolution_labels, seed_means
 from vlab.analysis.plots import PANEL_H, PANEL_W, arch_colors, message_figure, styled
 
 BEST_GID, LR_GID, START_GID = "best", "lr", "stage2"  # line gids: "best:<arch>" ...
+CI_GID = "ci"  # interval gids: "ci:best:<arch>", "ci:lr:<arch>:<lr>", "ci:stage2:<arch>"
+# with intervals, each arm's finetuned and stage-2 points are moved apart along x by this
+# fraction of the resolutions' range, so that their bars do not hide one another
+DODGE = 0.02
 
 
 @styled
-def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame) -> Figure:
+def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame, confidence: float = 0.95) -> Figure:
     """One panel per benchmark (and setting): held-out score x100 (y) against resolution (x,
     labelled with its visual tokens), one line per arm through its best lr at each resolution
-    (chosen on this same score; the lr is written at each point), every lr as a faint line,
-    and the stage-2 model at each resolution before finetuning (step 0) as a dashed line with
-    open markers. ``grid`` is :func:`vlab.analysis.finetune.finetune_grid`.
+    (the highest mean over seeds, chosen on this same score; the lr is written at each point,
+    with "n of N" seeds where some are missing), every lr as a faint line, and the stage-2
+    model at each resolution before finetuning (step 0) as a dashed line with open markers.
+    Every point is a mean over seeds (:func:`vlab.analysis.finetune.seed_means`; the stage-2
+    point over source runs) with its Student t interval at ``confidence`` as a vertical bar
+    (none with one seed); in a panel with bars, each arm's finetuned and stage-2 points sit
+    slightly apart along x (:data:`DODGE`). ``grid`` is
+    :func:`vlab.analysis.finetune.finetune_grid`.
 
-    Line gids name what each line is: ``best:<arch>``, ``lr:<arch>:<lr>``, ``stage2:<arch>``.
+    Line gids name what each line is: ``best:<arch>``, ``lr:<arch>:<lr>``, ``stage2:<arch>``;
+    the bars (a LineCollection each) ``ci:`` and the gid of their line.
     """
     if grid.empty or (grid["score"].isna().all() and grid["start"].isna().all()):
         return message_figure("No held-out scores yet: no run is evaluated or logged step 0.")
-    best = best_lr(grid)
+    best = best_lr(grid, confidence)
+    points = seed_means(grid, confidence)
     panels = list(dict.fromkeys(zip(grid["benchmark"], grid["setting"], strict=True)))
     labels = resolution_labels(runs, sep="\n")
     resolutions = sorted(int(r) for r in grid["resolution"].dropna().unique())
@@ -43,24 +55,37 @@ def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame) -> Figure:
         layout="constrained",
     )
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    seeded = int(points["seeds"].max()) > 1 or int(best["sources"].max()) > 1
     fig.suptitle(
         "Held-out score against resolution, finetuned from stage 2\n"
         "bold: best lr per arm and resolution (lr at the point), chosen on this same held-out\n"
-        "score: optimistic, there is no separate validation split",
+        "score: optimistic, there is no separate validation split"
+        + (
+            f"\npoints: mean over seeds, bars: {confidence:.0%} Student t interval"
+            if seeded
+            else ""
+        ),
         fontsize=10,
     )
     for ax, (key, setting) in zip(axes, panels, strict=False):
         g = grid[(grid["benchmark"] == key) & (grid["setting"] == setting)]
+        p = points[(points["benchmark"] == key) & (points["setting"] == setting)]
         b = best[(best["benchmark"] == key) & (best["setting"] == setting)]
+        shifts = _dodge(p, b, resolutions)
         for arch, color in colors.items():
-            _arm(ax, g[g["arch"] == arch], b[b["arch"] == arch], arch, color)
+            _arm(ax, p[p["arch"] == arch], b[b["arch"] == arch], arch, color, shifts)
         metric = g["metric"].dropna()
         title = g["label"].iloc[0] + (f" ({metric.iloc[0]})" if not metric.empty else "")
+        seeds = sorted({int(n) for n in p["seeds"]})
+        if seeds and seeds[-1] > 1:
+            many = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
+            title += f"\nmean of {many} seeds"
         ax.set_title(title + (f"\n{setting}" if setting else ""))
         ax.set_xticks(resolutions, [labels.get(r, f"{r} px") for r in resolutions])
         ax.set_xlabel("image resolution / visual tokens")
         ax.set_ylabel("held-out score x100")
-        ax.margins(x=0.08, y=0.15)
+        ax.margins(x=0.08)
+        _fit_y(ax)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
@@ -77,31 +102,41 @@ def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame) -> Figure:
 STAGE2_LABEL = "stage 2, not finetuned (step 0)"
 
 
-def _arm(ax, g: pd.DataFrame, b: pd.DataFrame, arch: str, color: str) -> None:
-    """One arm's lines in a panel: each lr (faint), the best lr (bold, lr written at each
-    point) and the stage-2 point (dashed, open markers)."""
-    for lr, by_lr in g.groupby("lr", sort=True):
-        done = by_lr[by_lr["score"].notna()].sort_values("resolution")
+def _dodge(points: pd.DataFrame, b: pd.DataFrame, resolutions: list[int]) -> dict:
+    """(arch, "finetuned" | "stage2") -> its x offset in a panel: 0 without bars, else
+    side by side, :data:`DODGE` of the resolutions' range apart, centred on the resolution."""
+    if not (points["lo"].notna().any() or b["start_lo"].notna().any()):
+        return {}
+    span = resolutions[-1] - resolutions[0] if len(resolutions) > 1 else resolutions[0]
+    arms = arch_colors(set(points["arch"].dropna()) | set(b["arch"].dropna()))
+    slots = [(arch, kind) for arch in arms for kind in ("finetuned", "stage2")]
+    middle = (len(slots) - 1) / 2
+    return {slot: (i - middle) * DODGE * span for i, slot in enumerate(slots)}
+
+
+def _arm(ax, points: pd.DataFrame, b: pd.DataFrame, arch: str, color: str, shifts: dict) -> None:
+    """One arm's lines in a panel: each lr's seed means (faint), the best lr's (bold, lr
+    written at each point) and the stage-2 point (dashed, open markers), each with its
+    intervals as vertical bars, moved along x by ``shifts`` (:func:`_dodge`)."""
+    shift, start_shift = shifts.get((arch, "finetuned"), 0.0), shifts.get((arch, "stage2"), 0.0)
+    for lr, by_lr in points.groupby("lr", sort=True):
+        done = by_lr[by_lr["n"] > 0].sort_values("resolution")
         if not done.empty:
-            ax.plot(
-                done["resolution"].astype(float),
-                done["score"],
-                color=color,
-                lw=0.8,
-                alpha=0.35,
-                marker=".",
-                gid=f"{LR_GID}:{arch}:{lr:g}",
-            )
+            gid = f"{LR_GID}:{arch}:{lr:g}"
+            x = done["resolution"].astype(float) + shift
+            ax.plot(x, done["mean"], color=color, lw=0.8, alpha=0.35, marker=".", gid=gid)
+            _bars(ax, x, done["lo"], done["hi"], color, gid, lw=0.8, alpha=0.35)
     done = b[b["best"].notna()].sort_values("resolution")
     if not done.empty:
-        x = done["resolution"].astype(float).tolist()
-        ax.plot(
-            x, done["best"], color=color, lw=2.2, marker="o", zorder=3, gid=f"{BEST_GID}:{arch}"
-        )
-        for xi, yi, lr in zip(x, done["best"], done["lr"], strict=True):
+        x = done["resolution"].astype(float) + shift
+        gid = f"{BEST_GID}:{arch}"
+        ax.plot(x, done["best"], color=color, lw=2.2, marker="o", zorder=3, gid=gid)
+        _bars(ax, x, done["lo"], done["hi"], color, gid, lw=1.6, zorder=3)
+        for xi, (_, r) in zip(x, done.iterrows(), strict=True):
+            partial = f" ({r['n']} of {r['seeds']})" if r["n"] < r["seeds"] else ""
             ax.annotate(
-                f"{lr:g}",
-                (xi, yi),
+                f"{r['lr']:g}{partial}",
+                (xi, r["best"]),
                 textcoords="offset points",
                 xytext=(0, 6),
                 ha="center",
@@ -110,8 +145,10 @@ def _arm(ax, g: pd.DataFrame, b: pd.DataFrame, arch: str, color: str) -> None:
             )
     start = b[b["start"].notna()].sort_values("resolution")
     if not start.empty:
+        x = start["resolution"].astype(float) + start_shift
+        gid = f"{START_GID}:{arch}"
         ax.plot(
-            start["resolution"].astype(float),
+            x,
             start["start"],
             color=color,
             lw=1.2,
@@ -119,5 +156,35 @@ def _arm(ax, g: pd.DataFrame, b: pd.DataFrame, arch: str, color: str) -> None:
             marker="o",
             mfc="white",
             zorder=1.5,
-            gid=f"{START_GID}:{arch}",
+            gid=gid,
         )
+        _bars(ax, x, start["start_lo"], start["start_hi"], color, gid, lw=1.0, ls="--", zorder=1.5)
+
+
+def _fit_y(ax) -> None:
+    """The y axis fitted to the plotted means (at least 5 points tall), their bars shown up to
+    one span of the means (at least 5 points) beyond them: with two seeds a 95% t interval is
+    the mean +- 9 sd and would flatten every line. A longer bar runs off the panel's edge; the
+    tables print it."""
+    means = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
+    means = means[np.isfinite(means)]
+    if means.size == 0:
+        return
+    ends = [
+        np.asarray(c.get_segments(), dtype=float)[..., 1].ravel()
+        for c in ax.collections
+        if len(c.get_segments())
+    ]
+    bars = np.concatenate([means, *ends])
+    low, high = means.min(), means.max()
+    span = max(high - low, 5.0)
+    low, high = max(bars.min(), low - span), min(bars.max(), high + span)
+    middle, half = (low + high) / 2, max((high - low) / 2, 2.5)  # at least 5 points tall
+    ax.set_ylim(middle - 1.15 * half, middle + 1.15 * half)
+
+
+def _bars(ax, x: pd.Series, lo: pd.Series, hi: pd.Series, color: str, gid: str, **style) -> None:
+    """Vertical interval bars at ``x`` from ``lo`` to ``hi``, where the interval is finite."""
+    keep = lo.notna().to_numpy() & hi.notna().to_numpy()
+    if keep.any():
+        ax.vlines(x[keep], lo[keep], hi[keep], color=color, gid=f"{CI_GID}:{gid}", **style)

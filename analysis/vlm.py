@@ -35,6 +35,7 @@ Scores are shown x100 (accuracies in %, CIDEr x100), as the papers print them.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,9 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
         metrics.update(run_metrics)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     configs = {e.name: _flatten(e.config or {}) for e in entries}
-    runs["setting"], runs["seed"] = _settings(runs, configs)
+    runs["setting"], runs["seed"] = settings_and_seeds(
+        runs["name"], runs["arch"].fillna("?"), configs, (ARCH_KEY, ORDERING_KEY)
+    )
     for col in ("step", "steps", "n_benchmarks"):
         runs[col] = runs[col].astype("Int64")
     return VLMSweep(
@@ -606,32 +609,42 @@ def patch_cells(
 # settings and seeds -------------------------------------------------------------------------
 
 
-def _settings(runs: pd.DataFrame, configs: dict[str, dict]) -> tuple[list[str], list[str]]:
-    """Per run, what varies among the runs of its arch besides the ordering: (setting, seed)
-    as ``key=value, ...`` text. Seeds are the keys whose last part says seed (``stage2.seed``,
-    ``model.lm.init_seed``, ``data.shapes.seed`` ...): runs differing only in them are
-    replicas, averaged in the tables and paired across orderings for the gain."""
-    varying: dict[object, list[str]] = {}
-    for arch, group in runs.groupby(runs["arch"].fillna("?"), sort=False):
-        flats = [configs[n] for n in group["name"]]
-        keys = sorted(set().union(*flats)) if flats else []
-        varying[arch] = [
+def is_seed_key(key: str) -> bool:
+    """A config key that only seeds a replica: its last dotted part says seed (``stage2.seed``,
+    ``model.lm.init_seed``, ``data.shapes.seed``, a finetune's ``train.seed`` ...)."""
+    return "seed" in key.rsplit(".", 1)[-1]
+
+
+def settings_and_seeds(
+    names: Sequence[str],
+    groups: Sequence[Hashable],
+    configs: dict[str, dict],
+    fixed: Collection[str] = (),
+) -> tuple[list[str], list[str]]:
+    """Per run (``names``; ``groups`` the group each is compared within): what varies among
+    the flat configs (``configs``: name -> dotted keys) of its group's runs besides the keys
+    ``fixed`` (the grid's axes), as two ``key=value, ...`` texts ("" when nothing varies): the
+    setting, and the seeds (the keys :func:`is_seed_key` says seed). Runs that differ only in
+    seeds are replicas: the reports average over them (Student t intervals,
+    :func:`vlab.analysis.stats.t_mean_ci`); a setting is a line or panel of its own."""
+    members: dict[Hashable, list[str]] = {}
+    for name, group in zip(names, groups, strict=True):
+        members.setdefault(group, []).append(name)
+    varying: dict[Hashable, list[str]] = {}
+    for group, group_names in members.items():
+        flats = [configs[n] for n in group_names]
+        keys = sorted(set().union(*flats))
+        varying[group] = [
             k
             for k in keys
-            if k not in (ARCH_KEY, ORDERING_KEY)
-            and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
+            if k not in fixed and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
         ]
     settings, seeds = [], []
-    for name, arch in zip(runs["name"], runs["arch"].fillna("?"), strict=True):
-        flat = configs[name]
-        parts = [(k, flat.get(k)) for k in varying[arch]]
-        settings.append(", ".join(f"{k}={v}" for k, v in parts if "seed" not in _last(k)))
-        seeds.append(", ".join(f"{k}={v}" for k, v in parts if "seed" in _last(k)))
+    for name, group in zip(names, groups, strict=True):
+        parts = [(k, configs[name].get(k)) for k in varying[group]]
+        settings.append(", ".join(f"{k}={v}" for k, v in parts if not is_seed_key(k)))
+        seeds.append(", ".join(f"{k}={v}" for k, v in parts if is_seed_key(k)))
     return settings, seeds
-
-
-def _last(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
 
 
 # order ----------------------------------------------------------------------------------------

@@ -118,7 +118,9 @@ def _groups(meta: pd.DataFrame):
     return [(k, list(groups[k])) for k in order]
 
 
-def _fmt_interval(mean: float, lo: float, hi: float, fmt: str = "{:.1f}") -> str:
+def interval_text(mean: float, lo: float, hi: float, fmt: str = "{:.1f}") -> str:
+    """A mean and its interval as the tables print them: "62.5 [41.2, 83.8]", the mean alone
+    when the interval is NaN (one seed), "–" when the mean is."""
     if not math.isfinite(mean):
         return "–"
     text = fmt.format(mean)
@@ -154,7 +156,7 @@ def benchmark_table(summary: pd.DataFrame) -> pd.DataFrame:
     index = ["arch", "ordering", "setting", "seeds"]
     if (long["setting"] == "").all():
         index.remove("setting")
-    return _wide_display(long, index, lambda r: _fmt_interval(r["mean"], r["lo"], r["hi"]))
+    return _wide_display(long, index, lambda r: interval_text(r["mean"], r["lo"], r["hi"]))
 
 
 def benchmark_key_table(scores: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFrame:
@@ -247,7 +249,7 @@ def gain_table(summary: pd.DataFrame) -> pd.DataFrame:
     def cell(r) -> str:
         if r["n"] == 0:
             return "undefined" if r["undefined"] else "–"
-        return _fmt_interval(100 * r["mean"], 100 * r["lo"], 100 * r["hi"], "{:+.1f}%")
+        return interval_text(100 * r["mean"], 100 * r["lo"], 100 * r["hi"], "{:+.1f}%")
 
     return _wide_display(long, index, cell)
 

@@ -1,8 +1,10 @@
 """The finetune report (SHAKEUP's Figure 3): its tables as pure functions with known answers
-(best lr per arm and resolution, the stage-2 point, the gains), and ``vlab report`` end to end
-on a tiny real ``vlm-finetune`` sweep (two arms x two resolutions x two lrs, finetuned and
-scored by the debug executor), rendered with papermill on a real kernel, complete and
-partial; the figure's lines and the tables' cells are the runs' own numbers."""
+(best lr per arm and resolution, the stage-2 point, the gains, means over seeds), and ``vlab
+report`` end to end on a tiny real ``vlm-finetune`` sweep (two arms x two resolutions x two
+lrs, finetuned and scored by the debug executor), rendered with papermill on a real kernel,
+complete and partial; the figure's lines and the tables' cells are the runs' own numbers. A
+second tiny sweep (one arm, two seeds) checks that seeds are replicas: every point is the mean
+of the two runs' results.json scores with the Student t interval of the same values."""
 
 import os
 
@@ -22,7 +24,10 @@ import pytest  # noqa: E402
 from tests.models.vlm.test_finetune import train_source  # noqa: E402
 from vlab.analysis import finetune, finetune_plots, vlm  # noqa: E402
 from vlab.analysis.notebook import table_html  # noqa: E402
+from vlab.analysis.stats import t_mean_ci  # noqa: E402
+from vlab.analysis.vlm_tables import interval_text  # noqa: E402
 from vlab.cli import main  # noqa: E402
+from vlab.config import deep_merge  # noqa: E402
 from vlab.fileio import atomic_write_json, read_json, read_jsonl  # noqa: E402
 
 # hand-made runs with known answers ----------------------------------------------------------
@@ -40,6 +45,8 @@ def hand_made(rows: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "resolution": r,
                 "lr": lr,
                 "setting": "",
+                "seed": "",
+                "source": f"/src/{a}",
                 "visual_tokens": (r // 8) ** 2,
                 "state": state,
                 "evaluated": score is not None,
@@ -106,17 +113,82 @@ def test_the_number_tables_show_best_points_gains_and_every_run_with_its_state()
     assert p96["gain over lowest resolution"] == "+12.5"  # 87.5 - 75.0
     assert rows[("pythia", 64)]["gain over lowest resolution"] == "–"
     assert rows[("mamba", 96)]["gain over lowest resolution"] == "+25.0"  # 50.0 - 25.0
-    assert rows[("mamba", 64)]["lrs in"] == "1/2"
+    assert rows[("mamba", 64)]["lrs in"] == "1/2" and p96["seeds"] == "1"
     scores = finetune.score_table(grid, RUNS)
-    assert scores.columns.tolist() == ["benchmark", "arch", "lr", "64 px / 64 tokens"] + [
+    assert scores.columns.tolist() == ["benchmark", "arch", "lr", "seeds", "64 px / 64 tokens"] + [
         "96 px / 144 tokens"
     ]
     cells = scores.set_index(["arch", "lr"])
-    assert cells.loc[("pythia", finetune.STAGE2)].tolist()[1:] == ["25.0", "37.5"]
-    assert cells.loc[("pythia", "0.001")].tolist()[1:] == ["50.0", "87.5*"]
-    assert cells.loc[("pythia", "0.002")].tolist()[1:] == ["75.0*", "87.5"]
-    assert cells.loc[("mamba", "0.001")].tolist()[1:] == ["25.0*", "pending"]
-    assert cells.loc[("mamba", "0.002")].tolist()[1:] == ["failed", "50.0*"]
+    assert cells.loc[("pythia", finetune.STAGE2)].tolist()[1:] == ["1", "25.0", "37.5"]
+    assert cells.loc[("pythia", "0.001")].tolist()[1:] == ["1", "50.0", "87.5*"]
+    assert cells.loc[("pythia", "0.002")].tolist()[1:] == ["1", "75.0*", "87.5"]
+    assert cells.loc[("mamba", "0.001")].tolist()[1:] == ["1", "25.0*", "pending"]
+    assert cells.loc[("mamba", "0.002")].tolist()[1:] == ["1", "failed", "50.0*"]
+
+
+def seeded(rows: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`hand_made` runs of pythia with a seed and a source per run: (name, resolution,
+    lr, seed, state, score, start); seed s finetunes source s (its stage-2 seed)."""
+    runs, scores = hand_made([(n, "pythia", r, lr, st, sc, s0) for n, r, lr, _, st, sc, s0 in rows])
+    runs["seed"] = [f"source.stage2.seed={s}, train.seed={s}" for *_, s, _, _, _ in rows]
+    runs["source"] = [f"/src/pythia-s{s}" for *_, s, _, _, _ in rows]
+    return runs, scores
+
+
+SEED_RUNS, SEED_SCORES = seeded(
+    [
+        ("a64s0", 64, 1e-3, 0, "done", 0.875, 0.25),  # the best single run ...
+        ("a64s1", 64, 1e-3, 1, "done", 0.125, 0.375),  # ... of the worse mean (50.0)
+        ("b64s0", 64, 2e-3, 0, "done", 0.625, 0.25),
+        ("b64s1", 64, 2e-3, 1, "done", 0.5, 0.375),  # mean 56.25: the best lr at 64 px
+        ("a96s0", 96, 1e-3, 0, "done", 0.75, 0.5),
+        ("a96s1", 96, 1e-3, 1, "done", 0.625, 0.5),  # mean 68.75: the best lr at 96 px
+        ("b96s0", 96, 2e-3, 0, "done", 0.5, 0.5),
+        ("b96s1", 96, 2e-3, 1, "pending", None, None),  # a seed not in yet
+    ]
+)
+
+
+def test_seeds_are_averaged_and_the_best_lr_has_the_highest_mean_not_the_best_run():
+    grid = finetune.finetune_grid(SEED_RUNS, SEED_SCORES)
+    points = finetune.seed_means(grid).set_index(["resolution", "lr"])
+    for (r, lr), values in {
+        (64, 1e-3): [87.5, 12.5],
+        (64, 2e-3): [62.5, 50.0],
+        (96, 1e-3): [75.0, 62.5],
+        (96, 2e-3): [50.0],
+    }.items():
+        point = points.loc[(r, lr)]
+        assert (point["mean"], point["lo"], point["hi"]) == pytest.approx(
+            t_mean_ci(values), nan_ok=True
+        )
+        assert point["values"] == tuple(values) and point["n"] == len(values)
+        assert point["seeds"] == 2
+    assert points.loc[(96, 2e-3), "waiting"] == "pending"
+    best = finetune.best_lr(grid).set_index("resolution")
+    assert (best.loc[64, "lr"], best.loc[64, "best"]) == (2e-3, 56.25)  # not 1e-3's 87.5 run
+    assert (best.loc[96, "lr"], best.loc[96, "best"], best.loc[96, "n"]) == (1e-3, 68.75, 2)
+    assert (best.loc[64, "lo"], best.loc[64, "hi"]) == pytest.approx(t_mean_ci([62.5, 50.0])[1:])
+    # the stage-2 point: one per source run (its lrs and seeds agree), then over sources
+    assert (best.loc[64, "start"], best.loc[64, "sources"]) == (31.25, 2)
+    assert (best.loc[64, "start_lo"], best.loc[64, "start_hi"]) == pytest.approx(
+        t_mean_ci([25.0, 37.5])[1:]
+    )
+    assert best.loc[96, "start_spread"] == 0 and best.loc[96, "start_lo"] == 50.0  # sd 0
+    table = finetune.best_table(finetune.best_lr(grid)).set_index("resolution")
+    assert table.loc[64, "finetuned (best lr)"] == interval_text(*t_mean_ci([62.5, 50.0]))
+    assert (table.loc[64, "best lr"], table.loc[64, "seeds"]) == ("0.002", "2")
+    assert table.loc[96, "gain over lowest resolution"] == "+12.5"  # 68.75 - 56.25
+    cells = finetune.score_table(grid, SEED_RUNS).set_index("lr")
+    assert cells.loc["0.001", "seeds"] == "2" and cells.loc[finetune.STAGE2, "seeds"] == "2"
+    assert cells.loc["0.001", "64 px / 64 tokens"] == interval_text(*t_mean_ci([87.5, 12.5]))
+    assert cells.loc["0.002", "64 px / 64 tokens"] == interval_text(*t_mean_ci([62.5, 50.0])) + "*"
+    assert cells.loc["0.002", "96 px / 144 tokens"] == "50.0 (1 of 2)"
+    sweep = finetune.FinetuneSweep(None, "s", "scan", SEED_RUNS, SEED_SCORES)
+    notes = " ".join(finetune.finetune_notes(sweep, grid))
+    assert "only in source.stage2.seed, train.seed are replicas" in notes
+    assert "1 of 4 points average fewer seeds than their arm has" in notes
+    assert "pythia 96 px lr 0.002 (1 of 2)" in notes
 
 
 def test_notes_name_the_runs_without_results():
@@ -125,6 +197,7 @@ def test_notes_name_the_runs_without_results():
     assert notes[0].startswith("2 of 8 runs have no held-out results yet (1 failed, 1 pending)")
     assert "m64b (failed), m96a (pending)" in notes[0]
     assert not any("Dataset files" in n for n in notes)
+    assert not any("seeds" in n for n in notes[1:])  # one seed: no note on seeds
 
 
 # end to end on a real tiny sweep ------------------------------------------------------------
@@ -134,26 +207,46 @@ FAST = {"steps": 4, "eval_every": 2, "batch_size": 4, "threads": 1}
 FIGURE = "score_by_resolution"
 
 
-@pytest.fixture(scope="module")
-def ft_sweep(tmp_path_factory):
-    """A real finetune sweep: each arm's tiny stage-2 run finetuned on shapes image-text
+def submit_sweep(root, name: str, axes: dict, per_arch: dict | None = None):
+    """A real finetune sweep at ``root / name``: stage-2 runs finetuned on shapes image-text
     matching (yes / no answers: scores between 0 and 1 from step 0 on) at 64 and 96 px with two
-    lrs (8 runs), by the debug executor, as `vlab sweep submit` does."""
-    root = tmp_path_factory.mktemp("ft_sweep")
-    sources = {a: str(train_source(root / f"src-{a}", arch=a)) for a in ARCHS}
+    lrs, crossed with ``axes``, by the debug executor, as `vlab sweep submit` does."""
     spec = {
-        "name": "tiny-finetune",
+        "name": name,
         "kind": "vlm-finetune",
         "base": {"task": "itm", "train": FAST, "n_heldout": 8, "max_new_tokens": 8},
-        "axes": {"arch": list(ARCHS), "resolution": [64, 96], "train.lr": [1e-3, 2e-3]},
-        "per_arch": {a: {"source": s} for a, s in sources.items()},
+        "axes": axes | {"resolution": [64, 96], "train.lr": [1e-3, 2e-3]},
+        "per_arch": per_arch or {},
     }
-    (root / "spec.json").write_text(json.dumps(spec))
-    out = root / "sw"
-    argv = ["sweep", "submit", str(root / "spec.json"), "--out", str(out), "--executor", "debug"]
+    (root / f"{name}.json").write_text(json.dumps(spec))
+    out = root / name
+    argv = ["sweep", "submit", str(root / f"{name}.json"), "--out", str(out)]
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(argv) == 0
+        assert main([*argv, "--executor", "debug"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def ft_sweep(tmp_path_factory):
+    """Each arm's tiny stage-2 run (``ROOT/src-ARCH``) finetuned at 2 resolutions x 2 lrs
+    (8 runs, one seed)."""
+    root = tmp_path_factory.mktemp("ft_sweep")
+    sources = {a: {"source": str(train_source(root / f"src-{a}", arch=a))} for a in ARCHS}
+    return submit_sweep(root, "tiny-finetune", {"arch": list(ARCHS)}, sources)
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(ft_sweep):
+    """Two seeds of mamba's stage-2 run, :func:`ft_sweep`'s (stage seeds 0) and a twin
+    trained with seed 1 (``stage1.seed``, ``stage2.seed``: the init and the training's torch
+    seed), each finetuned at 2 resolutions x 2 lrs (8 runs). (The finetune's own
+    ``train.seed`` would be a seed too, but on these CPU runs it changes nothing: the data
+    order is the source's data seed, the weights the source's.)"""
+    root = ft_sweep.parent
+    seed = {"stage1": {"seed": 1}, "stage2": {"seed": 1}}
+    twin = train_source(root / "src-mamba-s1", "mamba", seed)
+    sources = [str(root / "src-mamba"), str(twin)]
+    return submit_sweep(root, "seeds", {"source": sources})
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +276,7 @@ def known(sweep_dir) -> dict[str, dict]:
             "arch": config["arch"],
             "resolution": config["resolution"],
             "lr": config["train"]["lr"],
+            "source": config["source"],
             "score": 100 * results["sources"]["shapes/itm"],
             "start": 100 * step0["sources"]["shapes/itm"],
             "tokens": read_json(run / "status.json")["visual_tokens"],
@@ -234,6 +328,145 @@ def test_the_figure_plots_each_arms_best_lr_and_its_stage2_point(ft_sweep):
             assert lines[f"lr:{arch}:{lr:g}"].get_ydata().tolist() == pytest.approx(by_lr)
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == ["64 px\n64 tokens", "96 px\n144 tokens"]
+
+
+def seed_truth(sweep_dir) -> pd.DataFrame:
+    """Per (resolution, lr) of :func:`seed_sweep`, from the runs' files: the two seeds'
+    finetuned scores x100 (in source order: seed 0, 1), their mean and t interval; and
+    the stage-2 point (both seeds' step-0 scores)."""
+    truth = pd.DataFrame(known(sweep_dir).values()).sort_values("source", kind="stable")
+    rows = []
+    for (r, lr), g in truth.groupby(["resolution", "lr"]):
+        assert g["source"].str.endswith("-s1").tolist() == [False, True]
+        values = g["score"].tolist()
+        rows.append([r, lr, tuple(values), *t_mean_ci(values), tuple(g["start"])])
+    columns = ["resolution", "lr", "values", "mean", "lo", "hi", "starts"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def check_line(fig, gid: str, want) -> None:
+    """Line ``gid`` of ``fig``'s panel goes through the means of ``want`` ((mean, lo, hi) per
+    resolution, 64 and 96 px) and its bars (``ci:gid``) from lo to hi, at the line's x: the
+    resolution, moved by at most a few DODGE steps."""
+    ax = fig.axes[0]
+    line = next(line for line in ax.get_lines() if line.get_gid() == gid)
+    bars = next(c for c in ax.collections if c.get_gid() == f"ci:{gid}")
+    x = line.get_xdata().tolist()
+    assert x == pytest.approx([64.0, 96.0], abs=2 * finetune_plots.DODGE * 32)
+    assert line.get_ydata().tolist() == pytest.approx([m for m, _, _ in want])
+    segments = [float(v) for segment in bars.get_segments() for v in segment.ravel()]
+    ends = [[at, lo, at, hi] for at, (_, lo, hi) in zip(x, want, strict=True)]
+    assert segments == pytest.approx(sum(ends, []))
+
+
+def test_finetunes_that_differ_only_in_seed_are_averaged_in_the_figure_and_tables(seed_sweep):
+    sweep = finetune.load_finetune_sweep(seed_sweep)
+    assert (sweep.runs["setting"] == "").all()  # one panel, no setting
+    seeds = [f"source.stage1.seed={s}, source.stage2.seed={s}" for s in (0, 1)]
+    assert sorted(set(sweep.runs["seed"])) == seeds
+    truth = seed_truth(seed_sweep)
+    assert any(len(set(v)) > 1 for v in truth["values"])  # the seeds disagree somewhere
+    best = truth.sort_values("lr").groupby("resolution")["mean"].idxmax()  # tie: smaller lr
+    best = truth.loc[best].set_index("resolution")
+    grid = finetune.finetune_grid(sweep.runs, sweep.scores)
+    fig = finetune_plots.resolution_curves(grid, sweep.runs)
+    assert len(fig.axes) == 1 and "mean of 2 seeds" in fig.axes[0].get_title()
+    lines = {line.get_gid(): line for line in fig.axes[0].get_lines()}
+    for lr, by_lr in truth.groupby("lr"):
+        check_line(fig, f"lr:mamba:{lr:g}", by_lr[["mean", "lo", "hi"]].to_numpy())
+    check_line(fig, "best:mamba", best[["mean", "lo", "hi"]].to_numpy())
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"{lr:g}" for lr in best["lr"]]
+    # the stage-2 point: per source run (its lrs agree), then the mean over the two
+    assert (truth.groupby("resolution")["starts"].nunique() == 1).all()  # lrs start alike
+    starts = truth.groupby("resolution")["starts"].first()
+    check_line(fig, "stage2:mamba", [t_mean_ci(list(v)) for v in starts])
+    # moved apart along x, so that the bars do not hide one another
+    x = {gid: lines[gid].get_xdata()[0] for gid in ("best:mamba", "stage2:mamba")}
+    assert x["stage2:mamba"] - x["best:mamba"] == pytest.approx(finetune_plots.DODGE * 32)
+    table = finetune.best_table(finetune.best_lr(grid)).set_index("resolution")
+    for r, b in best.iterrows():
+        assert table.loc[r, "finetuned (best lr)"] == interval_text(b["mean"], b["lo"], b["hi"])
+        assert (table.loc[r, "best lr"], table.loc[r, "seeds"]) == (f"{b['lr']:g}", "2")
+    cells = finetune.score_table(grid, sweep.runs).set_index("lr")
+    for _, t in truth.iterrows():
+        mark = "*" if best.loc[t["resolution"], "lr"] == t["lr"] else ""
+        cell = cells.loc[
+            f"{t['lr']:g}", f"{t['resolution']} px / {(t['resolution'] // 8) ** 2} tokens"
+        ]
+        assert cell == interval_text(t["mean"], t["lo"], t["hi"]) + mark
+        assert cells.loc[f"{t['lr']:g}", "seeds"] == "2"
+
+
+def test_a_sweep_with_a_seed_missing_renders_and_says_how_many_seeds_each_point_has(
+    seed_sweep, tmp_path
+):
+    """One seed of one point never started: that point is the other seed alone, without an
+    interval, and the tables, the figure and the notes say "1 of 2"."""
+    sweep = tmp_path / "seeds"
+    spec = read_json(seed_sweep / "sweep.json")
+    shutil.copytree(seed_sweep / "runs", sweep / "runs")
+    atomic_write_json(sweep / "sweep.json", spec)
+    loaded = finetune.load_finetune_sweep(sweep)
+    missing = loaded.runs[loaded.runs["seed"].str.endswith("stage2.seed=1")].iloc[-1]
+    shutil.rmtree(missing["path"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", str(sweep)]) == 0
+    html = (sweep / "finetune.html").read_text()
+    assert "Traceback" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
+    text = " ".join(html.split())
+    assert "only in source.stage1.seed, source.stage2.seed are replicas" in text
+    assert "1 of 4 points average fewer seeds than their arm has" in text
+    loaded = finetune.load_finetune_sweep(sweep)
+    grid = finetune.finetune_grid(loaded.runs, loaded.scores)
+    for table in (
+        finetune.best_table(finetune.best_lr(grid)),
+        finetune.score_table(grid, loaded.runs),
+    ):
+        assert squeeze(table_html(table, None)) in squeeze(html)
+    truth = seed_truth(seed_sweep).set_index(["resolution", "lr"])
+    alone = truth.loc[(missing["resolution"], missing["lr"]), "values"][0]  # seed 0's score
+    label = f"{missing['resolution']} px / {(missing['resolution'] // 8) ** 2} tokens"
+    cell = finetune.score_table(grid, loaded.runs).set_index("lr").loc[f"{missing['lr']:g}", label]
+    assert cell.replace("*", "") == f"{alone:.1f} (1 of 2)"
+
+
+def test_finetunes_of_source_runs_that_differ_only_in_seeds_are_replicas(ft_sweep, tmp_path):
+    """Source runs told apart by their stage2/config.json: a twin of pythia's with another
+    stage-2 seed is a replica; one with another ordering a setting; one whose config is gone
+    makes its arm's sources settings by path, with a warning."""
+    src = ft_sweep.parent / "src-pythia"
+    config = read_json(src / "stage2" / "config.json")
+    twins = {
+        "seed": deep_merge(config, {"stage2": {"seed": 1}}),
+        "aware": deep_merge(config, {"model": {"sequence": {"ordering": "task_aware"}}}),
+    }
+    for tag, twin in twins.items():
+        atomic_write_json(tmp_path / f"src-{tag}" / "stage2" / "config.json", twin)
+
+    def scan(name: str, sources: dict[str, object]) -> finetune.FinetuneSweep:
+        for tag, source in sources.items():
+            run = tmp_path / name / tag
+            shutil.copytree(ft_sweep / "runs" / "pythia-r64-lr0.001", run)
+            atomic_write_json(
+                run / "config.json", read_json(run / "config.json") | {"source": str(source)}
+            )
+        return finetune.load_finetune_sweep(tmp_path / name)
+
+    seeds = scan("seeds", {"a": src, "b": tmp_path / "src-seed"}).runs.set_index("name")
+    assert seeds["setting"].tolist() == ["", ""]
+    assert seeds["seed"].tolist() == ["source.stage2.seed=0", "source.stage2.seed=1"]
+    mixed = scan("mixed", {"a": src, "b": tmp_path / "src-aware", "c": tmp_path / "src-seed"})
+    runs = mixed.runs.set_index("name")
+    assert runs.loc["b", "setting"] == "source.model.sequence.ordering=task_aware"
+    assert runs.loc["a", "setting"] == runs.loc["c", "setting"] != runs.loc["b", "setting"]
+    assert not mixed.warnings
+    best = finetune.best_lr(finetune.finetune_grid(mixed.runs, mixed.scores))
+    assert sorted(best["sources"]) == [1, 2]  # a and c: two source runs, one stage-2 point
+    gone = scan("gone", {"a": src, "b": tmp_path / "src-gone"})
+    runs = gone.runs.set_index("name")
+    assert runs.loc["b", "setting"] == f"source.run={tmp_path / 'src-gone'}"
+    assert runs.loc["a", "setting"] == f"source.run={src}"
+    assert len(gone.warnings) == 1 and "src-gone: it has no stage2/config.json" in gone.warnings[0]
 
 
 def test_a_finetune_sweep_gets_the_finetune_report_by_default(rendered):
