@@ -65,6 +65,7 @@ from vlab.analysis.vlm import (
     is_finetune_run,
     settings_and_seeds,
 )
+from vlab.analysis.vlm import summary_line as _vlm_summary_line
 from vlab.analysis.vlm_tables import interval_text
 from vlab.errors import VlabError
 from vlab.fileio import read_json
@@ -353,16 +354,7 @@ def _source_config(source: str, unreadable: dict[str, str]) -> dict:
 
 def summary_line(sweep: FinetuneSweep) -> str:
     """One line: how many runs in which state, how many evaluated."""
-    from vlab.rundir import STATES
-
-    counts = sweep.runs["state"].value_counts()
-    order = [s for s in STATES if s in counts] + sorted(set(counts.index) - set(STATES))
-    states = ", ".join(f"{counts[s]} {s}" for s in order)
-    n_eval = int(sweep.runs["evaluated"].sum())
-    return (
-        f"finetune sweep {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_eval} evaluated, "
-        f"{len(sweep.warnings)} warnings"
-    )
+    return _vlm_summary_line(sweep, "finetune sweep")
 
 
 # tables ---------------------------------------------------------------------------------------

@@ -530,8 +530,9 @@ def _location_rows(path: Path, name: str, config: dict, warnings: list[str]) -> 
     return rows
 
 
-def summary_line(sweep: VLMSweep) -> str:
-    """One line: how many runs in which state, how many evaluated."""
+def summary_line(sweep: VLMSweep, what: str = "VLM sweep") -> str:
+    """One line: how many runs in which state, how many evaluated (of any sweep whose ``runs``
+    have ``state`` and ``evaluated`` columns: the finetune report's too, ``what`` naming it)."""
     from vlab.rundir import STATES
 
     counts = sweep.runs["state"].value_counts()
@@ -539,7 +540,7 @@ def summary_line(sweep: VLMSweep) -> str:
     states = ", ".join(f"{counts[s]} {s}" for s in order)
     n_eval = int(sweep.runs["evaluated"].sum())
     return (
-        f"VLM sweep {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_eval} evaluated, "
+        f"{what} {sweep.name!r}: {len(sweep.runs)} runs ({states}), {n_eval} evaluated, "
         f"{len(sweep.warnings)} warnings"
     )
 
