@@ -12,9 +12,10 @@ What differs from ``tiny-shapes``, and why (measured in session 8, on both arms 
   of 64): the shorter sequence makes a step cheaper, so more of them fit; objects of 8-14 px
   gave the same scores but for grounding (0.00-0.05 against 0.05-0.07 at 1,500-2,000 steps).
 * Four tasks, not six: image-text matching and POPE stayed at chance (every answer "no") for
-  both tiny LMs after 2,000 steps of the six-task mixture, and even after 800 steps of POPE or
-  ITM alone (held-out loss flat at ln 2 / 2 per answer token). Left in, they would take a third
-  of every batch and score 0.5 in both arms; ``vlm-tiny-shapes`` keeps all six.
+  both tiny LMs after 1,500 steps of the six-task mixture at 64 px (Pythia-VL also after 2,000
+  at 48 px), and Pythia-VL's even after 800 steps of POPE or ITM alone (held-out loss flat at
+  ln 2 / 2 per answer token). Left in, they would take a third of every batch and score 0.5;
+  ``vlm-tiny-shapes`` keeps all six.
 * 1,200 stage-2 steps (100 of stage 1), one CPU thread per run, 240 held-out scenes (60 per
   task) evaluated every 300 steps. The whole sweep took 11.5 min with 2 local workers on a
   quiet 2-core machine (Pythia-VL runs about 1.5 min, Mamba-VL about 2.5), which leaves room
