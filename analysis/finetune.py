@@ -53,6 +53,7 @@ from vlab.analysis.stats import t_mean_ci
 from vlab.analysis.vlm import (
     FINETUNE_KIND,
     SCALE,
+    _entries_from_scan,
     _entries_from_sweep_json,
     _Entry,
     _flatten,
@@ -190,7 +191,7 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
         name, entries = _entries_from_sweep_json(root, FINETUNE_KIND)
         source = "sweep.json"
     else:
-        name, entries, source = root.name, _entries_from_scan(root), "scan"
+        name, entries, source = root.name, _entries_from_scan(root, is_finetune_run), "scan"
         if not entries:
             raise VlabError(
                 f"{path} is not a finetune sweep: it has no sweep.json and no finetune run "
@@ -210,16 +211,6 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
     return FinetuneSweep(
         root, name, source, runs, pd.DataFrame(scores, columns=SCORE_COLUMNS), warnings
     )
-
-
-def _entries_from_scan(root: Path) -> list[_Entry]:
-    if is_finetune_run(root):
-        return [_Entry(root.name, root)]
-    found = []
-    for parent in (root, root / "runs"):
-        if parent.is_dir():
-            found += [_Entry(p.name, p) for p in sorted(parent.iterdir()) if is_finetune_run(p)]
-    return found
 
 
 def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:

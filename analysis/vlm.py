@@ -35,7 +35,7 @@ Scores are shown x100 (accuracies in %, CIDEr x100), as the papers print them.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,13 +352,15 @@ def _entries_from_sweep_json(root: Path, kind: str = VLM_KIND) -> tuple[str, lis
     return name, entries
 
 
-def _entries_from_scan(root: Path) -> list[_Entry]:
-    if is_vlm_run(root):
+def _entries_from_scan(root: Path, is_run: Callable[[Path], bool] = is_vlm_run) -> list[_Entry]:
+    """``root`` itself when ``is_run`` says it is a run, else the runs in it or in its
+    ``runs/`` (a VLM run by default; the finetune report passes its own test)."""
+    if is_run(root):
         return [_Entry(root.name, root)]
     found = []
     for parent in (root, root / "runs"):
         if parent.is_dir():
-            found += [_Entry(p.name, p) for p in sorted(parent.iterdir()) if is_vlm_run(p)]
+            found += [_Entry(p.name, p) for p in sorted(parent.iterdir()) if is_run(p)]
     return found
 
 
