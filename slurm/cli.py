@@ -211,12 +211,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     sweep = SweepDir(args.sweep_dir)
     names = unfinished(sweep_status(sweep))
     subs = sweep.submissions()
-    last = subs[-1] if subs else {}
+    last = subs[-1] if subs else None
     if args.executor is None:
-        args.executor = last.get("executor", "local")
+        args.executor = last.executor if last else "local"
     if args.workers is None:
-        args.workers = (last.get("options") or {}).get("workers", 1)
-    options = last.get("options") if last.get("executor") == "slurm" else None
+        args.workers = ((last.options if last else None) or {}).get("workers", 1)
+    options = last.options if last and last.executor == "slurm" else None
     if not names:
         print(f"{sweep.path}: nothing to resume (every run is done, running or queued)")
         return 0
@@ -237,11 +237,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     args.only = None
     spec, runs = _spec_runs(args)
     wanted = {r.name: r for r in runs}
-    kind = doc.get("kind", spec.kind)
+    kind = doc.kind
     stale = [
-        r["name"]
-        for r in doc["runs"]
-        if r["name"] not in wanted or not same_run(r, wanted[r["name"]], kind)
+        r.name for r in doc.runs if r.name not in wanted or not same_run(r, wanted[r.name], kind)
     ]
     rows = {r["name"]: r for r in sweep_status(sweep)}
     started = [
@@ -252,7 +250,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     drop = [n for n in stale if n not in started]
     verb = "would drop" if args.dry_run else "dropped"
     print(
-        f"{sweep.path}: {len(doc['runs'])} runs in sweep.json, {len(stale)} not made by "
+        f"{sweep.path}: {len(doc.runs)} runs in sweep.json, {len(stale)} not made by "
         f"{args.spec} as they are; {verb} {len(drop)} that never started"
     )
     for name in drop:

@@ -19,8 +19,6 @@ from tqdm.auto import tqdm
 from vlab.errors import ConfigError, VlabError
 from vlab.slurm.sweepdir import SweepDir
 
-EXECUTORS = ("local", "slurm", "debug")
-
 
 @dataclass(frozen=True)
 class SlurmOptions:

@@ -23,6 +23,7 @@ from typing import Any
 
 from vlab.config import to_dict
 from vlab.rundir import RunDir
+from vlab.slurm.sweepdir import setting
 from vlab.slurm.vlm import eval_dir, eval_phase, phase
 
 ARCH_KEY = "arch"
@@ -68,7 +69,7 @@ def finetune_status(run: str | Path, config: dict) -> dict:
     """
     run = Path(run)
     status = RunDir(run).read_status()
-    steps = (config.get("train") or {}).get("steps") if config.get("epochs") is None else None
+    steps = setting(config, "train.steps") if setting(config, "epochs") is None else None
     if not status:
         return {"stage": "finetune", "steps": steps, "benchmarks": []}
     steps = status.get("steps", steps)

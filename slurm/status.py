@@ -19,7 +19,7 @@ from vlab.errors import VlabError
 from vlab.locks import lock_holder
 from vlab.rundir import RunDir
 from vlab.scheduler import job_states
-from vlab.slurm.sweepdir import SweepDir
+from vlab.slurm.sweepdir import SweepDir, setting
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
@@ -42,16 +42,17 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
     """One dict per run: name, state, step, steps, accuracy, threshold_step, job, reason, log;
     VLM runs also ``stage`` (stage1, stage2, eval) and ``benchmarks`` (the evaluated ones)."""
     spec = sweep.read()
-    kind = spec.get("kind", "probe")
-    runs = spec["runs"]
-    jobs = {r["name"]: sweep.last_job(r["name"]) for r in runs}
+    kind = spec.kind
+    runs = spec.runs
+    last = sweep.last_jobs()
+    jobs = {r.name: last.get(r.name) for r in runs}
     slurm_ids = [j["job_id"] for j in jobs.values() if j and j.get("executor") == "slurm"]
     scheduler = job_states(slurm_ids)
     rows = []
     for r in runs:
-        name = r["name"]
+        name = r.name
         try:
-            status = run_status(kind, sweep.run_path(name), r["config"])
+            status = run_status(kind, sweep.run_path(name), r.config)
             unreadable = None
         except VlabError as e:  # one corrupt status.json must not hide the other runs
             status, unreadable = {}, str(e)
@@ -85,7 +86,7 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
                 "name": name,
                 "state": state,
                 "step": status.get("step"),
-                "steps": status.get("steps", r["config"].get("train", {}).get("steps")),
+                "steps": status.get("steps", setting(r.config, "train.steps")),
                 "accuracy": status.get("accuracy"),
                 "threshold_step": status.get("threshold_step"),
                 "job_id": job.get("job_id"),

@@ -19,14 +19,194 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from vlab.errors import ConfigError, VlabError
-from vlab.fileio import append_jsonl, atomic_write_json, read_json_object, read_jsonl
+from vlab.fileio import append_jsonl, atomic_write_json
+from vlab.records import (
+    DamagedFile,
+    Real,
+    join_name,
+    parse_record,
+    plain_name,
+    read_json_file,
+    read_record_lines,
+)
 from vlab.slurm.spec import RESOLVERS, RunSpec, config_id
+
+EXECUTORS = ("local", "slurm", "debug")
+
+# What to do about a damaged sweep file, by file: sweep.json holds the runs themselves (their
+# configs), submissions.jsonl only where earlier submissions sent them.
+SWEEP_FIX = (
+    "restore it, or submit the spec again into a new --out (finished runs can be moved into "
+    "its runs/ folder)"
+)
+SUBMISSIONS_FIX = (
+    "restore it, or move it aside (the runs' own folders say where each run stands; only "
+    "the record of earlier jobs and logs is lost)"
+)
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One run of ``sweep.json``: its ``name`` (a plain folder name: it becomes
+    ``runs/<name>``, ``locks/<name>.lock`` and ``logs/<name>.log``), config ``id``, fully
+    resolved ``config`` and the ``overrides`` that made it (absent in some early sweeps)."""
+
+    name: str
+    id: str
+    config: dict[str, Any]
+    overrides: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            plain_name(self.name, "run name")
+        except VlabError as e:
+            raise ConfigError("name", str(e).removeprefix("run name ")) from None
+
+    def as_json(self) -> dict:
+        """The entry as sweep.json holds it (unknown keys of a later vlab kept)."""
+        return {
+            **self.extra,
+            "name": self.name,
+            "id": self.id,
+            "config": self.config,
+            "overrides": self.overrides,
+        }
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """``sweep.json``: the sweep's ``name``, ``kind`` (one of :data:`~vlab.slurm.spec.
+    RESOLVERS`), the spec it came from (``source``), when it was ``created`` and its ``runs``
+    (distinct names)."""
+
+    name: str
+    runs: list[SweepEntry]
+    kind: str = "probe"
+    source: str | None = None
+    created: Real | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in RESOLVERS:
+            raise ConfigError(
+                "kind", f"unknown sweep kind {self.kind!r} (known: {', '.join(RESOLVERS)})"
+            )
+
+    def as_json(self) -> dict:
+        return {
+            **self.extra,
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "created": self.created,
+            "runs": [r.as_json() for r in self.runs],
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    """Where one submission sent one run: the scheduler's ``job_id`` (None for local and
+    debug runs) and the ``log`` to read; executors add their own keys (pid, returncode)."""
+
+    job_id: str | None = None
+    log: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One line of ``submissions.jsonl``: when (``time``), the ``executor``, submitit's
+    ``folder`` (SLURM), the ``options`` it ran with and ``jobs``, run name -> :class:`Job`
+    (each checked here, so ``status`` can look a job up without a second guess)."""
+
+    time: Real
+    executor: str
+    jobs: dict[str, Any] = field(default_factory=dict)
+    folder: str | None = None
+    options: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                "executor", f"unknown executor {self.executor!r} (known: {', '.join(EXECUTORS)})"
+            )
+        workers = (self.options or {}).get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError("options.workers", f"expected an integer >= 1, got {workers!r}")
+        jobs = {}
+        for name, job in self.jobs.items():
+            where = f"jobs.{name}" if _is_plain(name) else f"jobs[{_short(name)}]"
+            if isinstance(job, Job):
+                jobs[name] = job
+                continue
+            if not isinstance(job, dict):
+                raise ConfigError(where, f"expected a JSON object, got {_short(job)}")
+            for key in ("job_id", "log"):
+                value = job.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"{where}.{key}", f"expected a string, got {_short(value)}")
+            rest = {k: v for k, v in job.items() if k not in ("job_id", "log")}
+            jobs[name] = Job(job.get("job_id"), job.get("log"), rest)
+        object.__setattr__(self, "jobs", jobs)
+
+
+def _is_plain(name: Any) -> bool:
+    try:
+        plain_name(name, "")
+    except VlabError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message: repr (no line breaks), cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_sweep_file(data: Any, path: str | os.PathLike) -> SweepFile:
+    """``data`` (sweep.json's JSON) as a :class:`SweepFile`, each run checked as a
+    :class:`SweepEntry` (``runs[3].name`` in messages) and run names distinct: two entries of
+    one name would share one run folder and lock."""
+    raw = parse_record(_RawSweepFile, data, path, SWEEP_FIX)
+    runs: list[SweepEntry] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw.runs):
+        entry = parse_record(SweepEntry, item, path, SWEEP_FIX, field=f"runs[{i}]")
+        if entry.name in seen:
+            raise DamagedFile(
+                path,
+                f"runs[{i}].name",
+                f"{entry.name!r} is also the name of runs[{seen[entry.name]}]",
+                SWEEP_FIX,
+            )
+        seen[entry.name] = i
+        runs.append(entry)
+    fields = {k: getattr(raw, k) for k in ("name", "kind", "source", "created", "extra")}
+    return SweepFile(runs=runs, **fields)
+
+
+@dataclass(frozen=True)
+class _RawSweepFile(SweepFile):
+    """sweep.json's top level before its runs are parsed one by one (see
+    :func:`parse_sweep_file`): ``runs`` a list of objects."""
+
+    runs: list[dict[str, Any]]  # type: ignore[assignment]
 
 
 class SweepDir:
+    """A sweep directory (layout above). Every file it reads back is parsed into a record
+    (:class:`SweepFile`, :class:`Submission`): a damaged or foreign one is a one-line
+    :class:`~vlab.records.DamagedFile` naming the file and field, and a run name joins a
+    folder only through :func:`~vlab.records.join_name`, so no file can send vlab outside."""
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
@@ -39,32 +219,29 @@ class SweepDir:
         return self.path / "submissions.jsonl"
 
     def run_path(self, name: str) -> Path:
-        return self.path / "runs" / name
+        return join_name(self.path / "runs", name, "run name")
 
     def lock_path(self, name: str) -> Path:
-        return self.path / "locks" / f"{name}.lock"
+        return join_name(self.path / "locks", name, "run name", ".lock")
 
     def log_path(self, name: str) -> Path:
-        return self.path / "logs" / f"{name}.log"
+        return join_name(self.path / "logs", name, "run name", ".log")
 
     def exists(self) -> bool:
         return self.spec_path.is_file()
 
-    def read(self) -> dict:
-        if not self.spec_path.is_file():
+    def read(self) -> SweepFile:
+        """sweep.json, checked (see :func:`parse_sweep_file`)."""
+        if not self.spec_path.exists():
             raise VlabError(f"{self.path} is not a sweep directory (no sweep.json)")
-        return read_json_object(
-            self.spec_path,
-            "restore it, or submit the spec again into a new --out (finished runs can be "
-            "moved into its runs/ folder)",
-        )
+        return parse_sweep_file(read_json_file(self.spec_path, SWEEP_FIX), self.spec_path)
 
-    def runs(self) -> list[dict]:
-        return self.read()["runs"]
+    def runs(self) -> list[SweepEntry]:
+        return self.read().runs
 
-    def run(self, name: str) -> dict:
+    def run(self, name: str) -> SweepEntry:
         for r in self.runs():
-            if r["name"] == name:
+            if r.name == name:
                 return r
         raise VlabError(f"{self.path}: no run named {name!r} in sweep.json")
 
@@ -74,7 +251,8 @@ class SweepDir:
         A run name already present with a different config id is refused: its run directory
         holds results of another config, and silently mixing the two would corrupt the sweep.
         """
-        existing = {r["name"]: r for r in self.read()["runs"]} if self.exists() else {}
+        old = self.read() if self.exists() else None
+        existing = {r.name: r for r in old.runs} if old else {}
         changed = [
             r.name for r in runs if r.name in existing and not same_run(existing[r.name], r, kind)
         ]
@@ -85,55 +263,72 @@ class SweepDir:
             )
         merged = dict(existing)
         for r in runs:
-            merged.setdefault(
-                r.name, {"name": r.name, "id": r.id, "config": r.config, "overrides": r.overrides}
-            )
-        old = self.read() if self.exists() else {}
-        atomic_write_json(
-            self.spec_path,
-            {
-                "name": old.get("name", name),
-                "kind": kind,
-                "source": old.get("source", source),
-                "created": old.get("created", time.time()),
-                "runs": list(merged.values()),
-            },
+            merged.setdefault(r.name, SweepEntry(r.name, r.id, r.config, r.overrides))
+        doc = SweepFile(
+            name=old.name if old else name,
+            kind=kind,
+            source=old.source if old else source,
+            created=old.created if old and old.created is not None else time.time(),
+            runs=list(merged.values()),
+            extra=old.extra if old else {},
         )
+        atomic_write_json(self.spec_path, doc.as_json())
 
     def drop(self, names: list[str]) -> None:
         """Remove runs from sweep.json (atomically); their folders, if any, are not touched."""
         doc = self.read()
         gone = set(names)
-        atomic_write_json(
-            self.spec_path, {**doc, "runs": [r for r in doc["runs"] if r["name"] not in gone]}
-        )
+        kept = replace(doc, runs=[r for r in doc.runs if r.name not in gone])
+        atomic_write_json(self.spec_path, kept.as_json())
 
     def record_submission(self, record: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.submissions_path, {"time": time.time(), **record})
 
-    def submissions(self) -> list[dict]:
-        return read_jsonl(self.submissions_path)
+    def submissions(self) -> list[Submission]:
+        """Every submission, oldest first; a torn last line (a submit killed mid-append) is
+        dropped, any other bad line is a :class:`~vlab.records.DamagedFile`."""
+        return read_record_lines(Submission, self.submissions_path, SUBMISSIONS_FIX)
+
+    def last_jobs(self) -> dict[str, dict]:
+        """Run name -> its latest submission entry (executor, folder, job id, log), read from
+        submissions.jsonl once for the whole sweep."""
+        found: dict[str, dict] = {}
+        for sub in self.submissions():
+            for name, job in sub.jobs.items():
+                found[name] = {
+                    "executor": sub.executor,
+                    "folder": sub.folder,
+                    **job.extra,
+                    "job_id": job.job_id,
+                    "log": job.log,
+                }
+        return found
 
     def last_job(self, name: str) -> dict | None:
         """The latest submission entry of run ``name``: executor, job id, folder, log."""
-        for sub in reversed(self.submissions()):
-            if name in sub.get("jobs", {}):
-                return {
-                    "executor": sub["executor"],
-                    "folder": sub.get("folder"),
-                    **sub["jobs"][name],
-                }
-        return None
+        return self.last_jobs().get(name)
 
 
-def same_run(entry: dict, run: RunSpec, kind: str) -> bool:
+def setting(config: dict, dotted: str) -> Any:
+    """The value at ``dotted`` (``train.steps``) of a run's config from sweep.json, or None
+    where the config does not hold it (an earlier or a foreign config: a status line must
+    show, whatever the config's shape; the run's trainer validates it in full)."""
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def same_run(entry: SweepEntry, run: RunSpec, kind: str) -> bool:
     """Whether a run recorded in sweep.json is ``run``: the same config id, or the same config
     once today's defaults fill in what an earlier vlab did not write (a setting added since,
     such as ``task.modality``), which is how that run's config is read when it resumes."""
-    if entry["id"] == run.id:
+    if entry.id == run.id:
         return True
     try:
-        return config_id(RESOLVERS[kind](entry["config"])) == run.id
+        return config_id(RESOLVERS[kind](entry.config)) == run.id
     except (ConfigError, VlabError, KeyError):
         return False

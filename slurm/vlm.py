@@ -31,6 +31,7 @@ from vlab.config import from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import atomic_write_json, read_json_object, write_jsonl
 from vlab.rundir import RunDir
+from vlab.slurm.sweepdir import setting
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,7 +282,7 @@ def vlm_status(run: str | Path, config: dict) -> dict:
     lock, which ``vlab sweep status`` shows as running).
     """
     run = Path(run)
-    steps = {n: config.get(f"stage{n}", {}).get("steps") for n in (1, 2)}
+    steps = {n: setting(config, f"stage{n}.steps") for n in (1, 2)}
     stage1 = RunDir(run / "stage1").read_status()
     if not stage1:
         return {"stage": "stage1", "steps": steps[1], "benchmarks": []}

@@ -59,18 +59,18 @@ def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=No
     from vlab.slurm.status import run_status
 
     sweep = SweepDir(sweep_dir)
-    entry = sweep.run(name)
-    kind = sweep.read().get("kind", "probe")
-    if kind not in TRAINERS:
-        raise VlabError(f"sweep run {name}: unknown kind {kind!r}")
+    doc = sweep.read()
+    entry = next((r for r in doc.runs if r.name == name), None)
+    if entry is None:
+        raise VlabError(f"{sweep.path}: no run named {name!r} in sweep.json")
     lock = acquire(sweep.lock_path(name))
     if lock is None:
         return {"name": name, "state": "skipped", "reason": "locked by another live process"}
     try:
-        TRAINERS[kind](entry["config"], sweep.run_path(name), progress, should_stop)
+        TRAINERS[doc.kind](entry.config, sweep.run_path(name), progress, should_stop)
     finally:
         lock.release()
-    return {"name": name, **run_status(kind, sweep.run_path(name), entry["config"])}
+    return {"name": name, **run_status(doc.kind, sweep.run_path(name), entry.config)}
 
 
 class SweepJob(submitit.helpers.Checkpointable):

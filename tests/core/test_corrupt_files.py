@@ -35,7 +35,7 @@ def test_a_corrupt_sweep_json_is_a_one_line_error(tmp_path, capsys):
     (sweep / "sweep.json").write_text('{"name": "compat", "runs": [')
     assert main(["sweep", "status", str(sweep)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "sweep.json: corrupt JSON" in err
+    assert len(err.splitlines()) == 1 and "sweep.json: not valid JSON" in err
 
 
 def test_one_corrupt_status_shows_as_unknown_and_the_other_runs_still_show(tmp_path, capsys):
