@@ -234,6 +234,12 @@ def _name_problem(value: Any) -> str | None:
         return "it starts or ends with a space"
     if len(value) > MAX_NAME:
         return f"it is longer than {MAX_NAME} characters"
+    try:  # a lone surrogate (JSON allows "\ud800") cannot be a file name
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text"
+    if len(encoded) > MAX_NAME:  # filesystems count bytes: 150 "é" are 300
+        return f"it is longer than {MAX_NAME} bytes in UTF-8"
     return None
 
 
