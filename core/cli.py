@@ -26,8 +26,16 @@ SUBCOMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (which flag, what is wrong, where the help is),
+    like every other error of ``vlab``; exit status 2 as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"vlab: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vlab",
         description="Transformers vs Mamba: retrieval probes, VLM training, sweeps, reports.",
     )
@@ -51,12 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vlab: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `vlab sweep show X | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # the disk refused a write or a read: which path, and why
+        if args.debug or e.strerror is None:
+            raise
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"vlab: error: {where}{e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlab: interrupted", file=sys.stderr)
+        return 130
     if "torch.distributed" in sys.modules:  # a subcommand ran under torchrun: leave its group
         from vlab.training.distributed import close_distributed
 

@@ -173,19 +173,49 @@ def parse_key_values(items: list[str] | None, flag: str = "--set") -> dict:
     return out
 
 
-def nest(flat: dict) -> dict:
+def nest(flat: dict, prefix: str = "") -> dict:
     """``{"train.lr": 1, "task": {"length": 8}}`` -> ``{"train": {"lr": 1}, "task": {...}}``:
-    dotted keys become nested sections; sections named twice are merged."""
+    dotted keys become nested sections; sections named twice are merged.
+
+    A key given both a value and settings under it (``--set a=1 --set a.b=2``, in either
+    order) is a ConfigError naming it: keeping either would silently drop the other.
+    """
     out: dict = {}
     for key, value in flat.items():
+        parts = key.split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(_join(prefix, key), "is not a dotted field name (an empty part)")
         if isinstance(value, dict):
-            value = nest(value)
-        *parents, leaf = key.split(".")
-        node = out
+            value = nest(value, _join(prefix, key))
+        *parents, leaf = parts
+        node, path = out, prefix
         for p in parents:
+            path = _join(path, p)
+            if p in node and not isinstance(node[p], dict):
+                raise _value_and_section(path, node[p], _join(prefix, key))
             node = node.setdefault(p, {})
-        node[leaf] = deep_merge(node[leaf], value) if isinstance(node.get(leaf), dict) else value
+        here = _join(path, leaf)
+        if leaf in node and isinstance(node[leaf], dict) != isinstance(value, dict):
+            section, plain = (
+                (node[leaf], value)
+                if isinstance(node[leaf], dict)
+                else (
+                    value,
+                    node[leaf],
+                )
+            )
+            inner = f"{here}.{next(iter(section))}" if section else f"{here} as {{}}"
+            raise _value_and_section(here, plain, inner)
+        both = isinstance(value, dict) and isinstance(node.get(leaf), dict)
+        node[leaf] = deep_merge(node[leaf], value, here) if both else value
     return out
+
+
+def _value_and_section(field: str, value: Any, inner: str) -> ConfigError:
+    return ConfigError(
+        field,
+        f"given both a value ({value!r}) and settings under it ({inner}); give one or the other",
+    )
 
 
 def parse_assignments(items: list[str], flag: str = "--set") -> dict:
@@ -227,3 +257,63 @@ def output_dir(value: str, flag: str = "--out") -> str:
     if not value.strip() or Path(value).resolve() == Path.cwd().resolve():
         raise ConfigError(flag, f"{value!r} is not a directory to create; name a new folder")
     return value
+
+
+# argparse types: every numeric flag says its range, and 0 never quietly means "all" --------
+
+
+def bounded_int(lo: int | None = 1, hi: int | None = None):
+    """An argparse ``type=`` for an integer in ``[lo, hi]`` (None: unbounded on that side); a
+    value outside is refused by argparse naming the flag and the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse_error(f"expected an integer {_range(lo, hi)}, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse_error(f"must be an integer {_range(lo, hi)}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse ``type=`` for a finite float in ``[lo, hi]`` (``lo_open``: ``> lo``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse_error(f"expected a number, got {text!r}") from None
+        low = lo is not None and (value <= lo if lo_open else value < lo)
+        if not math.isfinite(value) or low or (hi is not None and value > hi):
+            where = f"> {lo:g}" if lo_open else (f">= {lo:g}" if lo is not None else "")
+            where = " and ".join(w for w in (where, f"<= {hi:g}" if hi is not None else "") if w)
+            raise argparse_error(
+                f"must be a finite number{' ' + where if where else ''}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _range(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f"from {lo} to {hi}"
+    if lo is not None:
+        return f">= {lo}"
+    if hi is not None:
+        return f"<= {hi}"
+    return ""
+
+
+def argparse_error(message: str) -> Exception:
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
+positive_int = bounded_int(1)

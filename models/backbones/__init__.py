@@ -180,8 +180,100 @@ def check_overrides(cfg: BackboneConfig, field: str = "model.overrides") -> None
         )
     try:
         hf_config(cfg.arch, cfg.preset, **cfg.overrides)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(field, str(e).strip().splitlines()[0]) from None
+    except Exception as e:  # transformers' validators raise TypeError, ValueError, and
+        # huggingface_hub's StrictDataclassClassValidationError (an Exception) in 5.x
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        raise ConfigError(field, (lines[-1] if lines else type(e).__name__)[:200]) from None
+
+
+def check_numbers(cfg: BackboneConfig, field: str = "model.overrides") -> None:
+    """Overrides hold finite numbers, and no negative number (nor a zero integer) where the
+    preset's setting is a positive one (a size, a count, an epsilon): checked on plain data
+    before the model is built (:func:`check_backbone` then builds it on the meta device)."""
+    from vlab.preflight import check_finite
+
+    if cfg.pretrained is not None:
+        return
+    check_finite(cfg.overrides, field)
+    family = FAMILIES[cfg.arch]
+    preset = {**family.DEFAULTS, **family.PRESETS[cfg.preset]}
+    try:
+        preset = {**hf_config(cfg.arch, cfg.preset).to_dict(), **preset}
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    for key, value in cfg.overrides.items():
+        default = preset.get(key)
+        if not _number(value) or not _number(default) or default < 0:
+            continue
+        if value < 0 or (value == 0 and isinstance(value, int) and default > 0):
+            sign = "positive" if default > 0 and isinstance(value, int) else ">= 0"
+            raise ConfigError(
+                f"{field}.{key}", f"must be {sign} (the preset has {default}), got {value}"
+            )
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_weights(directory: str, field: str = "pretrained") -> None:
+    """A ``save_pretrained`` directory holds weights: one of :data:`WEIGHT_FILES`, and every
+    shard a sharded index names."""
+    import json
+
+    path = Path(directory)
+    found = [name for name in WEIGHT_FILES if (path / name).is_file()]
+    if not found:
+        raise ConfigError(
+            field,
+            f"{directory!r} holds a config.json but no weights ({', '.join(WEIGHT_FILES)}); "
+            "save the model with save_pretrained()",
+        )
+    if found[0].endswith(".index.json"):
+        try:
+            shards = set(json.loads((path / found[0]).read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigError(field, f"{path / found[0]} is not a weight index") from None
+        missing = sorted(s for s in shards if not (path / str(s)).is_file())
+        if missing:
+            raise ConfigError(field, f"{directory!r} lacks the weight shard {missing[0]}")
+
+
+def check_backbone(cfg: BackboneConfig, field: str = "model"):
+    """Every check of the backbone that needs no weights in memory, before a run directory is
+    created: the overrides (known names, finite, sane signs), a pretrained directory's weights,
+    and the model built on the meta device (any error of its transformers config surfaces
+    here, naming ``field``). Returns the meta model (shapes, no memory)."""
+    from vlab.preflight import on_meta
+
+    check_numbers(cfg, f"{field}.overrides")
+    check_overrides(cfg, f"{field}.overrides")
+    family = FAMILIES[cfg.arch]
+    family.prepare()
+    kwargs = family.model_kwargs(cfg.attn_implementation)
+
+    def build():
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if cfg.pretrained is not None:
+            config = AutoConfig.from_pretrained(cfg.pretrained, local_files_only=True)
+        else:
+            config = hf_config(cfg.arch, cfg.preset, **cfg.overrides)
+        return AutoModelForCausalLM.from_config(config, **kwargs)
+
+    if cfg.pretrained is not None:
+        check_weights(cfg.pretrained, f"{field}.pretrained")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    where = f"{field}.pretrained" if cfg.pretrained is not None else f"{field}.overrides"
+    return on_meta(build, where)
 
 
 def _translated(cfg: BackboneConfig, key: str) -> bool:
@@ -189,7 +281,7 @@ def _translated(cfg: BackboneConfig, key: str) -> bool:
     ``rotary_pct`` becomes ``rope_parameters.partial_rotary_factor``): consumed, not kept."""
     try:
         built = hf_config(cfg.arch, cfg.preset, **{key: cfg.overrides[key]}).to_dict()
-    except (TypeError, ValueError):
+    except Exception:  # see check_overrides
         return False
     return key not in built
 
