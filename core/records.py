@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import reprlib
 import types
 import typing
 from pathlib import Path, PurePosixPath
@@ -66,6 +67,8 @@ def _check(value: Any, tp: Any, field: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _check(value, inner[0], field)
+    if tp is Any:
+        return value
     if tp is Real:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(field, f"expected a number, got {_show(value)}")
@@ -76,12 +79,38 @@ def _check(value: Any, tp: Any, field: str) -> Any:
         return value
     if tp is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(field, f"must be a finite number, got {_show(value)}")
+    # The plain types are checked here rather than by the config rules: a bare ``dict`` or
+    # ``list`` annotation is checked too, and a message never repeats a megabyte-long value.
+    if tp in (str, int, bool) and not _is(value, tp):
+        names = {str: "a string", int: "an integer", bool: "true or false"}
+        raise ConfigError(field, f"expected {names[tp]}, got {_show(value)}")
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected an object, got {_show(value)}")
+        return dict(value)
+    if tp is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected a list, got {_show(value)}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_check(v, item_tp, f"{field}[{i}]") for i, v in enumerate(value)]
     return _coerce(value, tp, field)
+
+
+def _is(value: Any, tp: type) -> bool:
+    """``isinstance`` where true/false is no integer (JSON tells them apart)."""
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def _show(value: Any) -> str:
     """A short repr for messages: a damaged file may hold megabytes in one field."""
-    text = repr(value)
+    text = _SHORT.repr(value)  # never the whole repr of a large list or state dict
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -177,6 +206,18 @@ def read_record_lines(
     is dropped when ``torn_last_line``; any other bad line is a :class:`DamagedFile` naming the
     line, so no evaluation or submission is ever skipped silently.
     """
+    return [
+        parse_record(cls, value, path, what_to_do, field=f"line {number}")
+        for number, value in read_json_lines(path, what_to_do, torn_last_line=torn_last_line)
+    ]
+
+
+def read_json_lines(
+    path: str | os.PathLike, what_to_do: str, *, torn_last_line: bool = True
+) -> list[tuple[int, Any]]:
+    """``(line number, JSON value)`` of each line of ``path``, by the rules of
+    :func:`read_record_lines`; for readers that check each value themselves and keep it as
+    it is (a metrics line stays the dict the report reads)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -187,7 +228,7 @@ def read_record_lines(
     except OSError as e:
         raise DamagedFile(path, None, f"cannot be read ({e.strerror})", what_to_do) from None
     lines = raw.split(b"\n")
-    out: list[R] = []
+    out: list[tuple[int, Any]] = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -199,7 +240,7 @@ def read_record_lines(
                 continue
             problem = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "not valid JSON"
             raise DamagedFile(path, None, f"line {i + 1} is {problem}", what_to_do) from None
-        out.append(parse_record(cls, value, path, what_to_do, field=f"line {i + 1}"))
+        out.append((i + 1, value))
     return out
 
 

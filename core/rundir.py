@@ -15,6 +15,11 @@
 Every file is written atomically or appended a whole line at a time, so a reader (resume,
 ``vlab sweep status``, the report) never sees a half-written file. Analysis reads only these
 files, never the trainer's objects.
+
+Every file is checked when it is read (:mod:`vlab.run_records`): a damaged or foreign one (cut
+short, another type, a field of the wrong type, a directory where the file belongs) is a
+:class:`~vlab.records.DamagedFile`, one line naming the file and what to do, never "no
+checkpoint" (which would restart the run and cut its metrics) and never a traceback.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 from vlab.config import diff
 from vlab.errors import VlabError
-from vlab.fileio import (
-    append_jsonl,
-    atomic_write_json,
-    read_json_object,
-    read_jsonl,
-    write_jsonl,
+from vlab.fileio import append_jsonl, atomic_write_json, write_jsonl
+from vlab.records import DamagedFile, parse_record, read_json_file, read_json_lines
+from vlab.run_records import (
+    WRITTEN_STATES,
+    Checkpoint,
+    MetricsLine,
+    Snapshot,
+    Status,
+    checked,
 )
 
 if TYPE_CHECKING:
@@ -40,8 +48,16 @@ if TYPE_CHECKING:
 
 LOCK_FILE = "writer.lock"  # held by the one process writing the run (see ``RunDir.claim``)
 
-# What a writer records in status.json.
-WRITTEN_STATES = ("running", "done", "failed", "interrupted")
+__all__ = ["LOCK_FILE", "STATES", "WRITTEN_STATES", "ReadOnlyRunDir", "RunDir"]
+
+# What to do about each damaged file, said in its error.
+CONFIG_FIX = "restore it, or move the run directory away to start over"
+STATUS_FIX = "delete it: the next run of this directory writes a new one"
+METRICS_FIX = "repair the line, or move the run directory away to train it again"
+CHECKPOINT_FIX = (
+    "move it away (or delete it) to restart the run from step 0, or put back a good copy"
+)
+SNAPSHOT_FIX = "move it away (or delete it): the run's other checkpoints stay usable"
 # Every state a reader (``vlab sweep status``, the report) shows a run in, in display order:
 # the written ones as judged from outside (a "running" run whose process is gone is
 # "interrupted"), "unknown" for an unreadable status and "pending" for a run not started.
@@ -94,6 +110,10 @@ class RunDir:
         """
         from vlab.locks import acquire, describe, lock_holder
 
+        if self.path.exists() and not self.path.is_dir():
+            raise VlabError(f"{self.path} is a file, not a run directory; choose another --out")
+        if self.config_path.exists() and not self.exists():
+            self.read_config()  # a directory where config.json belongs: say so
         if not self.exists() and self.path.exists():
             if any(p.name not in (LOCK_FILE, ".guard") for p in self.path.iterdir()):
                 raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
@@ -160,19 +180,22 @@ class RunDir:
         return self.path / LOCK_FILE
 
     def read_config(self) -> dict:
-        if not self.config_path.is_file():
+        """config.json as a dict (a JSON object; the config class checks its fields)."""
+        if not self.config_path.exists():
             raise VlabError(f"{self.path} is not a run directory (no config.json)")
-        return read_json_object(
-            self.config_path, "restore it, or move the run directory away to start over"
-        )
+        data = read_json_file(self.config_path, CONFIG_FIX)
+        if not isinstance(data, dict):
+            raise DamagedFile(self.config_path, None, "expected a JSON object", CONFIG_FIX)
+        return data
 
     # status -------------------------------------------------------------------------------
     def read_status(self) -> dict | None:
-        if not self.status_path.is_file():
+        """status.json as the dict it holds, checked as a :class:`~vlab.run_records.Status`;
+        None before the run first wrote one."""
+        if not self.status_path.exists():
             return None
-        return read_json_object(
-            self.status_path, "delete it: the next run of this directory writes a new one"
-        )
+        data = read_json_file(self.status_path, STATUS_FIX)
+        return checked(Status, data, self.status_path, STATUS_FIX)
 
     def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
         """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old."""
@@ -203,23 +226,34 @@ class RunDir:
         append_jsonl(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+        """Every evaluation, each line checked as a :class:`~vlab.run_records.MetricsLine`.
+
+        A torn last line (a killed append) is dropped; any other bad line is an error naming
+        it, never skipped: a skipped line is an evaluation silently missing from the curves.
+        """
+        return [
+            checked(MetricsLine, value, self.metrics_path, METRICS_FIX, field=f"line {n}")
+            for n, value in read_json_lines(self.metrics_path, METRICS_FIX)
+        ]
 
     def truncate_metrics(self, last_step: int) -> list[dict]:
         """Keep only evaluations up to ``last_step`` (the checkpoint a resume starts from).
 
         Lines written after the last checkpoint, and a torn last line, are dropped, so the
-        resumed run appends exactly the lines an uninterrupted run would have. A corrupt line
-        before the last is an error: it is damage, not an interrupted write.
+        resumed run appends exactly the lines an uninterrupted run would have. A damaged line
+        before the last is an error: resuming would drop that evaluation silently. So is a
+        file without the line of ``last_step``: the engine appends an evaluation's line
+        before it writes the checkpoint taken after it, so the line was lost, not unwritten.
         """
-        try:  # a torn last line is a killed append; a corrupt line before it is damage
-            records = read_jsonl(self.metrics_path, strict=True)
-        except VlabError as e:
-            raise VlabError(
-                f"{e}; resuming would drop that evaluation silently: repair the line, or move "
-                "the run directory away to train it again"
-            ) from None
-        kept = [r for r in records if r.get("step", -1) <= last_step]
+        kept = [r for r in self.read_metrics() if r["step"] <= last_step]
+        if last_step >= 0 and not any(r["step"] == last_step for r in kept):
+            raise DamagedFile(
+                self.metrics_path,
+                None,
+                f"has no line for step {last_step}, the evaluation its checkpoint was taken "
+                "after (lines were lost)",
+                f"restore it, or move {self.checkpoint_path.parent} away to train from step 0",
+            )
         write_jsonl(self.metrics_path, kept)
         return kept
 
@@ -259,35 +293,42 @@ class RunDir:
     def load_checkpoint(
         self, map_location: str | torch.device = "cpu", step: int | None = None
     ) -> dict | None:
-        """The last checkpoint (or the one kept at ``step``), or None when there is none.
+        """The last checkpoint (or the one kept at ``step``) as the dict it holds, or None
+        when there is none (no such file, no ``checkpoints/`` folder).
 
         Loaded with ``weights_only=True``: tensors and plain data, never arbitrary objects, so
         a crafted ``last.pt`` cannot run code. A file that is not such a checkpoint (crafted,
-        truncated, empty, garbage) is a :class:`~vlab.errors.VlabError` naming the file.
+        truncated, empty, garbage, another shape than :class:`~vlab.run_records.Checkpoint`
+        or :class:`~vlab.run_records.Snapshot`), or a directory where it belongs, is a
+        :class:`~vlab.records.DamagedFile` naming it: never "no checkpoint", which would
+        restart the run from step 0 and cut its metrics.
         """
-        import pickle
-
-        import torch
-
-        path = self.checkpoint_path if step is None else self.snapshot_path(step)
-        if not path.is_file():
+        if step is not None:
+            path = self.snapshot_path(step)
+            data = _load_torch_file(path, map_location, SNAPSHOT_FIX)
+            if data is None:
+                return None
+            snapshot = parse_record(
+                Snapshot, _as_dict(data, path, SNAPSHOT_FIX), path, SNAPSHOT_FIX
+            )
+            if snapshot.step != step:
+                raise DamagedFile(
+                    path, "step", f"holds the weights of step {snapshot.step}", SNAPSHOT_FIX
+                )
+            return data
+        path = self.checkpoint_path
+        data = _load_torch_file(path, map_location, CHECKPOINT_FIX)
+        if data is None:
             return None
-        what_to_do = (
-            "move it away (or delete it) to restart the run from step 0, or put back a good copy"
-        )
-        if path.stat().st_size == 0:
-            raise VlabError(f"{path}: the checkpoint is empty; {what_to_do}")
-        try:
-            # mmap: ranks on one node share the file's pages instead of each holding a copy
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-            said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            if isinstance(e, pickle.UnpicklingError):
-                raise VlabError(
-                    f"{path}: refused to load: it holds more than tensors and plain data "
-                    f"({said}); a checkpoint written by vlab never does. {what_to_do}"
-                ) from e
-            raise VlabError(f"{path}: not a readable checkpoint ({said}); {what_to_do}") from e
+        return checked(Checkpoint, _as_dict(data, path, CHECKPOINT_FIX), path, CHECKPOINT_FIX)
+
+    def read_checkpoint(self, map_location: str | torch.device = "cpu") -> Checkpoint | None:
+        """``checkpoints/last.pt`` as a :class:`~vlab.run_records.Checkpoint` (what a resume
+        reads), or None when there is none; damage as in :meth:`load_checkpoint`."""
+        data = self.load_checkpoint(map_location)
+        if data is None:
+            return None
+        return parse_record(Checkpoint, data, self.checkpoint_path, CHECKPOINT_FIX)
 
 
 class ReadOnlyRunDir(RunDir):
@@ -314,6 +355,60 @@ class ReadOnlyRunDir(RunDir):
 
     def remove_temporary_files(self) -> list[Path]:
         return []
+
+
+def _load_torch_file(path: Path, map_location: Any, what_to_do: str) -> Any:
+    """What ``torch.load(weights_only=True)`` finds in ``path``; None when neither the file
+    nor a ``checkpoints/`` folder is there. Anything else that is not a readable checkpoint
+    is a :class:`~vlab.records.DamagedFile` naming the file."""
+    import pickle
+
+    import torch  # here, not at the top: readers of run directories need no torch
+
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise DamagedFile(
+            folder,
+            None,
+            "is a file where the checkpoints folder belongs",
+            ("move it away to restart the run from step 0, or put back the folder"),
+        )
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise DamagedFile(path, None, "is not a regular file (a directory?)", what_to_do)
+    if path.stat().st_size == 0:
+        raise DamagedFile(path, None, "the checkpoint is empty", what_to_do)
+    try:
+        # mmap: ranks on one node share the file's pages instead of each holding a copy
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        said = _first_line(e)
+        raise DamagedFile(
+            path,
+            None,
+            f"refused to load: it holds more than tensors and plain data ({said}); a "
+            "checkpoint written by vlab never does",
+            what_to_do,
+        ) from e
+    except Exception as e:  # a damaged file can make the unpickler fail anyhow
+        raise DamagedFile(
+            path, None, f"not a readable checkpoint ({_first_line(e)})", what_to_do
+        ) from e
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, short enough for a one-line error."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+
+
+def _as_dict(data: Any, path: Path, what_to_do: str) -> dict:
+    """A loaded checkpoint that is a dict, else a :class:`~vlab.records.DamagedFile`."""
+    if not isinstance(data, dict):
+        raise DamagedFile(
+            path, None, f"holds a {type(data).__name__}, not a checkpoint", what_to_do
+        )
+    return data
 
 
 def _save_atomically(path: Path, state: dict) -> None:

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vlab.errors import ConfigError
+from vlab.errors import ConfigError, VlabError
 
 
 @dataclass(frozen=True)
@@ -267,15 +267,71 @@ def model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=_full_options(cpu_offload=True))
 
 
-def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], sharded: bool) -> None:
+def load_model_state(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    sharded: bool,
+    source: str | os.PathLike | None = None,
+) -> None:
     """Load a full state dict (from one process or from :func:`model_state`); sharded, every
-    rank passes the full dict and keeps its own shard of each tensor."""
-    if not sharded:
-        model.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+    rank passes the full dict and keeps its own shard of each tensor.
 
-    set_model_state_dict(model, state, options=_full_options())
+    Weights that do not fit ``model`` (another architecture's, another size's: missing or
+    unexpected names, tensors of other shapes) are a :class:`~vlab.errors.VlabError` naming
+    ``source`` (the checkpoint) and the first few names, not torch's many-line traceback;
+    it is a :class:`~vlab.records.DamagedFile` when ``source`` is given.
+    """
+    problem = _misfit(model, state)
+    if problem is None:
+        try:
+            if not sharded:
+                model.load_state_dict(state)
+                return
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+            set_model_state_dict(model, state, options=_full_options())
+            return
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            problem = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    what_to_do = "load it into the model it was trained as (its config), or put back its own"
+    if source is None:
+        raise VlabError(f"the weights do not fit the model: {problem}; {what_to_do}")
+    from vlab.records import DamagedFile
+
+    raise DamagedFile(source, "model", f"the weights do not fit the model: {problem}", what_to_do)
+
+
+def _misfit(model: nn.Module, state: Any) -> str | None:
+    """What keeps ``state`` from loading into ``model`` strictly, briefly; None if it fits.
+    Compared by name and global shape (a sharded model's DTensors report the full shape)."""
+    if not isinstance(state, dict):
+        return f"expected a dict of tensors, got a {type(state).__name__}"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    not_tensors = [k for k in state if k in own and not isinstance(state[k], torch.Tensor)]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and k not in not_tensors and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{what} {_first(names)}"
+        for what, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("not tensors", not_tensors),
+            ("other shapes", reshaped),
+        )
+        if names
+    ]
+    return "; ".join(parts) or None
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 12 more``: a message stays one short line for thousands of names."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(str(n)[:80] for n in names[:shown]) + more
 
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool) -> dict:

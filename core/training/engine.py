@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlab.errors import ConfigError, VlabError
-from vlab.rundir import ReadOnlyRunDir, RunDir
+from vlab.records import DamagedFile
+from vlab.run_records import Checkpoint
+from vlab.rundir import CHECKPOINT_FIX, ReadOnlyRunDir, RunDir
 from vlab.training.config import TrainConfig
 from vlab.training.distributed import (
     DistContext,
@@ -156,15 +159,17 @@ class LoopState:
     nonfinite_steps: int = 0  # non-finite steps in a row (see ``TrainConfig.nonfinite_patience``)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> LoopState:
+    def from_checkpoint(cls, ckpt: Checkpoint) -> LoopState:
+        """The counters of a checkpoint already checked as a record (types, bounds; the
+        defaults of keys an older vlab did not write are the record's)."""
         return cls(
-            step=ckpt["step"],
-            loss_sum=ckpt["loss_sum"],
-            loss_count=ckpt["loss_count"],
-            threshold_step=ckpt["threshold_step"],
-            last_eval_step=ckpt["last_eval_step"],
-            last_metrics=ckpt.get("last_metrics"),
-            nonfinite_steps=ckpt.get("nonfinite_steps", 0),  # absent before vlab recorded it
+            step=ckpt.step,
+            loss_sum=ckpt.loss_sum,
+            loss_count=ckpt.loss_count,
+            threshold_step=ckpt.threshold_step,
+            last_eval_step=ckpt.last_eval_step,
+            last_metrics=ckpt.last_metrics,
+            nonfinite_steps=ckpt.nonfinite_steps,
         )
 
     def checkpoint_entries(self) -> dict[str, Any]:
@@ -245,16 +250,14 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
     state = LoopState()
     setup.files.remove_temporary_files()
     # sharded, the full checkpoint stays on the CPU; each rank copies only its shards over
-    ckpt = run.load_checkpoint(map_location="cpu" if setup.sharded else setup.device)
+    ckpt = run.read_checkpoint(map_location="cpu" if setup.sharded else setup.device)
     if ckpt is not None:
-        setup.files.check_checkpoint_config(ckpt)
-        load_model_state(setup.model, ckpt["model"], setup.sharded)
-        load_optimizer_state(setup.model, setup.optimizer, ckpt["optimizer"], setup.sharded)
-        setup.scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
+        setup.files.check_checkpoint_config({"config": ckpt.config})
+        _load_states(setup, ckpt, run.checkpoint_path)
         state = LoopState.from_checkpoint(ckpt)
         if _kept_step(setup, state) and not setup.files.snapshot_path(state.step).exists():
-            setup.files.keep_snapshot(state.step, _snapshot(ckpt))  # killed in between
+            setup.files.keep_snapshot(state.step, _snapshot(_entries(ckpt)))  # killed between
+    # only now, with the checkpoint read whole: cutting metrics.jsonl back is not undone
     setup.files.truncate_metrics(state.last_eval_step)
     setup.files.write_status(
         "running",
@@ -263,6 +266,47 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         environment=run_environment(setup.device),
     )
     return state
+
+
+def _load_states(setup: _Setup, ckpt: Checkpoint, path: Any) -> None:
+    """Load the checkpoint's model, optimizer, scheduler and RNG states. One that does not fit
+    (weights of another model, an optimizer of other parameters, a state of another shape)
+    is a :class:`~vlab.records.DamagedFile` naming the checkpoint and the part, never a
+    traceback of torch's, so the run is marked failed with that line."""
+    load_model_state(setup.model, ckpt.model, setup.sharded, source=path)
+    epoch = ckpt.scheduler.get("last_epoch")
+    if epoch != ckpt.step:  # the scheduler steps once a step, from 0: it is at ``step``
+        problem = f"is at step {epoch!r}, not the checkpoint's {ckpt.step}"
+        raise DamagedFile(path, "scheduler", problem, CHECKPOINT_FIX)
+    with _fits(path, "optimizer"):
+        load_optimizer_state(setup.model, setup.optimizer, ckpt.optimizer, setup.sharded)
+    with _fits(path, "scheduler"):
+        setup.scheduler.load_state_dict(ckpt.scheduler)
+    with _fits(path, "rng"):
+        _set_rng_state(ckpt.rng)
+
+
+@contextmanager
+def _fits(path: Any, part: str) -> Iterator[None]:
+    """Turn torch's complaint about a state of the wrong shape (a key missing, a tensor of
+    another type) into a one-line :class:`~vlab.records.DamagedFile` naming ``part``."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        problem = f"does not fit this run ({type(e).__name__}: {said})"
+        raise DamagedFile(path, part, problem, CHECKPOINT_FIX) from e
+
+
+def _entries(ckpt: Checkpoint) -> dict[str, Any]:
+    """A checkpoint record's keys as the file holds them (for :func:`_snapshot`)."""
+    return {
+        "model": ckpt.model,
+        "step": ckpt.step,
+        "threshold_step": ckpt.threshold_step,
+        "last_metrics": ckpt.last_metrics,
+        "config": ckpt.config,
+    }
 
 
 def _checkpoint(setup: _Setup, state: LoopState) -> None:
@@ -445,8 +489,10 @@ def train(
     setup = _set_up(model, cfg, run)
     try:
         state = _resume(setup, run)
-    except VlabError as e:  # an unreadable checkpoint: say so rather than stay "running"
-        setup.files.write_status("failed", str(e))
+    except BaseException as e:  # a damaged checkpoint or metrics file: say so, never "running"
+        by_user = isinstance(e, KeyboardInterrupt)
+        reason = str(e) if isinstance(e, VlabError) else f"{type(e).__name__}: {e}"
+        setup.files.write_status("interrupted" if by_user else "failed", reason)
         raise
     interval = cfg.eval_interval
     model.train()
