@@ -187,7 +187,7 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
     warnings: list[str] = []
-    if (root / "sweep.json").is_file():
+    if (root / "sweep.json").exists():  # a directory there is a damaged sweep, not a scan
         name, entries = _entries_from_sweep_json(root, FINETUNE_KIND)
         source = "sweep.json"
     else:

@@ -18,7 +18,6 @@ Only the files of the run directory contract are read (``config.json``, ``metric
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +93,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not root.is_dir():
         raise VlabError(f"{path} is a file; give the sweep directory (the one with sweep.json)")
     warnings: list[str] = []
-    if (root / "sweep.json").is_file():
+    if (root / "sweep.json").exists():  # a directory there is a damaged sweep, not a scan
         name, entries = _entries_from_sweep_json(root, warnings)
         source = "sweep.json"
     else:
@@ -149,7 +148,7 @@ def find_runs(path: str | Path) -> list[tuple[str, Path]]:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
-    if (root / "sweep.json").is_file():
+    if (root / "sweep.json").exists():  # a directory there is a damaged sweep, not a scan
         entries = _entries_from_sweep_json(root, [])[1]
     else:
         entries = _entries_from_scan(root)
@@ -181,34 +180,26 @@ class _Entry:
 
 
 def _entries_from_sweep_json(root: Path, warnings: list[str]) -> tuple[str, list[_Entry]]:
-    try:
-        spec = read_json(root / "sweep.json")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VlabError(f"{root / 'sweep.json'} is not valid JSON ({e})") from e
-    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list):
-        raise VlabError(f"{root / 'sweep.json'} has no 'runs' list; is it a vlab sweep file?")
-    if not spec["runs"]:
-        raise VlabError(f"{root / 'sweep.json'} lists no runs; nothing to report")
-    entries, seen = [], set()
-    for i, item in enumerate(spec["runs"]):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            warnings.append(f"sweep.json: runs[{i}] has no 'name'; skipped")
-            continue
-        name = item["name"]
-        if name in seen:
-            warnings.append(f"sweep.json: run name {name!r} is listed twice; the second skipped")
-            continue
-        seen.add(name)
-        config = item.get("config") if isinstance(item.get("config"), dict) else None
-        entries.append(_Entry(name, root / "runs" / name, item.get("id"), config))
+    """The sweep's name and its runs from sweep.json, read as ``vlab sweep`` reads it
+    (:class:`~vlab.slurm.sweepdir.SweepDir`): a damaged or foreign sweep.json is a one-line
+    error, and each run's folder is ``runs/<name>`` of a plain name, never a path that leads
+    out (``vlab inspect`` writes into these folders). Folders under ``runs/`` that it does not
+    list are added with a warning."""
+    from vlab.slurm.sweepdir import SweepDir
+
+    sweep = SweepDir(root)
+    spec = sweep.read()
+    if not spec.runs:
+        raise VlabError(f"{sweep.spec_path} lists no runs; nothing to report")
+    entries = [_Entry(r.name, sweep.run_path(r.name), r.id, r.config) for r in spec.runs]
+    seen = {r.name for r in spec.runs}
     runs_dir = root / "runs"
     if runs_dir.is_dir():
         for extra in sorted(runs_dir.iterdir()):
             if extra.name not in seen and (extra / "config.json").is_file():
                 warnings.append(f"runs/{extra.name} is not listed in sweep.json; shown anyway")
                 entries.append(_Entry(extra.name, extra))
-    name = spec.get("name") if isinstance(spec.get("name"), str) else root.name
-    return name, entries
+    return spec.name, entries
 
 
 def _entries_from_scan(root: Path) -> list[_Entry]:

@@ -286,7 +286,7 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
     warnings: list[str] = []
-    if (root / "sweep.json").is_file():
+    if (root / "sweep.json").exists():  # a directory there is a damaged sweep, not a scan
         name, entries, source = *_entries_from_sweep_json(root), "sweep.json"
     else:
         name, entries, source = root.name, _entries_from_scan(root), "scan"
@@ -327,29 +327,26 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
 
 def _entries_from_sweep_json(root: Path, kind: str = VLM_KIND) -> tuple[str, list[_Entry]]:
     """The sweep's name and its runs (config, directory, lock) from sweep.json, which must be
-    of ``kind``: another kind is a one-line error naming both."""
-    try:
-        spec = read_json(root / "sweep.json")
-    except (OSError, ValueError) as e:
-        raise VlabError(f"{root / 'sweep.json'} is not valid JSON ({e})") from e
-    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list):
-        raise VlabError(f"{root / 'sweep.json'} has no 'runs' list; is it a vlab sweep file?")
-    found = spec.get("kind", "probe")
-    if found != kind:
+    of ``kind``: another kind is a one-line error naming both. sweep.json is read as ``vlab
+    sweep`` reads it (:class:`~vlab.slurm.sweepdir.SweepDir`): a damaged one is a one-line
+    error, and run folders and locks are joined from plain names only."""
+    from vlab.slurm.sweepdir import SweepDir
+
+    sweep = SweepDir(root)
+    spec = sweep.read()
+    if spec.kind != kind:
         raise VlabError(
-            f"{root} is a {KIND_TITLES.get(found, found)} sweep, not a {KIND_TITLES[kind]} "
-            f"sweep; drop --template: vlab report picks the report of the sweep's kind"
+            f"{root} is a {KIND_TITLES.get(spec.kind, spec.kind)} sweep, not a "
+            f"{KIND_TITLES[kind]} sweep; drop --template: vlab report picks the report of the "
+            "sweep's kind"
         )
-    if not spec["runs"]:
-        raise VlabError(f"{root / 'sweep.json'} lists no runs; nothing to report")
-    entries = []
-    for item in spec["runs"]:
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            config = item.get("config") if isinstance(item.get("config"), dict) else None
-            name, lock = item["name"], root / "locks" / f"{item['name']}.lock"
-            entries.append(_Entry(name, root / "runs" / name, item.get("id"), config, lock))
-    name = spec.get("name") if isinstance(spec.get("name"), str) else root.name
-    return name, entries
+    if not spec.runs:
+        raise VlabError(f"{sweep.spec_path} lists no runs; nothing to report")
+    entries = [
+        _Entry(r.name, sweep.run_path(r.name), r.id, r.config, sweep.lock_path(r.name))
+        for r in spec.runs
+    ]
+    return spec.name, entries
 
 
 def _entries_from_scan(root: Path, is_run: Callable[[Path], bool] = is_vlm_run) -> list[_Entry]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from vlab.config import deep_merge, from_dict, nest, to_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.records import plain_name
 
 SPECS_DIR = Path(__file__).parent / "specs"
 
@@ -69,6 +70,11 @@ NAME_LABELS = {
     "resolution": "r",
     "epochs": "ep",
 }
+
+# The most runs one spec may expand to: a grid is checked against it before it is expanded, so
+# a spec with a mistaken axis (a range of a million values) is refused at once, not after
+# minutes of resolving configs and a sweep.json of gigabytes.
+MAX_RUNS = 10_000
 
 # Where a run's architecture sits in its config, by kind: what ``per_arch`` is keyed by.
 ARCH_KEYS = {"probe": "model.arch", "vlm": "model.lm.arch", "vlm-finetune": "arch"}
@@ -170,42 +176,115 @@ def environment(spec_name: str, needed: dict[str, str]) -> dict[str, str]:
 
 def count_runs(spec: SweepSpec) -> int:
     """How many runs ``expand`` makes, without resolving their configs: a listing of specs
-    stays light (resolving a VLM config imports torch)."""
+    stays light (resolving a VLM config imports torch). The spec's shape is checked first
+    (:func:`check_spec`), its size is not."""
+    check_spec(spec, bounded=False)
     grid = 1
     for values in spec.axes.values():
         grid *= len(values)
     return grid * max(1, len(spec.runs))
 
 
-def expand(spec: SweepSpec) -> list[RunSpec]:
-    """The runs of a spec, validated: unknown keys, empty axes and duplicate names fail."""
-    if not spec.name or "/" in spec.name:
+def check_spec(spec: SweepSpec, *, bounded: bool = True) -> None:
+    """The spec's shape, field by field, before anything is expanded: a spec file is the
+    user's (JSON, YAML or Python), and a wrong type in it must be one line naming the field,
+    not a traceback from deep in the expansion. ``bounded``: also refuse a spec of more than
+    :data:`MAX_RUNS` runs, counted without expanding it."""
+    if not isinstance(spec.name, str) or not spec.name or "/" in spec.name:
         raise VlabError(
-            f"sweep spec: name must be a non-empty string without '/', got {spec.name!r}"
+            f"sweep spec: name must be a non-empty string without '/', got {_short(spec.name)}"
         )
-    if spec.kind not in RESOLVERS:
+
+    def bad(field: str, problem: str) -> VlabError:
+        return VlabError(f"sweep spec {spec.name}: field '{field}': {problem}")
+
+    if not isinstance(spec.kind, str) or spec.kind not in RESOLVERS:
         raise VlabError(
-            f"sweep spec {spec.name}: unknown kind {spec.kind!r} ({', '.join(RESOLVERS)})"
+            f"sweep spec {spec.name}: unknown kind {_short(spec.kind)} ({', '.join(RESOLVERS)})"
         )
+    if not isinstance(spec.description, str):
+        raise bad("description", f"expected a string, got {_short(spec.description)}")
+    if not isinstance(spec.base, dict):
+        raise VlabError(
+            f"sweep spec {spec.name}: base must be a mapping of settings"
+            + (" or a VLM preset name" if spec.kind == "vlm" else "")
+            + f", got {_short(spec.base)}"
+        )
+    _check_settings(spec.base, "base", bad)
+    if not isinstance(spec.axes, dict):
+        raise bad("axes", f"must map dotted keys to lists of values, got {_short(spec.axes)}")
+    for key, values in spec.axes.items():
+        if not isinstance(key, str) or not key:
+            raise bad("axes", f"axis names are dotted keys (train.lr), got {_short(key)}")
+        if not isinstance(values, (list, tuple)) or len(values) == 0:
+            raise VlabError(
+                f"sweep spec {spec.name}: axis '{key}' is empty; give it a list of values"
+                if isinstance(values, (list, tuple))
+                else f"sweep spec {spec.name}: field 'axes.{key}': expected a list of values, "
+                f"got {_short(values)}"
+            )
+    if not isinstance(spec.runs, (list, tuple)):
+        raise bad("runs", f"expected a list of run settings, got {_short(spec.runs)}")
+    for i, extra in enumerate(spec.runs):
+        if not isinstance(extra, dict):
+            raise bad(f"runs[{i}]", f"expected a mapping of settings, got {_short(extra)}")
+        _check_settings(extra, f"runs[{i}]", bad)
     if spec.name_keys is not None and (
         not isinstance(spec.name_keys, (list, tuple))
         or not all(isinstance(k, str) for k in spec.name_keys)
     ):
         raise VlabError(
             f"sweep spec {spec.name}: name_keys must be a list of dotted keys, "
-            f"got {spec.name_keys!r}"
+            f"got {_short(spec.name_keys)}"
         )
-    for key, values in spec.axes.items():
-        if not isinstance(values, (list, tuple)) or len(values) == 0:
-            raise VlabError(
-                f"sweep spec {spec.name}: axis '{key}' is empty; give it a list of values"
-            )
-    if not isinstance(spec.base, dict):
+    if not isinstance(spec.per_arch, dict):
         raise VlabError(
-            f"sweep spec {spec.name}: base must be a mapping of settings"
-            + (" or a VLM preset name" if spec.kind == "vlm" else "")
-            + f", got {spec.base!r}"
+            f"sweep spec {spec.name}: per_arch must map architectures to settings, "
+            f"got {_short(spec.per_arch)}"
         )
+    for arch, settings in spec.per_arch.items():
+        if isinstance(settings, dict):  # _per_arch names any other type
+            _check_settings(settings, f"per_arch.{arch}", bad)
+    if bounded:
+        size = 1
+        for values in spec.axes.values():
+            size *= len(values)
+        size *= max(1, len(spec.runs))
+        if size > MAX_RUNS:
+            shape = " x ".join(str(len(v)) for v in spec.axes.values()) or "1"
+            raise VlabError(
+                f"sweep spec {spec.name}: {size:,} runs ({shape} axis values"
+                + (f" x {len(spec.runs)} runs" if len(spec.runs) > 1 else "")
+                + f") is more than the {MAX_RUNS:,} one sweep may hold; split it into "
+                "several specs or shorten an axis"
+            )
+
+
+def _check_settings(settings: dict, field: str, bad) -> None:
+    """Settings (``base``, a ``runs`` entry, a ``per_arch`` entry) are nested mappings with
+    string keys, and no dotted key runs through a setting that is a value (``train`` and
+    ``train.lr`` side by side, ``train`` a number)."""
+    for key, value in settings.items():
+        if not isinstance(key, str) or not key:
+            raise bad(field, f"setting names are strings, got {_short(key)}")
+        if isinstance(value, dict):
+            _check_settings(value, f"{field}.{key}", bad)
+    try:
+        nest(settings)
+    except (AttributeError, TypeError):
+        raise bad(field, "a setting is both a value and a section of settings") from None
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def expand(spec: SweepSpec) -> list[RunSpec]:
+    """The runs of a spec, validated: a wrong shape (:func:`check_spec`), more than
+    :data:`MAX_RUNS` runs, unknown keys, empty axes and duplicate names fail."""
+    check_spec(spec)
     per_arch = _per_arch(spec)
     resolve = RESOLVERS[spec.kind]
     keys = list(spec.axes)
@@ -216,15 +295,13 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
     for extra in explicit:
         for point in grid:
             overrides = {**point, **_flatten(extra)}
-            where = f"run {overrides}"
+            where = f"run {_short(overrides)}"
             try:
-                data = deep_merge(nest(spec.base), nest(overrides))
+                data = _combine(spec.base, {}, overrides, spec.name, where)
                 arch = _arch_of(spec.kind, data)
                 if arch in per_arch:  # over base, under the run's own settings
                     where += f", per_arch[{arch!r}]"
-                    data = deep_merge(
-                        deep_merge(nest(spec.base), nest(per_arch[arch])), nest(overrides)
-                    )
+                    data = _combine(spec.base, per_arch[arch], overrides, spec.name, where)
                 config = resolve(data)
             except ConfigError as e:
                 raise VlabError(f"sweep spec {spec.name}: {e} ({where})") from None
@@ -240,6 +317,18 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             seen[name] = len(runs)
             runs.append(RunSpec(name or spec.name, config_id(config), config, overrides))
     return runs
+
+
+def _combine(base: dict, arch: dict, overrides: dict, sweep: str, where: str) -> dict:
+    """``base``, then ``arch``'s settings, then the run's ``overrides``, nested; a dotted key
+    that runs through a value (an axis ``train`` of numbers beside ``train.lr``) is one line
+    naming the run."""
+    try:
+        return deep_merge(deep_merge(nest(base), nest(arch)), nest(overrides))
+    except (AttributeError, TypeError):
+        raise VlabError(
+            f"sweep spec {sweep}: a setting is both a value and a section of settings ({where})"
+        ) from None
 
 
 def _per_arch(spec: SweepSpec) -> dict[str, dict]:
@@ -296,18 +385,16 @@ def _pick(overrides: dict, keys: list[str]) -> dict:
 
 def _check_run_name(sweep: str, name: str) -> None:
     """A run name becomes a folder under ``runs/`` and a lock and log file name: it must be one
-    plain path component, or a spec could write outside its sweep directory."""
-    bad = (
-        name in (".", "..")
-        or name.startswith(("-", "."))
-        or any(c in name for c in "/\\\0\n\r\t")
-        or len(name.encode()) > 200
-    )
-    if bad:
+    plain path component (:func:`vlab.records.plain_name`, the rule sweep.json is read back
+    with), or a spec could write outside its sweep directory."""
+    try:
+        plain_name(name, "run name")
+    except VlabError as e:
+        problem = str(e).split(" is not a plain name: ", 1)[-1]
         raise VlabError(
-            f"sweep spec {sweep}: run name {name!r} is not a plain folder name (no '/', '\\', "
-            "control characters or leading '.' or '-', at most 200 bytes)"
-        )
+            f"sweep spec {sweep}: run name {_short(name)} is not a plain folder name: {problem} "
+            "(no '/', '\\', control characters or leading '.' or '-')"
+        ) from None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -387,15 +474,16 @@ def _load_python_spec(path: Path) -> SweepSpec:
 
 
 def _read_mapping(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             return json.loads(text)
         import yaml
 
         return yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise VlabError(f"sweep spec {path}: cannot be parsed ({e})") from e
+        said = " ".join(str(e).split())[:200] or type(e).__name__  # YAML's spans lines
+        raise VlabError(f"sweep spec {path}: cannot be parsed ({said})") from e
 
 
 def _spec_from_mapping(data: Any, where: str) -> SweepSpec:

@@ -30,6 +30,7 @@ import pandas as pd
 from vlab.analysis.load import load_sweep, run_dirs
 from vlab.errors import VlabError
 from vlab.fileio import read_json
+from vlab.records import join_relative
 
 INSIDE = "inside"  # the folder in a run directory (as vlab.analysis.inside.inspection writes it)
 STEP_PREFIX = "step-"
@@ -423,7 +424,8 @@ def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> li
                 **meta,
                 "step": step,
                 "example": int(entry["index"]),
-                "file": str(folder / entry["file"]),
+                # the image lies in this folder: an absolute or ../ path is not drawn
+                "file": str(join_relative(folder, entry["file"], f"{EXAMPLES_FILE} file")),
                 "x1": x1,
                 "y1": y1,
                 "x2": x2,
@@ -436,8 +438,8 @@ def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> li
                 "image_rows": image_grid[0],
                 "image_cols": image_grid[1],
             }
-        except (KeyError, TypeError, ValueError):
-            lost.append(str(entry.get("file", "?")) if isinstance(entry, dict) else "?")
+        except (KeyError, TypeError, ValueError, VlabError):
+            lost.append(_shown(entry.get("file", "?")) if isinstance(entry, dict) else "?")
             continue
         if not Path(row["file"]).is_file():
             lost.append(Path(row["file"]).name)
@@ -449,6 +451,14 @@ def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> li
             "left out"
         )
     return rows
+
+
+def _shown(value: object) -> str:
+    """A file name from examples.json for a warning: as it is when printable and short, else
+    its repr cut short (a damaged file may hold anything there)."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 60:
+        return value
+    return repr(value)[:60]
 
 
 def target_share(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -200,9 +200,10 @@ def test_run_without_status_or_with_unreadable_files_is_unknown_not_dropped(tmp_
     "setup, message",
     [
         (lambda p: None, "is not a sweep: it has no sweep.json and no run directories"),
-        (lambda p: (p / "sweep.json").write_text("{oops"), "sweep.json is not valid JSON"),
-        (lambda p: atomic_write_json(p / "sweep.json", {"runs": []}), "lists no runs"),
-        (lambda p: atomic_write_json(p / "sweep.json", {"name": "x"}), "has no 'runs' list"),
+        (lambda p: (p / "sweep.json").write_text("{oops"), "sweep.json: not valid JSON"),
+        (lambda p: atomic_write_json(p / "sweep.json", {"name": "x", "runs": []}), "lists no runs"),
+        (lambda p: atomic_write_json(p / "sweep.json", {"name": "x"}), "field 'runs': missing"),
+        (lambda p: (p / "sweep.json").mkdir(), "sweep.json: is not a regular file"),
     ],
 )
 def test_bad_directories_raise_a_clear_vlab_error(tmp_path, setup, message):

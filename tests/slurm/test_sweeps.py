@@ -464,7 +464,7 @@ def test_a_failing_run_or_a_dead_worker_fails_only_its_own_run(tmp_path):
     (sweep.run_path("bad") / "checkpoints").mkdir(parents=True)
     (sweep.run_path("bad") / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     (sweep.run_path("bad") / "config.json").write_text(
-        json.dumps(sweep.run("bad")["config"], indent=2)
+        json.dumps(sweep.run("bad").config, indent=2)
     )
 
     def kill_the_worker_of_long():
@@ -555,7 +555,7 @@ def test_prune_drops_never_started_runs_of_a_changed_grid_and_keeps_started_ones
     assert SweepDir(out).spec_path.read_bytes() == before
     code, stdout, _ = vlab(capsys, "sweep", "prune", str(out), "--spec", str(new))
     assert code == 0 and "dropped: suffix" in stdout
-    assert [r["name"] for r in SweepDir(out).runs()] == ["prefix"]
+    assert [r.name for r in SweepDir(out).runs()] == ["prefix"]
     assert (out / "runs" / "prefix" / "status.json").is_file()  # never deleted
     code, stdout, _ = vlab(
         capsys, "sweep", "submit", str(new), "--out", str(out), "--executor", "debug"
@@ -565,4 +565,4 @@ def test_prune_drops_never_started_runs_of_a_changed_grid_and_keeps_started_ones
         "prefix": "done",
         "suffix": "done",
     }
-    assert SweepDir(out).run("suffix")["config"]["train"]["steps"] == 24
+    assert SweepDir(out).run("suffix").config["train"]["steps"] == 24
