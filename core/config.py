@@ -101,6 +101,14 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         known = ", ".join(sorted(fields))
         raise ConfigError(_join(prefix, unknown[0]), f"unknown key (known keys: {known})")
     kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ConfigError(_join(prefix, missing[0]), "is required (it has no default)")
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -14,6 +14,11 @@ Bounds (each named in its message):
 - :data:`MAX_DATA_BYTES` memory that a task's data and task-sized tables may take (the probe's
   held-out set, its training permutation, the embedding rows of its pool with their gradients
   and AdamW state): a pool of 10^8 tokens asked for 19 GB at the first step.
+- :data:`MAX_IMAGE_SIDE` pixels a side of an image an encoder sees (a VLM's ``image_size``, a
+  finetune's ``resolution``, the shapes dataset's ``image_size``): 3.7x the papers' largest
+  (560 px), 146 x 146 visual tokens at 14 px patches; one image at 10^5 px would be 120 GB.
+- :data:`MAX_SEQUENCE` tokens of a VLM sequence (``max_length``), :data:`MAX_NEW_TOKENS`
+  tokens of one greedy answer (``max_new_tokens``, ``--max-new-tokens``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from vlab.errors import ConfigError, VlabError
 
 MAX_THREADS = 1024
 MAX_DATA_BYTES = 4 * 2**30
+MAX_IMAGE_SIDE = 2048
+MAX_SEQUENCE = 131_072
+MAX_NEW_TOKENS = 16_384
 
 
 def check_threads(threads: int | None, field: str = "train.threads") -> None:
@@ -65,6 +73,12 @@ def check_device(name: str, field: str = "train.device") -> None:
             raise ConfigError(field, f"{name!r}, but MPS is not available here; use cpu")
         return
     raise ConfigError(field, f"{name!r}: vlab runs on auto, cpu, cuda[:N] or mps")
+
+
+def check_at_most(value: int, limit: int, field: str, unit: str) -> None:
+    """``value`` (of ``unit``) is at most ``limit``, named in the message."""
+    if value > limit:
+        raise ConfigError(field, f"{value:,} {unit} is above the limit of {limit:,}")
 
 
 def check_memory(nbytes: int, field: str, what: str, limit: int = MAX_DATA_BYTES) -> None:

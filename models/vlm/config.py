@@ -15,6 +15,7 @@ from vlab.errors import ConfigError
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.model import VLMConfig
 from vlab.models.vlm.presets import PRESETS
+from vlab.preflight import MAX_NEW_TOKENS, check_at_most
 from vlab.training.config import TrainConfig
 
 
@@ -34,6 +35,7 @@ class VLMRunConfig:
             raise ConfigError("eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        check_at_most(self.max_new_tokens, MAX_NEW_TOKENS, "max_new_tokens", "tokens")
 
     def train_config(self, stage: int) -> TrainConfig:
         """The training settings of ``stage`` (1 or 2)."""

@@ -35,6 +35,8 @@ from vlab.models.vlm.finetune import EVAL_NAME as FINETUNE_EVAL
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
 from vlab.models.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
+from vlab.preflight import check_output_dir
+from vlab.records import join_name
 from vlab.rundir import RunDir
 from vlab.training.precision import autocast_for
 
@@ -50,7 +52,7 @@ def select_sources(
         if skip_missing and s.missing():
             log(f"skipping {s.label}: {', '.join(s.describe_missing())} missing")
             continue
-        sources.append(dataclasses.replace(s, limit=limit) if limit else s)
+        sources.append(dataclasses.replace(s, limit=limit) if limit is not None else s)
     if not sources:
         raise VlabError("no benchmark source has its files; nothing to evaluate")
     return dataclasses.replace(mixture, sources=tuple(sources), pack=False)
@@ -75,12 +77,14 @@ def evaluate_run(
     ``precision`` ("auto", "fp32", "bf16") defaults to the one the weights trained with, so
     the answers come from the numerics its held-out metrics were measured in.
     """
-    mixture.check_files("sources.")  # everything missing, listed before the model loads
     out = Path(out)
+    where = join_name(out / "eval", name, "--name")  # a plain name: never a path out of the run
+    mixture.check_files("sources.")  # everything missing, listed before the model loads
+    check_output_dir(where, "--name")
     changes: dict[str, Any] = {}
-    if batch_size:
+    if batch_size is not None:
         changes["eval_batch_size"] = batch_size
-    if max_new_tokens:
+    if max_new_tokens is not None:
         changes["max_new_tokens"] = max_new_tokens
     if name == FINETUNE_EVAL and trained_kind(out) == FINETUNE_RUN:
         raise VlabError(
@@ -92,7 +96,6 @@ def evaluate_run(
         unfinished = trained.files.path
         log(f"{unfinished} is not finished: evaluating its checkpoint at step {trained.step}")
 
-    where = out / "eval" / name
     data_dir = prepare(
         mixture,
         where / "data",

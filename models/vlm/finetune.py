@@ -124,6 +124,13 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"must be >= 1, got {value}")
+        from vlab.preflight import MAX_IMAGE_SIDE, MAX_NEW_TOKENS, MAX_SEQUENCE, check_at_most
+
+        check_at_most(self.resolution, MAX_IMAGE_SIDE, "resolution", "px")
+        if self.max_length is not None:
+            check_at_most(self.max_length, MAX_SEQUENCE, "max_length", "tokens")
+        if self.max_new_tokens is not None:
+            check_at_most(self.max_new_tokens, MAX_NEW_TOKENS, "max_new_tokens", "tokens")
         if not self.source:
             raise ConfigError(
                 "source",
@@ -308,12 +315,7 @@ def finetune(
     from vlab.training.engine import resolve_device
 
     out = Path(out)
-    cfg.check_files()
-    stage2 = RunDir(Path(cfg.source) / "stage2")
-    if not stage2.is_done():
-        raise VlabError(
-            f"{stage2.path} is not finished; finish it first (vlab vlm train --out {cfg.source})"
-        )
+    preflight(cfg, out)  # every check, before anything is written
     ctx = setup_distributed(resolve_device(cfg.train.device))
     log = log if ctx.is_main else (lambda *_: None)
     run, done = claim_run(ctx, out, to_dict(cfg), config_defaults())
@@ -336,6 +338,35 @@ def finetune(
     if should_stop is not None and should_stop():
         return None
     return evaluate_finetune(cfg, out, run_cfg, tok, progress=progress, log=log)
+
+
+def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
+    """Everything :func:`finetune` can check before it writes: the output directory
+    (creatable, not a file), the task's files, the source's stage 2 (finished, with a
+    checkpoint) and tokenizer, the device (present) and threads (bounded), and the model at
+    the new resolution built on the meta device (no weights in memory). Creates nothing.
+    Called before the run is claimed, so a sweep of finetunes gets it too."""
+    from vlab.models.backbones import check_backbone
+    from vlab.models.vlm.resolution import at_resolution
+    from vlab.models.vlm.train import meta_parts
+    from vlab.preflight import check_device, check_output_dir, check_threads
+
+    check_output_dir(out)
+    cfg.check_files()
+    stage2 = RunDir(Path(cfg.source) / "stage2")
+    if not stage2.is_done():
+        raise VlabError(
+            f"{stage2.path} is not finished; finish it first (vlab vlm train --out {cfg.source})"
+        )
+    if not stage2.checkpoint_path.is_file():
+        raise VlabError(f"{cfg.source}/stage2 has no checkpoint to finetune")
+    check_device(cfg.train.device, "train.device")
+    check_threads(cfg.train.threads, "train.threads")
+    source_tokenizer(cfg)
+    src = cfg.source_config
+    lm = check_backbone(src.model.lm, "source model.lm")
+    width = lm.get_input_embeddings().weight.shape[1]
+    meta_parts(at_resolution(src.model, cfg.resolution), width, "resolution")
 
 
 def source_tokenizer(cfg: FinetuneConfig) -> Any:

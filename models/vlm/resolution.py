@@ -67,6 +67,9 @@ def check_resolution(model: VLMConfig, resolution: int, field: str = "resolution
     by the patch convolution, and boxes would no longer address what the model sees)."""
     if resolution < 1:
         raise ConfigError(field, f"must be a positive pixel count, got {resolution}")
+    from vlab.preflight import MAX_IMAGE_SIDE, check_at_most
+
+    check_at_most(resolution, MAX_IMAGE_SIDE, field, "px")
     sides = set()
     for vision in (model.vision, model.vision2):
         if vision is None:

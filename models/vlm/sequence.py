@@ -86,6 +86,9 @@ class SequenceConfig:
             raise ConfigError("ordering", f"{self.ordering!r} is not task_agnostic or task_aware")
         if self.max_length < 8:
             raise ConfigError("max_length", f"must be >= 8, got {self.max_length}")
+        from vlab.preflight import MAX_SEQUENCE, check_at_most
+
+        check_at_most(self.max_length, MAX_SEQUENCE, "max_length", "tokens")
 
 
 @dataclass

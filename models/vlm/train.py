@@ -28,7 +28,7 @@ from torch import nn
 
 from vlab.config import to_dict
 from vlab.errors import VlabError
-from vlab.models.backbones import check_overrides, count_parameters
+from vlab.models.backbones import check_backbone, count_parameters
 from vlab.models.backbones.state import state_size
 from vlab.models.vlm.batch import batch_of, image_tokens, pixel_values
 from vlab.models.vlm.config import VLMRunConfig
@@ -37,7 +37,7 @@ from vlab.models.vlm.data.run_data import FileData, ShapesData, open_data
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.loss import per_sequence_loss
 from vlab.models.vlm.metrics.answers import evaluate_predictions
-from vlab.models.vlm.model import VLM, build_vlm
+from vlab.models.vlm.model import VLM, VLMConfig, build_vlm
 from vlab.models.vlm.tokenizer import run_tokenizer
 from vlab.rundir import RunDir
 from vlab.training.distributed import claim_run, setup_distributed
@@ -95,6 +95,50 @@ class VLMTask:
 # runs -----------------------------------------------------------------------------------------
 
 
+def preflight(cfg: VLMRunConfig, out: str | Path, stages: tuple[int, ...] = (1, 2)) -> None:
+    """Everything :func:`train_vlm` can check before it writes: the output directory
+    (creatable, not a file), the data's files, each stage's device (present: stage 2's picks
+    the process group) and threads (bounded), and the model's parts built on the meta device
+    (the LM's transformers config and a pretrained LM's weights; encoders and projector
+    unless a pretrained encoder's weights are needed to know its shapes). Creates nothing;
+    cheap (no weights in memory). Called before the run is claimed, so sweeps get it too."""
+    from vlab.preflight import check_device, check_output_dir, check_threads
+
+    check_output_dir(out)
+    cfg.data.check_files()
+    for stage in sorted({*stages, 2}):
+        train_cfg = cfg.train_config(stage)
+        check_device(train_cfg.device, f"stage{stage}.device")
+        check_threads(train_cfg.threads, f"stage{stage}.threads")
+    lm = check_backbone(cfg.model.lm, "model.lm")
+    meta_parts(cfg.model, lm.get_input_embeddings().weight.shape[1])
+
+
+def meta_parts(model: VLMConfig, lm_width: int, field: str = "model") -> None:
+    """Build the encoders and projector of ``model`` on the meta device (see
+    :func:`~vlab.preflight.on_meta`), each failure naming its part. An encoder with pretrained
+    weights is checked at construction (its files) and skipped, and the projector with it
+    (its input width is the checkpoint's)."""
+    import dataclasses
+
+    from vlab.models.vlm.connectors import build_projector
+    from vlab.models.vlm.vision import build_vision_encoder
+    from vlab.preflight import check_finite, on_meta
+
+    widths = []
+    for name in ("vision", "vision2"):
+        vision = getattr(model, name)
+        if vision is None:
+            continue
+        check_finite(vision.overrides, f"{field}.{name}.overrides")
+        if vision.pretrained is not None:
+            return
+        encoder = on_meta(lambda v=vision: build_vision_encoder(v, seed=0), f"{field}.{name}")
+        widths.append(encoder.width)
+    projector = dataclasses.replace(model.projector, vision_widths=tuple(widths), lm_width=lm_width)
+    on_meta(lambda: build_projector(projector, seed=0), f"{field}.projector")
+
+
 def train_vlm(
     cfg: VLMRunConfig,
     out: str | Path,
@@ -110,8 +154,7 @@ def train_vlm(
     checkpoint and ends ``interrupted``, and a later call resumes it.
     """
     out = Path(out)
-    cfg.data.check_files()
-    check_overrides(cfg.model.lm, "model.lm.overrides")
+    preflight(cfg, out, stages)  # every check, before anything is written
     ctx = setup_distributed(resolve_device(cfg.stage2.device))
     log = log if ctx.is_main else (lambda *_: None)
     if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it

@@ -199,6 +199,10 @@ class VisionConfig:
             raise ConfigError(
                 "image_size", f"must be a positive pixel count, got {self.image_size}"
             )
+        if self.image_size is not None:
+            from vlab.preflight import MAX_IMAGE_SIDE, check_at_most
+
+            check_at_most(self.image_size, MAX_IMAGE_SIDE, "image_size", "px")
         if self.frozen is None:
             object.__setattr__(self, "frozen", self.kind != "patch")
 

@@ -86,6 +86,9 @@ class ShapesConfig:
     def __post_init__(self) -> None:
         if self.image_size < 16:
             raise ConfigError("image_size", f"must be >= 16 px, got {self.image_size}")
+        from vlab.preflight import MAX_IMAGE_SIDE, check_at_most
+
+        check_at_most(self.image_size, MAX_IMAGE_SIDE, "image_size", "px")
         if not 1 <= self.min_objects <= self.max_objects <= len(_NUMBERS):
             raise ConfigError(
                 "max_objects",
