@@ -99,7 +99,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise VlabError(f"{flag} {path}: is a file, not a directory")
-    _check_parents(path, flag, path if path.is_dir() else None)
+    _check_creatable(path, path, flag)
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> None:
@@ -108,23 +108,23 @@ def check_output_file(path: str | os.PathLike, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise VlabError(f"{flag} {path}: is a directory, not a file")
-    _check_parents(path.parent, flag, None)
+    _check_creatable(path, path.parent, flag)
 
 
-def _check_parents(path: Path, flag: str, existing: Path | None) -> None:
-    here = existing
-    if here is None:
-        here = path
-        while not here.exists():
-            if here.is_symlink():
-                raise VlabError(f"{flag} {path}: {here} is a broken link")
-            if here.parent == here:
-                break
-            here = here.parent
+def _check_creatable(shown: Path, folder: Path, flag: str) -> None:
+    """``folder`` exists as a writable directory, or can be created: its nearest existing
+    ancestor is a writable directory."""
+    here = folder
+    while not here.exists():
+        if here.is_symlink():
+            raise VlabError(f"{flag} {shown}: {here} is a broken link")
+        if here.parent == here:
+            break
+        here = here.parent
     if not here.is_dir():
-        raise VlabError(f"{flag} {path}: {here} is a file, not a directory")
+        raise VlabError(f"{flag} {shown}: {here} is a file, not a directory")
     if not os.access(here, os.W_OK | os.X_OK):
-        raise VlabError(f"{flag} {path}: {here} is not writable")
+        raise VlabError(f"{flag} {shown}: {here} is not writable")
 
 
 def check_finite(data: Any, field: str) -> None:

@@ -67,6 +67,9 @@ SCAN_ARCHS = ("mamba", "hybrid")
 BACKEND_PRESETS = ("tiny", "small")
 
 
+MAX_DECODE_TOKENS = 16_384  # a decoding prompt's or answer's tokens: the forward plan's longest
+
+
 @dataclass(frozen=True)
 class BenchPlan:
     """What to measure. ``quick`` fits in a few minutes on 2 CPU cores; ``backends`` adds the
@@ -108,6 +111,14 @@ class BenchPlan:
                 f"must be >= 2 (one token from the prefill, then cached steps), got "
                 f"{self.decode_new_tokens}",
             )
+        for name in ("decode_visual_tokens", "decode_new_tokens", "decode_text_tokens"):
+            value = getattr(self, name)
+            if max(value if isinstance(value, tuple) else (value,)) > MAX_DECODE_TOKENS:
+                raise ConfigError(
+                    name,
+                    f"{value} is above the limit of {MAX_DECODE_TOKENS} tokens (the longest "
+                    "forward the plan measures)",
+                )
         if self.decode_text_tokens < 1:
             raise ConfigError("decode_text_tokens", f"must be >= 1, got {self.decode_text_tokens}")
         if self.decode_threads is not None and self.decode_threads < 1:

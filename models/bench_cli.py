@@ -5,23 +5,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from vlab.config import bounded_int
 from vlab.fileio import atomic_write_json
+from vlab.preflight import MAX_THREADS
 
 
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from vlab.models.bench import BenchPlan, run_bench
+    from vlab.preflight import check_device, check_output_file
     from vlab.training.engine import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     plan = BenchPlan.quick(args.backends) if args.quick else BenchPlan(backends=args.backends)
     decode = {
         "decode_visual_tokens": args.decode_visual_tokens,
         "decode_new_tokens": args.decode_new_tokens,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in decode.items() if v is not None})
+    check_device(args.device, "--device")  # every check before minutes of measuring
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     result = run_bench(plan, resolve_device(args.device))
     for arch, by_length in result["vs_pythia_train"].items():
         ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in by_length.items())
@@ -71,7 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores")
     bench.add_argument("--json", help="write the results to this JSON file")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    bench.add_argument("--threads", type=int, help="torch CPU threads")
+    bench.add_argument(
+        "--threads",
+        type=bounded_int(1, MAX_THREADS),
+        help=f"torch CPU threads (1 to {MAX_THREADS})",
+    )
     bench.add_argument(
         "--backends",
         action="store_true",

@@ -7,7 +7,7 @@ import fnmatch
 import json
 import time
 
-from vlab.config import from_dict, output_dir, parse_key_values
+from vlab.config import bounded_float, bounded_int, from_dict, output_dir, parse_key_values
 from vlab.errors import VlabError
 
 
@@ -330,26 +330,30 @@ def _add_executor_flags(p: argparse.ArgumentParser, default: str | None) -> None
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=bounded_int(1, 256),
         default=None if default is None else 1,
         help="local executor: runs in parallel (default 1)",
     )
     g = add_slurm_flags(p)
     g.add_argument("--wait", action="store_true", help="block until the SLURM jobs end")
-    g.add_argument("--wait-timeout", type=float, default=24 * 3600)
+    g.add_argument("--wait-timeout", type=bounded_float(0, lo_open=True), default=24 * 3600)
 
 
 def add_slurm_flags(p: argparse.ArgumentParser):
     """The SLURM resource flags (read back by :func:`slurm_options`); returns their group."""
     g = p.add_argument_group("slurm executor")
     g.add_argument("--partition")
-    g.add_argument("--gpus-per-task", type=int)
-    g.add_argument("--cpus-per-task", type=int)
-    g.add_argument("--mem-gb", type=float)
-    g.add_argument("--time-min", type=int, help="time limit per job in minutes")
+    g.add_argument("--gpus-per-task", type=bounded_int(0, 64))
+    g.add_argument("--cpus-per-task", type=bounded_int(1, 4096))
+    g.add_argument("--mem-gb", type=bounded_float(0, 65536, lo_open=True))
+    g.add_argument("--time-min", type=bounded_int(1, 525_600), help="time limit per job in minutes")
     g.add_argument("--account")
     g.add_argument("--qos")
-    g.add_argument("--array-parallelism", type=int, help="max array tasks running at once")
+    g.add_argument(
+        "--array-parallelism",
+        type=bounded_int(1, 100_000),
+        help="max array tasks running at once",
+    )
     g.add_argument(
         "--sbatch",
         action="append",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlab.config import bounded_int
 from vlab.errors import VlabError
 
 PROBE_ANALYSES = ("logit_lens", "attention", "state_probe", "patching")
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--examples",
-        type=int,
+        type=bounded_int(1, 1_000_000),
         default=256,
         metavar="N",
         help="held-out examples per analysis: probe examples (at most the held-out set) or "
@@ -59,7 +60,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=bounded_int(1, 256),
         default=1,
         metavar="N",
         help="local executor: runs inspected in parallel by N worker processes (default 1)",
