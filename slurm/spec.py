@@ -271,7 +271,7 @@ def _check_settings(settings: dict, field: str, bad) -> None:
             _check_settings(value, f"{field}.{key}", bad)
     try:
         nest(settings)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError, ConfigError):
         raise bad(field, "a setting is both a value and a section of settings") from None
 
 
@@ -323,7 +323,7 @@ def _combine(base: dict, arch: dict, overrides: dict, sweep: str, where: str) ->
     """``base``, then ``arch``'s settings, then the run's ``overrides``, nested; a dotted key
     that runs through a value (an axis ``train`` of numbers beside ``train.lr``) is one line
     naming the run."""
-    try:
+    try:  # a ConfigError (a value given twice) goes to the caller, which names the run
         return deep_merge(deep_merge(nest(base), nest(arch)), nest(overrides))
     except (AttributeError, TypeError):
         raise VlabError(

@@ -17,6 +17,7 @@ taken over.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -282,7 +283,11 @@ class SweepDir:
         atomic_write_json(self.spec_path, kept.as_json())
 
     def record_submission(self, record: dict) -> None:
+        """Append one submission line. A torn last line (a submit killed mid-append, which
+        readers drop) is cut first: appended to, it would become a bad line in the middle,
+        and every later read of the sweep would refuse the file (see :func:`_end_last_line`)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        _end_last_line(self.submissions_path)
         append_jsonl(self.submissions_path, {"time": time.time(), **record})
 
     def submissions(self) -> list[Submission]:
@@ -308,6 +313,26 @@ class SweepDir:
     def last_job(self, name: str) -> dict | None:
         """The latest submission entry of run ``name``: executor, job id, folder, log."""
         return self.last_jobs().get(name)
+
+
+def _end_last_line(path: Path) -> None:
+    """Before an append: a last line without its newline is ended with one when it is whole
+    JSON (a reader keeps it), and cut when it is not (a killed writer's torn line, which every
+    reader drops), so the appended line starts a line of its own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        with open(path, "r+b") as f:
+            f.truncate(start)
+        return
+    with open(path, "ab") as f:
+        f.write(b"\n")
 
 
 def setting(config: dict, dotted: str) -> Any:
