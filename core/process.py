@@ -11,7 +11,7 @@ def pid_alive(pid: int) -> bool:
     """True if process ``pid`` exists on this host and is not a zombie (killed, unreaped)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # none, or no pid at all
         return False
     except PermissionError:
         return True

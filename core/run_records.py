@@ -121,6 +121,10 @@ class LockRecord:
     time: Real | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.pid is not None and not 0 < self.pid < 2**31:  # names no process at all
+            raise ConfigError("pid", f"{self.pid} is not a process id")
+
 
 def checked(
     cls: type[R], data: Any, path: str | os.PathLike, what_to_do: str, field: str = ""

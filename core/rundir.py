@@ -236,24 +236,42 @@ class RunDir:
             for n, value in read_json_lines(self.metrics_path, METRICS_FIX)
         ]
 
-    def truncate_metrics(self, last_step: int) -> list[dict]:
-        """Keep only evaluations up to ``last_step`` (the checkpoint a resume starts from).
+    def truncate_metrics(self, last_step: int, checkpoint_step: int | None = None) -> list[dict]:
+        """Keep only evaluations up to ``last_step``, the last evaluation of the checkpoint a
+        resume starts from (taken at ``checkpoint_step``, at or after it).
 
         Lines written after the last checkpoint, and a torn last line, are dropped, so the
         resumed run appends exactly the lines an uninterrupted run would have. A damaged line
         before the last is an error: resuming would drop that evaluation silently. So is a
-        file without the line of ``last_step``: the engine appends an evaluation's line
-        before it writes the checkpoint taken after it, so the line was lost, not unwritten.
+        file that does not fit the checkpoint. The engine appends an evaluation's line before
+        it writes the checkpoint taken after it, so a missing line of ``last_step`` was lost,
+        not unwritten; and a line after ``last_step`` but not after ``checkpoint_step`` was
+        never written by the run that wrote the checkpoint (it would have been cut). Lines
+        are in the order of their steps (appended so, and cut back so): one out of order is
+        damage too, and cutting at ``last_step`` would drop the lines after it.
         """
-        kept = [r for r in self.read_metrics() if r["step"] <= last_step]
-        if last_step >= 0 and not any(r["step"] == last_step for r in kept):
-            raise DamagedFile(
-                self.metrics_path,
-                None,
+        records = self.read_metrics()
+        fix = f"restore it, or move {self.checkpoint_path.parent} away to train from step 0"
+        steps = [r["step"] for r in records]
+        for number, (before, step) in enumerate(zip(steps, steps[1:], strict=False), 2):
+            if step <= before:
+                problem = f"evaluation {number} is of step {step}, after step {before}"
+                raise DamagedFile(self.metrics_path, None, problem, METRICS_FIX)
+        if last_step >= 0 and not any(r["step"] == last_step for r in records):
+            problem = (
                 f"has no line for step {last_step}, the evaluation its checkpoint was taken "
-                "after (lines were lost)",
-                f"restore it, or move {self.checkpoint_path.parent} away to train from step 0",
+                "after (lines were lost)"
             )
+            raise DamagedFile(self.metrics_path, None, problem, fix)
+        taken = last_step if checkpoint_step is None else checkpoint_step
+        unknown = [r["step"] for r in records if last_step < r["step"] <= taken]
+        if unknown:
+            problem = (
+                f"has a line for step {unknown[0]}, an evaluation the checkpoint of step "
+                f"{checkpoint_step} does not know of (its last was at step {last_step})"
+            )
+            raise DamagedFile(self.metrics_path, None, problem, fix)
+        kept = [r for r in records if r["step"] <= last_step]
         write_jsonl(self.metrics_path, kept)
         return kept
 
@@ -320,7 +338,10 @@ class RunDir:
         data = _load_torch_file(path, map_location, CHECKPOINT_FIX)
         if data is None:
             return None
-        return checked(Checkpoint, _as_dict(data, path, CHECKPOINT_FIX), path, CHECKPOINT_FIX)
+        checked(Checkpoint, _as_dict(data, path, CHECKPOINT_FIX), path, CHECKPOINT_FIX)
+        if data.get("last_metrics") is not None:  # reported as the run's result when it ends
+            checked(MetricsLine, data["last_metrics"], path, CHECKPOINT_FIX, "last_metrics")
+        return data
 
     def read_checkpoint(self, map_location: str | torch.device = "cpu") -> Checkpoint | None:
         """``checkpoints/last.pt`` as a :class:`~vlab.run_records.Checkpoint` (what a resume
@@ -344,7 +365,7 @@ class ReadOnlyRunDir(RunDir):
     def append_metrics(self, record: dict) -> None:
         pass
 
-    def truncate_metrics(self, last_step: int) -> list[dict]:
+    def truncate_metrics(self, last_step: int, checkpoint_step: int | None = None) -> list[dict]:
         return self.read_metrics()
 
     def save_checkpoint(self, state: dict) -> None:

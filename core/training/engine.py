@@ -258,7 +258,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         if _kept_step(setup, state) and not setup.files.snapshot_path(state.step).exists():
             setup.files.keep_snapshot(state.step, _snapshot(_entries(ckpt)))  # killed between
     # only now, with the checkpoint read whole: cutting metrics.jsonl back is not undone
-    setup.files.truncate_metrics(state.last_eval_step)
+    setup.files.truncate_metrics(state.last_eval_step, state.step)
     setup.files.write_status(
         "running",
         step=state.step,
@@ -437,7 +437,7 @@ def _finish(files: RunDir, state: LoopState, status: str, reason: str) -> TrainR
         reason,
         step=state.step,
         threshold_step=state.threshold_step,
-        accuracy=last["accuracy"] if last else None,
+        accuracy=last.get("accuracy") if last else None,
     )
     return TrainResult(status, reason, state.step, state.threshold_step, last)
 
