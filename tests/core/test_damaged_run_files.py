@@ -502,6 +502,17 @@ def test_a_damaged_kept_step_is_an_error_naming_it(finished, tmp_path, case, edi
     assert RunDir(run).load_checkpoint(step=10)["step"] == 10  # the others still load
 
 
+def test_vlab_inspect_of_a_damaged_kept_step_is_one_line_naming_it(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path)
+    path = RunDir(run).snapshot_path(5)
+    _as_directory(path)
+    argv = ["inspect", str(run), "--checkpoints", "all", "--analyses", "logit_lens"]
+    capsys.readouterr()
+    assert main([*argv, "--examples", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "not a regular file" in err
+
+
 def test_the_old_sweep_fixture_still_reads(tmp_path):
     """Files an older vlab wrote (no nonfinite_steps, no config, no environment) load."""
     for name in ("mamba", "pythia"):
