@@ -85,7 +85,8 @@ def load_sweep(path: str | Path) -> Sweep:
     With ``sweep.json`` its run list is authoritative (directories under ``runs/`` that it does
     not list are added with a warning); without it, every directory holding a run's
     ``config.json`` is a run, named by its path relative to ``path``. Raises
-    :class:`~vlab.errors.VlabError` when ``path`` holds neither.
+    :class:`~vlab.errors.VlabError` when ``path`` holds neither, and when sweep.json is
+    damaged or foreign (then the run list itself is unknown: a warning would hide that).
     """
     root = Path(path).expanduser().resolve()
     if not root.exists():

@@ -13,6 +13,12 @@
 A run is owned by whoever holds its lock: two overlapping submissions never train the same
 run at once, and a lock whose process is gone (killed, node lost, job requeued) is stale and
 taken over.
+
+Every file here is read back as a typed record (:class:`SweepFile`, :class:`Submission`,
+:mod:`vlab.records`) before it is used: a damaged or foreign one is a one-line
+:class:`~vlab.records.DamagedFile` naming the file and the field, and run names from
+sweep.json meet a folder only through :func:`~vlab.records.join_name`, so a sweep.json that
+names a run ``../../x`` or ``/x`` is refused, never trained or inspected there.
 """
 
 from __future__ import annotations

@@ -407,10 +407,15 @@ def test_a_run_named_by_a_path_is_refused_by_status_resume_and_inspect(
 def test_a_sweep_json_of_the_wrong_shape_is_one_line_naming_the_field(
     pristine: Path, doc: dict, field: str
 ) -> None:
-    with copy_of(pristine) as (_, sweep):
+    with copy_of(pristine) as (parent, sweep):
         (sweep / "sweep.json").write_text(json.dumps(doc))
-        for argv in (["status"], ["resume", "--executor", "debug"]):
-            code, _, err = vlab("sweep", argv[0], str(sweep), *argv[1:])
+        for argv in (
+            ["sweep", "status", str(sweep)],
+            ["sweep", "resume", str(sweep), "--executor", "debug"],
+            ["sweep", "prune", str(sweep), "--spec", str(parent / "spec.json")],
+            ["report", str(sweep), "--no-html"],
+        ):
+            code, _, err = vlab(*argv)
             assert code == 2 and len(err.strip().splitlines()) == 1, err
             assert f"sweep.json: field {field}" in err
 
@@ -445,6 +450,20 @@ def test_a_torn_last_submission_line_is_dropped(pristine: Path) -> None:
         assert len(SweepDir(sweep).submissions()) == 1
         code, out, _ = vlab("sweep", "status", str(sweep))
         assert code == 0 and "pythia" in out
+
+
+@pytest.mark.parametrize(
+    ("tail", "kept"),
+    [('{"time": 1, "executor": "de', 1), ('{"time": 2, "executor": "debug", "jobs": {}}', 2)],
+    ids=["torn", "whole-without-newline"],
+)
+def test_a_submission_after_an_unended_last_line_keeps_the_file_readable(
+    pristine: Path, tail: str, kept: int
+) -> None:
+    with copy_of(pristine) as (_, sweep):
+        (sweep / "submissions.jsonl").write_text((sweep / "submissions.jsonl").read_text() + tail)
+        SweepDir(sweep).record_submission({"executor": "debug", "jobs": {}})
+        assert len(SweepDir(sweep).submissions()) == kept + 1
 
 
 def test_one_damaged_status_still_shows_the_other_runs(pristine: Path) -> None:
