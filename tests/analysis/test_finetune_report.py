@@ -534,7 +534,8 @@ def test_a_template_of_the_other_kind_is_one_clear_line(ft_sweep, tmp_path, caps
     probe = tmp_path / "probe"
     probe.mkdir()
     atomic_write_json(
-        probe / "sweep.json", {"name": "p", "kind": "probe", "runs": [{"name": "a", "config": {}}]}
+        probe / "sweep.json",
+        {"name": "p", "kind": "probe", "runs": [{"name": "a", "id": "0", "config": {}}]},
     )
     for argv, words in (
         ([str(probe), "--template", "finetune"], "is a probe sweep, not a finetune"),

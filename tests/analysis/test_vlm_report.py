@@ -284,7 +284,7 @@ def test_runs_without_a_directory_are_pending_unless_a_live_worker_holds_their_l
     import socket
 
     config = {"model": {"lm": {"arch": "mamba"}, "sequence": {"ordering": "task_aware"}}}
-    runs = [{"name": n, "config": config} for n in ("queued", "starting")]
+    runs = [{"name": n, "id": n, "config": config} for n in ("queued", "starting")]
     atomic_write_json(tmp_path / "sweep.json", {"name": "s", "kind": "vlm", "runs": runs})
     holder = {"host": socket.gethostname(), "pid": os.getpid()}  # this live process
     atomic_write_json(tmp_path / "locks" / "starting.lock", holder)
@@ -420,7 +420,8 @@ def test_a_sweep_of_the_other_kind_is_one_clear_line(vlm_sweep, tmp_path, capsys
     probe = tmp_path / "probe"
     probe.mkdir()
     atomic_write_json(
-        probe / "sweep.json", {"name": "p", "kind": "probe", "runs": [{"name": "a", "config": {}}]}
+        probe / "sweep.json",
+        {"name": "p", "kind": "probe", "runs": [{"name": "a", "id": "0", "config": {}}]},
     )
     assert main(["report", str(probe), "--template", "vlm"]) == 2
     err = capsys.readouterr().err
