@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from vlab.config import bounded_int, cli_overrides, deep_merge, output_dir, positive_int
+from vlab.config import cli_overrides, deep_merge, output_dir, positive_int
 from vlab.errors import ConfigError
-from vlab.preflight import MAX_NEW_TOKENS
 
-NEW_TOKENS = bounded_int(1, MAX_NEW_TOKENS)  # --max-new-tokens: as the config's max_new_tokens
 RUN_HELP = "a vlab vlm train output directory, or a vlab vlm finetune directory (its --out)"
 STAGE_HELP = "the stage of a vlab vlm train run (default 2); a finetune has one model"
 
@@ -210,7 +208,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "missing; without it, everything missing is listed and nothing runs",
     )
     ev.add_argument("--batch-size", type=positive_int, help="default: the run's")
-    ev.add_argument("--max-new-tokens", type=NEW_TOKENS, help="default: the run's")
+    ev.add_argument("--max-new-tokens", type=int, help="default: the run's")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_eval)
@@ -271,6 +269,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the task whose instruction goes before the prompt, as in training: "
         f"{', '.join(TASKS)} (default chat: no instruction, the prompt alone)",
     )
-    gen.add_argument("--max-new-tokens", type=NEW_TOKENS, help="default: the run's max_new_tokens")
+    gen.add_argument("--max-new-tokens", type=int, help="default: the run's max_new_tokens")
     gen.add_argument("--device", default="auto")
     gen.set_defaults(func=_generate)

@@ -208,6 +208,10 @@ def answer_question(
         )
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
+    if max_new_tokens is not None:
+        from vlab.preflight import MAX_NEW_TOKENS, check_at_most
+
+        check_at_most(max_new_tokens, MAX_NEW_TOKENS, "max_new_tokens", "tokens")
     picture = read_image(image)
     trained = load_trained(run, stage, device)
     if trained.tokenizer.eos_token_id is None:
