@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 LOCK_FILE = "writer.lock"  # held by the one process writing the run (see ``RunDir.claim``)
 
-__all__ = ["LOCK_FILE", "STATES", "WRITTEN_STATES", "ReadOnlyRunDir", "RunDir"]
-
 # What to do about each damaged file, said in its error.
 CONFIG_FIX = "restore it, or move the run directory away to start over"
 STATUS_FIX = "delete it: the next run of this directory writes a new one"
@@ -238,7 +236,8 @@ class RunDir:
 
     def truncate_metrics(self, last_step: int, checkpoint_step: int | None = None) -> list[dict]:
         """Keep only evaluations up to ``last_step``, the last evaluation of the checkpoint a
-        resume starts from (taken at ``checkpoint_step``, at or after it).
+        resume starts from (taken at ``checkpoint_step``, at or after it; None without a
+        checkpoint: every line is then from after it, and is dropped).
 
         Lines written after the last checkpoint, and a torn last line, are dropped, so the
         resumed run appends exactly the lines an uninterrupted run would have. A damaged line
@@ -392,7 +391,7 @@ def _load_torch_file(path: Path, map_location: Any, what_to_do: str) -> Any:
             folder,
             None,
             "is a file where the checkpoints folder belongs",
-            ("move it away to restart the run from step 0, or put back the folder"),
+            "move it away to restart the run from step 0, or put back the folder",
         )
     if not path.exists():
         return None

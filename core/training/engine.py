@@ -258,7 +258,7 @@ def _resume(setup: _Setup, run: RunDir) -> LoopState:
         if _kept_step(setup, state) and not setup.files.snapshot_path(state.step).exists():
             setup.files.keep_snapshot(state.step, _snapshot(_entries(ckpt)))  # killed between
     # only now, with the checkpoint read whole: cutting metrics.jsonl back is not undone
-    setup.files.truncate_metrics(state.last_eval_step, state.step)
+    setup.files.truncate_metrics(state.last_eval_step, None if ckpt is None else ckpt.step)
     setup.files.write_status(
         "running",
         step=state.step,
