@@ -45,10 +45,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from vlab.analysis.load import as_float, as_int
+from vlab.analysis.load import UNREADABLE, as_float, as_int, read_metrics_leniently
 from vlab.analysis.stats import t_mean_ci
 from vlab.analysis.vlm import (
     FINETUNE_KIND,
@@ -57,7 +58,7 @@ from vlab.analysis.vlm import (
     _entries_from_sweep_json,
     _Entry,
     _flatten,
-    _read_records,
+    _numbers,
     _results,
     _stage_config,
     _status,
@@ -68,15 +69,50 @@ from vlab.analysis.vlm import (
 )
 from vlab.analysis.vlm import summary_line as _vlm_summary_line
 from vlab.analysis.vlm_tables import interval_text
-from vlab.errors import VlabError
-from vlab.fileio import read_json
+from vlab.errors import ConfigError, VlabError
 from vlab.locks import lock_holder
+from vlab.records import NonNegative, Real, parse_record
+from vlab.run_records import MetricsLine
+from vlab.rundir import CONFIG_FIX, RunDir
 
 # what a finetune sweep's grid crosses; anything else that varies within an (arch, task) is a
 # seed (replicas, averaged) or a setting (a panel of its own). The source run is compared by its
 # config (``source.`` keys), not by its path.
 AXES = ("arch", "task", "resolution", "train.lr", "source")
 SOURCE_PREFIX = "source."
+
+
+@dataclass(frozen=True)
+class FinetuneColumns:
+    """A finetune's config.json as far as the runs table reads it (the fields of
+    :class:`vlab.models.vlm.finetune.FinetuneConfig` it shows, by type; the rest kept): a
+    field of the wrong type would put a list into a column the table groups by."""
+
+    source: str | None = None
+    task: str | None = None
+    resolution: NonNegative | None = None
+    arch: str | None = None
+    train: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lr = (self.train or {}).get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float)):
+            raise ConfigError("train.lr", f"expected a number, got {lr!r:.60}")
+
+
+@dataclass(frozen=True)
+class FinetuneMetricsLine(MetricsLine):
+    """A line of a finetune's metrics.jsonl: a metrics line with the scores per benchmark
+    (``sources``; the step-0 line scores the stage-2 weights) and each task's metric name."""
+
+    sources: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    fraction: Real | None = None
+
+    def __post_init__(self) -> None:
+        _numbers(self.sources, "sources")
+
 
 RUN_COLUMNS = [
     "name",
@@ -218,12 +254,18 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     from vlab.slurm.finetune import finetune_status
 
     name, path = entry.name, entry.path
-    if entry.config is None and (path / "config.json").is_file():
+    run = RunDir(path)
+    if entry.config is None and run.config_path.exists():  # a directory there: said
         try:
-            entry.config = read_json(path / "config.json")
-        except (OSError, ValueError) as e:
+            entry.config = run.read_config()
+        except UNREADABLE as e:
             warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
     config = entry.config if isinstance(entry.config, dict) else {}
+    try:
+        parse_record(FinetuneColumns, config, run.config_path, CONFIG_FIX)
+    except VlabError as e:
+        warnings.append(f"{name}: {e}; run shown without config")
+        config = entry.config = {}
     status = _status(path, config, name, warnings, read=finetune_status, steps_key="train.steps")
     if status["state"] in ("pending", "interrupted") and entry.lock and lock_holder(entry.lock):
         status.update(state="running", reason="a live worker holds its lock")
@@ -237,7 +279,7 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     row = {
         "name": name,
         "id": entry.id,
-        "arch": config.get("arch") or trained.get("arch"),
+        "arch": config.get("arch") or _text(trained.get("arch")),
         "task": config.get("task"),
         "source": config.get("source") if isinstance(config.get("source"), str) else None,
         "resolution": as_int(config.get("resolution")),
@@ -252,7 +294,7 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     }
     start = _step0(path, name, warnings)
     final = (results or {}).get("sources") or {}
-    metrics = {**(start or {}).get("metrics", {}), **(results or {}).get("metrics", {})}
+    metrics = {**((start or {}).get("metrics") or {}), **((results or {}).get("metrics") or {})}
     scores = []
     for key in dict.fromkeys([*final, *((start or {}).get("sources") or {})]):
         task = key.rpartition("/")[2]
@@ -270,23 +312,30 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     return row, scores
 
 
+def _text(value: Any) -> str | None:
+    """A status field shown as text: a string, else None (status.json's extra keys are kept
+    by its record as they are, not checked)."""
+    return value if isinstance(value, str) else None
+
+
 def _training_status(path: Path) -> dict:
-    """The finetune's own status.json (grid, visual tokens, arch), {} if absent or unreadable
-    (the run's state comes from :func:`vlab.slurm.finetune.finetune_status`, which warns)."""
+    """The finetune's own status.json (grid, visual tokens, arch) as
+    :meth:`~vlab.rundir.RunDir.read_status` reads it, {} if absent or damaged (the run's state
+    comes from :func:`vlab.slurm.finetune.finetune_status`, which reads the same file: its
+    damage is said there, once)."""
     try:
-        data = read_json(path / "status.json")
-    except (OSError, ValueError):
+        return RunDir(path).read_status() or {}
+    except UNREADABLE:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _step0(path: Path, name: str, warnings: list[str]) -> dict | None:
     """The step-0 evaluation of metrics.jsonl (the stage-2 weights at the new resolution)."""
-    file = path / "metrics.jsonl"
-    if not file.is_file():
+    run = RunDir(path)
+    if not run.metrics_path.exists():  # a directory there: said
         return None
-    for r in _read_records(file, name, warnings):
-        if isinstance(r, dict) and as_int(r.get("step")) == 0:
+    for r in read_metrics_leniently(run, name, warnings, FinetuneMetricsLine):
+        if as_int(r.get("step")) == 0:
             return r if isinstance(r.get("sources"), dict) else None
     return None
 
@@ -334,7 +383,7 @@ def _source_config(source: str, unreadable: dict[str, str]) -> dict:
     when its stage2/config.json cannot be read)."""
     try:
         found = _stage_config(Path(source))
-    except (OSError, ValueError) as e:
+    except UNREADABLE as e:
         unreadable[source] = f"its stage2/config.json is unreadable ({e})"
         return {}
     if found is None:

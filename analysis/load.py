@@ -14,10 +14,21 @@ Tables (pandas, one row per observation):
 
 Only the files of the run directory contract are read (``config.json``, ``metrics.jsonl``,
 ``status.json``); never the trainer's objects.
+
+Each file is read as :class:`~vlab.rundir.RunDir` reads it (:mod:`vlab.run_records`: status.json
+a ``Status``, each metrics line a ``MetricsLine``, config.json a JSON object whose fields the
+tables use are of their type, :class:`TaskColumns` ...). What differs is only what a damaged
+file does: resume must stop on it, a report must not. So a damaged file of one run is that
+run's warning (naming the file and the field, as the one-line error would), the run is still
+shown (``unknown`` for its status, without config, or without the damaged metrics lines) and
+the other runs are reported as usual: one bad file among hundreds of runs must not hide the
+sweep, and must not crash it later either (a metrics line that is a list, a step that is a
+string or a byte that is not UTF-8 is caught here, by the record check, not in pandas).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +38,16 @@ import numpy as np
 import pandas as pd
 
 from vlab.errors import VlabError
-from vlab.fileio import read_json, read_jsonl
 from vlab.process import writer_alive
+from vlab.records import NonNegative, Real, parse_record
+from vlab.run_records import MetricsLine, checked
+from vlab.rundir import METRICS_FIX, RunDir
+
+# What reading a damaged file can raise: the reading layer's DamagedFile (a VlabError), and a
+# ValueError json itself raises for an integer of more than 4300 digits (not a JSONDecodeError,
+# so the layer lets it through).
+UNREADABLE = (VlabError, OSError, ValueError)
+INT64 = 2**63  # pandas' Int64 columns hold integers below this
 
 RUN_COLUMNS = [
     "name",
@@ -233,10 +252,10 @@ def _is_run_dir(path: Path) -> bool:
     if (path / "metrics.jsonl").is_file() or (path / "status.json").is_file():
         return True
     try:
-        data = read_json(config)
-    except (OSError, ValueError):
+        data = RunDir(path).read_config()
+    except UNREADABLE:
         return False
-    return isinstance(data, dict) and {"task", "model", "train"} <= set(data)
+    return {"task", "model", "train"} <= set(data)
 
 
 # one run ----------------------------------------------------------------------------------
@@ -246,18 +265,18 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[dict], pd.
     """The run's row in the runs table plus its evaluation and per-position rows."""
     name = entry.name
     config = entry.config or {}
+    where = entry.path.parent.parent / "sweep.json"  # where a pending run's config is
     status: dict = {}
     records: list[dict] = []
-    if not (entry.path / "config.json").is_file():
+    if not (entry.path / "config.json").exists():  # a directory there is damage: said
         state, reason = "pending", "no run directory yet"
     else:
-        try:
-            config = read_json(entry.path / "config.json")
-        except (OSError, ValueError) as e:
-            warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
+        stored = _read_config(entry.path, name, warnings)
+        if stored is not None:
+            config, where = stored, entry.path / "config.json"
         status, state, reason = _read_status(entry.path, name, warnings)
         records = _read_metrics(entry.path, name, warnings)
-    task, model, train = (_section(config, k) for k in ("task", "model", "train"))
+    task, model, train = _config_columns(config, where, name, warnings)
     length = as_int(task.get("length"))
     evals, positions = _tidy_metrics(name, records, length, warnings)
     accuracies = [e["accuracy"] for e in evals if _finite(e["accuracy"])]
@@ -269,7 +288,7 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[dict], pd.
     row = {
         "name": name,
         "id": entry.id,
-        "arch": model.get("arch", status.get("arch")),
+        "arch": model.get("arch", _text(status.get("arch"))),
         "preset": model.get("pretrained") or model.get("preset"),
         "variant": task.get("variant"),
         "length": length,
@@ -306,19 +325,83 @@ def _state_columns(sizes: object) -> dict:
     return {"state_size": as_int(sizes.get("total")), "kv_cache": as_int(sizes.get("kv_cache"))}
 
 
+def _read_config(path: Path, name: str, warnings: list[str]) -> dict | None:
+    """The run's config.json as :meth:`RunDir.read_config` reads it (a JSON object), or None
+    with a warning naming the file when it is damaged."""
+    try:
+        return RunDir(path).read_config()
+    except UNREADABLE as e:
+        warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
+        return None
+
+
+@dataclass(frozen=True)
+class TaskColumns:
+    """The ``task`` section of a probe run's config as far as the runs table reads it."""
+
+    length: NonNegative | None = None
+    variant: str | None = None
+    seed: int | None = None
+    pool_size: NonNegative | None = None
+    n_heldout: NonNegative | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelColumns:
+    """The ``model`` section of a probe run's config as far as the runs table reads it."""
+
+    arch: str | None = None
+    preset: str | None = None
+    pretrained: str | None = None
+    init_seed: int | None = None
+    init_scheme: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainColumns:
+    """The ``train`` section of a probe run's config as far as the runs table reads it."""
+
+    steps: NonNegative | None = None
+    lr: Real | None = None
+    seed: int | None = None
+    threshold: Real | None = None
+    batch_size: NonNegative | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SECTIONS = {"task": TaskColumns, "model": ModelColumns, "train": TrainColumns}
+
+
+def _config_columns(config: dict, where: Path, name: str, warnings: list[str]) -> list[dict]:
+    """The task, model and train sections of ``config`` (read from ``where``), each checked
+    as its record (:data:`SECTIONS`): a field of the wrong type would put a list or a string
+    into a numeric column, and fail later in a plot. Sections of the wrong shape are a
+    warning naming the file and field, and the run is shown without config; a section the
+    config lacks is empty (an older run, or a hand-made one)."""
+    try:
+        for key, record in SECTIONS.items():
+            parse_record(record, config.get(key, {}), where, "the run is shown without it", key)
+    except VlabError as e:
+        warnings.append(f"{name}: {e}")
+        return [{} for _ in SECTIONS]
+    return [config.get(key, {}) for key in SECTIONS]
+
+
 def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str, str | None]:
-    status_path = path / "status.json"
-    if not status_path.is_file():
+    """status.json as :meth:`RunDir.read_status` reads it (a :class:`~vlab.run_records.Status`),
+    with the state a reader shows; a damaged one is state ``unknown`` and a warning naming it,
+    so the rest of the sweep is still reported."""
+    run = RunDir(path)
+    if not run.status_path.exists():  # a directory there is damage, said below
         return {}, "unknown", "no status.json (starting, or not written by vlab)"
     try:
-        status = read_json(status_path)
-    except (OSError, ValueError) as e:
+        status = run.read_status() or {}
+    except UNREADABLE as e:
         warnings.append(f"{name}: status.json is unreadable ({e})")
         return {}, "unknown", "status.json unreadable"
-    if not isinstance(status, dict):
-        warnings.append(f"{name}: status.json is not a JSON object")
-        return {}, "unknown", "status.json unreadable"
-    state, reason = str(status.get("state") or "unknown"), status.get("reason")
+    state, reason = status["state"], _text(status.get("reason"))
     if (
         state == "running"
         and writer_alive(status.get("host"), status.get("pid"), status.get("slurm_job_id")) is False
@@ -332,24 +415,90 @@ def _read_status(path: Path, name: str, warnings: list[str]) -> tuple[dict, str,
 
 
 def _read_metrics(path: Path, name: str, warnings: list[str]) -> list[dict]:
-    """All readable lines; a corrupt line before the last one is skipped with a warning.
+    """Every evaluation, as :meth:`RunDir.read_metrics` reads them (each line a
+    :class:`~vlab.run_records.MetricsLine`); see :func:`read_metrics_leniently` for a file
+    with damaged lines."""
+    return read_metrics_leniently(RunDir(path), name, warnings)
 
-    A torn last line (a writer killed mid-line, or a live run) is dropped silently by
-    :func:`vlab.fileio.read_jsonl`, as every reader of run directories does.
+
+def read_metrics_leniently(
+    run: RunDir, name: str, warnings: list[str], record: type = MetricsLine
+) -> list[dict]:
+    """The lines of ``run``'s metrics.jsonl, each checked as ``record`` (a
+    :class:`~vlab.run_records.MetricsLine`, or a task's record extending it).
+
+    The file is read by :meth:`RunDir.read_metrics` first. Where that refuses it (a line
+    that is not JSON, not UTF-8 or not a metrics line), the report still shows the run: the
+    good lines are kept, the damaged ones skipped, and one warning names the first damaged
+    line (the message resume would stop with) and how many were skipped, so the gaps in the
+    curves are said. A file that cannot be read at all (a directory in its place) is a
+    warning and no evaluations. A torn last line (a writer killed mid-line, or a live run)
+    is dropped silently, as every reader of run directories does.
     """
-    metrics_path = path / "metrics.jsonl"
     try:
-        return read_jsonl(metrics_path, strict=True)
-    except VlabError as e:
-        records = read_jsonl(metrics_path)
-        warnings.append(
-            f"{name}: metrics.jsonl has a corrupt line ({e}); corrupt lines were skipped, "
-            "so this run's curves have gaps"
-        )
-        return records
-    except (OSError, UnicodeDecodeError) as e:
-        warnings.append(f"{name}: metrics.jsonl is unreadable ({e})")
+        lines = run.read_metrics()
+        if record is not MetricsLine:
+            for value in lines:
+                parse_record(record, value, run.metrics_path, METRICS_FIX)
+        return lines
+    except UNREADABLE:
+        pass  # read again, line by line, to keep the good ones
+    return read_lines_leniently(run.metrics_path, record, METRICS_FIX, name, warnings)
+
+
+def read_lines_leniently(
+    file: Path,
+    record: type,
+    what_to_do: str,
+    name: str,
+    warnings: list[str],
+    lost: str = "so this run's curves have gaps",
+) -> list[dict]:
+    """The lines of the JSON-lines ``file`` that are ``record``s, by the reading layer's rules
+    (:func:`vlab.records.read_json_lines`, :func:`vlab.run_records.checked`), except that a
+    damaged line is skipped, not raised: one warning names the first (the message a strict
+    reader stops with) and how many were skipped. A missing file is no lines; one that cannot
+    be read (a directory in its place) is a warning and no lines; a torn last line is dropped
+    silently. ``lost`` ends the warning: what the skipped lines take from the report."""
+    if not file.exists():
         return []
+    try:
+        if not file.is_file():
+            raise VlabError(f"{file}: is not a regular file (a directory?); {what_to_do}")
+        raw = file.read_bytes()
+    except OSError as e:
+        warnings.append(f"{name}: {file.name} is unreadable ({file}: {e.strerror})")
+        return []
+    except VlabError as e:
+        warnings.append(f"{name}: {file.name} is unreadable ({e})")
+        return []
+    chunks = raw.split(b"\n")
+    kept: list[dict] = []
+    first: str | None = None
+    skipped = 0
+    for i, chunk in enumerate(chunks):
+        if not chunk.strip():
+            continue
+        try:
+            value = json.loads(chunk.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            if i == len(chunks) - 1:  # torn last line: no newline after it
+                continue
+            problem = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "not valid JSON"
+            first = first or f"{file}: line {i + 1} is {problem}"
+            skipped += 1
+            continue
+        try:
+            kept.append(checked(record, value, file, what_to_do, field=f"line {i + 1}"))
+        except VlabError as e:
+            first = first or str(e)
+            skipped += 1
+    if first is not None:
+        warnings.append(
+            f"{name}: {file.name} has a corrupt line ({first}); {skipped} corrupt line(s) "
+            f"were skipped, {lost}"
+        )
+    return kept
 
 
 def _tidy_metrics(
@@ -381,7 +530,7 @@ def _tidy_metrics(
                 "examples_seen": as_int(r.get("examples_seen")),
                 "loss": as_float(r.get("loss")),
                 "eval_loss": as_float(r.get("eval_loss")),
-                "accuracy": float(r["accuracy"]),
+                "accuracy": as_float(r["accuracy"]),
             }
         )
         vector = r.get("per_position")
@@ -416,23 +565,31 @@ def _tidy_metrics(
 # small coercions ---------------------------------------------------------------------------
 
 
-def _section(config: Any, key: str) -> dict:
-    value = config.get(key) if isinstance(config, dict) else None
-    return value if isinstance(value, dict) else {}
+def _text(value: Any) -> str | None:
+    """A text column's value: a string as it is, anything else None (a file's extra keys are
+    not checked by its record)."""
+    return value if isinstance(value, str) else None
 
 
 def as_int(value: Any) -> int | None:
-    """A JSON number as an int (None for anything else, booleans and non-finite included)."""
+    """A JSON number as an int (None for anything else, booleans, non-finite numbers and
+    integers beyond pandas' Int64 included)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return int(value) if math.isfinite(value) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value) if -INT64 < value < INT64 else None
 
 
 def as_float(value: Any) -> float:
-    """A JSON number as a float (NaN for anything else, booleans included)."""
+    """A JSON number as a float (NaN for anything else, booleans included, and for an
+    integer too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return math.nan
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 def _finite(value: float) -> bool:

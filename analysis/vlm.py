@@ -43,11 +43,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vlab.analysis.load import as_float, as_int
-from vlab.errors import VlabError
-from vlab.fileio import read_json, read_jsonl
+from vlab.analysis.load import (
+    UNREADABLE,
+    as_float,
+    as_int,
+    read_lines_leniently,
+    read_metrics_leniently,
+)
+from vlab.errors import ConfigError, VlabError
 from vlab.locks import lock_holder
 from vlab.process import writer_alive
+from vlab.records import NonNegative, Real, parse_record, read_json_file
+from vlab.run_records import MetricsLine
+from vlab.rundir import RunDir
 
 VLM_KIND, FINETUNE_KIND = "vlm", "vlm-finetune"  # sweep.json kinds with a report here
 KIND_TITLES = {"probe": "probe", VLM_KIND: "VLM", FINETUNE_KIND: "finetune (vlm-finetune)"}
@@ -142,6 +150,74 @@ LOCATION_COLUMNS = [
 CURVE_BASE = {"loss": "training loss", "eval_loss": "held-out loss", "accuracy": "held-out mean"}
 
 
+# records of the files read here ------------------------------------------------------------
+# Checked as :mod:`vlab.records` checks every file vlab reads back; a damaged file of one run
+# is that run's warning (as in :mod:`vlab.analysis.load`), never the whole report's error.
+
+RESULTS_FIX = "delete it: resume evaluates again"
+PREDICTIONS_FIX = "delete it: resume evaluates again"
+
+
+def _numbers(values: dict[str, Any] | None, field_name: str) -> None:
+    """Each value of ``values`` a JSON number or null (a score), else a ConfigError naming
+    the key: a record's ``dict`` annotation checks the mapping, not its values."""
+    for key, value in (values or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{field_name}.{key}", f"expected a number, got {value!r:.60}")
+
+
+def _texts(values: dict[str, Any] | None, field_name: str) -> None:
+    """Each value of ``values`` a string (a metric's name), else a ConfigError naming it."""
+    for key, value in (values or {}).items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{field_name}.{key}", f"expected a string, got {value!r:.60}")
+
+
+@dataclass(frozen=True)
+class Results:
+    """``eval/heldout/results.json`` (``vlab vlm eval``, a sweep's evaluation) as the reports
+    read it: ``sources`` ("source/task" -> score), ``metrics`` (task -> metric name), the
+    number of ``examples``, a finetune's ``grid`` (rows, cols); the rest kept."""
+
+    sources: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+    examples: NonNegative | None = None
+    accuracy: Real | None = None
+    grid: list[NonNegative] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _numbers(self.sources, "sources")
+        _texts(self.metrics, "metrics")
+
+
+@dataclass(frozen=True)
+class StageMetricsLine(MetricsLine):
+    """A line of a VLM stage's metrics.jsonl: a metrics line with each task's held-out score
+    (``tasks``) and the share of the budget done (``fraction``)."""
+
+    tasks: dict[str, Any] | None = None
+    fraction: Real | None = None
+
+    def __post_init__(self) -> None:
+        _numbers(self.tasks, "tasks")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A line of ``eval/heldout/predictions.jsonl`` (``generate_predictions``): one held-out
+    answer, and for a located task the ``target_box`` (x1, y1, x2, y2) of a dataset file."""
+
+    index: NonNegative | None = None
+    source: str | None = None
+    task: str | None = None
+    prompt: str | None = None
+    prediction: str | None = None
+    reference: str | None = None
+    target_box: list[Real] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 # benchmarks ---------------------------------------------------------------------------------
 
 
@@ -229,14 +305,13 @@ def is_vlm_run(path: Path) -> bool:
 def is_finetune_run(path: Path) -> bool:
     """A finetune run directory (``vlab vlm finetune --out``, or a run of a ``vlm-finetune``
     sweep): its config.json names the ``source`` run and the ``resolution``."""
-    file = path / "config.json"
-    if not file.is_file():
+    if not (path / "config.json").is_file():
         return False
     try:
-        data = read_json(file)
-    except (OSError, ValueError):
+        data = RunDir(path).read_config()
+    except UNREADABLE:
         return False
-    return isinstance(data, dict) and "source" in data and "resolution" in data
+    return "source" in data and "resolution" in data
 
 
 def sweep_kind(path: str | Path) -> str:
@@ -248,8 +323,8 @@ def sweep_kind(path: str | Path) -> str:
     spec = root / "sweep.json"
     if spec.is_file():
         try:
-            data = read_json(spec)
-        except (OSError, ValueError):
+            data = read_json_file(spec, "")
+        except UNREADABLE:
             return "probe"  # the probe loader names the broken file
         kind = data.get("kind", "probe") if isinstance(data, dict) else "probe"
         return kind if isinstance(kind, str) else "probe"
@@ -362,13 +437,12 @@ def _entries_from_scan(root: Path, is_run: Callable[[Path], bool] = is_vlm_run) 
 
 
 def _stage_config(path: Path) -> dict | None:
-    """A run's config from its stage 2 (else stage 1) config.json, without the stage key."""
+    """A run's config from its stage 2 (else stage 1) config.json, without the stage key, as
+    :meth:`~vlab.rundir.RunDir.read_config` reads it (a damaged one raises, naming it)."""
     for stage in (2, 1):
-        file = path / f"stage{stage}" / "config.json"
-        if file.is_file():
-            data = read_json(file)
-            if isinstance(data, dict):
-                return {k: v for k, v in data.items() if k != "stage"}
+        run = RunDir(path / f"stage{stage}")
+        if run.config_path.exists():
+            return {k: v for k, v in run.read_config().items() if k != "stage"}
     return None
 
 
@@ -380,7 +454,7 @@ def _load_run(
     if entry.config is None and path.is_dir():
         try:
             entry.config = _stage_config(path)
-        except (OSError, ValueError) as e:
+        except UNREADABLE as e:
             warnings.append(f"{name}: config.json is unreadable ({e}); run shown without config")
     config = entry.config or {}
     status = _status(path, config, name, warnings)
@@ -449,37 +523,25 @@ def _status(
 
 
 def _results(path: Path, name: str, warnings: list[str]) -> dict | None:
+    """The run's results.json checked as :class:`Results`; None, with a warning naming the
+    file and field, when it is missing or damaged (the run is shown, without its scores)."""
     file = path / "eval" / "heldout" / "results.json"
     try:
-        results = read_json(file)
-    except (OSError, ValueError) as e:
+        results = read_json_file(file, RESULTS_FIX)
+        parse_record(Results, results, file, RESULTS_FIX)
+    except UNREADABLE as e:
         warnings.append(f"{name}: {file.name} is unreadable ({e}); its scores are left out")
         return None
-    if not isinstance(results, dict) or not isinstance(results.get("sources"), dict):
-        warnings.append(f"{name}: {file.name} has no 'sources' scores; its scores are left out")
-        return None
     return results
-
-
-def _read_records(file: Path, name: str, warnings: list[str]) -> list[dict]:
-    """All readable lines of a JSON-lines file; a corrupt line (not the torn last one of a
-    live writer) is skipped with a warning."""
-    try:
-        return read_jsonl(file, strict=True)
-    except VlabError as e:
-        warnings.append(f"{name}: {e}; corrupt lines were skipped")
-        return read_jsonl(file)
-    except (OSError, UnicodeDecodeError) as e:
-        warnings.append(f"{name}: {file} is unreadable ({e})")
-        return []
 
 
 def _curve_rows(path: Path, name: str, stage: int, warnings: list[str]) -> list[list]:
     """One row per (evaluation, metric) of ``stage``'s metrics.jsonl: the training loss, the
     held-out loss and mean, and every task's held-out score (``held-out <task>``)."""
     rows = []
-    for r in _read_records(path / f"stage{stage}" / "metrics.jsonl", name, warnings):
-        step = as_int(r.get("step")) if isinstance(r, dict) else None
+    run = RunDir(path / f"stage{stage}")
+    for r in read_metrics_leniently(run, name, warnings, StageMetricsLine):
+        step = as_int(r.get("step"))
         if step is None:
             continue
         fraction = as_float(r.get("fraction"))
@@ -508,7 +570,8 @@ def _location_rows(path: Path, name: str, config: dict, warnings: list[str]) -> 
         )
         return []
     rows = []
-    for r in _read_records(file, name, warnings):
+    lost = "so the location figures lack those answers"
+    for r in read_lines_leniently(file, Prediction, PREDICTIONS_FIX, name, warnings, lost):
         task = r.get("task")
         if task not in LOCATED_TASKS or not isinstance(r.get("prediction"), str):
             continue
@@ -517,7 +580,8 @@ def _location_rows(path: Path, name: str, config: dict, warnings: list[str]) -> 
             # dataset files: the grounding reference is the box; a dense caption's prompt is
             text = r.get("reference") if task == "grounding" else r.get("prompt")
             box = parse_box(text) if isinstance(text, str) else None
-        if box is None:
+        box = [as_float(v) for v in box] if box is not None else []
+        if len(box) != 4 or not all(np.isfinite(box)):  # no box, or one no image holds
             continue
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         (row,), (col,) = patch_cells(np.array([cx]), np.array([cy]), grid)
@@ -582,8 +646,8 @@ def encoder_grid(config: dict) -> tuple[int, int] | None:
 def _hf_vision_shape(folder: Path) -> dict:
     """patch_size and image_size of a Hugging Face vision checkpoint ({} if unreadable)."""
     try:
-        data = read_json(folder / "config.json")
-    except (OSError, ValueError):
+        data = read_json_file(folder / "config.json", "")
+    except UNREADABLE:
         return {}
     if not isinstance(data, dict):
         return {}

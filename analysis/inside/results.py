@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from vlab.analysis.load import load_sweep, run_dirs
-from vlab.errors import VlabError
-from vlab.fileio import read_json
-from vlab.records import join_relative
+from vlab.analysis.load import UNREADABLE, load_sweep, run_dirs
+from vlab.errors import ConfigError, VlabError
+from vlab.records import NonNegative, Real, join_relative, parse_record, read_json_file
+from vlab.rundir import RunDir
 
 INSIDE = "inside"  # the folder in a run directory (as vlab.analysis.inside.inspection writes it)
 STEP_PREFIX = "step-"
@@ -111,6 +112,46 @@ EXAMPLE_COLUMNS = [
     "image_rows",
     "image_cols",
 ]
+
+# What to do about a damaged results file: ``vlab inspect`` redoes a unit whose marker does
+# not match (see :func:`vlab.analysis.inside.inspection.is_done`).
+REDO = "delete it and run `vlab inspect` on the run again: it redoes that step's analysis"
+
+
+@dataclass(frozen=True)
+class UnitMarker:
+    """``inside/step-<step>/<analysis>.json``, written last by ``vlab inspect``
+    (:func:`vlab.analysis.inside.inspection._run_unit`): the settings the table was made with
+    (``analysis``, ``version``, ``examples``), what it used and took; its presence says the
+    table beside it is complete, so a damaged one leaves the table out, as a missing one
+    does."""
+
+    analysis: str | None = None
+    examples: NonNegative | None = None
+    examples_used: NonNegative | None = None
+    rows: NonNegative | None = None
+    seconds: Real | None = None
+    step: NonNegative | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExamplesFile:
+    """``inside/step-<step>/image_attention/examples.json``
+    (:func:`vlab.analysis.inside.vlm.write_example_images`): the VLM's ``grid`` and its
+    encoder's ``image_grid`` (rows, cols) and one object per drawn example (each checked
+    where it is drawn: a bad one leaves out that example only)."""
+
+    grid: list[NonNegative]
+    image_grid: list[NonNegative]
+    examples: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "image_grid"):
+            value = getattr(self, name)
+            if len(value) != 2 or 0 in value:
+                raise ConfigError(name, f"expected [rows, cols] of two counts > 0, got {value}")
 
 
 @dataclass
@@ -296,11 +337,12 @@ def is_vlm_config(config: object) -> bool:
 
 
 def _config(path: Path) -> dict:
+    """The run's config.json as :meth:`~vlab.rundir.RunDir.read_config` reads it; {} when it
+    is missing or damaged (:func:`~vlab.analysis.load.load_sweep` has warned of it)."""
     try:
-        config = read_json(path / "config.json")
-    except (OSError, ValueError):
-        return {}  # load_sweep has said so (or the run has no directory yet)
-    return config if isinstance(config, dict) else {}
+        return RunDir(path).read_config()
+    except UNREADABLE:
+        return {}
 
 
 def _vlm_meta(run, config: dict) -> dict:
@@ -353,14 +395,15 @@ def _load_run(
                 )
             continue
         for analysis in analyses:
-            table = _read_table(folder, analysis, step, name, warnings)
-            if table is None:
+            read = _read_table(folder, analysis, step, name, warnings)
+            if read is None:
                 continue
+            table, marker = read
             for key in reversed(keys):
                 table.insert(0, key, meta[key])
             parts[analysis].append(table)
             found[analysis].append(step)
-            units.append(_unit(folder / f"{analysis}.json", name, step, analysis, len(table)))
+            units.append(_unit(marker, name, step, analysis, len(table)))
     if not any(found.values()):
         warnings.append(f"{name}: inside/ holds no finished results; run `vlab inspect {path}`")
     return found
@@ -368,15 +411,21 @@ def _load_run(
 
 def _read_table(
     folder: Path, analysis: str, step: int, name: str, warnings: list[str]
-) -> pd.DataFrame | None:
-    """The finished table of ``analysis`` in ``folder`` (None, with a warning when it is
-    there but unusable)."""
+) -> tuple[pd.DataFrame, dict] | None:
+    """The finished table of ``analysis`` in ``folder`` and its marker (None, with a warning
+    when it is there but unusable: a damaged marker, as a missing one, leaves it out)."""
     csv, marker = folder / f"{analysis}.csv", folder / f"{analysis}.json"
     where = f"{name}: inside/{folder.name}/{analysis}.csv"
     if not csv.is_file():
         return None
-    if not marker.is_file():
+    if not marker.exists():
         warnings.append(f"{where} has no {analysis}.json (unfinished or being redone); left out")
+        return None
+    try:
+        recorded = read_json_file(marker, REDO)
+        parse_record(UnitMarker, recorded, marker, REDO)
+    except UNREADABLE as e:
+        warnings.append(f"{where}: its marker is damaged ({e}); left out")
         return None
     try:
         table = pd.read_csv(csv)
@@ -392,7 +441,7 @@ def _read_table(
     if not (table["step"] == step).all():
         warnings.append(f"{where} holds rows of another step than its folder's; left out")
         return None
-    return table[wanted].copy()
+    return table[wanted].copy(), recorded
 
 
 def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> list[dict]:
@@ -408,14 +457,11 @@ def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> li
         )
         return []
     try:
-        recorded = read_json(listing)
-        grid = [int(v) for v in recorded["grid"]]
-        image_grid = [int(v) for v in recorded["image_grid"]]
-        entries = list(recorded["examples"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        said = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        warnings.append(f"{where}/{EXAMPLES_FILE} is unreadable ({said}); examples not drawn")
+        recorded = parse_record(ExamplesFile, read_json_file(listing, REDO), listing, REDO)
+    except UNREADABLE as e:
+        warnings.append(f"{where}/{EXAMPLES_FILE} is unreadable ({e}); examples not drawn")
         return []
+    grid, image_grid, entries = recorded.grid, recorded.image_grid, recorded.examples
     rows, lost = [], []
     for entry in entries:
         try:
@@ -438,7 +484,7 @@ def _read_examples(path: Path, step: int, meta: dict, warnings: list[str]) -> li
                 "image_rows": image_grid[0],
                 "image_cols": image_grid[1],
             }
-        except (KeyError, TypeError, ValueError, VlabError):
+        except (KeyError, TypeError, ValueError, OverflowError, VlabError):
             lost.append(_shown(entry.get("file", "?")) if isinstance(entry, dict) else "?")
             continue
         if not Path(row["file"]).is_file():
@@ -481,12 +527,8 @@ def target_share(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return per.groupby(keys, as_index=False)[["share", "image_weight", "target_cells"]].mean()
 
 
-def _unit(marker: Path, name: str, step: int, analysis: str, rows: int) -> dict:
-    try:
-        recorded = read_json(marker)
-    except (OSError, ValueError):
-        recorded = {}
-    recorded = recorded if isinstance(recorded, dict) else {}
+def _unit(recorded: dict, name: str, step: int, analysis: str, rows: int) -> dict:
+    """The units row of a finished table, from its marker (checked by :func:`_read_table`)."""
     return {
         "run": name,
         "step": step,

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlab.errors import VlabError
-from vlab.fileio import append_jsonl, atomic_write_json, read_jsonl
+from vlab.fileio import append_jsonl, atomic_write_json
 from vlab.models.vlm.batch import batch_of, image_tokens
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
@@ -36,7 +36,8 @@ from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
 from vlab.models.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
 from vlab.preflight import check_output_dir
-from vlab.records import join_name
+from vlab.records import NonNegative, join_name, read_json_lines
+from vlab.run_records import checked
 from vlab.rundir import RunDir
 from vlab.training.precision import autocast_for
 
@@ -142,7 +143,7 @@ def generate_predictions(
     and the lines already there are kept, so a killed evaluation resumes at its next batch.
     Batches are built with ``cfg.model.sequence`` (the layout the model was trained on).
     """
-    done = read_jsonl(pred_path) if pred_path.exists() else []
+    done = _predictions_so_far(pred_path)
     if [r["index"] for r in done] != list(range(len(done))):
         raise VlabError(f"{pred_path} is not a prefix of this evaluation; remove it to start over")
     bs = cfg.eval_batch_size
@@ -168,7 +169,30 @@ def generate_predictions(
                 )
             bar.update(len(chunk))
     bar.close()
-    return [r["prediction"] for r in read_jsonl(pred_path)]
+    return [r["prediction"] for r in _predictions_so_far(pred_path)]
+
+
+PREDICTIONS_FIX = "remove it to evaluate from the first example again"
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionLine:
+    """A line of ``predictions.jsonl`` as a resumed evaluation reads it back: the example's
+    ``index`` and its ``prediction``; the rest (source, task, prompt, reference) kept."""
+
+    index: NonNegative
+    prediction: str
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _predictions_so_far(pred_path: Path) -> list[dict]:
+    """The answers a killed evaluation wrote, each line checked as a :class:`PredictionLine`
+    (a torn last line dropped; any other damage a one-line error naming the line, never a
+    KeyError or a UnicodeDecodeError); [] when there is no file."""
+    return [
+        checked(PredictionLine, value, pred_path, PREDICTIONS_FIX, field=f"line {number}")
+        for number, value in read_json_lines(pred_path, PREDICTIONS_FIX)
+    ]
 
 
 @contextlib.contextmanager

@@ -41,10 +41,11 @@ from typing import Any
 
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
-from vlab.fileio import atomic_write_json, read_json_object
+from vlab.fileio import atomic_write_json
 from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig
+from vlab.records import DamagedFile, read_json_file
 from vlab.rundir import RunDir
 from vlab.training.config import TrainConfig
 
@@ -498,8 +499,12 @@ def eval_dir(out: str | Path) -> Path:
 def _results(out: Path) -> dict | None:
     """The finished evaluation's results, or None while there are none."""
     where = eval_dir(out)
-    if RunDir(where).is_done() and (where / "results.json").is_file():
-        return read_json_object(where / "results.json", "delete it: resume evaluates again")
+    file, fix = where / "results.json", "delete it: resume evaluates again"
+    if RunDir(where).is_done() and file.exists():  # a directory there: DamagedFile
+        data = read_json_file(file, fix)
+        if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):
+            raise DamagedFile(file, "sources", "expected an object of scores", fix)
+        return data
     return None
 
 

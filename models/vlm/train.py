@@ -139,6 +139,33 @@ def meta_parts(model: VLMConfig, lm_width: int, field: str = "model") -> None:
     on_meta(lambda: build_projector(projector, seed=0), f"{field}.projector")
 
 
+def check_stage1(prev: RunDir) -> None:
+    """Stage 2 of a run with a stage 1 starts from its weights: refuse, in one line naming the
+    file, a stage 1 that is not finished or whose checkpoint is gone (without this, a
+    missing ``checkpoints/last.pt`` was a TypeError of ``None["model"]``)."""
+    if not prev.is_done():
+        raise VlabError(f"{prev.path} is not finished: run stage 1 first")
+    if not prev.checkpoint_path.exists():
+        raise _no_stage1_checkpoint(prev)
+
+
+def stage1_weights(prev: RunDir) -> dict:
+    """The model weights of the finished stage 1 in ``prev`` (checked by
+    :func:`check_stage1`; a damaged checkpoint is the reading layer's one-line error)."""
+    check_stage1(prev)
+    ckpt = prev.load_checkpoint()
+    if ckpt is None:  # removed since check_stage1 looked
+        raise _no_stage1_checkpoint(prev)
+    return ckpt["model"]
+
+
+def _no_stage1_checkpoint(prev: RunDir) -> VlabError:
+    return VlabError(
+        f"{prev.checkpoint_path} is missing: stage 2 starts from stage 1's weights; put the "
+        f"checkpoint back, or move {prev.path} away to train stage 1 again"
+    )
+
+
 def train_vlm(
     cfg: VLMRunConfig,
     out: str | Path,
@@ -167,6 +194,8 @@ def train_vlm(
     results: dict[int, TrainResult | None] = {}
     for stage in stages:
         train_cfg = cfg.stage1 if stage == 1 else cfg.stage2
+        if stage == 2 and RunDir(out / "stage1").exists() and not RunDir(out / "stage2").is_done():
+            check_stage1(RunDir(out / "stage1"))  # before stage 2's directory is written
         run, done = claim_run(ctx, out / f"stage{stage}", {**full, "stage": stage}, defaults)
         if done:
             log(f"{run.path}: already done; nothing to do")
@@ -175,10 +204,7 @@ def train_vlm(
         try:
             model = build_vlm(cfg.model, vocab_size=len(tok), seed=train_cfg.seed)
             if stage == 2 and RunDir(out / "stage1").exists():
-                prev = RunDir(out / "stage1")
-                if not prev.is_done():
-                    raise VlabError(f"{prev.path} is not finished: run stage 1 first")
-                model.load_state_dict(prev.load_checkpoint()["model"])
+                model.load_state_dict(stage1_weights(RunDir(out / "stage1")))
             elif stage == 2:
                 log(f"{out}: no stage 1 run; stage 2 starts from a randomly initialised projector")
             model.set_stage(stage)

@@ -30,7 +30,6 @@ import torch
 
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
-from vlab.fileio import read_json
 from vlab.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -90,15 +89,15 @@ def trained_kind(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise VlabError(f"run directory {path} does not exist")
     config = path / "config.json"
-    if config.is_file():
+    if config.exists():  # a directory there is damage: read_config says so, in one line
         try:
-            data = read_json(config)
-        except (OSError, ValueError) as e:
+            data = RunDir(path).read_config()
+        except ValueError as e:  # json's own, for an integer of thousands of digits
             raise VlabError(f"{config} is unreadable ({e})") from None
         fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        if isinstance(data, dict) and {"source", "resolution"} <= set(data) <= fields:
+        if {"source", "resolution"} <= set(data) <= fields:
             return FINETUNE_RUN
-        if isinstance(data, dict) and data.get("stage") in (1, 2):
+        if data.get("stage") in (1, 2):
             raise VlabError(
                 f"{path} is stage {data['stage']} of a vlab vlm train run; give the run "
                 f"directory {path.parent} (and --stage {data['stage']})"
