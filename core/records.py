@@ -188,6 +188,8 @@ def read_json_file(path: str | os.PathLike, what_to_do: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DamagedFile(path, None, f"not valid JSON ({e})", what_to_do) from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise DamagedFile(path, None, "holds a number too long to read", what_to_do) from None
     except RecursionError:
         raise DamagedFile(path, None, "nested too deeply to be vlab's", what_to_do) from None
 
@@ -235,7 +237,7 @@ def read_json_lines(
         torn = torn_last_line and i == len(lines) - 1  # no newline after it
         try:
             value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # bad bytes, bad JSON, a 5,000-digit integer
             if torn:
                 continue
             problem = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "not valid JSON"
