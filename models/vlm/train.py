@@ -194,8 +194,12 @@ def train_vlm(
     results: dict[int, TrainResult | None] = {}
     for stage in stages:
         train_cfg = cfg.stage1 if stage == 1 else cfg.stage2
-        if stage == 2 and RunDir(out / "stage1").exists() and not RunDir(out / "stage2").is_done():
-            check_stage1(RunDir(out / "stage1"))  # before stage 2's directory is written
+        if stage == 2:
+            # rank 0 writes stage 1's final status after the others have left its loop: wait
+            # for it, so that every rank reads the same files
+            ctx.barrier()
+            if RunDir(out / "stage1").exists() and not RunDir(out / "stage2").is_done():
+                check_stage1(RunDir(out / "stage1"))  # before stage 2's directory is written
         run, done = claim_run(ctx, out / f"stage{stage}", {**full, "stage": stage}, defaults)
         if done:
             log(f"{run.path}: already done; nothing to do")

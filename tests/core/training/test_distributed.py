@@ -84,6 +84,16 @@ def torchrun(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
 
 
+def said(proc: subprocess.CompletedProcess) -> str:
+    """What a failed command said: its last 3,000 characters of stderr, after every line
+    naming a rank's error (a rank's one-line ``vlab: error`` is easily buried under the other
+    rank's traceback, as the torchrun flake of session 8 was)."""
+    errors = [
+        line for line in proc.stderr.splitlines() if "vlab: error" in line or "Error:" in line
+    ]
+    return "\n".join([*errors[:20], "...", proc.stderr[-3000:]])
+
+
 def assert_same_training(a: Path, b: Path) -> None:
     """Equal evaluations at the same steps (losses to rounding: reductions differ in order)."""
     x, y = read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl")
@@ -103,7 +113,7 @@ def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path, arch):
     ddp = torchrun(
         "-m", "vlab.cli", "probe", "run", "--arch", arch, *ARGS, "--out", str(tmp_path / "ddp")
     )
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, said(ddp)
     assert ddp.stdout.count("done: finished the budget") == 1  # rank 0 alone reports
     assert_same_training(tmp_path / "ddp", tmp_path / "single")
     assert not list((tmp_path / "ddp").glob("**/.*.tmp"))
@@ -119,7 +129,7 @@ def test_fsdp_two_ranks_train_like_one_process(tmp_path, arch, extra):
     one = single("-m", "vlab.cli", *argv, "--out", str(tmp_path / "single"))
     assert one.returncode == 0, one.stderr
     fsdp = torchrun("-m", "vlab.cli", *argv, *FSDP, "--out", str(tmp_path / "fsdp"))
-    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    assert fsdp.returncode == 0, said(fsdp)
     assert fsdp.stdout.count("done: finished the budget") == 1
     assert read_json(tmp_path / "fsdp" / "config.json")["train"]["parallel"] == "fsdp"
     assert_same_training(tmp_path / "fsdp", tmp_path / "single")
@@ -140,13 +150,13 @@ def test_fsdp_checkpoints_resume_in_one_process_and_back(tmp_path):
     out = str(tmp_path / "moved")
 
     first = torchrun(str(script), "15", *argv, out)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, said(first)
     assert first.stdout.count("interrupted at step 15") == 1
     second = single(str(script), "10", *argv, out)
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 0, said(second)
     assert "interrupted at step 25" in second.stdout
     third = torchrun("-m", "vlab.cli", *argv, out)
-    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.returncode == 0, said(third)
     assert third.stdout.count("done: finished the budget") == 1
 
     assert_same_training(tmp_path / "moved", tmp_path / "ref")
@@ -199,11 +209,11 @@ def test_vlm_under_fsdp_trains_and_generates_like_one_process(tmp_path):
     the sharded model (each step all-gathers), and the held-out generations score as in one
     process."""
     one = single("-m", "vlab.cli", *VLM_ARGS, "--out", str(tmp_path / "single"))
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, said(one)
     fsdp_args = ["--set", "stage1.parallel=fsdp", "--set", "stage2.parallel=fsdp"]
     out = tmp_path / "fsdp"
     fsdp = torchrun("-m", "vlab.cli", *VLM_ARGS, *fsdp_args, "--out", str(out))
-    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    assert fsdp.returncode == 0, said(fsdp)
     for stage in ("stage1", "stage2"):
         x = read_jsonl(out / stage / "metrics.jsonl")
         y = read_jsonl(tmp_path / "single" / stage / "metrics.jsonl")
