@@ -17,6 +17,11 @@ Bounds (each named in its message):
 - :data:`MAX_IMAGE_SIDE` pixels a side of an image an encoder sees (a VLM's ``image_size``, a
   finetune's ``resolution``, the shapes dataset's ``image_size``): 3.7x the papers' largest
   (560 px), 146 x 146 visual tokens at 14 px patches; one image at 10^5 px would be 120 GB.
+- the memory that training a model takes: at least :data:`TRAIN_BYTES_PER_PARAM` per
+  parameter (fp32 weights, gradients and AdamW's two moments; bf16 autocast keeps fp32
+  weights), against the memory of the device it trains on (a GPU's, or the machine's RAM; under
+  FSDP the ranks' together). An override of ``hidden_size`` a thousand times too large builds
+  on the meta device in a moment and would otherwise fail only when allocated.
 - :data:`MAX_SEQUENCE` tokens of a VLM sequence (``max_length``), :data:`MAX_NEW_TOKENS`
   tokens of one greedy answer (``max_new_tokens``, ``--max-new-tokens``).
 """
@@ -36,6 +41,7 @@ MAX_DATA_BYTES = 4 * 2**30
 MAX_IMAGE_SIDE = 2048
 MAX_SEQUENCE = 131_072
 MAX_NEW_TOKENS = 16_384
+TRAIN_BYTES_PER_PARAM = 16
 
 
 def check_threads(threads: int | None, field: str = "train.threads") -> None:
@@ -86,6 +92,46 @@ def check_memory(nbytes: int, field: str, what: str, limit: int = MAX_DATA_BYTES
     if nbytes > limit:
         raise ConfigError(
             field, f"{what} would take {_gib(nbytes)}, above the limit of {_gib(limit)}"
+        )
+
+
+def device_memory(name: str) -> tuple[str, int | None]:
+    """The device a run named ``name`` (``auto``, ``cpu``, ``cuda[:N]``) trains on and its
+    memory in bytes (None where it cannot be told): a CUDA device's total memory, or the
+    machine's physical RAM."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index}", torch.cuda.get_device_properties(index).total_memory
+    if device.type == "cpu":
+        try:
+            return "this machine's RAM", os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return "this machine's RAM", None
+    return str(device), None
+
+
+def check_model_memory(model: Any, device: str, field: str, *, sharded: bool = False) -> None:
+    """Refuse to train ``model`` (built on the meta device) when its parameters alone, at
+    :data:`TRAIN_BYTES_PER_PARAM` each, exceed the memory of ``device`` (under FSDP,
+    ``sharded``, of the ``WORLD_SIZE`` ranks together). A floor: activations come on top, so
+    passing says nothing about fitting; failing says it cannot."""
+    params = sum(p.numel() for p in model.parameters())
+    where, memory = device_memory(device)
+    if memory is None:
+        return
+    ranks = int(os.environ.get("WORLD_SIZE", "1")) if sharded else 1
+    need = params * TRAIN_BYTES_PER_PARAM
+    if need > memory * ranks:
+        have = f"{_gib(memory)} of {where}" + (f" x {ranks} ranks" if ranks > 1 else "")
+        raise ConfigError(
+            field,
+            f"training {params:,} parameters takes at least {_gib(need)} (fp32 weights, "
+            f"gradients and AdamW's moments), more than the {have}",
         )
 
 

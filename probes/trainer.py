@@ -29,6 +29,7 @@ from vlab.models.backbones.state import state_size
 from vlab.preflight import (
     check_device,
     check_memory,
+    check_model_memory,
     check_output_dir,
     check_threads,
     on_meta,
@@ -106,6 +107,7 @@ def preflight(cfg: ProbeRunConfig, out: str | Path) -> ProbeRunConfig:
     check_device(cfg.train.device, "train.device")
     check_threads(cfg.train.threads, "train.threads")
     lm = check_backbone(cfg.model, "model")
+    check_model_memory(lm, cfg.train.device, "model", sharded=cfg.train.parallel == "fsdp")
     width = lm.get_input_embeddings().weight.shape[1]
     tied = lm.get_output_embeddings() is None or bool(lm.config.tie_word_embeddings)
     check_memory(task_bytes(cfg, width, tied), _size_field(cfg), "the task's data and tables")

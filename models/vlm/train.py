@@ -102,7 +102,7 @@ def preflight(cfg: VLMRunConfig, out: str | Path, stages: tuple[int, ...] = (1, 
     (the LM's transformers config and a pretrained LM's weights; encoders and projector
     unless a pretrained encoder's weights are needed to know its shapes). Creates nothing;
     cheap (no weights in memory). Called before the run is claimed, so sweeps get it too."""
-    from vlab.preflight import check_device, check_output_dir, check_threads
+    from vlab.preflight import check_device, check_model_memory, check_output_dir, check_threads
 
     check_output_dir(out)
     cfg.data.check_files()
@@ -111,6 +111,9 @@ def preflight(cfg: VLMRunConfig, out: str | Path, stages: tuple[int, ...] = (1, 
         check_device(train_cfg.device, f"stage{stage}.device")
         check_threads(train_cfg.threads, f"stage{stage}.threads")
     lm = check_backbone(cfg.model.lm, "model.lm")
+    if 2 in stages:  # stage 2 trains the language model (stage 1 keeps it frozen)
+        stage2 = cfg.train_config(2)
+        check_model_memory(lm, stage2.device, "model.lm", sharded=stage2.parallel == "fsdp")
     meta_parts(cfg.model, lm.get_input_embeddings().weight.shape[1])
 
 

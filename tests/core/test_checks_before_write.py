@@ -75,6 +75,15 @@ PROBE_CASES = {
         "'task.length'",
     ),
     "threads-huge": (["--threads", "100000"], "train.threads"),
+    "model-beyond-memory": (  # 34 billion parameters: 514 GiB to train, beyond any test machine
+        [
+            "--set",
+            "model.overrides.hidden_size=32768",
+            "--set",
+            "model.overrides.num_hidden_layers=8",
+        ],
+        "34,479,605,248 parameters",
+    ),
     "pretrained-without-weights": (["--pretrained", "WEIGHTLESS"], "no weights"),
     "value-and-section": (["--set", "task.seed=1", "--set", "task.seed.x=2"], "'task.seed'"),
 }
