@@ -31,7 +31,13 @@ class Parser(argparse.ArgumentParser):
     like every other error of ``vlab``; exit status 2 as argparse's."""
 
     def error(self, message: str):
-        self.exit(2, f"vlab: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"vlab: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a newline or carriage return in it (from a path or a name
+    given on the command line) is shown escaped, so every error stays one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except VlabError as e:
         if args.debug:
             raise
-        print(f"vlab: error: {e}", file=sys.stderr)
+        print(f"vlab: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vlab sweep show X | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or e.strerror is None:
             raise
         where = f"{e.filename}: " if e.filename is not None else ""
-        print(f"vlab: error: {where}{e.strerror}", file=sys.stderr)
+        print(f"vlab: error: {one_line(where + e.strerror)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vlab: interrupted", file=sys.stderr)

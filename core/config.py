@@ -55,6 +55,8 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(field, f"expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=field)
+    if tp in (dict, list, tuple):  # a bare annotation: the container type, items unchecked
+        origin = tp
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(field, f"expected a list, got {value!r}")
@@ -178,6 +180,11 @@ def parse_key_values(items: list[str] | None, flag: str = "--set") -> dict:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             out[key.strip()] = raw
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, [[[[...]]]]
+            said = str(e) or "nested too deeply"
+            raise VlabError(
+                f"{flag} {key.strip()}: the value cannot be read ({said[:200]})"
+            ) from None
     return out
 
 
@@ -247,8 +254,9 @@ def cli_overrides(config_file: str | None, assignments: list[str] | None) -> dic
             raise VlabError(f"--config {path}: no such file")
         try:
             data = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VlabError(f"--config {path}: not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # bad bytes or JSON, a 5,000-digit number
+            said = str(e) or "nested too deeply"
+            raise VlabError(f"--config {path}: not valid JSON ({said[:200]})") from None
         if not isinstance(data, dict):
             raise VlabError(
                 f"--config {path}: expected a JSON object nested like config.json "
@@ -262,7 +270,13 @@ def output_dir(value: str, flag: str = "--out") -> str:
     directory by accident (``--out ''`` or ``--out .`` would fill it with run files)."""
     from pathlib import Path
 
-    if not value.strip() or Path(value).resolve() == Path.cwd().resolve():
+    if not value.strip():
+        raise ConfigError(flag, f"{value!r} is not a directory to create; name a new folder")
+    try:
+        here = Path(value).resolve() == Path.cwd().resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        raise ConfigError(flag, f"{value!r} leads through a loop of symbolic links") from None
+    if here:
         raise ConfigError(flag, f"{value!r} is not a directory to create; name a new folder")
     return value
 

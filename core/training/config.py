@@ -80,8 +80,8 @@ class TrainConfig:
         for name, limit in (("steps", 10**9), ("batch_size", 2**20)):
             if getattr(self, name) > limit:
                 raise ConfigError(name, f"must be <= {limit:,}, got {getattr(self, name):,}")
-        if self.seed < 0:
-            raise ConfigError("seed", f"must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed takes 64 bits; a VLM adds 1
+            raise ConfigError("seed", f"must be in [0, 2**63), got {self.seed}")
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:

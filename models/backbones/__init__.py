@@ -68,8 +68,8 @@ class BackboneConfig:
             raise ConfigError("preset", f"{self.preset!r} is not a {self.arch} preset ({names})")
         if self.pretrained is not None:
             check_checkpoint(self.pretrained, self.arch)
-        if self.init_seed < 0:
-            raise ConfigError("init_seed", f"must be >= 0, got {self.init_seed}")
+        if not 0 <= self.init_seed < 2**63:  # a torch.Generator's seed takes 64 bits
+            raise ConfigError("init_seed", f"must be in [0, 2**63), got {self.init_seed}")
         check = getattr(FAMILIES[self.arch], "check_settings", None)
         if check is not None and self.pretrained is None:
             check(self.hf_settings(), "overrides")

@@ -86,6 +86,11 @@ PROBE_CASES = {
     ),
     "pretrained-without-weights": (["--pretrained", "WEIGHTLESS"], "no weights"),
     "value-and-section": (["--set", "task.seed=1", "--set", "task.seed.x=2"], "'task.seed'"),
+    # torch seeds take 64 bits: 10**23 failed in torch.manual_seed after config.json was written
+    "seed-beyond-64-bits": (["--seed", str(10**23)], "'train.seed'"),
+    "init-seed-beyond-64-bits": (["--set", f"model.init_seed={2**64}"], "'model.init_seed'"),
+    "overrides-a-list": (["--set", "model.overrides=[1]"], "'model.overrides'"),
+    "set-a-5000-digit-number": (["--set", "train.steps=1" + "0" * 5000], "--set train.steps"),
 }
 
 
@@ -126,6 +131,40 @@ def test_an_output_path_that_is_or_goes_through_a_file_is_one_line(tmp_path, cap
     out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
     refused(*vlab(capsys, [*TINY_PROBE, "--out", out]), "--out", "is a file")
     assert snapshot(tmp_path) == {"f": b"keep"}
+
+
+CONFIG_FILES = {  # --config FILE contents the JSON reader or the field checks once let through
+    "nested-too-deeply": ('{"a":' * 100_000 + "1" + "}" * 100_000, "--config"),
+    "a-5000-digit-number": ('{"train": {"steps": 1' + "0" * 5000 + "}}", "--config"),
+    "overrides-a-list": ('{"model": {"overrides": [1]}}', "'model.overrides'"),
+    "vision-a-list": ('{"image": {"vision": ["patch"]}}', "'image.vision'"),
+    "seed-beyond-64-bits": ('{"train": {"seed": 99999999999999999999999}}', "'train.seed'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FILES))
+def test_a_config_file_of_odd_contents_is_one_line_before_writing(tmp_path, capsys, case):
+    text, expected = CONFIG_FILES[case]
+    (tmp_path / "c.json").write_text(text)
+    before = snapshot(tmp_path)
+    argv = [*TINY_PROBE, "--config", tmp_path / "c.json", "--out", tmp_path / "out"]
+    refused(*vlab(capsys, argv), expected)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["a-loop", "under-a-loop", "newline-under-a-file"])
+def test_an_output_path_through_a_link_loop_or_with_a_newline_is_one_line(tmp_path, capsys, where):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "f").write_text("keep")
+    out = {
+        "a-loop": tmp_path / "a",
+        "under-a-loop": tmp_path / "a" / "run",
+        "newline-under-a-file": tmp_path / "f" / "run\nx",
+    }[where]
+    refused(*vlab(capsys, [*TINY_PROBE, "--out", out]), "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "f"]
+    assert (tmp_path / "f").read_text() == "keep"
 
 
 def test_set_a_value_and_a_section_of_the_same_key_is_refused_in_either_order(tmp_path, capsys):
