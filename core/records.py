@@ -222,6 +222,8 @@ def read_json_lines(
     it is (a metrics line stays the dict the report reads)."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():  # dangling or a loop: lines that are somewhere, not none
+            raise DamagedFile(path, None, "is a link that leads nowhere", what_to_do)
         return []
     if not path.is_file():
         raise DamagedFile(path, None, "is not a regular file (a directory?)", what_to_do)
@@ -301,8 +303,11 @@ def join_relative(base: str | os.PathLike, relative: Any, what: str) -> Path:
     parts = PurePosixPath(relative).parts
     if PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative:
         raise VlabError(f"{what} {_show(relative)} must be a path inside {base}")
-    root = Path(base).resolve()
-    target = (root / relative).resolve()
+    try:
+        root = Path(base).resolve()
+        target = (root / relative).resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        raise VlabError(f"{what} {_show(relative)} leads through a loop of links") from None
     if target != root and root not in target.parents:
         raise VlabError(f"{what} {_show(relative)} leads outside {base}")
     return Path(base) / relative

@@ -394,6 +394,8 @@ def _load_torch_file(path: Path, map_location: Any, what_to_do: str) -> Any:
             "move it away to restart the run from step 0, or put back the folder",
         )
     if not path.exists():
+        if path.is_symlink():  # a link to a checkpoint on a disk that is gone is not "none"
+            raise DamagedFile(path, None, "is a link that leads nowhere", what_to_do)
         return None
     if not path.is_file():
         raise DamagedFile(path, None, "is not a regular file (a directory?)", what_to_do)

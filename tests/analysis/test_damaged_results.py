@@ -29,6 +29,7 @@ from vlab.cli import main
 from vlab.errors import VlabError
 from vlab.models.vlm.train import check_stage1
 from vlab.models.vlm.trained import trained_kind
+from vlab.records import join_relative
 from vlab.rundir import RunDir
 
 SWEEP = Path(__file__).resolve().parents[1] / "slurm" / "fixtures" / "sweep-2c5bbbe"
@@ -202,6 +203,15 @@ def test_a_damaged_inside_marker_or_examples_file_is_a_warning(tmp_path):
     inside = load_inside(run)
     assert inside.logit_lens.empty
     assert any("logit_lens.json" in w and "'examples'" in w for w in inside.warnings)
+
+
+def test_an_examples_image_through_a_link_loop_is_not_drawn_and_no_traceback(tmp_path):
+    """join_relative resolved a link loop into a RuntimeError, which no reader caught."""
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    for relative in ("a.png", "a.png/x.png"):
+        with pytest.raises(VlabError, match="loop"):
+            join_relative(tmp_path, relative, "examples.json file")
 
 
 # models/vlm ---------------------------------------------------------------------------------

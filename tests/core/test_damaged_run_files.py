@@ -333,6 +333,25 @@ def test_a_directory_where_last_pt_belongs_is_an_error_and_loses_no_evaluation(
     assert status["state"] == "failed" and "last.pt" in status["reason"]
 
 
+@pytest.mark.parametrize("name", ["checkpoints/last.pt", "metrics.jsonl"])
+@pytest.mark.parametrize("leads_to", ["a-disk-that-is-gone", "a-loop"])
+def test_a_link_that_leads_nowhere_is_an_error_never_no_checkpoint(
+    unfinished, tmp_path, capsys, name, leads_to
+):
+    """A checkpoint linked to a disk that is not mounted (or a link loop) once read as "no
+    checkpoint": the run restarted from step 0 and rewrote metrics.jsonl."""
+    run = _copy(unfinished, tmp_path)
+    metrics = (run / "metrics.jsonl").read_bytes()
+    (run / name).unlink()
+    target = tmp_path / "gone" / "x" if leads_to == "a-disk-that-is-gone" else run / name
+    (run / name).symlink_to(target)
+    err = _rerun_fails(run, UNFINISHED, capsys, str(run / name))
+    assert "leads nowhere" in err
+    assert (run / name).is_symlink() and not (tmp_path / "gone").exists()
+    if name != "metrics.jsonl":
+        assert (run / "metrics.jsonl").read_bytes() == metrics
+
+
 def test_a_file_where_the_checkpoints_folder_belongs_is_an_error(unfinished, tmp_path, capsys):
     run = _copy(unfinished, tmp_path)
     metrics = (run / "metrics.jsonl").read_text()
