@@ -71,7 +71,7 @@ from vlab.analysis.vlm import summary_line as _vlm_summary_line
 from vlab.analysis.vlm_tables import interval_text
 from vlab.errors import ConfigError, VlabError
 from vlab.locks import lock_holder
-from vlab.records import NonNegative, Real, parse_record
+from vlab.records import NonNegative, Real, parse_record, resolved
 from vlab.run_records import MetricsLine
 from vlab.rundir import CONFIG_FIX, RunDir
 
@@ -219,7 +219,7 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
     without finetune runs. Runs listed in sweep.json without a directory are ``pending``;
     anything unreadable becomes a warning, never an exception. Imports no torch.
     """
-    root = Path(path).expanduser().resolve()
+    root = resolved(path)
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
     warnings: list[str] = []

@@ -39,7 +39,7 @@ import pandas as pd
 
 from vlab.errors import VlabError
 from vlab.process import writer_alive
-from vlab.records import NonNegative, Real, parse_record
+from vlab.records import NonNegative, Real, parse_record, resolved
 from vlab.run_records import MetricsLine, checked
 from vlab.rundir import METRICS_FIX, RunDir
 
@@ -107,7 +107,7 @@ def load_sweep(path: str | Path) -> Sweep:
     :class:`~vlab.errors.VlabError` when ``path`` holds neither, and when sweep.json is
     damaged or foreign (then the run list itself is unknown: a warning would hide that).
     """
-    root = Path(path).expanduser().resolve()
+    root = resolved(path)
     if not root.exists():
         raise VlabError(f"{path}: no such directory")
     if not root.is_dir():
@@ -165,7 +165,7 @@ def load_sweep(path: str | Path) -> Sweep:
 def find_runs(path: str | Path) -> list[tuple[str, Path]]:
     """(name, directory) of every run directory that exists in the sweep, folder of runs or
     single run at ``path``, found as :func:`load_sweep` finds them."""
-    root = Path(path).expanduser().resolve()
+    root = resolved(path)
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
     if (root / "sweep.json").exists():  # a directory there is a damaged sweep, not a scan

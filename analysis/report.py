@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -135,9 +136,12 @@ def parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         pass
+    except (ValueError, RecursionError) as e:  # a 5,000-digit number, [[[[...]]]]
+        said = str(e) or "nested too deeply"
+        raise VlabError(f"-p value {raw[:40]!r}: cannot be read ({said[:200]})") from None
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return raw
 
 
@@ -148,10 +152,15 @@ def template_parameters(path: Path) -> dict[str, Any]:
     from papermill.translators import PythonTranslator
 
     try:
-        nb = nbformat.read(path, as_version=4)
-    except (OSError, ValueError) as e:
+        with warnings.catch_warnings():  # nbformat's warnings of a user's own notebook
+            warnings.simplefilter("ignore")
+            nb = nbformat.read(path, as_version=4)
+        cells = list(nb.cells)
+    except (OSError, ValueError, RecursionError) as e:
         raise VlabError(f"{path}: not a readable notebook ({e})") from e
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    except (AttributeError, TypeError, KeyError):  # JSON, but not a notebook's shape
+        raise VlabError(f"{path}: not a notebook (JSON of another shape)") from None
+    cells = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells:
         raise VlabError(f"{path}: no cell tagged 'parameters'; it is not a report template")
     params = {p.name: p for p in PythonTranslator.inspect(cells[0])}

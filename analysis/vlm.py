@@ -53,7 +53,7 @@ from vlab.analysis.load import (
 from vlab.errors import ConfigError, VlabError
 from vlab.locks import lock_holder
 from vlab.process import writer_alive
-from vlab.records import NonNegative, Real, parse_record, read_json_file
+from vlab.records import NonNegative, Real, parse_record, read_json_file, resolved
 from vlab.run_records import MetricsLine
 from vlab.rundir import RunDir
 
@@ -357,7 +357,7 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
     (and torch unimported, see :func:`encoder_grid`): what ``vlab report`` needs for its
     summary line before the kernel reads the sweep.
     """
-    root = Path(path).expanduser().resolve()
+    root = resolved(path)
     if not root.is_dir():
         raise VlabError(f"{path}: no such directory")
     warnings: list[str] = []

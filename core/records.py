@@ -294,6 +294,15 @@ def join_name(base: str | os.PathLike, name: Any, what: str, suffix: str = "") -
     return Path(base) / f"{plain_name(name, what)}{suffix}"
 
 
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` made absolute through its links (``~`` expanded); a loop of symbolic links is a
+    :class:`~vlab.errors.VlabError` naming it (a RuntimeError before Python 3.13)."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):
+        raise VlabError(f"{path}: leads through a loop of symbolic links") from None
+
+
 def join_relative(base: str | os.PathLike, relative: Any, what: str) -> Path:
     """``base / relative`` for a relative path read from a file (an image in
     ``examples.json``): refused when absolute, holding ``..``, or resolving (through links)

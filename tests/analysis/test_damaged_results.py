@@ -262,6 +262,33 @@ def test_report_of_a_sweep_json_of_the_wrong_shape_is_one_line(sweep, capsys):
     assert files_of(sweep) == before
 
 
+REPORT_INPUTS = {  # each once a traceback before the report ran
+    "a-link-loop": (["LOOP", "--no-html"], "loop of symbolic links"),
+    "a-template-that-is-a-json-list": (["SWEEP", "--template", "LIST"], "not a notebook"),
+    "a-template-of-cells-that-are-numbers": (["SWEEP", "--template", "CELLS"], "not a notebook"),
+    "a-5000-digit-parameter": (["SWEEP", "-p", "threshold", "1" + "0" * 5000], "-p value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_INPUTS))
+def test_report_of_odd_inputs_is_one_line_and_writes_nothing(sweep, tmp_path, capsys, case):
+    argv, said = REPORT_INPUTS[case]
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "list.ipynb").write_text("[1, 2]")
+    cells = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [5]}
+    (tmp_path / "cells.ipynb").write_text(json.dumps(cells))
+    paths = {"LOOP": tmp_path / "a", "SWEEP": sweep}
+    paths |= {"LIST": tmp_path / "list.ipynb", "CELLS": tmp_path / "cells.ipynb"}
+    before = files_of(sweep)
+    capsys.readouterr()
+    assert main(["report", *[str(paths.get(a, a)) for a in argv]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("vlab: error: "), err
+    assert said in err and "Traceback" not in err, err
+    assert files_of(sweep) == before
+
+
 # property -----------------------------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
