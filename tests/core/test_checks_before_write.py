@@ -167,6 +167,13 @@ def test_an_output_path_through_a_link_loop_or_with_a_newline_is_one_line(tmp_pa
     assert (tmp_path / "f").read_text() == "keep"
 
 
+def test_vlm_eval_of_a_missing_data_root_lists_what_is_missing_on_one_line(tmp_path, capsys):
+    """The list of missing benchmark files was one path a line: an error of 33 lines."""
+    argv = ["vlm", "eval", "--run", tmp_path / "run", "--data-root", tmp_path / "data"]
+    refused(*vlab(capsys, argv), "do not exist", "coco", "; ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_set_a_value_and_a_section_of_the_same_key_is_refused_in_either_order(tmp_path, capsys):
     for sets in (["train.lr=1", "train.lr.x=2"], ["train.lr.x=2", "train.lr=1"]):
         argv = [*TINY_PROBE, *[a for s in sets for a in ("--set", s)], "--out", tmp_path / "o"]

@@ -99,11 +99,11 @@ def raise_missing(mixtures: list[tuple[str, str, MixtureConfig]]) -> None:
         users = ", ".join(dict.fromkeys(labels))
         lines.append(f"{path}/ (images: {users})" if is_dir else f"{path} ({users})")
     n_dirs = sum(is_dir for is_dir, _ in needed.values())
-    listed = "\n  ".join(lines)
+    listed = "; ".join(lines)  # one line, as every error of vlab
     raise ConfigError(
         first,
         f"{len(needed) - n_dirs} annotation file(s) and {n_dirs} image folder(s) do not "
-        f"exist:\n  {listed}",
+        f"exist: {listed}",
     )
 
 
