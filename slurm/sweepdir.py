@@ -226,10 +226,16 @@ class SweepDir:
         return self.path / "submissions.jsonl"
 
     def run_path(self, name: str) -> Path:
-        return join_name(self.path / "runs", name, "run name")
+        return _somewhere(join_name(self._folder("runs"), name, "run name"))
 
     def lock_path(self, name: str) -> Path:
-        return join_name(self.path / "locks", name, "run name", ".lock")
+        return _somewhere(join_name(self._folder("locks"), name, "run name", ".lock"))
+
+    def _folder(self, name: str) -> Path:
+        """``runs/`` or ``locks/``: a directory, or not there. A link leading nowhere (to a
+        disk that is not mounted) or a file there is damage, never "no run has started":
+        ``vlab sweep prune`` would drop runs that did."""
+        return _somewhere(self.path / name, folder=True)
 
     def log_path(self, name: str) -> Path:
         return join_name(self.path / "logs", name, "run name", ".log")
@@ -319,6 +325,19 @@ class SweepDir:
     def last_job(self, name: str) -> dict | None:
         """The latest submission entry of run ``name``: executor, job id, folder, log."""
         return self.last_jobs().get(name)
+
+
+LINK_FIX = "mount the disk it leads to, or move it away"
+
+
+def _somewhere(path: Path, folder: bool = False) -> Path:
+    """``path``, refused as a :class:`DamagedFile` when it is a symbolic link that leads
+    nowhere (dangling, or a loop), or (``folder``) a file where a folder belongs."""
+    if path.is_symlink() and not path.exists():
+        raise DamagedFile(path, None, "is a link that leads nowhere", LINK_FIX)
+    if folder and path.exists() and not path.is_dir():
+        raise DamagedFile(path, None, "is a file where a folder belongs", LINK_FIX)
+    return path
 
 
 def _end_last_line(path: Path) -> None:

@@ -475,6 +475,28 @@ def test_one_damaged_status_still_shows_the_other_runs(pristine: Path) -> None:
         assert rows["mamba"]["state"] == "unknown" and "status.json" in rows["mamba"]["reason"]
 
 
+@pytest.mark.parametrize("link", ["runs", "runs/pythia", "locks"])
+def test_a_folder_linked_to_a_disk_that_is_gone_is_damage_never_no_run_started(
+    pristine: Path, link: str
+) -> None:
+    """runs/ linked to scratch that is not mounted read as "no run has started": status showed
+    the runs pending and prune dropped them from sweep.json."""
+    with copy_of(pristine) as (parent, sweep):
+        shutil.rmtree(sweep / link)
+        (sweep / link).symlink_to(parent / "gone")
+        spec = (sweep / "sweep.json").read_bytes()
+        code, out, err = vlab("sweep", "prune", str(sweep), "--spec", "cpu-small")
+        assert_clean_exit(code, err)
+        assert code == 2 and str(sweep / link) in err and "leads nowhere" in err
+        assert (sweep / "sweep.json").read_bytes() == spec
+        code, out, err = vlab("sweep", "status", str(sweep), "--json")
+        assert_clean_exit(code, err)
+        if code == 0:
+            states = {r["name"]: r["state"] for r in json.loads(out)}
+            assert "pending" not in states.values() and "unknown" in states.values()
+        assert not (parent / "gone").exists()
+
+
 def test_run_paths_are_joined_only_from_plain_names(tmp_path: Path) -> None:
     sweep = SweepDir(tmp_path / "sweep")
     assert sweep.run_path("a") == tmp_path / "sweep" / "runs" / "a"
