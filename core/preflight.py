@@ -124,7 +124,8 @@ def check_model_memory(model: Any, device: str, field: str, *, sharded: bool = F
     where, memory = device_memory(device)
     if memory is None:
         return
-    ranks = int(os.environ.get("WORLD_SIZE", "1")) if sharded else 1
+    world = os.environ.get("WORLD_SIZE", "1")  # torchrun's; anything else: one rank
+    ranks = int(world) if sharded and world.isdigit() and int(world) > 0 else 1
     need = params * TRAIN_BYTES_PER_PARAM
     if need > memory * ranks:
         have = f"{_gib(memory)} of {where}" + (f" x {ranks} ranks" if ranks > 1 else "")
