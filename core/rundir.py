@@ -191,6 +191,10 @@ class RunDir:
         """status.json as the dict it holds, checked as a :class:`~vlab.run_records.Status`;
         None before the run first wrote one."""
         if not self.status_path.exists():
+            if self.status_path.is_symlink():  # dangling or a loop: a status somewhere, not none
+                raise DamagedFile(
+                    self.status_path, None, "is a link that leads nowhere", STATUS_FIX
+                )
             return None
         data = read_json_file(self.status_path, STATUS_FIX)
         return checked(Status, data, self.status_path, STATUS_FIX)

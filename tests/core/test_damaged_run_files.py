@@ -333,13 +333,14 @@ def test_a_directory_where_last_pt_belongs_is_an_error_and_loses_no_evaluation(
     assert status["state"] == "failed" and "last.pt" in status["reason"]
 
 
-@pytest.mark.parametrize("name", ["checkpoints/last.pt", "metrics.jsonl"])
+@pytest.mark.parametrize("name", ["checkpoints/last.pt", "metrics.jsonl", "status.json"])
 @pytest.mark.parametrize("leads_to", ["a-disk-that-is-gone", "a-loop"])
 def test_a_link_that_leads_nowhere_is_an_error_never_no_checkpoint(
     unfinished, tmp_path, capsys, name, leads_to
 ):
     """A checkpoint linked to a disk that is not mounted (or a link loop) once read as "no
-    checkpoint": the run restarted from step 0 and rewrote metrics.jsonl."""
+    checkpoint": the run restarted from step 0 and rewrote metrics.jsonl; such a status.json
+    was read as "none yet" and replaced by a new file. Each is now an error, the link kept."""
     run = _copy(unfinished, tmp_path)
     metrics = (run / "metrics.jsonl").read_bytes()
     (run / name).unlink()
