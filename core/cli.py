@@ -87,5 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # ``python -m vlab.cli``, which is how torchrun starts vlab
+    status = main()
+    if os.environ.get("TORCHELASTIC_RUN_ID") and "torch.distributed" in sys.modules:
+        from vlab.training.distributed import exit_rank
+
+        exit_rank(status)  # a torchrun rank: no interpreter teardown (see exit_rank)
+    sys.exit(status)

@@ -42,7 +42,7 @@ STOPPING_RUN = """
 import sys
 
 from vlab.cli import build_parser
-from vlab.training.distributed import close_distributed, is_main_process
+from vlab.training.distributed import close_distributed, exit_rank, is_main_process
 from vlab.probes.cli import config_from_args
 from vlab.probes.trainer import run_probe
 
@@ -61,6 +61,7 @@ result = run_probe(config_from_args(args), args.out, progress=False, should_stop
 if is_main_process():
     print(f"{result.state} at step {result.step}")
 close_distributed()
+exit_rank(0)
 """
 
 

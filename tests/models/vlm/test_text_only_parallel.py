@@ -27,7 +27,7 @@ from vlab.models.vlm.data.run_data import ShapesData
 from vlab.models.vlm.model import build_vlm
 from vlab.models.vlm.tokenizer import run_tokenizer
 from vlab.training.distributed import (
-    close_distributed, model_state, setup_distributed, shard_model,
+    close_distributed, exit_rank, model_state, setup_distributed, shard_model,
 )
 
 out, mode = Path(sys.argv[1]), sys.argv[2]
@@ -77,6 +77,7 @@ if ctx.is_main:
     )
     print(f"max difference {diff:.3g}; moved {moved:.3g}")
 close_distributed()
+exit_rank(0)
 """
 
 
