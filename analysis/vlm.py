@@ -56,6 +56,7 @@ from vlab.process import writer_alive
 from vlab.records import NonNegative, Real, parse_record, read_json_file, resolved
 from vlab.run_records import MetricsLine
 from vlab.rundir import RunDir
+from vlab.slurm.sweepdir import setting
 
 VLM_KIND, FINETUNE_KIND = "vlm", "vlm-finetune"  # sweep.json kinds with a report here
 KIND_TITLES = {"probe": "probe", VLM_KIND: "VLM", FINETUNE_KIND: "finetune (vlm-finetune)"}
@@ -465,8 +466,8 @@ def _load_run(
     row = {
         "name": name,
         "id": entry.id,
-        "arch": _get(config, ARCH_KEY),
-        "ordering": _get(config, ORDERING_KEY) or ORDERINGS[0],
+        "arch": setting(config, ARCH_KEY),
+        "ordering": setting(config, ORDERING_KEY) or ORDERINGS[0],
         "setting": "",
         "seed": "",
         **status,
@@ -499,7 +500,7 @@ def _status(
     from vlab.slurm.vlm import vlm_status
 
     out = {"state": "pending", "reason": "no run directory yet", "stage": None}
-    out.update(step=None, steps=_get(config, steps_key))
+    out.update(step=None, steps=setting(config, steps_key))
     if not path.is_dir():
         return out
     try:
@@ -621,7 +622,7 @@ def encoder_grid(config: dict) -> tuple[int, int] | None:
     from :data:`vlab.models.vlm.vision.PRESETS` (imported here only: it loads torch). Two
     encoders share one grid (the model checks it).
     """
-    vision = _get(config, "model.vision")
+    vision = setting(config, "model.vision")
     if not isinstance(vision, dict):
         return None
     kind, overrides = vision.get("kind", "patch"), vision.get("overrides") or {}
@@ -737,12 +738,3 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def _get(config: dict, dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
