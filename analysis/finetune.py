@@ -3,7 +3,8 @@ sequence? Their run directories read into tidy tables, and the tables the report
 figure is in :mod:`vlab.analysis.finetune_plots`, ``notebooks/finetune.ipynb`` only calls them.
 
 Files read (written by ``vlab sweep`` with ``kind: vlm-finetune``, see
-:mod:`vlab.slurm.finetune`, or by ``vlab vlm finetune --out``; nothing else, never a model)::
+:mod:`vlab.vlm.finetune_experiment`, or by ``vlab vlm finetune --out``; nothing else, never a
+model)::
 
     SWEEP/sweep.json                          kind "vlm-finetune", runs (name, id, resolved config)
     SWEEP/runs/RUN/config.json                the finetune: source, task, resolution, train.lr ...
@@ -85,7 +86,7 @@ SOURCE_PREFIX = "source."
 @dataclass(frozen=True)
 class FinetuneColumns:
     """A finetune's config.json as far as the runs table reads it (the fields of
-    :class:`vlab.models.vlm.finetune.FinetuneConfig` it shows, by type; the rest kept): a
+    :class:`vlab.vlm.finetune.FinetuneConfig` it shows, by type; the rest kept): a
     field of the wrong type would put a list into a column the table groups by."""
 
     source: str | None = None
@@ -251,7 +252,7 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
 
 def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     """The run's row and its score rows (finetuned and step-0 scores per benchmark)."""
-    from vlab.slurm.finetune import finetune_status
+    from vlab.vlm.finetune_experiment import finetune_status
 
     name, path = entry.name, entry.path
     run = RunDir(path)
@@ -321,7 +322,7 @@ def _text(value: Any) -> str | None:
 def _training_status(path: Path) -> dict:
     """The finetune's own status.json (grid, visual tokens, arch) as
     :meth:`~vlab.rundir.RunDir.read_status` reads it, {} if absent or damaged (the run's state
-    comes from :func:`vlab.slurm.finetune.finetune_status`, which reads the same file: its
+    comes from :func:`vlab.vlm.finetune_experiment.finetune_status`, which reads the same file: its
     damage is said there, once)."""
     try:
         return RunDir(path).read_status() or {}

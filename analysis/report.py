@@ -36,16 +36,15 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
 from vlab.analysis.load import Sweep, load_sweep
-from vlab.analysis.vlm import FINETUNE_KIND, VLM_KIND, load_vlm_sweep, summary_line, sweep_kind
+from vlab.analysis.vlm import VLM_KIND, load_vlm_sweep, summary_line, sweep_kind
 from vlab.errors import VlabError
+from vlab.experiment import KINDS, experiment
 from vlab.rundir import STATES
 
 TEMPLATES_PACKAGE = "vlab.notebooks"
 DEFAULT_TEMPLATE = "probe_report"
 VLM_TEMPLATE = "vlm"  # the default for a VLM sweep (sweep.json kind "vlm")
 FINETUNE_TEMPLATE = "finetune"  # the default for a finetune sweep (kind "vlm-finetune")
-# the template a sweep of each kind gets without --template (any other kind: the probe report)
-KIND_TEMPLATES = {VLM_KIND: VLM_TEMPLATE, FINETUNE_KIND: FINETUNE_TEMPLATE}
 KERNEL_NAME = "python3"
 # Parameters the report sets itself; a template must declare them in its `parameters` cell.
 RESERVED = ("sweep_dir", "figures_dir")
@@ -217,10 +216,16 @@ def _remove_stale_work_dirs(root: Path) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def kind_template(kind: str) -> str:
+    """The report template of run kind ``kind`` (its experiment's ``report_template``); an
+    unknown kind gets the probe report, which names what it cannot read."""
+    return experiment(kind).report_template if kind in KINDS else DEFAULT_TEMPLATE
+
+
 def default_template(sweep_dir: str | Path) -> str:
-    """The template a sweep gets without ``--template``: :data:`KIND_TEMPLATES` of its kind
-    (sweep.json's, or a folder of VLM or finetune run directories), else the probe report."""
-    return KIND_TEMPLATES.get(sweep_kind(sweep_dir), DEFAULT_TEMPLATE)
+    """The template a sweep gets without ``--template``: its kind's (sweep.json's, or a folder
+    of VLM or finetune run directories), else the probe report."""
+    return kind_template(sweep_kind(sweep_dir))
 
 
 def _load(sweep_dir: str | Path, template: str) -> tuple[Path, str, str]:
@@ -235,12 +240,12 @@ def _load(sweep_dir: str | Path, template: str) -> tuple[Path, str, str]:
         ft_sweep = finetune.load_finetune_sweep(sweep_dir)  # names another kind as such
         return ft_sweep.root, ft_sweep.name, finetune.summary_line(ft_sweep)
     kind = sweep_kind(sweep_dir)
-    if template == DEFAULT_TEMPLATE and kind in KIND_TEMPLATES:
+    if template == DEFAULT_TEMPLATE and kind_template(kind) != DEFAULT_TEMPLATE:
         title = "VLM" if kind == VLM_KIND else f"{kind}"
         raise VlabError(
             f"{sweep_dir} is a {title} sweep: the probe report has nothing to show for it; drop "
-            f"--template (its default is {KIND_TEMPLATES[kind]}) or say --template "
-            f"{KIND_TEMPLATES[kind]}"
+            f"--template (its default is {kind_template(kind)}) or say --template "
+            f"{kind_template(kind)}"
         )
     sweep = load_sweep(sweep_dir)
     return sweep.root, sweep.name, summary(sweep)

@@ -2,7 +2,7 @@
 benchmarks into coarse and fine. The tables built from them are in :mod:`vlab.analysis.vlm_tables`,
 the figures in :mod:`vlab.analysis.vlm_plots`; ``notebooks/vlm.ipynb`` only calls them.
 
-Files read (written by ``vlab sweep`` with ``kind: vlm``, see :mod:`vlab.slurm.vlm`; nothing
+Files read (written by ``vlab sweep`` with ``kind: vlm``, see :mod:`vlab.vlm.experiment`; nothing
 else, never a model)::
 
     SWEEP/sweep.json                                kind "vlm", runs (name, id, resolved config)
@@ -50,13 +50,14 @@ from vlab.analysis.load import (
     read_lines_leniently,
     read_metrics_leniently,
 )
+from vlab.config import setting
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import kind_of
 from vlab.locks import lock_holder
 from vlab.process import writer_alive
 from vlab.records import NonNegative, Real, parse_record, read_json_file, resolved
 from vlab.run_records import MetricsLine
 from vlab.rundir import RunDir
-from vlab.slurm.sweepdir import setting
 
 VLM_KIND, FINETUNE_KIND = "vlm", "vlm-finetune"  # sweep.json kinds with a report here
 KIND_TITLES = {"probe": "probe", VLM_KIND: "VLM", FINETUNE_KIND: "finetune (vlm-finetune)"}
@@ -298,21 +299,24 @@ class VLMSweep:
     warnings: list[str] = field(default_factory=list)
 
 
+def recorded_kind(path: Path) -> str | None:
+    """The run kind at ``path`` (:func:`vlab.experiment.kind_of`: its run.json, or its files),
+    None for no run or an unreadable one (its loader names the damaged file)."""
+    try:
+        return kind_of(path) if path.is_dir() else None
+    except UNREADABLE:
+        return None
+
+
 def is_vlm_run(path: Path) -> bool:
-    """A VLM run directory (``vlab vlm train --out``) holds a stage's run directory."""
-    return any((path / f"stage{s}" / "config.json").is_file() for s in STAGES)
+    """A VLM run directory (``vlab vlm train --out``)."""
+    return recorded_kind(path) == VLM_KIND
 
 
 def is_finetune_run(path: Path) -> bool:
     """A finetune run directory (``vlab vlm finetune --out``, or a run of a ``vlm-finetune``
-    sweep): its config.json names the ``source`` run and the ``resolution``."""
-    if not (path / "config.json").is_file():
-        return False
-    try:
-        data = RunDir(path).read_config()
-    except UNREADABLE:
-        return False
-    return "source" in data and "resolution" in data
+    sweep)."""
+    return recorded_kind(path) == FINETUNE_KIND
 
 
 def sweep_kind(path: str | Path) -> str:
@@ -497,7 +501,7 @@ def _status(
     """state, reason, stage, step, steps of the run's current phase, as ``read(path, config)``
     says (default ``vlm_status``; a finetune's: ``finetune_status``); ``steps_key`` is the
     config's step budget of a run not started."""
-    from vlab.slurm.vlm import vlm_status
+    from vlab.vlm.experiment import vlm_status
 
     out = {"state": "pending", "reason": "no run directory yet", "stage": None}
     out.update(step=None, steps=setting(config, steps_key))
@@ -630,7 +634,7 @@ def encoder_grid(config: dict) -> tuple[int, int] | None:
     if pretrained and kind != "eva02":  # a save_pretrained folder replaces the preset
         shape = _hf_vision_shape(Path(pretrained))
     else:
-        from vlab.models.vlm.vision import PRESETS
+        from vlab.models.vlm.parts import PRESETS
 
         shape = dict(PRESETS.get(kind, {}).get(vision.get("preset", "tiny"), {}))
         if kind == "eva02":  # timm's eva02_large_patch14_clip_336, which presets override

@@ -18,7 +18,7 @@ from vlab.errors import VlabError
 # transformers, pandas come inside the command that needs them), so ``vlab --help`` is fast.
 SUBCOMMANDS = [
     ("probe", "vlab.probes.cli"),
-    ("vlm", "vlab.models.vlm.cli"),
+    ("vlm", "vlab.vlm.cli"),
     ("sweep", "vlab.slurm.cli"),
     ("report", "vlab.analysis.cli"),
     ("inspect", "vlab.analysis.inside.cli"),

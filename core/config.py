@@ -339,3 +339,16 @@ def argparse_error(message: str) -> Exception:
 
 
 positive_int = bounded_int(1)
+
+
+def setting(config: dict, dotted: str) -> Any:
+    """The value at ``dotted`` (``train.steps``) of a config as plain data (a run's, from
+    sweep.json or config.json), or None where the config does not hold it (an earlier or a
+    foreign config: a status line must show, whatever the config's shape; the run's trainer
+    validates it in full)."""
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node

@@ -3,8 +3,8 @@ until everything that can be checked from the arguments and the files already th
 
 A command that fails after writing ``config.json`` leaves a run directory behind that refuses
 the corrected command as a config mismatch; so each experiment has one ``preflight`` (the
-probe's in :mod:`vlab.probes.trainer`, the VLM's in :mod:`vlab.models.vlm.train`, the
-finetune's in :mod:`vlab.models.vlm.finetune`) built from the pieces here, called by the
+probe's in :mod:`vlab.probes.trainer`, the VLM's in :mod:`vlab.vlm.train`, the
+finetune's in :mod:`vlab.vlm.finetune`) built from the pieces here, called by the
 function that claims the run, so the CLI and the sweep worker both reach it.
 
 Bounds (each named in its message):

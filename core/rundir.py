@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlab.config import diff
 from vlab.errors import VlabError
+from vlab.experiment import KIND_FILE, record_kind
 from vlab.fileio import append_jsonl, atomic_write_json, write_jsonl
 from vlab.records import DamagedFile, parse_record, read_json_file, read_json_lines
 from vlab.run_records import (
@@ -45,6 +46,7 @@ from vlab.run_records import (
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 LOCK_FILE = "writer.lock"  # held by the one process writing the run (see ``RunDir.claim``)
 
@@ -91,8 +93,11 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, config)
 
-    def claim(self, config: dict, defaults: dict | None = None) -> bool:
+    def claim(self, config: dict, defaults: dict | None = None, kind: str | None = None) -> bool:
         """Start or resume the run of ``config`` here; True if it is already finished.
+
+        ``kind`` (one of :data:`vlab.experiment.KINDS`) is recorded in ``run.json`` when the
+        run is claimed (:func:`vlab.experiment.record_kind`), a run of another kind refused.
 
         An existing run directory is resumed only if its config is the same; otherwise the
         user is told which fields differ and nothing is touched. A field the stored config
@@ -113,7 +118,7 @@ class RunDir:
         if self.config_path.exists() and not self.exists():
             self.read_config()  # a directory where config.json belongs: say so
         if not self.exists() and self.path.exists():
-            if any(p.name not in (LOCK_FILE, ".guard") for p in self.path.iterdir()):
+            if any(p.name not in (LOCK_FILE, ".guard", KIND_FILE) for p in self.path.iterdir()):
                 raise VlabError(f"{self.path} exists, is not empty and is not a run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         lock = acquire(self.lock_path)
@@ -126,6 +131,8 @@ class RunDir:
         self._lock = lock
         self._defaults = defaults
         try:
+            if kind is not None:
+                record_kind(self.path, kind)
             done = self._claim_locked(config, defaults)
         except BaseException:
             self.release()
@@ -353,6 +360,37 @@ class RunDir:
         if data is None:
             return None
         return parse_record(Checkpoint, data, self.checkpoint_path, CHECKPOINT_FIX)
+
+    def weights_at(self, step: int | None = None, map_location: str = "cpu") -> dict:
+        """The checkpoint holding the weights of ``step`` (kept, or ``last.pt`` when it is at
+        that step; None: ``last.pt``), to load into a model built from config.json. Refused
+        in one line when there is none, when it holds no weights, or when it was trained
+        under another config than config.json holds."""
+        if step is not None and step in self.snapshots():
+            checkpoint = self.load_checkpoint(map_location, step=step)
+        else:
+            checkpoint = self.load_checkpoint(map_location)
+            if checkpoint is not None and step is not None and int(checkpoint["step"]) != step:
+                checkpoint = None
+        if checkpoint is None:
+            at = "" if step is None else f" at step {step}"
+            raise VlabError(f"{self.path}: no checkpoint{at}")
+        if not isinstance(checkpoint.get("model"), dict):
+            raise VlabError(f"{self.path}: the checkpoint at step {step} holds no model weights")
+        self.check_checkpoint_config(checkpoint)
+        return checkpoint
+
+    def load_weights(self, model: nn.Module, checkpoint: dict) -> None:
+        """Load ``checkpoint``'s weights (from :meth:`weights_at`) into ``model`` strictly;
+        weights that do not fit the model the run's config builds are a one-line error."""
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except (RuntimeError, KeyError) as e:
+            said = str(e).strip().splitlines()[0][:200]
+            raise VlabError(
+                f"{self.path}: the checkpoint at step {checkpoint.get('step')} does not fit the "
+                f"model its config builds ({said})"
+            ) from None
 
 
 class ReadOnlyRunDir(RunDir):

@@ -25,9 +25,10 @@ from vlab.config import from_dict
 from vlab.errors import VlabError
 from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone, count_parameters
 from vlab.models.backbones.state import state_size
-from vlab.models.vlm.connectors import ProjectorConfig, build_projector
+from vlab.models.vlm.connectors import build_projector
 from vlab.models.vlm.model import VLM
-from vlab.models.vlm.vision import VisionConfig, build_vision_encoder
+from vlab.models.vlm.parts import ProjectorConfig, VisionConfig
+from vlab.models.vlm.vision import build_vision_encoder
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.image_task import (
     ImageProbeBatch,
@@ -38,7 +39,7 @@ from vlab.probes.image_task import (
     image_sequence,
     marker_strings,
 )
-from vlab.probes.trainer import ProbeTrainTask
+from vlab.probes.train_task import ProbeTrainTask
 from vlab.training.engine import Batch
 
 

@@ -44,8 +44,7 @@ from vlab.probes.tasks import ProbeData, ProbeTaskConfig, ProbeVocab
 
 if TYPE_CHECKING:
     from vlab.models.backbones import BackboneConfig
-    from vlab.models.vlm.sequence import ImageLayout
-    from vlab.models.vlm.vision import VisionConfig
+    from vlab.models.vlm.parts import ImageLayout, VisionConfig
 
 LayoutName = Literal["paper", "authors", "none"]
 LAYOUTS: tuple[str, ...] = ("paper", "authors", "none")
@@ -114,8 +113,7 @@ def resolve_image(image: ImageProbeConfig, length: int, lm: BackboneConfig) -> I
     ``image.projector.*``.
     """
     from vlab.config import from_dict, to_dict
-    from vlab.models.vlm.connectors import ProjectorConfig
-    from vlab.models.vlm.vision import VisionConfig
+    from vlab.models.vlm.parts import ProjectorConfig, VisionConfig
 
     side = image.side(length)
     vision = from_dict(VisionConfig, image.vision, prefix="image.vision")
@@ -145,7 +143,8 @@ def encoder_shape(vision: VisionConfig) -> tuple[int, int]:
     """(patch size in pixels, feature width) of the encoder a ``VisionConfig`` builds, read
     without weights: a local Hugging Face tower's config.json, else the preset built on the
     meta device (an eva02 checkpoint has its preset's shapes)."""
-    from vlab.models.vlm.vision import HF_KINDS, build_vision_encoder
+    from vlab.models.vlm.parts import HF_KINDS
+    from vlab.models.vlm.vision import build_vision_encoder
 
     if vision.pretrained is not None and vision.kind in HF_KINDS:
         import json
@@ -163,7 +162,7 @@ def encoder_shape(vision: VisionConfig) -> tuple[int, int]:
 
 def image_layout(name: str) -> ImageLayout:
     """The VLM's :class:`~vlab.models.vlm.sequence.ImageLayout` a layout name stands for."""
-    from vlab.models.vlm.sequence import ImageLayout
+    from vlab.models.vlm.parts import ImageLayout
 
     if name == "paper":
         return ImageLayout.paper()
@@ -271,7 +270,8 @@ def image_sequence(
     :func:`~vlab.models.vlm.sequence.assemble` with no text around it (markers, side x side
     patch slots, the layout's text separator), placed with ``<out>``, the query slot and, for
     prefix, ``<ans>`` as the text probe places its context."""
-    from vlab.models.vlm.sequence import PATCH, SequenceConfig, assemble
+    from vlab.models.vlm.parts import SequenceConfig
+    from vlab.models.vlm.sequence import PATCH, assemble
 
     if variant not in ORDERINGS:
         raise ConfigError("task.variant", f"{variant!r} is not one of 'suffix', 'prefix'")

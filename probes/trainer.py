@@ -10,18 +10,11 @@ trains a VLM on the same task (:mod:`vlab.probes.image_model`) into the same run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from vlab.config import to_dict
 from vlab.models.backbones import (
-    add_tokens,
-    base_vocab_size,
-    build_backbone,
     check_backbone,
     count_parameters,
 )
@@ -34,65 +27,17 @@ from vlab.preflight import (
     check_threads,
     on_meta,
 )
+from vlab.probes.build import build_probe
 from vlab.probes.config import ProbeRunConfig, resolve
-from vlab.probes.tasks import ProbeBatch, ProbeData, ProbeVocab
-from vlab.probes.tracking import per_position_accuracy
+from vlab.probes.image_model import (
+    ImageProbe,
+    ImageProbeTrainTask,
+    lm_state_size,
+    parameter_counts,
+)
+from vlab.probes.train_task import ProbeTrainTask
 from vlab.training.distributed import claim_run, setup_distributed
-from vlab.training.engine import Batch, TrainResult, resolve_device, train
-
-
-def target_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Logits (N, vocab) at the last input position, where the target is predicted."""
-    return model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float()
-
-
-class ProbeTrainTask:
-    """The retrieval probe as seen by the engine.
-
-    What a batch of examples feeds the model is :meth:`inputs`, how the target logits are
-    read is :meth:`logits`: the image task (:class:`~vlab.probes.image_model.
-    ImageProbeTrainTask`) changes those two and keeps the loss and the evaluation.
-    """
-
-    def __init__(
-        self, data: ProbeData, batch_size: int, eval_batch_size: int, device: torch.device
-    ):
-        self.data = data
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.device = device
-
-    def inputs(self, batch: ProbeBatch, rows: slice = slice(None)) -> Batch:
-        """The model inputs of examples ``rows`` of ``batch``: CPU tensors [N, ...]."""
-        return {"input_ids": torch.from_numpy(batch.input_ids[rows])}
-
-    def logits(self, model: nn.Module, inputs: Batch) -> torch.Tensor:
-        """(N, vocab) target logits of :meth:`inputs` (on the model's device)."""
-        return target_logits(model, inputs["input_ids"])
-
-    def train_batch(self, step: int) -> Batch:
-        b = self.data.train_batch(step, self.batch_size)
-        return {**self.inputs(b), "targets": torch.from_numpy(b.targets)}
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(model, batch), batch["targets"])
-
-    def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        held = self.data.heldout
-        losses, correct = [], []
-        for i in range(0, len(held), self.eval_batch_size):
-            rows = slice(i, i + self.eval_batch_size)
-            inputs = {k: v.to(self.device) for k, v in self.inputs(held, rows).items()}
-            tgt = torch.from_numpy(held.targets[rows]).to(self.device)
-            logits = self.logits(model, inputs)
-            losses.append(F.cross_entropy(logits, tgt, reduction="sum").item())
-            correct.append((logits.argmax(-1) == tgt).cpu().numpy())
-        hits = np.concatenate(correct)
-        return {
-            "eval_loss": sum(losses) / len(held),
-            "accuracy": float(hits.mean()),
-            "per_position": per_position_accuracy(hits, held.positions, self.data.task.length),
-        }
+from vlab.training.engine import TrainResult, resolve_device, train
 
 
 def preflight(cfg: ProbeRunConfig, out: str | Path) -> ProbeRunConfig:
@@ -126,8 +71,8 @@ def task_bytes(cfg: ProbeRunConfig, width: int, tied: bool) -> int:
     order = task.train_size * 8
     if task.modality == "image":
         from vlab.config import from_dict
+        from vlab.models.vlm.parts import VisionConfig
         from vlab.models.vlm.resolution import encoder_geometry
-        from vlab.models.vlm.vision import VisionConfig
 
         _, patch = encoder_geometry(from_dict(VisionConfig, cfg.image.vision))
         return heldout + order + task.pool * patch * patch * 3
@@ -150,8 +95,9 @@ def _size_field(cfg: ProbeRunConfig) -> str:
 def _image_parts(cfg: ProbeRunConfig):
     """An image run's encoder and projector (built on the meta device by :func:`preflight`)."""
     from vlab.config import from_dict
-    from vlab.models.vlm.connectors import ProjectorConfig, build_projector
-    from vlab.models.vlm.vision import VisionConfig, build_vision_encoder
+    from vlab.models.vlm.connectors import build_projector
+    from vlab.models.vlm.parts import ProjectorConfig, VisionConfig
+    from vlab.models.vlm.vision import build_vision_encoder
 
     vision = from_dict(VisionConfig, cfg.image.vision)
     if vision.pretrained is None:
@@ -165,15 +111,15 @@ def run_probe(
     """Train one probe run into ``out`` (resuming it if unfinished); None if already done."""
     cfg = preflight(cfg, out)  # every check, before the directory exists
     ctx = setup_distributed(resolve_device(cfg.train.device))
-    run, done = claim_run(ctx, out, to_dict(cfg), defaults=to_dict(type(cfg)()))
+    kind = "image-probe" if cfg.task.modality == "image" else "probe"
+    run, done = claim_run(ctx, out, to_dict(cfg), defaults=to_dict(type(cfg)()), kind=kind)
     if done:
         status = run.read_status() or {}
         log(f"{run.path}: already done ({status.get('reason')}); nothing to do")
         return None
     try:
         device = ctx.device(resolve_device(cfg.train.device))
-        build = _build_image if cfg.task.modality == "image" else _build_tokens
-        model, task, params, state, shown = build(cfg, device)
+        model, task, params, state, shown = _training_parts(cfg, device)
         log = log if ctx.is_main else (lambda *_: None)
         log(
             f"{run.path}: {cfg.model.arch} ({cfg.model.pretrained or cfg.model.preset}) "
@@ -186,29 +132,15 @@ def run_probe(
         run.release()  # the run's writer lock (see RunDir.claim)
 
 
-def _build_tokens(cfg: ProbeRunConfig, device: torch.device):
-    """(model, engine task, parameter counts, state size, log note) of a text run."""
-    model = build_backbone(cfg.model, seed=cfg.train.seed)
-    vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
-    add_tokens(model, len(vocab.new_token_names), cfg.model)
-    state = {**state_size(model, cfg.task.seq_len), "tokens": cfg.task.seq_len}
-    data = ProbeData(cfg.task, vocab)
-    task = ProbeTrainTask(data, cfg.train.batch_size, cfg.eval_batch_size, device)
-    return model, task, count_parameters(model), state, ""
-
-
-def _build_image(cfg: ProbeRunConfig, device: torch.device):
-    """The same for an image run (:mod:`vlab.probes.image_model`)."""
-    from vlab.probes.image_model import (
-        ImageProbeTrainTask,
-        build_image_probe,
-        lm_state_size,
-        parameter_counts,
-    )
-
-    probe = build_image_probe(cfg)
-    task = ImageProbeTrainTask(probe.data, cfg.train.batch_size, cfg.eval_batch_size, device)
-    state = lm_state_size(probe.model, len(probe.sequence))
-    side = probe.data.side
-    shown = f", image {side}x{side} ({cfg.image.layout} layout, {len(probe.sequence)} tokens)"
-    return probe.model, task, parameter_counts(probe.model), state, shown
+def _training_parts(cfg: ProbeRunConfig, device: torch.device):
+    """(model, engine task, parameter counts, state size, log note) of the run."""
+    probe = build_probe(cfg)
+    if isinstance(probe, ImageProbe):
+        task = ImageProbeTrainTask(probe.data, cfg.train.batch_size, cfg.eval_batch_size, device)
+        state = lm_state_size(probe.model, len(probe.sequence))
+        side, layout = probe.data.side, cfg.image.layout
+        shown = f", image {side}x{side} ({layout} layout, {len(probe.sequence)} tokens)"
+        return probe.model, task, parameter_counts(probe.model), state, shown
+    task = ProbeTrainTask(probe.data, cfg.train.batch_size, cfg.eval_batch_size, device)
+    state = {**state_size(probe.model, cfg.task.seq_len), "tokens": cfg.task.seq_len}
+    return probe.model, task, count_parameters(probe.model), state, ""

@@ -14,12 +14,12 @@ tokenizer of that arch), applied to every run of the arch. All of it is validate
 anything is submitted.
 
 Kinds: ``probe`` runs are :class:`~vlab.probes.config.ProbeRunConfig` s (arch at
-``model.arch``); ``vlm`` runs are :class:`~vlab.models.vlm.config.VLMRunConfig` s (arch at
+``model.arch``); ``vlm`` runs are :class:`~vlab.vlm.config.VLMRunConfig` s (arch at
 ``model.lm.arch``) whose base may name a VLM preset (``base="tiny-shapes"`` or a ``preset``
-key), trained stage 1, stage 2, then evaluated (:mod:`vlab.slurm.vlm`); ``vlm-finetune`` runs
-are :class:`~vlab.models.vlm.finetune.FinetuneConfig` s (arch at ``arch``, the source
+key), trained stage 1, stage 2, then evaluated (:mod:`vlab.vlm.experiment`); ``vlm-finetune`` runs
+are :class:`~vlab.vlm.finetune.FinetuneConfig` s (arch at ``arch``, the source
 stage-2 run at ``source``), finetuned on one task at one resolution, then evaluated
-(:mod:`vlab.slurm.finetune`).
+(:mod:`vlab.vlm.finetune_experiment`).
 """
 
 from __future__ import annotations
@@ -33,51 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlab.config import deep_merge, from_dict, nest, to_dict
+from vlab.config import deep_merge, nest
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import KINDS, experiment
 from vlab.records import plain_name
 
 SPECS_DIR = Path(__file__).parent / "specs"
-
-# How an axis value shows in a run name: a label prefix per dotted key ("" = value alone).
-NAME_LABELS = {
-    "model.arch": "",
-    "task.variant": "",
-    "task.length": "L",
-    "task.target_mode": "",
-    "train.lr": "lr",
-    "train.seed": "s",
-    "task.seed": "data",
-    "model.init_seed": "init",
-    "model.init_scheme": "",
-    "model.preset": "",
-    "task.modality": "",
-    "train.steps": "steps",
-    # VLM runs
-    "preset": "",
-    "model.lm.arch": "",
-    "model.lm.preset": "",
-    "model.sequence.ordering": "",
-    "stage1.lr": "s1lr",
-    "stage2.lr": "s2lr",
-    "stage1.steps": "s1steps",
-    "stage2.steps": "s2steps",
-    "stage1.seed": "s1seed",
-    "stage2.seed": "s2seed",
-    # finetune runs
-    "arch": "",
-    "task": "",
-    "resolution": "r",
-    "epochs": "ep",
-}
 
 # The most runs one spec may expand to: a grid is checked against it before it is expanded, so
 # a spec with a mistaken axis (a range of a million values) is refused at once, not after
 # minutes of resolving configs and a sweep.json of gigabytes.
 MAX_RUNS = 10_000
-
-# Where a run's architecture sits in its config, by kind: what ``per_arch`` is keyed by.
-ARCH_KEYS = {"probe": "model.arch", "vlm": "model.lm.arch", "vlm-finetune": "arch"}
 
 
 @dataclass
@@ -129,38 +95,13 @@ def config_id(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _label(key: str, value: Any) -> str:
-    prefix = NAME_LABELS.get(key, key.rsplit(".", 1)[-1])
+def _label(kind: str, key: str, value: Any) -> str:
+    """How ``key = value`` shows in a run name: the experiment's label for the key (its
+    :attr:`~vlab.experiment.Experiment.name_labels`), else the key's last part, then the
+    value."""
+    prefix = experiment(kind).name_labels.get(key, key.rsplit(".", 1)[-1])
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return f"{prefix}{text}".replace("/", "_").replace(" ", "")
-
-
-def resolve_probe_config(config: dict) -> dict:
-    """Validate a probe config dict and write out every default (what config.json holds)."""
-    from vlab.probes.config import ProbeRunConfig, resolve
-
-    return to_dict(resolve(from_dict(ProbeRunConfig, config)))
-
-
-def resolve_vlm_config(config: dict) -> dict:
-    """Validate a VLM run config (its ``preset`` applied first) and write out every default."""
-    from vlab.slurm.vlm import resolve_vlm_config as resolve
-
-    return resolve(config)
-
-
-def resolve_finetune_config(config: dict) -> dict:
-    """Validate a finetune config against its source run and write out every default."""
-    from vlab.slurm.finetune import resolve_finetune_config as resolve
-
-    return resolve(config)
-
-
-RESOLVERS = {
-    "probe": resolve_probe_config,
-    "vlm": resolve_vlm_config,
-    "vlm-finetune": resolve_finetune_config,
-}
 
 
 def environment(spec_name: str, needed: dict[str, str]) -> dict[str, str]:
@@ -198,9 +139,9 @@ def check_spec(spec: SweepSpec, *, bounded: bool = True) -> None:
     def bad(field: str, problem: str) -> VlabError:
         return VlabError(f"sweep spec {spec.name}: field '{field}': {problem}")
 
-    if not isinstance(spec.kind, str) or spec.kind not in RESOLVERS:
+    if not isinstance(spec.kind, str) or spec.kind not in KINDS:
         raise VlabError(
-            f"sweep spec {spec.name}: unknown kind {_short(spec.kind)} ({', '.join(RESOLVERS)})"
+            f"sweep spec {spec.name}: unknown kind {_short(spec.kind)} ({', '.join(KINDS)})"
         )
     if not isinstance(spec.description, str):
         raise bad("description", f"expected a string, got {_short(spec.description)}")
@@ -286,7 +227,7 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
     :data:`MAX_RUNS` runs, unknown keys, empty axes and duplicate names fail."""
     check_spec(spec)
     per_arch = _per_arch(spec)
-    resolve = RESOLVERS[spec.kind]
+    resolve = experiment(spec.kind).resolve
     keys = list(spec.axes)
     grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*spec.axes.values())]
     explicit = spec.runs or [{}]
@@ -306,7 +247,9 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             except ConfigError as e:
                 raise VlabError(f"sweep spec {spec.name}: {e} ({where})") from None
             named = overrides if spec.name_keys is None else _pick(overrides, spec.name_keys)
-            name = str(extra.get("name") or "-".join(_label(k, v) for k, v in named.items()))
+            name = str(
+                extra.get("name") or "-".join(_label(spec.kind, k, v) for k, v in named.items())
+            )
             _check_run_name(spec.name, name or spec.name)
             if name in seen:
                 raise VlabError(
@@ -340,7 +283,7 @@ def _per_arch(spec: SweepSpec) -> dict[str, dict]:
             f"sweep spec {spec.name}: per_arch must map architectures to settings, "
             f"got {spec.per_arch!r}"
         )
-    arch_key = ARCH_KEYS[spec.kind]
+    arch_key = experiment(spec.kind).arch_key
     out = {}
     for arch, settings in spec.per_arch.items():
         if arch not in FAMILIES:
@@ -364,18 +307,12 @@ def _per_arch(spec: SweepSpec) -> dict[str, dict]:
 
 
 def _arch_of(kind: str, data: dict) -> str:
-    """The architecture a run's (unresolved) config selects: its own, else its preset's (VLM),
-    else the config class's default."""
+    """The architecture a run's (unresolved) config selects: what its experiment reads there
+    (:meth:`~vlab.experiment.Experiment.arch_of`), else the config class's default."""
     from vlab.models.backbones import BackboneConfig
 
-    if kind == "vlm":
-        from vlab.slurm.vlm import with_preset
-
-        data = with_preset(data)
-    node: Any = data
-    for key in ARCH_KEYS[kind].split("."):
-        node = node.get(key) if isinstance(node, dict) else None
-    return node if isinstance(node, str) else BackboneConfig.arch
+    arch = experiment(kind).arch_of(data)
+    return arch if isinstance(arch, str) else BackboneConfig.arch
 
 
 def _pick(overrides: dict, keys: list[str]) -> dict:

@@ -4,38 +4,32 @@ States: ``pending`` (not started, or queued), ``running`` (a live process holds 
 the scheduler runs its job), ``done``, ``failed`` (with the reason and the log to read),
 ``interrupted`` (stopped or killed before the end: ``vlab sweep resume`` continues it).
 
-A probe run's state is its run directory's status.json; a VLM run's is that of its current
-phase (stage 1, stage 2, the held-out evaluation: :func:`vlab.slurm.vlm.vlm_status`), and it
-is done only when all three are; a finetune run's is that of its training or its evaluation
-(:func:`vlab.slurm.finetune.finetune_status`). The table then shows the phase and, once
-evaluated, the benchmarks.
+A run's state is what its experiment reads from its files
+(:meth:`vlab.experiment.Experiment.status`): a probe run's status.json; a VLM run's current
+phase (stage 1, stage 2, the held-out evaluation), done only when all three are; a finetune's
+training or evaluation. For runs in phases the table shows the phase and, once evaluated, the
+benchmarks.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vlab.config import setting
 from vlab.errors import VlabError
+from vlab.experiment import experiment
 from vlab.locks import lock_holder
-from vlab.rundir import RunDir
 from vlab.scheduler import job_states
-from vlab.slurm.sweepdir import SweepDir, setting
+from vlab.slurm.sweepdir import SweepDir
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "SUSPENDED"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 
 
 def run_status(kind: str, path: Path, config: dict) -> dict:
-    """What a run's files say of it (``{}`` before it started), for a run of ``kind``."""
-    if kind == "vlm":
-        from vlab.slurm.vlm import vlm_status
-
-        return vlm_status(path, config)
-    if kind == "vlm-finetune":
-        from vlab.slurm.finetune import finetune_status
-
-        return finetune_status(path, config)
-    return RunDir(path).read_status() or {}
+    """What a run's files say of it (``{}`` before it started), for a run of ``kind``: its
+    experiment's :meth:`~vlab.experiment.Experiment.status`."""
+    return experiment(kind).status(path, config)
 
 
 def sweep_status(sweep: SweepDir) -> list[dict]:
@@ -96,7 +90,7 @@ def sweep_status(sweep: SweepDir) -> list[dict]:
                 or (str(sweep.log_path(name)) if sweep.log_path(name).exists() else None),
             }
         )
-        if kind in ("vlm", "vlm-finetune"):
+        if experiment(kind).phased:
             rows[-1]["stage"] = status.get("stage")
             rows[-1]["benchmarks"] = status.get("benchmarks") or []
     return rows

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import KINDS, experiment
 from vlab.fileio import append_jsonl, atomic_write_json
 from vlab.records import (
     DamagedFile,
@@ -41,7 +42,7 @@ from vlab.records import (
     read_json_file,
     read_record_lines,
 )
-from vlab.slurm.spec import RESOLVERS, RunSpec, config_id
+from vlab.slurm.spec import RunSpec, config_id
 
 EXECUTORS = ("local", "slurm", "debug")
 
@@ -88,9 +89,9 @@ class SweepEntry:
 
 @dataclass(frozen=True)
 class SweepFile:
-    """``sweep.json``: the sweep's ``name``, ``kind`` (one of :data:`~vlab.slurm.spec.
-    RESOLVERS`), the spec it came from (``source``), when it was ``created`` and its ``runs``
-    (distinct names)."""
+    """``sweep.json``: the sweep's ``name``, ``kind`` (one of :data:`vlab.experiment.KINDS`),
+    the spec it came from (``source``), when it was ``created`` and its ``runs`` (distinct
+    names)."""
 
     name: str
     runs: list[SweepEntry]
@@ -100,9 +101,9 @@ class SweepFile:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in RESOLVERS:
+        if self.kind not in KINDS:
             raise ConfigError(
-                "kind", f"unknown sweep kind {self.kind!r} (known: {', '.join(RESOLVERS)})"
+                "kind", f"unknown sweep kind {self.kind!r} (known: {', '.join(KINDS)})"
             )
 
     def as_json(self) -> dict:
@@ -360,18 +361,6 @@ def _end_last_line(path: Path) -> None:
         f.write(b"\n")
 
 
-def setting(config: dict, dotted: str) -> Any:
-    """The value at ``dotted`` (``train.steps``) of a run's config from sweep.json, or None
-    where the config does not hold it (an earlier or a foreign config: a status line must
-    show, whatever the config's shape; the run's trainer validates it in full)."""
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
 def same_run(entry: SweepEntry, run: RunSpec, kind: str) -> bool:
     """Whether a run recorded in sweep.json is ``run``: the same config id, or the same config
     once today's defaults fill in what an earlier vlab did not write (a setting added since,
@@ -379,6 +368,6 @@ def same_run(entry: SweepEntry, run: RunSpec, kind: str) -> bool:
     if entry.id == run.id:
         return True
     try:
-        return config_id(RESOLVERS[kind](entry.config)) == run.id
+        return config_id(experiment(kind).resolve(entry.config)) == run.id
     except (ConfigError, VlabError, KeyError):
         return False

@@ -1,11 +1,10 @@
 """Train one run of a sweep: the function every executor calls, locally or in a SLURM job.
 
 It reads the run's config from ``sweep.json`` (the previous step's file), takes the run's
-lock, and trains into ``runs/<name>`` with the kind's trainer, which resumes from the run's
-last checkpoint: a probe run, a VLM run's two stages and its held-out evaluation
-(:mod:`vlab.slurm.vlm`), or a finetune of a stage-2 VLM and its evaluation
-(:mod:`vlab.slurm.finetune`). A finished run returns at once; a run locked by a live process is
-skipped.
+lock, and trains and evaluates into ``runs/<name>`` with the experiment of the sweep's kind
+(:meth:`vlab.experiment.Experiment.run`, the same call ``vlab probe run`` and ``vlab vlm
+train`` make), which resumes from the run's last checkpoint. A finished run returns at once;
+a run locked by a live process is skipped.
 
 Run as a program it is the local executor's worker process: ``python -m vlab.slurm.worker
 SWEEP_DIR NAME`` trains one run; ``--serve SWEEP_DIR`` trains run after run, reading each name
@@ -26,38 +25,13 @@ from pathlib import Path
 import submitit
 
 from vlab.errors import VlabError
+from vlab.experiment import experiment
 from vlab.locks import acquire
 from vlab.slurm.sweepdir import SweepDir
 
 
-def _train_probe(config: dict, out: Path, progress: bool, should_stop) -> None:
-    from vlab.config import from_dict
-    from vlab.probes.config import ProbeRunConfig
-    from vlab.probes.trainer import run_probe
-
-    cfg = from_dict(ProbeRunConfig, config)
-    run_probe(cfg, out, progress=progress, should_stop=should_stop)
-
-
-def _train_vlm(config: dict, out: Path, progress: bool, should_stop) -> None:
-    from vlab.slurm.vlm import run_vlm
-
-    run_vlm(config, out, progress=progress, should_stop=should_stop)
-
-
-def _train_finetune(config: dict, out: Path, progress: bool, should_stop) -> None:
-    from vlab.slurm.finetune import run_finetune
-
-    run_finetune(config, out, progress=progress, should_stop=should_stop)
-
-
-TRAINERS = {"probe": _train_probe, "vlm": _train_vlm, "vlm-finetune": _train_finetune}
-
-
 def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=None) -> dict:
     """Train run ``name`` of the sweep at ``sweep_dir``; returns its final status."""
-    from vlab.slurm.status import run_status
-
     sweep = SweepDir(sweep_dir)
     doc = sweep.read()
     entry = next((r for r in doc.runs if r.name == name), None)
@@ -67,10 +41,12 @@ def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=No
     if lock is None:
         return {"name": name, "state": "skipped", "reason": "locked by another live process"}
     try:
-        TRAINERS[doc.kind](entry.config, sweep.run_path(name), progress, should_stop)
+        status = experiment(doc.kind).run(
+            entry.config, sweep.run_path(name), progress=progress, should_stop=should_stop
+        )
     finally:
         lock.release()
-    return {"name": name, **run_status(doc.kind, sweep.run_path(name), entry.config)}
+    return {"name": name, **status}
 
 
 class SweepJob(submitit.helpers.Checkpointable):

@@ -13,7 +13,7 @@ An analysis may write more files for the report before both (:data:`EXTRAS`:
 Every check (what kind of run is it, do the checkpoints exist, were they trained under this
 config, are the analyses known and of the run's kind) happens before anything is written.
 
-Analyses belong to a kind of run (:data:`KIND_ANALYSES`): probe runs get ``logit_lens``,
+Analyses belong to a kind of run (its experiment's ``analyses``): probe runs get ``logit_lens``,
 ``attention``, ``state_probe`` and ``patching`` on held-out probe examples; VLM runs (a stage
 of ``vlab vlm train``) get ``image_attention`` on held-out grounding examples of the shapes
 dataset (:mod:`vlab.analysis.inside.vlm`). Image probe runs (``task.modality = "image"``)
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlab.errors import VlabError
+from vlab.experiment import experiment
 from vlab.fileio import atomic_write_json, atomic_write_text, read_json
 
 INSIDE = "inside"
@@ -49,12 +50,6 @@ ANALYSES: dict[str, tuple[str, str]] = {
 # (the VLM's example images): (model, examples, folder), called before the table's marker.
 EXTRAS: dict[str, tuple[str, str]] = {
     "image_attention": ("vlab.analysis.inside.vlm", "write_example_images"),
-}
-# The analyses of each kind of run (``runs.PROBE``, ``runs.VLM``), the default for that kind.
-KIND_ANALYSES: dict[str, tuple[str, ...]] = {
-    "probe": ("logit_lens", "attention", "state_probe", "patching"),
-    "image_probe": ("logit_lens", "attention", "state_probe", "patching"),
-    "vlm": ("image_attention",),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.
 VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1, "image_attention": 2}
@@ -114,13 +109,14 @@ def is_done(unit: Unit, examples: int) -> bool:
 def analyses_for(kind: str, analyses: Sequence[str] | None, path: Path) -> list[str]:
     """The analyses a run of ``kind`` gets: ``analyses`` (each must be of that kind) or,
     when None, all of its kind."""
+    own = experiment(kind).analyses
     if analyses is None:
-        return list(KIND_ANALYSES[kind])
-    wrong = [a for a in analyses if a not in KIND_ANALYSES[kind]]
+        return list(own)
+    wrong = [a for a in analyses if a not in own]
     if wrong:
         raise VlabError(
-            f"{path}: --analyses {wrong[0]} is not for a {kind} run (a {kind} run has: "
-            f"{', '.join(KIND_ANALYSES[kind])})"
+            f"{path}: --analyses {wrong[0]} is not for a {kind} run (such a run has: "
+            f"{', '.join(own)})"
         )
     return list(analyses)
 
@@ -142,7 +138,6 @@ def plan(
     from vlab.analysis.inside.runs import (
         VLM,
         available_steps,
-        check_checkpoint,
         open_any_run,
         resolve_steps,
     )
@@ -164,7 +159,7 @@ def plan(
 
             check_vlm_run(run)
         for step in resolve_steps(run, checkpoints):
-            check_checkpoint(run, step)
+            run.files.weights_at(step)  # refused before any work when it will not load
             units += [Unit(Path(path), step, a) for a in names]
     if unstarted and len(unstarted) == len(paths):
         raise VlabError(f"none of the {len(paths)} runs has a checkpoint to inspect yet")
@@ -277,9 +272,10 @@ def run_units(units: Sequence[Unit], examples: int, progress: bool = True) -> li
 
 
 def _load(run_path: Path, step: int, examples: int):
-    """The model at ``step``, its probe vocabulary (None for a VLM) and its examples (an
-    image probe run: its LM, and the embeddings its VLM makes of the held-out images)."""
-    from vlab.analysis.inside.runs import IMAGE_PROBE, VLM, load_model, open_any_run
+    """The model at ``step`` (opened by the run's experiment), its probe vocabulary (None for
+    a VLM) and its examples (an image probe run: its LM, and the embeddings its VLM makes of
+    the held-out images)."""
+    from vlab.analysis.inside.runs import IMAGE_PROBE, VLM, open_any_run
 
     run = open_any_run(run_path)
     if run.kind == VLM:
@@ -287,16 +283,14 @@ def _load(run_path: Path, step: int, examples: int):
 
         model, tokenizer = load_vlm(run, step)
         return model, None, run_examples(run, model, tokenizer, examples)
+    probe = experiment(run.kind).open(run.path, step)
     if run.kind == IMAGE_PROBE:
         from vlab.analysis.inside.examples import image_heldout_examples
-        from vlab.analysis.inside.runs import load_image_probe
 
-        probe = load_image_probe(run, step)
         return probe.model.lm, probe.vocab, image_heldout_examples(probe, examples)
     from vlab.analysis.inside.examples import heldout_examples
 
-    model, vocab = load_model(run, step)
-    return model, vocab, heldout_examples(run.config.task, vocab, examples)
+    return probe.model, probe.vocab, heldout_examples(run.config.task, probe.vocab, examples)
 
 
 def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:

@@ -9,7 +9,7 @@ never inspected, an analysis missing, a table unreadable). Nothing is dropped si
 nothing raises on a partial sweep.
 
 VLM runs (a stage of ``vlab vlm train``, told apart by their config as
-:func:`vlab.analysis.inside.runs.run_kind` does) have one analysis, ``image_attention``: its
+:func:`vlab.experiment.stage_of` does) have one analysis, ``image_attention``: its
 tables get ``run``, ``arch`` (the LM's), ``ordering`` (``model.sequence.ordering``:
 ``task_agnostic``, image first, or ``task_aware``, instruction first) and ``stage`` in front,
 and the images of its first examples (``step-<step>/image_attention/examples.json`` and
@@ -332,7 +332,7 @@ def load_inside(path: str | Path) -> InsideResults:
 
 def is_vlm_config(config: object) -> bool:
     """Whether a config.json is a ``vlab vlm train`` stage's: it holds both stages' settings
-    (the rule of :func:`vlab.analysis.inside.runs.run_kind`, which loads torch)."""
+    (the rule of :func:`vlab.experiment.stage_of`, here on a config already read)."""
     return isinstance(config, dict) and {"stage1", "stage2"} <= set(config)
 
 

@@ -7,9 +7,9 @@ built it, then the checkpoint's weights are loaded strictly. Runs trained from a
 
 Three kinds of run are inspected: probe runs (``vlab probe run``, loaded here), image probe
 runs (the same with ``task.modality = "image"``: a VLM trained on the probe, loaded here too,
-inspected through its LM) and VLM runs (a stage of ``vlab vlm train``, loaded by
-:mod:`vlab.analysis.inside.vlm`). :func:`open_any_run` tells them apart by their config; the
-checkpoint functions serve all of them.
+inspected through its LM) and VLM runs (a stage of ``vlab vlm train``). :func:`open_any_run`
+tells them apart by their files; each is loaded by its experiment's ``open``
+(:class:`vlab.experiment.Experiment`), never rebuilt here.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from torch import nn
 
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import experiment, stage_of
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.tasks import ProbeVocab
 from vlab.rundir import RunDir
+from vlab.vlm.config import VLMRunConfig
 
 if TYPE_CHECKING:
     from vlab.probes.image_model import ImageProbe
 
 LAST = "last"
-PROBE, IMAGE_PROBE, VLM = "probe", "image_probe", "vlm"
+PROBE, IMAGE_PROBE, VLM = "probe", "image-probe", "vlm"  # run kinds (vlab.experiment.KINDS)
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,39 @@ def open_run(path: str | Path) -> ProbeRun:
     return kind(Path(path), config)
 
 
-def run_kind(config: dict) -> str:
-    """``vlm`` for the config.json of a ``vlab vlm train`` stage (it has both stages'
-    settings), ``probe`` otherwise."""
-    return VLM if isinstance(config, dict) and {"stage1", "stage2"} <= set(config) else PROBE
+@dataclass(frozen=True)
+class VLMRun(Run):
+    """One stage of a ``vlab vlm train`` run: ``path`` is ``OUT/stage{N}``."""
+
+    kind: ClassVar[str] = VLM
+    config: VLMRunConfig
+    stage: int | None
+
+    @property
+    def out(self) -> Path:
+        """The ``vlab vlm train`` output directory the stage belongs to (its tokenizer)."""
+        return self.path.parent
+
+
+def open_vlm_run(path: str | Path) -> VLMRun:
+    """Parse ``path``'s config.json as a VLM stage's (one-line error if it is not one)."""
+    files = RunDir(path)
+    raw = files.read_config()
+    stage = raw.pop("stage", None)
+    try:
+        config = from_dict(VLMRunConfig, raw)
+    except ConfigError as e:
+        raise VlabError(f"{files.config_path}: not a VLM run's config ({e})") from None
+    return VLMRun(Path(path), config, stage)
 
 
 def open_any_run(path: str | Path) -> Run:
-    """``path`` as a probe run or a VLM run, whichever its config.json describes."""
+    """``path`` as a probe run or a VLM stage, whichever its files say
+    (:func:`vlab.experiment.stage_of`: a stage of a ``vlab vlm train`` run)."""
     files = RunDir(path)
     if not files.config_path.is_file():
         raise VlabError(f"{path}: not a run directory (no config.json)")
-    if run_kind(files.read_config()) == VLM:
-        from vlab.analysis.inside.vlm import open_vlm_run
-
+    if stage_of(path) is not None:
         return open_vlm_run(path)
     return open_run(path)
 
@@ -144,60 +165,13 @@ def last_step(run: Run) -> int:
 
 
 def load_model(run: ProbeRun, step: int) -> tuple[nn.Module, ProbeVocab]:
-    """The run's model with the weights of ``step`` (eval mode, CPU) and its task vocabulary.
-
-    Refuses a checkpoint trained under another config than ``config.json`` holds, and one
-    whose weights do not fit the model the config builds.
-    """
-    from vlab.models.backbones import add_tokens, base_vocab_size, build_backbone
-
-    checkpoint = check_checkpoint(run, step)
-    cfg = run.config
-    model = build_backbone(cfg.model, seed=cfg.train.seed)
-    vocab = ProbeVocab.for_task(cfg.task, base_vocab_size=base_vocab_size(model))
-    add_tokens(model, len(vocab.new_token_names), cfg.model)
-    load_weights(run, model, checkpoint, step)
-    return model.eval(), vocab
+    """The run's model with the weights of ``step`` (eval mode, CPU) and its task vocabulary:
+    the probe experiment's :meth:`~vlab.probes.experiment.ProbeExperiment.open`."""
+    probe = experiment(PROBE).open(run.path, step)
+    return probe.model, probe.vocab
 
 
 def load_image_probe(run: ImageProbeRun, step: int) -> ImageProbe:
     """An image run's model (weights of ``step``, eval mode, CPU), vocabulary, data and token
-    layout, built from its config as training built them."""
-    from vlab.probes.image_model import build_image_probe
-
-    checkpoint = check_checkpoint(run, step)
-    probe = build_image_probe(run.config)
-    load_weights(run, probe.model, checkpoint, step)
-    probe.model.eval()
-    return probe
-
-
-def load_weights(run: Run, model: nn.Module, checkpoint: dict, step: int) -> None:
-    """Load ``checkpoint``'s weights into ``model`` strictly; weights that do not fit the model
-    the run's config builds are a one-line error (a run of either kind)."""
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as e:
-        said = str(e).strip().splitlines()[0][:200]
-        raise VlabError(
-            f"{run.path}: the checkpoint at step {step} does not fit the model its config "
-            f"builds ({said})"
-        ) from None
-
-
-def check_checkpoint(run: Run, step: int) -> dict:
-    """The checkpoint of ``step`` (of a run of either kind), refused (one line) if it was
-    trained under another config than config.json holds or holds no weights."""
-    kept = run.files.snapshots()
-    if step in kept:
-        checkpoint = run.files.load_checkpoint(step=step)
-    else:
-        checkpoint = run.files.load_checkpoint()
-        if checkpoint is not None and int(checkpoint["step"]) != step:
-            checkpoint = None
-    if checkpoint is None:
-        raise VlabError(f"{run.path}: no checkpoint at step {step}")
-    if not isinstance(checkpoint.get("model"), dict):
-        raise VlabError(f"{run.path}: the checkpoint at step {step} holds no model weights")
-    run.files.check_checkpoint_config(checkpoint)
-    return checkpoint
+    layout: the image probe experiment's ``open``."""
+    return experiment(IMAGE_PROBE).open(run.path, step)

@@ -23,7 +23,7 @@ the built-in shapes dataset, where every target's box is known exactly.
     heads; rows sum to one over all positions t attends to, and the table keeps that
     normalisation (the rest went to text and marker tokens);
   * Mamba (``kind="hidden_attention"``): the selective scan's implicit attention ``alpha[t, s]``
-    (:mod:`vlab.analysis.inside.hidden_attention`) as a share, ``|alpha|`` averaged over the
+    (:mod:`vlab.models.backbones.mamba_internals`) as a share, ``|alpha|`` averaged over the
     D channels and divided by its sum over all source positions ``s <= t``, as
     :mod:`vlab.analysis.inside.attention` does for the probe. Only the needed rows are
     computed (memory B x D x T x N per row, not the T x T matrix).
@@ -42,25 +42,24 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from vlab.analysis.inside.activations import block_kind, num_layers, trace
-from vlab.analysis.inside.attention import KINDS, _source, _ssm_row
+from vlab.analysis.inside.activations import num_layers, trace
+from vlab.analysis.inside.attention import _source, _ssm_row, readout_kind
 from vlab.analysis.inside.results import VLM_COLUMNS
-from vlab.analysis.inside.runs import VLM, Run, check_checkpoint, load_weights
-from vlab.config import from_dict
-from vlab.errors import ConfigError, VlabError
+from vlab.analysis.inside.runs import VLM, VLMRun
+from vlab.errors import VlabError
+from vlab.experiment import experiment, stage_of
 from vlab.fileio import atomic_write_bytes, atomic_write_json
-from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.data.shapes import ShapesConfig, shapes_sample, task_of
 from vlab.models.vlm.model import VLM as VisionLanguageModel
-from vlab.models.vlm.sequence import IGNORE, SequenceConfig
-from vlab.rundir import RunDir
+from vlab.models.vlm.parts import SequenceConfig
+from vlab.models.vlm.sequence import IGNORE
 
 COLUMNS = VLM_COLUMNS["image_attention"]
 GROUNDING = "grounding"
@@ -69,32 +68,6 @@ EXAMPLES_FILE = "examples.json"
 
 
 # runs -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VLMRun(Run):
-    """One stage of a ``vlab vlm train`` run: ``path`` is ``OUT/stage{N}``."""
-
-    kind: ClassVar[str] = VLM
-    config: VLMRunConfig
-    stage: int | None
-
-    @property
-    def out(self) -> Path:
-        """The ``vlab vlm train`` output directory the stage belongs to (its tokenizer)."""
-        return self.path.parent
-
-
-def open_vlm_run(path: str | Path) -> VLMRun:
-    """Parse ``path``'s config.json as a VLM stage's (one-line error if it is not one)."""
-    files = RunDir(path)
-    raw = files.read_config()
-    stage = raw.pop("stage", None)
-    try:
-        config = from_dict(VLMRunConfig, raw)
-    except ConfigError as e:
-        raise VlabError(f"{files.config_path}: not a VLM run's config ({e})") from None
-    return VLMRun(Path(path), config, stage)
 
 
 def check_vlm_run(run: VLMRun) -> None:
@@ -121,20 +94,16 @@ def check_vlm_run(run: VLMRun) -> None:
 
 
 def load_vlm(run: VLMRun, step: int) -> tuple[VisionLanguageModel, Any]:
-    """The stage's VLM with the weights of ``step`` (eval mode, CPU) and its tokenizer.
+    """The stage's VLM with the weights of ``step`` (eval mode, CPU) and its tokenizer: the
+    VLM experiment's :meth:`~vlab.vlm.experiment.VLMExperiment.open` of the stage.
 
     Refuses (one line) a checkpoint trained under another config than ``config.json`` holds,
     and one whose weights do not fit the model the config builds.
     """
-    from vlab.models.vlm.model import build_vlm
-    from vlab.models.vlm.tokenizer import run_tokenizer
-
-    checkpoint = check_checkpoint(run, step)
     check_vlm_run(run)
-    tok = run_tokenizer(run.config, run.out)
-    model = build_vlm(run.config.model, vocab_size=len(tok), seed=0)
-    load_weights(run, model, checkpoint, step)
-    return model.eval(), tok
+    stage = run.stage or stage_of(run.path)
+    trained = experiment(VLM).open(run.out, step, stage=stage, device="cpu")
+    return trained.model, trained.tokenizer
 
 
 # examples -------------------------------------------------------------------------------------
@@ -332,7 +301,7 @@ def image_attention_table(
         {
             "example": example,
             "layer": layer,
-            "kind": np.array([KINDS[block_kind(lm, i)] for i in range(depth)])[layer],
+            "kind": np.array([readout_kind(lm, i) for i in range(depth)])[layer],
             "row": cell // cols,
             "col": cell % cols,
             "weight": weights.ravel(),

@@ -6,5 +6,5 @@ it); ``engine``: the three-method :class:`~vlab.training.engine.TrainTask` proto
 ``distributed``: the torchrun context, DDP and FSDP2, full-state checkpoints,
 :func:`~vlab.training.distributed.claim_run`; ``precision``: the one bf16 rule. The probe
 trainer (``vlab.probes.trainer``) and the VLM's two stages
-(``vlab.models.vlm.train``) are both tasks of this one loop.
+(``vlab.vlm.train``) are both tasks of this one loop.
 """

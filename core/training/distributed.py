@@ -123,15 +123,22 @@ def setup_distributed(device: torch.device) -> DistContext:
     return ctx
 
 
-def claim_run(ctx: DistContext, path: str | os.PathLike, config: dict, defaults: dict):
+def claim_run(
+    ctx: DistContext,
+    path: str | os.PathLike,
+    config: dict,
+    defaults: dict,
+    kind: str | None = None,
+):
     """Open the run directory ``path`` for training on every rank: rank 0 checks it against
-    ``config`` and creates it (:meth:`~vlab.rundir.RunDir.claim`), the others wait for that,
-    then see it read-only. Returns ``(run, done)``: done means there is nothing to train."""
+    ``config`` and creates it, recording the run's ``kind`` (:meth:`~vlab.rundir.RunDir.claim`),
+    the others wait for that, then see it read-only. Returns ``(run, done)``: done means there
+    is nothing to train."""
     from vlab.rundir import ReadOnlyRunDir, RunDir
 
     if ctx.is_main:
         run = RunDir(path)
-        done = run.claim(config, defaults)
+        done = run.claim(config, defaults, kind)
     ctx.barrier()
     if not ctx.is_main:
         run = ReadOnlyRunDir(path)

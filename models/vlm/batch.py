@@ -20,13 +20,8 @@ import torch
 from vlab.models.vlm.data.instructions import instruction_for
 from vlab.models.vlm.data.records import VLSample, load_image
 from vlab.models.vlm.model import VLM
-from vlab.models.vlm.sequence import (
-    Assembled,
-    SequenceConfig,
-    assemble,
-    collate,
-    image_segment_length,
-)
+from vlab.models.vlm.parts import SequenceConfig
+from vlab.models.vlm.sequence import Assembled, assemble, collate, image_segment_length
 from vlab.models.vlm.tokenizer import pad_token_id
 
 Batch = dict[str, torch.Tensor]

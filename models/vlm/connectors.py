@@ -31,8 +31,6 @@ interleaved A-first as in the forward scans.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,77 +38,7 @@ from torch import nn
 
 from vlab.errors import ConfigError, VlabError
 from vlab.models.ops.selective_scan import install_into_transformers
-
-ProjectorKind = Literal["mlp", "channel_concat", "mamba"]
-Interleave = Literal["cross_stitch", "cross_cat"]
-ReversedScans = Literal["flip", "per_map"]
-_N_INPUTS = {"mlp": 1, "channel_concat": 2, "mamba": 2}
-
-
-@dataclass(frozen=True)
-class ProjectorConfig:
-    """Which connector to build and its widths.
-
-    ``vision_widths``: feature width of each input map (one for ``mlp``, two for
-    ``channel_concat`` and ``mamba``: map A then map B). ``hidden_width`` is the MLP's hidden
-    width (None resolves to ``lm_width``, LLaVA-1.5's choice). Mamba projector fields:
-    ``d_model`` the common width the maps are projected to (None resolves to ``lm_width``);
-    ``d_state``, ``d_conv``, ``expand`` of each Mamba block; ``dw_kernel`` the depthwise conv's
-    kernel side; ``interleave`` and ``reversed_scans`` as in the module docstring;
-    ``shared_block`` True runs the four scan sequences through one Mamba block (one batched
-    call) instead of one block per order (VMamba-style separate parameters, the default).
-    """
-
-    kind: ProjectorKind = "mlp"
-    vision_widths: tuple[int, ...] = (32,)
-    lm_width: int = 64
-    hidden_width: int | None = None
-    d_model: int | None = None
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    dw_kernel: int = 3
-    interleave: Interleave = "cross_stitch"
-    reversed_scans: ReversedScans = "flip"
-    shared_block: bool = False
-
-    def __post_init__(self) -> None:
-        if self.kind not in _N_INPUTS:
-            raise ConfigError("kind", f"{self.kind!r} is not one of {', '.join(_N_INPUTS)}")
-        widths = tuple(self.vision_widths)
-        if len(widths) != _N_INPUTS[self.kind]:
-            raise ConfigError(
-                "vision_widths",
-                f"{self.kind} takes {_N_INPUTS[self.kind]} feature map(s), got {len(widths)} "
-                "widths",
-            )
-        if any(int(w) <= 0 for w in widths):
-            raise ConfigError("vision_widths", f"widths must be positive, got {widths}")
-        object.__setattr__(self, "vision_widths", widths)
-        for name in ("lm_width", "d_state", "d_conv", "expand"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
-        for name in ("hidden_width", "d_model"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(name, f"must be positive, got {value}")
-        if self.dw_kernel <= 0 or self.dw_kernel % 2 == 0:
-            raise ConfigError("dw_kernel", f"must be a positive odd size, got {self.dw_kernel}")
-        if self.interleave not in ("cross_stitch", "cross_cat"):
-            raise ConfigError("interleave", f"{self.interleave!r} is not cross_stitch or cross_cat")
-        if self.reversed_scans not in ("flip", "per_map"):
-            raise ConfigError("reversed_scans", f"{self.reversed_scans!r} is not flip or per_map")
-
-    @property
-    def mlp_hidden(self) -> int:
-        """The MLP's hidden width: ``hidden_width``, or ``lm_width`` when None. Resolved here
-        rather than stored, so None keeps following the LM's width when that is filled in."""
-        return self.hidden_width or self.lm_width
-
-    @property
-    def model_width(self) -> int:
-        """The Mamba projector's common width: ``d_model``, or ``lm_width`` when None."""
-        return self.d_model or self.lm_width
+from vlab.models.vlm.parts import Interleave, ProjectorConfig, ReversedScans
 
 
 def _tokens(features: torch.Tensor, name: str) -> torch.Tensor:

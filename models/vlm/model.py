@@ -17,7 +17,6 @@ exception keeps data-parallel training in step, see :meth:`VLM.embed`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,38 +24,15 @@ from torch import nn
 
 from vlab.errors import ConfigError, VlabError
 from vlab.models.backbones import (
-    BackboneConfig,
     add_tokens,
     build_backbone,
     cache_argument,
     is_recurrent,
 )
-from vlab.models.vlm.connectors import ProjectorConfig, build_projector
+from vlab.models.vlm.connectors import build_projector
 from vlab.models.vlm.loss import sequence_mean_loss
-from vlab.models.vlm.sequence import SequenceConfig
-from vlab.models.vlm.vision import VisionConfig, build_vision_encoder
-
-
-@dataclass(frozen=True)
-class VLMConfig:
-    """A VLM by parts. ``vision2`` is the second encoder of a two-map projector.
-
-    ``projector.vision_widths`` and ``projector.lm_width`` are filled in from the built
-    encoders and LM (a value given there must match them).
-    """
-
-    lm: BackboneConfig = field(default_factory=BackboneConfig)
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    vision2: VisionConfig | None = None
-    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    sequence: SequenceConfig = field(default_factory=SequenceConfig)
-
-    def __post_init__(self) -> None:
-        needs_two = self.projector.kind in ("mamba", "channel_concat")
-        if needs_two and self.vision2 is None:
-            raise ConfigError("vision2", f"a {self.projector.kind} projector needs two encoders")
-        if not needs_two and self.vision2 is not None:
-            raise ConfigError("vision2", "an mlp projector takes one encoder; drop vision2")
+from vlab.models.vlm.parts import VLMConfig
+from vlab.models.vlm.vision import build_vision_encoder
 
 
 class VLM(nn.Module):

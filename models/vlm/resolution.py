@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from vlab.errors import ConfigError, VlabError
-from vlab.models.vlm.model import VLM, VLMConfig
-from vlab.models.vlm.sequence import SequenceConfig
-from vlab.models.vlm.vision import HF_KINDS, TimmEvaEncoder, VisionConfig, build_vision_encoder
+from vlab.models.vlm.model import VLM
+from vlab.models.vlm.parts import HF_KINDS, SequenceConfig, VisionConfig, VLMConfig
+from vlab.models.vlm.vision import TimmEvaEncoder, build_vision_encoder
 
 
 def encoder_geometry(cfg: VisionConfig) -> tuple[int, int]:

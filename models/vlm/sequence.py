@@ -28,67 +28,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 
 from vlab.errors import ConfigError
+from vlab.models.vlm.parts import ImageLayout, SequenceConfig
 
 IGNORE = -100
 PATCH = -1  # placeholder id of a patch slot in ``input_ids`` before embedding
-
-Ordering = Literal["task_agnostic", "task_aware"]
 
 
 class Tokenizer(Protocol):
     eos_token_id: int | None
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-
-@dataclass(frozen=True)
-class ImageLayout:
-    """Marker strings around the patch grid (None = no marker).
-
-    ``last_row_break_is_end``: the authors' code writes the end marker in place of the last
-    row break. ``text_sep`` is written after the image, before the text that follows it.
-    """
-
-    start: str | None = "##"
-    row_break: str | None = "&&"
-    end: str | None = "##"
-    last_row_break_is_end: bool = False
-    text_sep: str | None = None
-
-    @classmethod
-    def paper(cls) -> ImageLayout:
-        return cls()
-
-    @classmethod
-    def authors(cls) -> ImageLayout:
-        return cls(
-            start="###", row_break="&&", end="###", last_row_break_is_end=True, text_sep="##"
-        )
-
-
-@dataclass(frozen=True)
-class SequenceConfig:
-    """How examples become sequences: layout, ordering, length limit, text template."""
-
-    layout: ImageLayout = ImageLayout()
-    ordering: Ordering = "task_agnostic"
-    max_length: int = 1024
-    prompt_suffix: str = "\n"
-    turn_separator: str = "\n"
-
-    def __post_init__(self) -> None:
-        if self.ordering not in ("task_agnostic", "task_aware"):
-            raise ConfigError("ordering", f"{self.ordering!r} is not task_agnostic or task_aware")
-        if self.max_length < 8:
-            raise ConfigError("max_length", f"must be >= 8, got {self.max_length}")
-        from vlab.preflight import MAX_SEQUENCE, check_at_most
-
-        check_at_most(self.max_length, MAX_SEQUENCE, "max_length", "tokens")
 
 
 @dataclass

@@ -34,120 +34,25 @@ import contextlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from vlab.errors import ConfigError, VlabError
+from vlab.models.vlm.parts import (
+    _HF_MODEL_TYPES,
+    EVA_ARCH,
+    PRESETS,
+    VisionConfig,
+    _timm_weight_file,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-Kind = Literal["patch", "eva02", "clip", "siglip", "dinov2"]
-KINDS: tuple[str, ...] = ("patch", "eva02", "clip", "siglip", "dinov2")
-HF_KINDS: tuple[str, ...] = ("clip", "siglip", "dinov2")
-
-# The timm architecture every eva02 preset builds; presets only override its shapes, so the
-# tiny CPU model has the same block types (SwiGLU MLP, rotary + absolute positions, sub-LN).
-EVA_ARCH = "eva02_large_patch14_clip_336"
-
-# Named shapes with random weights. "tiny": CPU test shapes (width 32, 2 layers, 32 px images,
-# 8 px patches: a 4 x 4 grid). "paper": the released encoders' shapes. eva02 presets are
-# keyword overrides of ``EVA_ARCH``; clip / siglip / dinov2 presets are ``transformers`` config
-# fields; patch presets are the raw-patch encoder's own fields.
-PRESETS: dict[str, dict[str, dict]] = {
-    "patch": {
-        "tiny": dict(image_size=32, patch_size=8, width=32),
-        # Same grid (24 x 24) and width as EVA-02-L/14 at 336 px, so a raw-patch arm produces
-        # the paper's token layout.
-        "paper": dict(image_size=336, patch_size=14, width=1024),
-    },
-    "eva02": {
-        "tiny": dict(
-            img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, ref_feat_shape=(4, 4)
-        ),
-        "paper": dict(img_size=336),
-    },
-    "clip": {
-        "tiny": dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        # CLIP ViT-L/14 at 336 px (openai/clip-vit-large-patch14-336).
-        "paper": dict(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-            layer_norm_eps=1e-5,
-        ),
-    },
-    "siglip": {
-        "tiny": dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        # SigLIP so400m/14 at 384 px (google/siglip-so400m-patch14-384): 27 x 27 patches.
-        "paper": dict(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=384,
-            patch_size=14,
-        ),
-    },
-    "dinov2": {
-        "tiny": dict(
-            hidden_size=32,
-            mlp_ratio=2,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        # DINOv2 ViT-L/14 (facebook/dinov2-large), native 518 px; MambaVLM runs it at 384.
-        "paper": dict(
-            hidden_size=1024,
-            mlp_ratio=4,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=518,
-            patch_size=14,
-            layerscale_value=1.0,
-        ),
-    },
-}
-
-# Model types a local checkpoint of each Hugging Face kind may hold.
-_HF_MODEL_TYPES: dict[str, tuple[str, ...]] = {
-    "clip": ("clip", "clip_vision_model"),
-    "siglip": ("siglip", "siglip_vision_model"),
-    "dinov2": ("dinov2", "dinov2_with_registers"),
-}
-# File names searched, in order, when an eva02 checkpoint is given as a folder.
-_TIMM_WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.bin",
-)
 # Fuyu's image processor values: pixels scaled to [-1, 1], bilinear resize.
 _PATCH_MEAN = (0.5, 0.5, 0.5)
 _PATCH_STD = (0.5, 0.5, 0.5)
@@ -155,90 +60,6 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # PIL resampling filters by timm's interpolation names.
 _PIL_FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
-
-
-@dataclass(frozen=True)
-class VisionConfig:
-    """Which vision encoder to build, at which resolution, and which features to read out.
-
-    ``preset`` names random-init shapes (``PRESETS[kind]``); ``overrides`` are set on them
-    (e.g. ``{"num_hidden_layers": 4}``). ``pretrained`` is a local path: a ``save_pretrained``
-    folder for clip / siglip / dinov2 (replaces ``preset``), a timm checkpoint file or a folder
-    holding one for eva02 (``preset`` then names the checkpoint's shapes, which timm files do
-    not store). ``image_size`` None means the encoder's native size. ``feature_layer`` indexes
-    the transformer blocks (-1 = last, the papers' choice; 0 = first); ``final_norm`` applies
-    the encoder's own final norm to that layer's output (SigLIP's ``post_layernorm``,
-    DINOv2's and EVA-02's ``norm``; CLIP has none on patch tokens, its ``post_layernorm`` is
-    trained on the pooled token only).
-
-    ``frozen`` None resolves at construction to the kind's default: True for the pretrained
-    encoder kinds (SHAKEUP freezes EVA-02), False for ``patch``, whose random linear map is
-    only useful if trained with the VLM (Fuyu trains it). Frozen means no parameter requires
-    grad and the encoder stays in eval mode under ``.train()``.
-    """
-
-    kind: Kind = "patch"
-    preset: str = "tiny"
-    pretrained: str | None = None
-    image_size: int | None = None
-    frozen: bool | None = None
-    feature_layer: int = -1
-    final_norm: bool = True
-    overrides: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in PRESETS:
-            raise ConfigError("kind", f"{self.kind!r} is not one of {', '.join(KINDS)}")
-        uses_preset = self.pretrained is None or self.kind == "eva02"
-        if uses_preset and self.preset not in PRESETS[self.kind]:
-            names = ", ".join(PRESETS[self.kind])
-            raise ConfigError("preset", f"{self.preset!r} is not a {self.kind} preset ({names})")
-        if self.pretrained is not None:
-            _check_pretrained(self.kind, self.pretrained)
-        if self.image_size is not None and self.image_size <= 0:
-            raise ConfigError(
-                "image_size", f"must be a positive pixel count, got {self.image_size}"
-            )
-        if self.image_size is not None:
-            from vlab.preflight import MAX_IMAGE_SIDE, check_at_most
-
-            check_at_most(self.image_size, MAX_IMAGE_SIDE, "image_size", "px")
-        if self.frozen is None:
-            object.__setattr__(self, "frozen", self.kind != "patch")
-
-
-def _check_pretrained(kind: str, pretrained: str) -> None:
-    """Fails before any work when ``pretrained`` cannot hold weights for ``kind``."""
-    path = Path(pretrained)
-    if kind == "patch":
-        raise ConfigError(
-            "pretrained",
-            "the patch encoder has no pretrained weights (it is trained with the VLM); "
-            "leave pretrained unset",
-        )
-    if kind in HF_KINDS and not (path / "config.json").is_file():
-        raise ConfigError(
-            "pretrained",
-            f"{pretrained!r} is not a local {kind} checkpoint folder (no config.json); save one "
-            "with save_pretrained() or download it yourself first",
-        )
-    if kind == "eva02" and _timm_weight_file(path) is None:
-        raise ConfigError(
-            "pretrained",
-            f"{pretrained!r} is neither a checkpoint file nor a folder holding one of "
-            f"{', '.join(_TIMM_WEIGHT_FILES)}",
-        )
-
-
-def _timm_weight_file(path: Path) -> Path | None:
-    """The weight file a timm checkpoint path points to, or None."""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in _TIMM_WEIGHT_FILES:
-            if (path / name).is_file():
-                return path / name
-    return None
 
 
 class VisionEncoder(nn.Module):

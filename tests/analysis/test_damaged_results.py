@@ -27,10 +27,10 @@ from vlab.analysis.load import load_sweep
 from vlab.analysis.vlm import load_vlm_sweep
 from vlab.cli import main
 from vlab.errors import VlabError
-from vlab.models.vlm.train import check_stage1
-from vlab.models.vlm.trained import trained_kind
 from vlab.records import join_relative
 from vlab.rundir import RunDir
+from vlab.vlm.train import check_stage1
+from vlab.vlm.trained import trained_kind
 
 SWEEP = Path(__file__).resolve().parents[1] / "slurm" / "fixtures" / "sweep-2c5bbbe"
 NO_CHECKPOINTS = shutil.ignore_patterns("*.pt")  # the loaders never read them

@@ -247,7 +247,7 @@ def test_vlm_finetune_on_a_missing_gpu_writes_nothing(source, capsys):
 @pytest.fixture
 def benchmarks(tmp_path) -> Path:
     """A benchmark mixture file of one small COCO captions source (the test fixtures')."""
-    from tests.models.vlm.test_dataset_files import _sources, _write_images
+    from tests.vlm.test_dataset_files import _sources, _write_images
 
     sources = _sources(tmp_path / "images")
     _write_images({"coco": sources["coco"]})

@@ -191,7 +191,7 @@ def test_inspect_takes_an_image_run_through_its_lm(tmp_path):
     figure = inside_figures.patching_heatmaps(patching, 4, "moved")
     drawn = [t.get_text() for t in figure.axes[0].get_xticklabels()]
     assert drawn == labels
-    with pytest.raises(VlabError, match="image_attention is not for a image_probe run"):
+    with pytest.raises(VlabError, match="image_attention is not for a image-probe run"):
         inspect_paths([run], ["image_attention"], examples=16, progress=False)
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.cli import vlab
-from tests.models.vlm.test_finetune import train_source
+from tests.vlm.test_finetune import train_source
 from vlab.config import to_dict
 from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
-from vlab.models.vlm.config import config_from
 from vlab.rundir import RunDir
 from vlab.slurm.spec import expand, load_spec
 from vlab.slurm.status import format_table, sweep_status
 from vlab.slurm.sweepdir import SweepDir
+from vlab.vlm.config import config_from
 
 FAST = {"steps": 4, "eval_every": 2, "batch_size": 4, "threads": 1, "lr": 2e-3}
 
@@ -208,7 +208,7 @@ def test_the_paper_finetune_spec_is_figure_3s_grid(monkeypatch, tmp_path):
         assert c["train_source"]["split"] == "train" and c["heldout_source"]["split"] == "val"
     assert "pythia-refcocog-r560-lr0.0001" in {r.name for r in runs}
     # EVA-02-L/14 patches are 14 px: the paper's 480 would crop 4 px off every image
-    from vlab.models.vlm.finetune import finetune_config
+    from vlab.vlm.finetune import finetune_config
 
     source = str(tmp_path / "vlm" / "runs" / "mamba-1.4b-task_agnostic")
     with pytest.raises(VlabError, match=r"'resolution': 480 px .* 14 px patches \(use e.g. 476"):

@@ -229,7 +229,7 @@ def test_a_vlm_base_may_be_a_preset_name_and_the_preset_is_the_base_of_every_run
 
 
 def test_a_vlm_sweep_on_dataset_files_scores_every_held_out_benchmark(capsys, tmp_path):
-    from tests.models.vlm.test_dataset_files import _sources, _write_images
+    from tests.vlm.test_dataset_files import _sources, _write_images
 
     files = _sources(tmp_path / "images")
     _write_images(files)

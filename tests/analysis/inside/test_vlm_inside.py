@@ -25,12 +25,12 @@ from vlab.analysis.inside.vlm import (
 from vlab.cli import main
 from vlab.config import from_dict
 from vlab.models.vlm.batch import pixel_values
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.instructions import instruction_for
 from vlab.models.vlm.sequence import IGNORE
-from vlab.models.vlm.train import train_vlm
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.trainer import run_probe
+from vlab.vlm.config import config_from
+from vlab.vlm.train import train_vlm
 
 TINY = {
     "stage2": {"steps": 4, "eval_every": 2, "batch_size": 4, "threads": 2, "keep_checkpoints": 2},

@@ -13,8 +13,8 @@ from torch import nn
 from vlab.errors import ConfigError
 from vlab.fileio import read_json, read_jsonl
 from vlab.models.backbones import BackboneConfig, build_backbone
-from vlab.models.vlm.model import VLMConfig, build_vlm
-from vlab.models.vlm.vision import VisionConfig
+from vlab.models.vlm.model import build_vlm
+from vlab.models.vlm.parts import VisionConfig, VLMConfig
 from vlab.training.config import TrainConfig
 from vlab.training.distributed import fsdp_units
 

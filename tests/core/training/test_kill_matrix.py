@@ -37,7 +37,7 @@ KILLER = textwrap.dedent(
     import torch
     import vlab.rundir as rundir
     import vlab.training.engine as engine
-    from vlab.probes.trainer import ProbeTrainTask
+    from vlab.probes.train_task import ProbeTrainTask
 
     def wrap(owner, name, before=None, after=None):
         real = getattr(owner, name)

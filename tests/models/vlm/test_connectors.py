@@ -13,13 +13,13 @@ from vlab.models.vlm.connectors import (
     ChannelConcatConnector,
     MambaProjector,
     MLPConnector,
-    ProjectorConfig,
     build_projector,
     cross_merge,
     cross_scan,
     cross_scan_permutations,
     scan_orders,
 )
+from vlab.models.vlm.parts import ProjectorConfig
 
 
 def maps(rows=2, cols=3, widths=(8, 12), batch=2, seed=0):

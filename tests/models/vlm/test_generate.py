@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from vlab.models.vlm.batch import batch_of
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.run_data import ShapesData
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.model import build_vlm
 from vlab.models.vlm.sequence import IGNORE
-from vlab.models.vlm.tokenizer import run_tokenizer
+from vlab.vlm.config import config_from
+from vlab.vlm.tokenizer import run_tokenizer
 
 
 def plain_greedy(model, tok, batch, row: int, max_new: int) -> str:

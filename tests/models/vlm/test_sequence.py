@@ -4,15 +4,8 @@ import pytest
 import torch
 
 from vlab.errors import ConfigError
-from vlab.models.vlm.sequence import (
-    IGNORE,
-    PATCH,
-    ImageLayout,
-    SequenceConfig,
-    assemble,
-    collate,
-    image_segment_length,
-)
+from vlab.models.vlm.parts import ImageLayout, SequenceConfig
+from vlab.models.vlm.sequence import IGNORE, PATCH, assemble, collate, image_segment_length
 from vlab.models.vlm.tokenizer import train_bpe_tokenizer
 
 CORPUS = [

@@ -16,7 +16,8 @@ from torch import nn
 
 from vlab.config import from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
-from vlab.models.vlm.vision import KINDS, VisionConfig, build_vision_encoder
+from vlab.models.vlm.parts import KINDS, VisionConfig
+from vlab.models.vlm.vision import build_vision_encoder
 
 HF = ("clip", "siglip", "dinov2")
 

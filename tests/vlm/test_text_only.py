@@ -13,7 +13,6 @@ from vlab.cli import main
 from vlab.config import from_dict
 from vlab.fileio import read_jsonl
 from vlab.models.vlm.batch import assemble_sample, batch_of, pixel_values
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data import readers as R
 from vlab.models.vlm.data.packing import PackingConfig, pack_samples
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
@@ -22,10 +21,13 @@ from vlab.models.vlm.data.run_data import ShapesData
 from vlab.models.vlm.data.sources import SourceConfig, load_source
 from vlab.models.vlm.loss import per_sequence_loss
 from vlab.models.vlm.model import build_vlm
-from vlab.models.vlm.sequence import IGNORE, PATCH, ImageLayout, SequenceConfig
-from vlab.models.vlm.tokenizer import run_tokenizer, train_bpe_tokenizer
+from vlab.models.vlm.parts import ImageLayout, SequenceConfig
+from vlab.models.vlm.sequence import IGNORE, PATCH
+from vlab.models.vlm.tokenizer import train_bpe_tokenizer
+from vlab.vlm.config import config_from
+from vlab.vlm.tokenizer import run_tokenizer
 
-FX = Path(__file__).parent / "fixtures" / "vlm"
+FX = Path(__file__).parents[1] / "models" / "vlm" / "fixtures" / "vlm"
 MIX665K = FX / "llava_mix665k" / "llava_v1_5_mix665k.json"
 CHAT = [("Name three primary colors.", "Red, yellow and blue."), ("Which is warm?", "Red.")]
 

@@ -7,9 +7,9 @@ from their files alone (:func:`trained_kind`):
   ``checkpoints/last.pt``) and, for an LM trained from scratch, its BPE in ``RUN/tokenizer/``;
 * a ``vlab vlm finetune`` directory (``RUN/finetune/<task>-r<R>-lr<lr>``, or a run of a
   ``vlm-finetune`` sweep): a run directory whose ``config.json`` is a
-  :class:`~vlab.models.vlm.finetune.FinetuneConfig` (``source``, ``task``, ``resolution`` ...).
+  :class:`~vlab.vlm.finetune.FinetuneConfig` (``source``, ``task``, ``resolution`` ...).
   Its model is the source's stage-2 model at ``resolution`` (encoders, visual tokens and
-  ``max_length`` as :func:`~vlab.models.vlm.finetune.finetune_setup` makes them for training),
+  ``max_length`` as :func:`~vlab.vlm.finetune.finetune_setup` makes them for training),
   its weights its own ``checkpoints/last.pt``, its tokenizer the source run's. The source run
   must still be there: its config and tokenizer are read, never written.
 
@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import experiment, kind_of, stage_of
 from vlab.rundir import RunDir
 
 if TYPE_CHECKING:
-    from vlab.models.vlm.config import VLMRunConfig
     from vlab.models.vlm.model import VLM
+    from vlab.vlm.config import VLMRunConfig
 
-TRAIN_RUN, FINETUNE_RUN = "train", "finetune"
+TRAIN_RUN, FINETUNE_RUN = "vlm", "vlm-finetune"  # their kinds (vlab.experiment.KINDS)
 
 
 @dataclass
@@ -81,33 +81,32 @@ def pick_device(name: str) -> torch.device:
 
 
 def trained_kind(path: str | os.PathLike) -> str:
-    """:data:`TRAIN_RUN` or :data:`FINETUNE_RUN`, from the files at ``path``; a VlabError
-    naming ``path`` when it is neither."""
-    from vlab.models.vlm.finetune import FinetuneConfig
-
+    """:data:`TRAIN_RUN` or :data:`FINETUNE_RUN`: the run kind at ``path``
+    (:func:`vlab.experiment.kind_of`); a VlabError naming ``path`` when it is neither (a stage
+    directory is told to give its run directory)."""
     path = Path(path)
     if not path.is_dir():
         raise VlabError(f"run directory {path} does not exist")
     config = path / "config.json"
-    if config.exists():  # a directory there is damage: read_config says so, in one line
-        try:
-            data = RunDir(path).read_config()
-        except ValueError as e:  # json's own, for an integer of thousands of digits
-            raise VlabError(f"{config} is unreadable ({e})") from None
-        fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        if {"source", "resolution"} <= set(data) <= fields:
-            return FINETUNE_RUN
-        if data.get("stage") in (1, 2):
-            raise VlabError(
-                f"{path} is stage {data['stage']} of a vlab vlm train run; give the run "
-                f"directory {path.parent} (and --stage {data['stage']})"
-            )
+    if config.exists() and not config.is_file():
+        RunDir(path).read_config()  # a directory where config.json belongs: one line
+    try:
+        kind = kind_of(path)
+        stage = stage_of(path)
+    except ValueError as e:  # json's own, for an integer of thousands of digits
+        raise VlabError(f"{config} is unreadable ({e})") from None
+    if kind in (TRAIN_RUN, FINETUNE_RUN):
+        return kind
+    if stage is not None:
+        raise VlabError(
+            f"{path} is stage {stage} of a vlab vlm train run; give the run directory "
+            f"{path.parent} (and --stage {stage})"
+        )
+    if config.exists():
         raise VlabError(
             f"{path} is not a VLM run: its config.json is neither a vlab vlm finetune's nor "
             "a stage's (a probe run?)"
         )
-    if any((path / f"stage{s}" / "config.json").is_file() for s in (1, 2)):
-        return TRAIN_RUN
     raise VlabError(
         f"{path} is not a trained VLM: no stage1/ or stage2/ (vlab vlm train --out) and no "
         "config.json (vlab vlm finetune --out)"
@@ -120,80 +119,66 @@ def load_trained(
     device: str = "auto",
     *,
     changes: dict | None = None,
+    step: int | None = None,
 ) -> TrainedVLM:
-    """The last checkpoint of the VLM at ``path`` (a train run's ``stage``, or a finetune) in
-    the model its config describes, on ``device``.
+    """The VLM at ``path`` (a train run's ``stage``, or a finetune) in the model its config
+    describes, with the weights of checkpoint ``step`` (None: the last), on ``device``: its
+    experiment's :meth:`~vlab.experiment.Experiment.open`.
 
     ``changes`` replace run-config fields (``eval_batch_size``, ``max_new_tokens``) and are
     validated as the config's own. Raises VlabError, naming the path, when the directory is
     not a trained VLM, the stage was not trained, the checkpoint or the tokenizer is missing.
     """
-    from vlab.models.vlm.model import build_vlm
-
     if stage not in (1, 2):
         raise ConfigError("stage", f"must be 1 or 2, got {stage}")
-    path = Path(path)
     kind = trained_kind(path)
-    if kind == FINETUNE_RUN:
-        files, cfg, tok, model, about = _finetune_parts(path, stage)
-    else:
-        files, cfg, tok = _train_parts(path, stage)
-        model, about = None, {}
-    if changes:
-        cfg = dataclasses.replace(cfg, **changes)
+    return experiment(kind).open(path, step, stage=stage, device=device, changes=changes)
+
+
+def opened(
+    parts: OpenedParts,
+    stage: int,
+    step: int | None,
+    device: str,
+    changes: dict | None,
+) -> TrainedVLM:
+    """A trained VLM from its experiment's parts: ``changes`` applied to the run config, the
+    model built (unless the parts hold it), the weights of ``step`` loaded strictly, moved to
+    the device (resolved here, once) in eval mode."""
+    from vlab.models.vlm.model import build_vlm
+
+    cfg = dataclasses.replace(parts.config, **changes) if changes else parts.config
     dev = pick_device(device)
-    if model is None:
-        model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
-    ckpt = files.load_checkpoint()
-    model.load_state_dict(ckpt["model"])
+    model = parts.model or build_vlm(cfg.model, vocab_size=len(parts.tokenizer), seed=0)
+    checkpoint = parts.files.weights_at(step)
+    parts.files.load_weights(model, checkpoint)
     model.to(dev).eval()
-    return TrainedVLM(model, tok, cfg, stage, int(ckpt["step"]), dev, kind, files, about)
+    return TrainedVLM(
+        model,
+        parts.tokenizer,
+        cfg,
+        stage,
+        int(checkpoint["step"]),
+        dev,
+        parts.kind,
+        parts.files,
+        parts.about,
+    )
 
 
-def _train_parts(path: Path, stage: int) -> tuple[RunDir, VLMRunConfig, Any]:
-    """A train run's stage: its run directory, run config and the run's tokenizer."""
-    from vlab.models.vlm.config import VLMRunConfig
-    from vlab.models.vlm.tokenizer import run_tokenizer
+@dataclass
+class OpenedParts:
+    """What an experiment reads from a trained VLM directory before weights are loaded: the
+    run directory holding the checkpoints, the run config (a finetune's at its resolution),
+    the tokenizer, the model when the experiment builds it itself (None: built from the
+    config), the kind (:data:`TRAIN_RUN`, :data:`FINETUNE_RUN`) and what results record."""
 
-    files = RunDir(path / f"stage{stage}")
-    if not files.exists():
-        raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
-    stored = files.read_config()
-    stored.pop("stage", None)
-    try:
-        cfg = from_dict(VLMRunConfig, stored)
-    except ConfigError as e:
-        raise VlabError(f"{files.config_path} does not load: {e}") from None
-    _check_checkpoint(files)
-    own_tokenizer = cfg.data.tokenizer is None and cfg.model.lm.pretrained is None
-    if own_tokenizer and not (path / "tokenizer" / "tokenizer.json").is_file():
-        gone = path / "tokenizer"
-        raise VlabError(f"{gone} holds no tokenizer.json: the run's tokenizer is gone")
-    return files, cfg, run_tokenizer(cfg, path)
-
-
-def _finetune_parts(path: Path, stage: int) -> tuple[RunDir, VLMRunConfig, Any, VLM, dict]:
-    """A finetune: its run directory, its run config at its resolution, the source's
-    tokenizer, its VLM (built untrained: the weights are loaded next) and what its results
-    record of it (source, task, resolution, grid)."""
-    from vlab.models.vlm.finetune import FinetuneConfig, finetune_setup, source_tokenizer
-
-    if stage != 2:
-        raise VlabError(
-            f"{path} is a vlab vlm finetune directory (one model, finetuned from a stage 2); "
-            f"drop --stage {stage}"
-        )
-    files = RunDir(path)
-    stored = files.read_config()
-    try:
-        cfg = from_dict(FinetuneConfig, stored)
-    except ConfigError as e:  # its source run moved or gone: the message says which
-        raise VlabError(f"{path} is a finetune whose config does not load: {e}") from None
-    _check_checkpoint(files)
-    tok = source_tokenizer(cfg)
-    run_cfg, model = finetune_setup(cfg, tok)
-    about = {"source": cfg.source, "task": cfg.task, "resolution": cfg.resolution}
-    return files, run_cfg, tok, model, {**about, "grid": list(model.grid)}
+    files: RunDir
+    config: VLMRunConfig
+    tokenizer: Any
+    kind: str
+    model: VLM | None = None
+    about: dict = dataclasses.field(default_factory=dict)
 
 
 def _check_checkpoint(files: RunDir) -> None:

@@ -28,20 +28,22 @@ from torch import nn
 
 from vlab.config import to_dict
 from vlab.errors import VlabError
+from vlab.experiment import record_kind
 from vlab.models.backbones import check_backbone, count_parameters
 from vlab.models.backbones.state import state_size
 from vlab.models.vlm.batch import batch_of, image_tokens, pixel_values
-from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.records import VLSample
 from vlab.models.vlm.data.run_data import FileData, ShapesData, open_data
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.loss import per_sequence_loss
 from vlab.models.vlm.metrics.answers import evaluate_predictions
-from vlab.models.vlm.model import VLM, VLMConfig, build_vlm
-from vlab.models.vlm.tokenizer import run_tokenizer
+from vlab.models.vlm.model import VLM, build_vlm
+from vlab.models.vlm.parts import VLMConfig
 from vlab.rundir import RunDir
 from vlab.training.distributed import claim_run, setup_distributed
 from vlab.training.engine import Batch, TrainResult, resolve_device, train
+from vlab.vlm.config import VLMRunConfig
+from vlab.vlm.tokenizer import run_tokenizer
 
 
 class VLMTask:
@@ -188,7 +190,7 @@ def train_vlm(
     ctx = setup_distributed(resolve_device(cfg.stage2.device))
     log = log if ctx.is_main else (lambda *_: None)
     if ctx.is_main:  # rank 0 trains or checks the tokenizer; the others then load it
-        out.mkdir(parents=True, exist_ok=True)
+        record_kind(out, "vlm")  # before anything else is written; another kind is refused
         tok = run_tokenizer(cfg, out)
     ctx.barrier()
     if not ctx.is_main:

@@ -27,24 +27,30 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vlab.models.vlm.config import config_from
-    from vlab.models.vlm.train import train_vlm
     from vlab.training.distributed import is_main_process
+    from vlab.vlm.config import config_from
+    from vlab.vlm.experiment import eval_dir, train_and_evaluate
 
     cfg = config_from(args.preset, args.arch, _overrides(args))
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
-    results = train_vlm(cfg, output_dir(args.out), stages, progress=not args.no_progress)
+    out = output_dir(args.out)
+    results, heldout = train_and_evaluate(cfg, out, stages, progress=not args.no_progress)
     for stage, result in results.items():
         if result is not None and is_main_process():
             acc = (result.final_metrics or {}).get("tasks")
             print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
+    if heldout is not None:
+        for key, value in sorted(heldout.get("sources", {}).items()):
+            metric = heldout.get("metrics", {}).get(key.split("/")[1], "")
+            print(f"{key}  {value:.4f}  {metric}")
+        print(f"results: {eval_dir(out)}/results.json")
     return 0 if all(r is None or r.state == "done" for r in results.values()) else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
     from vlab.config import from_dict
     from vlab.models.vlm.data.prepared import MixtureConfig
-    from vlab.models.vlm.evaluate import evaluate_run, select_sources
+    from vlab.vlm.evaluate import evaluate_run, select_sources
 
     if (args.data_root is None) == (args.config is None):
         raise ConfigError("benchmarks", "give exactly one of --data-root and --config")
@@ -79,8 +85,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vlab.models.vlm.finetune import finetune, finetune_config
     from vlab.training.distributed import is_main_process
+    from vlab.vlm.finetune import finetune, finetune_config
 
     train: dict = {}
     if args.lr is not None:
@@ -111,7 +117,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from vlab.models.vlm.generate import answer_question
+    from vlab.vlm.answer import answer_question
 
     answer = answer_question(
         args.run,
@@ -130,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from vlab.models.backbones import PRESETS as BACKBONES
     from vlab.models.vlm.data.paper_data import PAPERS  # no imports beyond vlab.errors
     from vlab.models.vlm.data.records import TASKS  # PIL, never torch
-    from vlab.models.vlm.presets import PRESETS
+    from vlab.vlm.presets import PRESETS
 
     vlm = subparsers.add_parser("vlm", help="vision-language models: Pythia-VL and Mamba-VL")
     sub = vlm.add_subparsers(dest="vlm_command", metavar="ACTION", required=True)

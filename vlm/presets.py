@@ -1,5 +1,5 @@
 """The named VLM presets (``vlab vlm train --preset NAME``): plain dicts, nested like
-``config.json``, merged over :class:`~vlab.models.vlm.config.VLMRunConfig`'s defaults.
+``config.json``, merged over :class:`~vlab.vlm.config.VLMRunConfig`'s defaults.
 
 Kept free of imports so that the ``vlab`` command can list the names without loading torch.
 """

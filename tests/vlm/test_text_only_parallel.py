@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from vlab.models.vlm.batch import batch_of, pixel_values
-from vlab.models.vlm.config import config_from
+from vlab.vlm.config import config_from
 from vlab.models.vlm.data.run_data import ShapesData
 from vlab.models.vlm.model import build_vlm
-from vlab.models.vlm.tokenizer import run_tokenizer
+from vlab.vlm.tokenizer import run_tokenizer
 from vlab.training.distributed import (
     close_distributed, exit_rank, model_state, setup_distributed, shard_model,
 )

@@ -20,19 +20,19 @@ from vlab.config import deep_merge, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import read_jsonl
 from vlab.models.vlm.batch import batch_of, pixel_values
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.run_data import ShapesData
-from vlab.models.vlm.finetune import (
+from vlab.models.vlm.model import build_vlm
+from vlab.models.vlm.resolution import at_resolution, load_at_resolution
+from vlab.rundir import RunDir
+from vlab.vlm.config import config_from
+from vlab.vlm.finetune import (
     finetune,
     finetune_config,
     finetune_model,
     paper_sources,
     source_tokenizer,
 )
-from vlab.models.vlm.model import build_vlm
-from vlab.models.vlm.resolution import at_resolution, load_at_resolution
-from vlab.models.vlm.train import train_vlm
-from vlab.rundir import RunDir
+from vlab.vlm.train import train_vlm
 
 # the smallest source run that trains in seconds: 2 + 10 steps on the tiny-shapes preset
 # (64 px scenes, 8 px patches: an 8 x 8 grid, max_length 256)
@@ -293,7 +293,7 @@ def test_the_cli_writes_run_finetune_task_r_lr_and_a_second_call_does_nothing(ca
 def test_a_finetune_on_dataset_files_trains_one_source_for_epochs_and_scores_its_heldout_set(
     tmp_path,
 ):
-    from tests.models.vlm.test_dataset_files import _sources, _write_images
+    from tests.vlm.test_dataset_files import _sources, _write_images
 
     files = _sources(tmp_path / "images")
     _write_images(files)
@@ -356,10 +356,10 @@ def _by_hand(source: Path, out: Path):
 def test_eval_and_generate_open_a_finetune_directory_at_its_resolution(
     capsys, source, finished, tmp_path
 ):
-    from tests.models.vlm.test_dataset_files import _sources, _write_images
+    from tests.vlm.test_dataset_files import _sources, _write_images
     from vlab.models.vlm.data.prepared import PreparedMixture
     from vlab.models.vlm.generate import greedy_generate
-    from vlab.models.vlm.trained import FINETUNE_RUN, load_trained
+    from vlab.vlm.trained import FINETUNE_RUN, load_trained
 
     out, _ = finished
     before = stamps(out)

@@ -8,7 +8,6 @@ import torch
 
 from vlab.cli import main
 from vlab.models.vlm.batch import batch_of
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.records import Turn, VLSample
 from vlab.models.vlm.data.shapes import shapes_sample, task_of
 from vlab.models.vlm.generate import (
@@ -19,8 +18,10 @@ from vlab.models.vlm.generate import (
     read_image,
 )
 from vlab.models.vlm.model import build_vlm
-from vlab.models.vlm.tokenizer import pad_token_id, run_tokenizer
-from vlab.models.vlm.trained import load_trained
+from vlab.models.vlm.tokenizer import pad_token_id
+from vlab.vlm.config import config_from
+from vlab.vlm.tokenizer import run_tokenizer
+from vlab.vlm.trained import load_trained
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 
 from vlab.cli import main
 from vlab.fileio import read_jsonl
-from vlab.models.vlm.config import config_from
-from vlab.models.vlm.train import train_vlm
+from vlab.vlm.config import config_from
+from vlab.vlm.train import train_vlm
 
 FAST = {
     "stage1": {"steps": 10, "eval_every": 10, "threads": 2},
@@ -84,7 +84,8 @@ def test_vlm_cli_rejects_bad_values_naming_the_field(capsys, tmp_path):
 def test_tokenizer_comes_from_the_pretrained_lm_directory(tmp_path):
     from vlab.errors import ConfigError
     from vlab.models.backbones import BackboneConfig, build_backbone
-    from vlab.models.vlm.tokenizer import run_tokenizer, train_bpe_tokenizer
+    from vlab.models.vlm.tokenizer import train_bpe_tokenizer
+    from vlab.vlm.tokenizer import run_tokenizer
 
     lm = build_backbone(BackboneConfig(arch="pythia", preset="tiny"))
     lm_dir, empty = tmp_path / "lm", tmp_path / "no-tokenizer"

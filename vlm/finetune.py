@@ -16,7 +16,7 @@ A finetune is a run directory of its own, written by this step and read by the n
 ``OUT`` defaults to ``RUN/finetune/<task>-r<R>-lr<lr>``. It resumes like a stage (the engine's
 checkpoint at every evaluation), and a finished finetune is not touched again. The source
 run (``RUN/stage2`` and its tokenizer) is only read. ``vlab vlm eval`` and ``vlab vlm
-generate`` open ``OUT`` as they open a train run (:mod:`vlab.models.vlm.trained`: the model
+generate`` open ``OUT`` as they open a train run (:mod:`vlab.vlm.trained`: the model
 at the finetune's resolution, the source's tokenizer); ``vlab report`` on a sweep of finetunes
 draws Figure 3 (:mod:`vlab.analysis.finetune`).
 
@@ -42,14 +42,13 @@ from typing import Any
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import atomic_write_json
-from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig
 from vlab.records import DamagedFile, read_json_file
 from vlab.rundir import RunDir
 from vlab.training.config import TrainConfig
-
-EVAL_NAME = "heldout"  # OUT/eval/<EVAL_NAME>/, as a vlab vlm train run's held-out evaluation
+from vlab.vlm.config import VLMRunConfig
+from vlab.vlm.files import eval_dir
 
 # The paper's recipe (SHAKEUP section 3): batch 64, AdamW, cosine, warmup ratio 0.03; lr is
 # the grid's middle value. Evaluation every 10% of the steps and at step 0 (the stage-2
@@ -349,8 +348,8 @@ def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
     Called before the run is claimed, so a sweep of finetunes gets it too."""
     from vlab.models.backbones import check_backbone
     from vlab.models.vlm.resolution import at_resolution
-    from vlab.models.vlm.train import meta_parts
     from vlab.preflight import check_device, check_output_dir, check_threads
+    from vlab.vlm.train import meta_parts
 
     check_output_dir(out)
     cfg.check_files()
@@ -372,7 +371,7 @@ def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
 
 def source_tokenizer(cfg: FinetuneConfig) -> Any:
     """The tokenizer the source run trained with, read (never trained or written) from it."""
-    from vlab.models.vlm.tokenizer import run_tokenizer
+    from vlab.vlm.tokenizer import run_tokenizer
 
     src = cfg.source_config
     own = Path(cfg.source) / "tokenizer" / "tokenizer.json"
@@ -409,7 +408,7 @@ def finetune_setup(cfg: FinetuneConfig, tok: Any) -> tuple[VLMRunConfig, Any]:
     The run config is the source's with every encoder at ``resolution``, ``max_length`` grown
     by the tokens the image segment gains (when ``cfg.max_length`` is None), the task's data
     and ``train`` as stage 2: what the finetune trains, evaluates and is loaded back with
-    (:mod:`vlab.models.vlm.trained`). Load weights into the model next: the source's
+    (:mod:`vlab.vlm.trained`). Load weights into the model next: the source's
     (:func:`finetune_model`) or the finetune's own checkpoint.
     """
     from vlab.models.vlm.model import build_vlm
@@ -450,8 +449,8 @@ def _train(
     """Prepare the task's data, fix the step budget, train with the shared engine."""
     from vlab.models.vlm.batch import image_tokens
     from vlab.models.vlm.data.run_data import open_data
-    from vlab.models.vlm.train import VLMTask
     from vlab.training.engine import resolve_device, train
+    from vlab.vlm.train import VLMTask
 
     seq = run_cfg.model.sequence
     data = open_data(
@@ -492,10 +491,6 @@ def _train(
 # evaluation -----------------------------------------------------------------------------------
 
 
-def eval_dir(out: str | Path) -> Path:
-    return Path(out) / "eval" / EVAL_NAME
-
-
 def _results(out: Path) -> dict | None:
     """The finished evaluation's results, or None while there are none."""
     where = eval_dir(out)
@@ -525,10 +520,10 @@ def evaluate_finetune(
     every example of ``heldout_source``, answers appended to predictions.jsonl as they come,
     so a killed evaluation resumes.
     """
-    from vlab.models.vlm.evaluate import record_evaluated, recorded_evaluation
     from vlab.models.vlm.model import build_vlm
     from vlab.training.engine import resolve_device
     from vlab.training.precision import autocast_for
+    from vlab.vlm.evaluate import record_evaluated, recorded_evaluation
 
     out = Path(out)
     done = _results(out)
@@ -549,8 +544,8 @@ def evaluate_finetune(
             per_source = dict(Counter(s.source for s in samples))
         else:
             from vlab.models.vlm.data.prepared import PreparedMixture
-            from vlab.models.vlm.evaluate import generate_predictions
             from vlab.models.vlm.metrics.answers import evaluate_predictions
+            from vlab.vlm.evaluate import generate_predictions
 
             data = PreparedMixture(out / "data" / "heldout")
             samples = list(data)
@@ -584,7 +579,7 @@ def _score_shapes(
     import torch
 
     from vlab.models.vlm.data.run_data import ShapesData
-    from vlab.models.vlm.train import VLMTask
+    from vlab.vlm.train import VLMTask
 
     data = ShapesData(run_cfg.data)
     task = VLMTask(run_cfg, model, tok, run_cfg.eval_batch_size, device, data)

@@ -11,7 +11,6 @@ from vlab.cli import main
 from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.fileio import read_jsonl
-from vlab.models.vlm.config import config_from
 from vlab.models.vlm.data.prepared import (
     MixtureConfig,
     PreparedMixture,
@@ -22,8 +21,9 @@ from vlab.models.vlm.data.records import Turn, VLSample
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig, load_source
 from vlab.models.vlm.metrics.captions import REGEX_TOKENS, java_problem
+from vlab.vlm.config import config_from
 
-FX = Path(__file__).parent / "fixtures" / "vlm"
+FX = Path(__file__).parents[1] / "models" / "vlm" / "fixtures" / "vlm"
 
 
 def _sources(root: Path) -> dict[str, dict]:
@@ -100,7 +100,7 @@ def test_missing_annotation_file_is_rejected_before_any_work(tmp_path, files):
         "pythia",
         {"data": {"dataset": "files", "stage2": {"sources": [bad]}, "heldout": {"sources": [bad]}}},
     )
-    from vlab.models.vlm.train import train_vlm
+    from vlab.vlm.train import train_vlm
 
     with pytest.raises(ConfigError, match=r"(?s)data\.stage2\.sources\[0\]\.paths.*nope\.json"):
         train_vlm(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
@@ -364,7 +364,7 @@ def test_vlm_eval_needs_exactly_one_benchmark_spec(tmp_path, capsys):
 
 def test_paper_benchmarks_validate_and_skip_what_is_missing(tmp_path):
     from vlab.models.vlm.data.paper_data import paper_benchmarks
-    from vlab.models.vlm.evaluate import select_sources
+    from vlab.vlm.evaluate import select_sources
 
     root = tmp_path / "datasets"
     mixture = from_dict(MixtureConfig, {"sources": paper_benchmarks(root), "pack": False})

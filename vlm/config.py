@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from vlab.config import deep_merge, from_dict
 from vlab.errors import ConfigError
 from vlab.models.vlm.data.run_data import VLMDataConfig
-from vlab.models.vlm.model import VLMConfig
-from vlab.models.vlm.presets import PRESETS
+from vlab.models.vlm.parts import VLMConfig
 from vlab.preflight import MAX_NEW_TOKENS, check_at_most
 from vlab.training.config import TrainConfig
+from vlab.vlm.presets import PRESETS
 
 
 @dataclass(frozen=True)

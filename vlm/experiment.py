@@ -9,46 +9,42 @@ evaluation of stage 2 on the run's held-out benchmarks::
     RUN/eval/heldout/predictions.jsonl   every held-out answer (shapes: with the target's box)
 
 The held-out benchmarks are the config's own: ``data.heldout``'s sources for dataset files
-(scored by :func:`vlab.models.vlm.evaluate.evaluate_run`, which resumes a killed evaluation),
+(scored by :func:`vlab.vlm.evaluate.evaluate_run`, which resumes a killed evaluation),
 the shapes dataset's ``held_out`` split of ``data.n_heldout`` scenes for the built-in data
 (scored as training's held-out evaluation scores it, one benchmark per task). A run is done
 when stage 1, stage 2 and the evaluation are: :func:`vlm_status` reads that from those files
 alone, as :class:`~vlab.rundir.RunDir` does for a probe run, so ``vlab sweep status``,
 resubmission and resume decide the same way whoever trained the run.
 
-Configs: a run's config is a :class:`~vlab.models.vlm.config.VLMRunConfig` as nested dict or
+Configs: a run's config is a :class:`~vlab.vlm.config.VLMRunConfig` as nested dict or
 dotted keys, optionally with ``preset`` (``tiny-shapes``, ``paper-1.4b``): the preset is the
 base the rest is merged over, as ``vlab vlm train --preset`` does.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from vlab.config import from_dict, to_dict
+from vlab.config import from_dict, setting, to_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import Experiment
 from vlab.fileio import atomic_write_json, read_json_object, write_jsonl
 from vlab.rundir import RunDir
-from vlab.slurm.sweepdir import setting
+from vlab.vlm.files import HELDOUT, eval_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from vlab.models.vlm.config import VLMRunConfig
-
-EVAL_NAME = "heldout"  # RUN/eval/<EVAL_NAME>/: the run's held-out benchmarks
-ARCH_KEY = "model.lm.arch"
-
-
-def eval_dir(run: str | Path) -> Path:
-    return Path(run) / "eval" / EVAL_NAME
+    from vlab.vlm.config import VLMRunConfig
+    from vlab.vlm.trained import OpenedParts
 
 
 def with_preset(config: dict) -> dict:
     """``config`` merged over its ``preset`` (popped), as ``vlab vlm train --preset`` does."""
-    from vlab.models.vlm.config import preset_config
+    from vlab.vlm.config import preset_config
 
     data = dict(config)
     preset = data.pop("preset", None)
@@ -66,7 +62,7 @@ def resolve_vlm_config(config: dict) -> dict:
     field), the files the run will read must exist: dataset annotation files and the
     tokenizer directory. A sweep learns that when it is expanded, not hours later in a job.
     """
-    from vlab.models.vlm.config import VLMRunConfig
+    from vlab.vlm.config import VLMRunConfig
 
     cfg = from_dict(VLMRunConfig, with_preset(config))
     cfg.data.check_files()
@@ -105,30 +101,49 @@ def run_vlm(
     log: Callable[[str], Any] = print,
 ) -> dict:
     """Train both stages of the run into ``out`` (resuming or skipping finished ones), then
-    evaluate it on its held-out benchmarks; returns :func:`vlm_status`.
-
-    Stages are trained one call each, so a stage that ends unfinished (stopped, diverged) stops
-    the run there, and a stop asked for between stages is honoured before stage 2 starts.
-    """
-    from vlab.models.vlm.config import VLMRunConfig
+    evaluate it on its held-out benchmarks; returns :func:`vlm_status`."""
+    from vlab.vlm.config import VLMRunConfig
 
     cfg = from_dict(VLMRunConfig, config)
-    out = Path(out)
-    for stage in (1, 2):
-        if should_stop is not None and should_stop():
-            return vlm_status(out, config)
-        result = _train_stage(cfg, out, stage, progress, should_stop, log)
-        if result is not None and result.state != "done":
-            return vlm_status(out, config)
-    evaluate_heldout(cfg, out, progress=progress, log=log)
+    train_and_evaluate(cfg, out, (1, 2), progress=progress, should_stop=should_stop, log=log)
     return vlm_status(out, config)
 
 
-def _train_stage(cfg, out: Path, stage: int, progress: bool, should_stop, log):
-    """``train_vlm`` for one stage, stopping at a checkpoint when ``should_stop`` says so."""
-    from vlab.models.vlm.train import train_vlm
+def train_and_evaluate(
+    cfg: VLMRunConfig,
+    out: str | Path,
+    stages: tuple[int, ...] = (1, 2),
+    *,
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], Any] = print,
+) -> tuple[dict[int, Any], dict | None]:
+    """Train ``stages`` into ``out`` (resuming or skipping finished ones) and, once stage 2 is
+    done, score it on the run's held-out benchmarks (:func:`evaluate_heldout`, on the main
+    process of a torchrun group); returns each stage's ``TrainResult`` (None: already done,
+    or not reached) and the held-out results (None: not evaluated). ``vlab vlm train`` and a
+    sweep's worker both come here, so a run is done the same way whoever started it.
 
-    return train_vlm(cfg, out, (stage,), progress=progress, log=log, should_stop=should_stop)[stage]
+    Stages are trained one call each, so a stage that ends unfinished (stopped, diverged) stops
+    the run there, and a stop asked for between stages is honoured before the next starts.
+    """
+    from vlab.training.distributed import is_main_process
+    from vlab.vlm.train import train_vlm
+
+    out = Path(out)
+    results: dict[int, Any] = {}
+    for stage in stages:
+        if should_stop is not None and should_stop():
+            return results, None
+        kwargs = dict(progress=progress, log=log, should_stop=should_stop)
+        results[stage] = train_vlm(cfg, out, (stage,), **kwargs)[stage]
+        if results[stage] is not None and results[stage].state != "done":
+            return results, None
+    if 2 not in stages or not RunDir(out / "stage2").is_done() or not is_main_process():
+        return results, None
+    if should_stop is not None and should_stop():
+        return results, None
+    return results, evaluate_heldout(cfg, out, progress=progress, log=log)
 
 
 # evaluation ----------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ def evaluate_heldout(
     status.json there follows the evaluation (running, then done or failed with the reason),
     so ``vlab sweep status`` tells an evaluation that failed from one never started.
     """
-    from vlab.models.vlm.evaluate import record_evaluated, recorded_evaluation
+    from vlab.vlm.evaluate import record_evaluated, recorded_evaluation
 
     out = Path(out)
     where = eval_dir(out)
@@ -162,12 +177,12 @@ def evaluate_heldout(
 
 def _evaluate_files(cfg: VLMRunConfig, out: Path, progress: bool, log: Callable) -> dict:
     """``vlab vlm eval`` of stage 2 on every example of ``data.heldout``'s sources."""
-    from vlab.models.vlm.evaluate import evaluate_run, select_sources
+    from vlab.vlm.evaluate import evaluate_run, select_sources
 
     return evaluate_run(
         out,
         select_sources(cfg.data.heldout, log=log),
-        EVAL_NAME,
+        HELDOUT,
         stage=2,
         device=cfg.stage2.device,
         progress=progress,
@@ -193,10 +208,10 @@ def _evaluate_shapes(cfg: VLMRunConfig, out: Path, progress: bool) -> dict:
     from vlab.models.vlm.data.run_data import ShapesData
     from vlab.models.vlm.metrics.answers import evaluate_predictions
     from vlab.models.vlm.model import build_vlm
-    from vlab.models.vlm.tokenizer import run_tokenizer
-    from vlab.models.vlm.train import VLMTask
     from vlab.training.engine import resolve_device
     from vlab.training.precision import autocast_for
+    from vlab.vlm.tokenizer import run_tokenizer
+    from vlab.vlm.train import VLMTask
 
     run = RunDir(out / "stage2")
     ckpt = run.load_checkpoint()
@@ -337,3 +352,100 @@ def phase(status: dict, stage: str, steps: int | None) -> dict:
         "steps": steps,
         "benchmarks": status.get("benchmarks") or [],
     }
+
+
+# the experiment ------------------------------------------------------------------------------
+
+# How an axis value shows in a run name: a label prefix per dotted key ("" = value alone).
+NAME_LABELS = {
+    "preset": "",
+    "model.lm.arch": "",
+    "model.lm.preset": "",
+    "model.sequence.ordering": "",
+    "stage1.lr": "s1lr",
+    "stage2.lr": "s2lr",
+    "stage1.steps": "s1steps",
+    "stage2.steps": "s2steps",
+    "stage1.seed": "s1seed",
+    "stage2.seed": "s2seed",
+}
+
+
+class VLMExperiment(Experiment):
+    """A VLM run: stage 1 (projector), stage 2 (projector and LM), then the held-out
+    evaluation of stage 2 (:func:`train_and_evaluate`); done when all three are."""
+
+    kind: ClassVar[str] = "vlm"
+    config_type: ClassVar[str] = "vlab.vlm.config:VLMRunConfig"
+    arch_key: ClassVar[str] = "model.lm.arch"
+    name_labels: ClassVar[dict[str, str]] = NAME_LABELS
+    analyses: ClassVar[tuple[str, ...]] = ("image_attention",)
+    report_template: ClassVar[str] = "vlm"
+    phased: ClassVar[bool] = True
+
+    def resolve(self, config: dict) -> dict:
+        return resolve_vlm_config(config)
+
+    def arch_of(self, config: dict) -> Any:
+        """The arch a (not yet resolved) config selects: its own, else its preset's."""
+        return setting(with_preset(config), self.arch_key)
+
+    def run(self, config, out, *, progress=False, should_stop=None, log=print) -> dict:
+        return run_vlm(config, out, progress=progress, should_stop=should_stop, log=log)
+
+    def status(self, path: str | os.PathLike, config: dict | None = None) -> dict:
+        if config is None:  # both stages' settings are in each stage's config.json
+            config = _stored_config(Path(path))
+        return vlm_status(path, config)
+
+    def build(self, config: VLMRunConfig, vocab_size: int | None = None, seed: int = 0) -> Any:
+        """The VLM of ``config`` (``vocab_size``: the run tokenizer's length)."""
+        from vlab.models.vlm.model import build_vlm
+
+        return build_vlm(config.model, vocab_size=vocab_size, seed=seed)
+
+    def open(
+        self,
+        path: str | os.PathLike,
+        step: int | None = None,
+        *,
+        stage: int = 2,
+        device: str = "auto",
+        changes: dict | None = None,
+    ) -> Any:
+        """Stage ``stage`` of the run at ``path`` as a :class:`~vlab.vlm.trained.TrainedVLM`
+        with the weights of ``step`` (None: the last), on ``device``."""
+        from vlab.vlm.trained import opened
+
+        return opened(_train_parts(Path(path), stage), stage, step, device, changes)
+
+
+def _stored_config(run: Path) -> dict:
+    """A ``vlab vlm train`` run's config as its stages recorded it (``{}`` before any)."""
+    for stage in (1, 2):
+        files = RunDir(run / f"stage{stage}")
+        if files.exists():
+            return files.read_config()
+    return {}
+
+
+def _train_parts(path: Path, stage: int) -> OpenedParts:
+    """A train run's stage: its run directory, run config and the run's tokenizer."""
+    from vlab.vlm.config import VLMRunConfig
+    from vlab.vlm.tokenizer import run_tokenizer
+    from vlab.vlm.trained import TRAIN_RUN, OpenedParts
+
+    files = RunDir(path / f"stage{stage}")
+    if not files.exists():
+        raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
+    stored = files.read_config()
+    stored.pop("stage", None)
+    try:
+        cfg = from_dict(VLMRunConfig, stored)
+    except ConfigError as e:
+        raise VlabError(f"{files.config_path} does not load: {e}") from None
+    own_tokenizer = cfg.data.tokenizer is None and cfg.model.lm.pretrained is None
+    if own_tokenizer and not (path / "tokenizer" / "tokenizer.json").is_file():
+        gone = path / "tokenizer"
+        raise VlabError(f"{gone} holds no tokenizer.json: the run's tokenizer is gone")
+    return OpenedParts(files, cfg, run_tokenizer(cfg, path), TRAIN_RUN)

@@ -1,7 +1,7 @@
 """``vlab vlm eval``: a trained VLM on benchmark sets, without task-specific finetuning.
 
 Reads a finished (or, with a warning, an unfinished) stage of a ``vlab vlm train`` run, or a
-``vlab vlm finetune`` directory at its resolution (:mod:`vlab.models.vlm.trained`): its
+``vlab vlm finetune`` directory at its resolution (:mod:`vlab.vlm.trained`): its
 config, the tokenizer it trained with and ``checkpoints/last.pt``. The benchmark
 sources are prepared like held-out data (unpacked, captions merged per image with all their
 references) into ``OUT/eval/NAME/data``; greedy answers to every example go to
@@ -28,18 +28,18 @@ from tqdm.auto import tqdm
 from vlab.errors import VlabError
 from vlab.fileio import append_jsonl, atomic_write_json
 from vlab.models.vlm.batch import batch_of, image_tokens
-from vlab.models.vlm.config import VLMRunConfig
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
 from vlab.models.vlm.data.records import VLSample
-from vlab.models.vlm.finetune import EVAL_NAME as FINETUNE_EVAL
 from vlab.models.vlm.generate import greedy_generate
 from vlab.models.vlm.metrics.answers import evaluate_predictions
-from vlab.models.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
 from vlab.preflight import check_output_dir
 from vlab.records import NonNegative, join_name, read_json_lines
 from vlab.run_records import checked
 from vlab.rundir import RunDir
 from vlab.training.precision import autocast_for
+from vlab.vlm.config import VLMRunConfig
+from vlab.vlm.files import HELDOUT
+from vlab.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
 
 
 def select_sources(
@@ -87,7 +87,7 @@ def evaluate_run(
         changes["eval_batch_size"] = batch_size
     if max_new_tokens is not None:
         changes["max_new_tokens"] = max_new_tokens
-    if name == FINETUNE_EVAL and trained_kind(out) == FINETUNE_RUN:
+    if name == HELDOUT and trained_kind(out) == FINETUNE_RUN:
         raise VlabError(
             f"{out}/eval/{name} is the finetune's own held-out evaluation; give another --name"
         )

@@ -1,0 +1,29 @@
+"""Where a VLM run keeps its files, in one place for every writer and reader (torch-free).
+
+A ``vlab vlm train`` run directory::
+
+    RUN/run.json            its kind ("vlm")
+    RUN/tokenizer/          the BPE a from-scratch LM trained with
+    RUN/stage1/, stage2/    the stages' run directories (config.json, status.json, ...)
+    RUN/eval/heldout/       the held-out evaluation (status.json, results.json, predictions)
+    RUN/eval/<name>/        ``vlab vlm eval --name <name>``
+
+A finetune's directory is one run directory with the same ``eval/heldout/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HELDOUT = "heldout"  # eval/<HELDOUT>/: the run's own held-out evaluation
+
+
+def eval_dir(run: str | os.PathLike, name: str = HELDOUT) -> Path:
+    """``RUN/eval/<name>``: an evaluation's folder (the held-out one by default)."""
+    return Path(run) / "eval" / name
+
+
+def stage_dir(run: str | os.PathLike, stage: int) -> Path:
+    """``RUN/stage<stage>``: a ``vlab vlm train`` stage's run directory."""
+    return Path(run) / f"stage{stage}"
