@@ -11,6 +11,9 @@ and four backends:
   mamba-ssm and on CPU when the C++ build fails (no compiler).
 * ``"reference"``: the plain recurrence, obviously correct and slow (tests, benchmarks).
 
+``selective_scan_states`` runs the reference's own steps and returns every state: what
+``vlab inspect`` reads and patches (``vlab.models.backbones.mamba_internals``).
+
 Shapes: u, delta, z: (batch, dim, L); A: (dim, dstate); B, C: (batch, dstate, L);
 D, delta_bias: (dim,); the last state is (batch, dim, dstate). The maths, per (batch, dim):
 ``delta = softplus(delta + delta_bias)``, ``x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t``,
@@ -87,21 +90,74 @@ def selective_scan_reference(
     float32. Returns out (batch, dim, L) in u's dtype, and the last state (batch, dim, dstate)
     in the compute dtype when ``return_last_state``.
     """
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dtype = _reference_dtype(u)
+    uc, C = u.to(dtype), C.to(dtype)
+    x = uc.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t, x in enumerate(_reference_steps(u, delta, A, B, delta_bias, delta_softplus, None)):
+        ys.append((x * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) if ys else uc.new_zeros(uc.shape)
+    return _finish(y, uc, D, z, u.dtype, x if return_last_state else None)
+
+
+def selective_scan_states(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Every state of the reference recurrence: x_t (batch, dim, dstate, L), the state after
+    step t stacked on a last axis, from ``initial_state`` x_{-1} (batch, dim, dstate; zeros
+    when None).
+
+    For looking inside a model (``vlab inspect`` reads and patches these states); the same
+    steps as :func:`selective_scan_reference`, so the states are those its outputs read
+    (y_t = <x_t, C_t> + D u_t). Memory is the whole (batch, dim, dstate, L) history: meant
+    for analysis-sized inputs. Computed in float64 for float64 inputs, else float32.
+    """
+    steps = _reference_steps(u, delta, A, B, delta_bias, delta_softplus, initial_state)
+    states = list(steps)
+    if not states:  # L == 0: nothing after the initial state
+        dtype = _reference_dtype(u)
+        return u.new_zeros(u.shape[0], u.shape[1], A.shape[1], 0, dtype=dtype)
+    return torch.stack(states, dim=-1)
+
+
+def _reference_dtype(u: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs (tests compare fp32 kernels to it), else float32."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _reference_steps(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    initial_state: torch.Tensor | None,
+) -> Iterator[torch.Tensor]:
+    """The recurrence x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t, one state (batch, dim,
+    dstate) per step t = 0..L-1, from ``initial_state`` (zeros when None): the one loop the
+    reference scan and :func:`selective_scan_states` share."""
+    dtype = _reference_dtype(u)
     dt = delta.to(dtype)
     if delta_bias is not None:
         dt = dt + delta_bias.to(dtype)[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    A, B, C, uc = A.to(dtype), B.to(dtype), C.to(dtype), u.to(dtype)
-    x = uc.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    ys = []
+    A, B, uc = A.to(dtype), B.to(dtype), u.to(dtype)
+    if initial_state is None:
+        x = uc.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    else:
+        x = initial_state.to(dtype)
     for t in range(u.shape[2]):
         decay = torch.exp(dt[:, :, t, None] * A)
         x = decay * x + (dt[:, :, t] * uc[:, :, t])[:, :, None] * B[:, None, :, t]
-        ys.append((x * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=-1) if ys else uc.new_zeros(uc.shape)
-    return _finish(y, uc, D, z, u.dtype, x if return_last_state else None)
+        yield x
 
 
 def _finish(

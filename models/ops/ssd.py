@@ -14,6 +14,9 @@ float32 rounding against transformers' torch code:
   instead of a (heads, chunk, chunk) mask per chunk. The factors stay within exp(+-_SPAN / 2)
   because chunks shrink where decays are strong; below ``_MIN_FACTORED`` steps the per-head
   masked form is used instead.
+* ``ssd_states`` / ``ssd_reference``: the same recurrence step by step, returning every
+  state (what ``vlab inspect`` reads and patches) / the output from them (the tests'
+  reference).
 * ``causal_conv1d``: the depthwise causal conv (+ SiLU) as shifted multiply-adds on
   channel-last memory, with a hand-written backward.
 * ``install_into_transformers``: routes ``Mamba2Mixer``'s module-level functions to these for
@@ -273,6 +276,69 @@ def _carry_states(
     if starts[0] is None:
         starts[0] = torch.zeros_like(added[:, 0])
     return torch.stack(starts, 1), state
+
+
+def ssd_states(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Every state of Mamba-2's recurrence, step by step: h_t = exp(dt_t A) h_{t-1} + dt_t
+    x_t B_t^T per head (B shared by the heads of a group), the plain form of what
+    :func:`ssd_scan` computes in chunks.
+
+    x: (batch, L, heads, head_dim); dt: (batch, L, heads), already discretised; A: (heads,);
+    B: (batch, L, groups, state); initial_state: (batch, heads, head_dim, state) or None
+    (zeros). Returns the state after each step t stacked on a last axis, (batch, heads,
+    head_dim, state, L), float32 (float64 for float64 x). For looking inside a model
+    (``vlab inspect`` reads and patches these states) and as the reference the chunked scan
+    is tested against; memory is the whole history, so analysis-sized inputs only.
+    """
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    batch, length, heads, head_dim = x.shape
+    x, dt, A = x.to(dtype), dt.to(dtype), A.to(dtype)
+    B = B.to(dtype).repeat_interleave(heads // B.shape[2], dim=2)  # (batch, L, heads, state)
+    if initial_state is None:
+        h = x.new_zeros(batch, heads, head_dim, B.shape[3])
+    else:
+        h = initial_state.to(dtype)
+    states = []
+    for t in range(length):
+        decay = torch.exp(dt[:, t] * A)[..., None, None]  # (batch, heads, 1, 1)
+        h = decay * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        states.append(h)
+    if not states:  # L == 0: nothing after the initial state
+        return h.new_zeros(*h.shape, 0)
+    return torch.stack(states, dim=-1)
+
+
+def ssd_reference(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ssd_scan`'s contract computed from :func:`ssd_states`: y (batch, L, heads,
+    head_dim) with y_t = h_t C_t + D x_t, and the final state (batch, heads, head_dim,
+    state). Slow and obviously correct: for tests."""
+    heads = x.shape[2]
+    states = ssd_states(x, dt, A, B, initial_state)
+    C = C.to(states.dtype).repeat_interleave(heads // C.shape[2], dim=2)  # (batch, L, heads, N)
+    y = torch.einsum("bhpnt,bthn->bthp", states, C)
+    if D is not None:
+        y = y + x.to(y.dtype) * D.to(y.dtype)[:, None]
+    if x.shape[1]:
+        final = states[..., -1]
+    elif initial_state is None:  # no steps: the state is where it started
+        final = states.new_zeros(states.shape[:-1])
+    else:
+        final = initial_state.to(states.dtype)
+    return y, final
 
 
 def chunk_scan(
