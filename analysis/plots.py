@@ -31,12 +31,14 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from vlab.analysis import tables
 from vlab.analysis.stats import kaplan_meier, km_median, logrank_test
+from vlab.models.backbones import families
 
 PANEL_W, PANEL_H = 4.2, 3.2
 FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}
 _CYCLE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-# Fixed colours for vlab's arms (the paper's two first); any other arch takes the next free one.
-_KNOWN = {"pythia": "#1f77b4", "mamba": "#ff7f0e", "mamba2": "#d62728", "hybrid": "#2ca02c"}
+# Fixed colours for vlab's arms, from their family records in registry order (the paper's two
+# first); any other arch takes the next free one.
+_KNOWN = {f.arch: f.color for f in families()}
 P = ParamSpec("P")
 # Step axes: 70k rather than 70000 (a row of five-digit labels runs together).
 STEPS = FuncFormatter(

@@ -60,7 +60,7 @@ from vlab.models.backbones import (
     is_recurrent,
 )
 from vlab.models.backbones.state import state_size
-from vlab.models.bench import ARCHS, best_times
+from vlab.models.bench import ARCHS, BASELINE, best_times
 from vlab.models.vlm.model import VLM, VLMConfig, build_vlm
 
 if TYPE_CHECKING:
@@ -219,11 +219,11 @@ def _bench_decode(plan: BenchPlan, device: torch.device, log) -> dict:
     def ratios(key: str) -> dict[str, dict[str, float]]:
         return {
             arch: {
-                str(n): by[(arch, n)][key] / by[("pythia", n)][key]
+                str(n): by[(arch, n)][key] / by[(BASELINE, n)][key]
                 for n in plan.decode_visual_tokens
             }
             for arch in ARCHS
-            if arch != "pythia"
+            if arch != BASELINE
         }
 
     return {

@@ -28,7 +28,7 @@ GPT-NeoX blocks also have::
 Mamba-1 blocks (every ``mamba`` block; the hybrid's Mamba blocks) also have, computed by vlab
 from ``mixer_in`` (nnsight cannot reach them: transformers runs the conv and the scan as
 functions, not modules; each is tested against the mixer's own output; see
-:mod:`vlab.analysis.inside.ssm`)::
+:mod:`vlab.models.backbones.mamba_internals`)::
 
     blocks.{i}.ssm.x         (B, D, T)  the scan's input (after the causal conv and SiLU)
     blocks.{i}.ssm.z         (B, D, T)  the gate
@@ -39,7 +39,7 @@ functions, not modules; each is tested against the mixer's own output; see
     blocks.{i}.ssm.hidden_attention  (B, D, T, T)  the scan as attention over past positions
 
 Mamba-2 blocks (``mamba2``) have the same ``ssm.*`` names, per head (heads x P = D channels,
-G groups sharing B and C; :mod:`vlab.analysis.inside.ssd`)::
+G groups sharing B and C; :mod:`vlab.models.backbones.mamba2_internals`)::
 
     blocks.{i}.ssm.x, ssm.z  (B, heads, P, T)
     blocks.{i}.ssm.delta     (B, heads, T)
@@ -47,8 +47,10 @@ G groups sharing B and C; :mod:`vlab.analysis.inside.ssd`)::
     blocks.{i}.ssm.state     (B, heads, P, N, T)
     blocks.{i}.ssm.hidden_attention  (B, heads, T, T)  before the gated norm
 
-Which arm has which blocks: ``pythia`` GPT-NeoX blocks, ``mamba`` Mamba-1 blocks, ``mamba2``
-Mamba-2 blocks, ``hybrid`` Mamba-1 blocks with attention blocks at
+Which arm has which blocks, and where each name lives in its modules, is the arm's family
+record (``vlab.models.backbones.<family>.FAMILY``: ``blocks``, ``layer_kind``,
+``global_sites``), not this module: ``pythia`` GPT-NeoX attention blocks, ``mamba`` Mamba-1
+blocks, ``mamba2`` Mamba-2 blocks, ``hybrid`` Mamba-1 blocks with attention blocks at
 ``config.attention_layers`` (tiny preset: layer 0 Mamba, layer 1 attention). Asking a layer
 for a name of another kind of block is a one-line error naming the layer and what it has.
 
@@ -68,65 +70,15 @@ import torch
 from torch import nn
 
 from vlab.errors import VlabError
+from vlab.models.backbones import families, family_of_model_type
+from vlab.models.backbones.family import Block, Family, Site
 
-
-@dataclass(frozen=True)
-class Site:
-    """Where a named activation lives: the output of ``module`` (a dotted path with ``{i}`` for
-    the layer), element ``index`` when that output is a tuple."""
-
-    module: str
-    index: int | None = None
-
-
-# Per block kind: the hooked sites of one block, in the order a forward pass reaches them
-# (nnsight requires reading a run's activations in execution order).
-_MAMBA_BLOCK = {
-    "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
-    "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
-    "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
-}
-BLOCK_SITES: dict[str, dict[str, Site]] = {
-    "gpt_neox": {
-        "blocks.{i}.mixer_in": Site("gpt_neox.layers.{i}.input_layernorm"),
-        "blocks.{i}.mixer_out": Site("gpt_neox.layers.{i}.attention", 0),
-        "blocks.{i}.attn.pattern": Site("gpt_neox.layers.{i}.attention", 1),
-        "blocks.{i}.mlp_in": Site("gpt_neox.layers.{i}.post_attention_layernorm"),
-        "blocks.{i}.mlp_out": Site("gpt_neox.layers.{i}.mlp"),
-        "blocks.{i}.resid_post": Site("gpt_neox.layers.{i}", 0),
-    },
-    "mamba": _MAMBA_BLOCK,
-    "mamba2": _MAMBA_BLOCK,
-    # the hybrid's attention block: Mamba's module names, GPT-NeoX attention as the mixer
-    "attention": {
-        "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
-        "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
-        "blocks.{i}.attn.pattern": Site("backbone.layers.{i}.mixer", 1),
-        "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
-    },
-}
-# Per ``model_type``: the sites outside the blocks.
-_BACKBONE = {
-    "embed": Site("backbone.embeddings"),
-    "final_norm": Site("backbone.norm_f"),
-    "logits": Site("lm_head"),
-}
-GLOBAL_SITES: dict[str, dict[str, Site]] = {
-    "gpt_neox": {
-        "embed": Site("gpt_neox.embed_in"),
-        "final_norm": Site("gpt_neox.final_layer_norm"),
-        "logits": Site("lm_head"),
-    },
-    "mamba": _BACKBONE,
-    "mamba2": _BACKBONE,
-    "vlab_hybrid": _BACKBONE,
-}
-# Per block kind: the names computed by vlab's own code from ``blocks.{i}.mixer_in`` (see the
-# module docstring), and the module that computes them (``computed``, ``output_with_state``).
+# Where each name lives is the family's business: every arm's record
+# (``vlab.models.backbones.<family>.FAMILY``) holds its blocks' sites and global sites as
+# module paths, and, for an SSM block, the module that computes the names below from
+# ``blocks.{i}.mixer_in`` (``computed``, ``output_with_state``; see the module docstring).
 SSM_NAMES = ("x", "z", "delta", "B", "C", "state", "hidden_attention")
 _SSM = tuple(f"blocks.{{i}}.ssm.{n}" for n in SSM_NAMES)
-COMPUTED: dict[str, tuple[str, ...]] = {"mamba": _SSM, "mamba2": _SSM}
-_SSM_MODULES = {"mamba": "vlab.analysis.inside.ssm", "mamba2": "vlab.analysis.inside.ssd"}
 
 _EMBED = "embed"
 _FINAL = ("final_norm", "logits")
@@ -134,13 +86,19 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _PRE, _POST = "blocks.{i}.resid_pre", "blocks.{i}.resid_post"
 
 
+def family_of(model: nn.Module) -> Family:
+    """The record of the arm ``model`` belongs to, found by its ``config.model_type``."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    found = family_of_model_type(kind)
+    if found is None:
+        known = ", ".join(f.model_type for f in families())
+        raise VlabError(f"no activation names for a {kind!r} model (known: {known})")
+    return found
+
+
 def model_type(model: nn.Module) -> str:
     """The model's ``config.model_type``, one vlab has names for."""
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind not in GLOBAL_SITES:
-        known = ", ".join(GLOBAL_SITES)
-        raise VlabError(f"no activation names for a {kind!r} model (known: {known})")
-    return kind
+    return family_of(model).model_type
 
 
 def num_layers(model: nn.Module) -> int:
@@ -148,21 +106,28 @@ def num_layers(model: nn.Module) -> int:
 
 
 def block_kind(model: nn.Module, layer: int) -> str:
-    """What block ``layer`` is: ``gpt_neox``, ``mamba`` (Mamba-1), ``mamba2`` or
-    ``attention`` (the hybrid's attention block). A hybrid's layers differ; other models'
-    blocks are all of their ``model_type``."""
-    kind = model_type(model)
-    if kind == "vlab_hybrid":
-        return "attention" if layer in model.config.attention_layers else "mamba"
-    return kind
+    """What block ``layer`` is: ``attention``, ``mamba`` (Mamba-1) or ``mamba2``, as the
+    family's record says (a hybrid's layers differ; other models' are all one kind)."""
+    return family_of(model).kind_at(model.config, layer)
+
+
+def block(model: nn.Module, layer: int) -> Block:
+    """The record of block ``layer``: its sites, read-out and internals module, in the
+    layout of the model's family."""
+    return family_of(model).block(block_kind(model, layer))
+
+
+def _computed_names(spec: Block) -> tuple[str, ...]:
+    """The names vlab computes for a block: the SSM names where it has internals."""
+    return _SSM if spec.internals is not None else ()
 
 
 def block_templates(model: nn.Module, layer: int) -> list[str]:
     """The names of block ``layer`` with ``{i}`` for the layer, in execution order:
     ``resid_pre``, the hooked sites, the computed names, ``resid_post``."""
-    kind = block_kind(model, layer)
-    hooked = [n for n in BLOCK_SITES[kind] if n != _POST]
-    return [_PRE, *hooked, *COMPUTED.get(kind, ()), _POST]
+    spec = block(model, layer)
+    hooked = [n for n in spec.sites if n != _POST]
+    return [_PRE, *hooked, *_computed_names(spec), _POST]
 
 
 def activation_names(model: nn.Module) -> list[str]:
@@ -189,7 +154,7 @@ def _template(name: str) -> tuple[str, int | None]:
 
 def _is_computed(model: nn.Module, name: str) -> bool:
     template, layer = _template(name)
-    return layer is not None and template in COMPUTED.get(block_kind(model, layer), ())
+    return layer is not None and template in _computed_names(block(model, layer))
 
 
 def _missing(model: nn.Module, name: str, layer: int) -> VlabError:
@@ -217,7 +182,7 @@ def _hooked(model: nn.Module, name: str) -> tuple[str, int | None, Site]:
     kind = model_type(model)
     template, layer = _template(name)
     if layer is None:
-        site = GLOBAL_SITES[kind].get(name)
+        site = family_of(model).global_sites.get(name)
         if site is None:
             raise VlabError(
                 f"unknown activation {name!r} for a {kind} model; see "
@@ -230,7 +195,7 @@ def _hooked(model: nn.Module, name: str) -> tuple[str, int | None, Site]:
         return _hooked(model, _EMBED if layer == 0 else f"blocks.{layer - 1}.resid_post")
     if _is_computed(model, name):
         return _hooked(model, f"blocks.{layer}.mixer_in")
-    site = BLOCK_SITES[block_kind(model, layer)].get(template)
+    site = block(model, layer).sites.get(template)
     if site is None:
         raise _missing(model, name, layer)
     return template.replace("{i}", str(layer)), layer, site
@@ -292,16 +257,18 @@ class _Eager:
 
 
 def ssm_module(model: nn.Module, layer: int) -> ModuleType:
-    """The vlab module that computes block ``layer``'s ``ssm.*`` names
-    (:mod:`~vlab.analysis.inside.ssm` for Mamba-1, :mod:`~vlab.analysis.inside.ssd` for
-    Mamba-2): both have ``mixer_internals``, ``computed`` and ``output_with_state``."""
-    kind = block_kind(model, layer)
-    if kind not in _SSM_MODULES:
+    """The vlab module that computes block ``layer``'s ``ssm.*`` names, the block record's
+    ``internals`` (:mod:`~vlab.models.backbones.mamba_internals` for Mamba-1,
+    :mod:`~vlab.models.backbones.mamba2_internals` for Mamba-2): each has
+    ``mixer_internals``, ``scan_states``, ``last_row``, ``computed`` and
+    ``output_with_state``."""
+    internals = block(model, layer).internals
+    if internals is None:
         raise VlabError(
             f"{_layer_is(model, layer)}: it has no SSM state to patch or compute "
             f"(SSM layers: {layers_with(model, 'ssm.state')})"
         )
-    return importlib.import_module(_SSM_MODULES[kind])
+    return importlib.import_module(internals)
 
 
 def output_with_state(
@@ -423,5 +390,5 @@ def unembed(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
 
 def mixer(model: nn.Module, layer: int) -> nn.Module:
     """Block ``layer``'s sequence mixer (the attention or SSM module)."""
-    path = BLOCK_SITES[block_kind(model, layer)]["blocks.{i}.mixer_out"].module
+    path = block(model, layer).sites["blocks.{i}.mixer_out"].module
     return _module(model, path.replace("{i}", str(layer)))

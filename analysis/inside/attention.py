@@ -11,15 +11,16 @@ This module reads that weight per layer, for every (target position p, context p
   one (the rest went to the marker, query, ... tokens).
 - SSM blocks (Mamba; the hybrid's Mamba layers; Mamba-2; ``kind="hidden_attention"``): the
   selective scan's implicit attention ``blocks.{i}.ssm.hidden_attention[b, :, T-1, :]`` (D
-  channels for Mamba-1, see :mod:`vlab.analysis.inside.hidden_attention`; one weight per head
+  channels for Mamba-1, see :mod:`vlab.models.backbones.mamba_internals`; one weight per head
   for Mamba-2, shared by its P channels, before its gated norm, see
-  :mod:`vlab.analysis.inside.ssd`), as a *share*: its absolute value averaged over the
+  :mod:`vlab.models.backbones.mamba2_internals`), as a *share*: its absolute value averaged over the
   channels (Ali et al. 2024 also aggregate over channels), divided by that average's sum over
   all T source positions. Unlike softmax attention the raw weights neither sum to one nor
   stay positive; the share is what makes the two kinds comparable. One row per layer,
   ``head=-1``.
 
-A hybrid's table has both kinds, each layer its own; ``kind`` says which.
+A hybrid's table has both kinds, each layer its own; ``kind`` says which (the block record's
+``readout``, :func:`readout_kind`).
 
 Weights are means over the examples that query each position p, one row per (layer, head, p, s).
 """
@@ -30,36 +31,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vlab.analysis.inside import ssd
-from vlab.analysis.inside.activations import block_kind, layers_with, mixer, num_layers, trace
+from vlab.analysis.inside.activations import (
+    block,
+    layers_with,
+    mixer,
+    num_layers,
+    ssm_module,
+    trace,
+)
 from vlab.analysis.inside.examples import ProbeExamples
-from vlab.analysis.inside.hidden_attention import MixerInternals, mixer_internals
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
 
 COLUMNS = TABLE_COLUMNS["attention"]
 MEAN_HEAD = -1  # the head index of the mean over heads (and of an SSM's channel aggregate)
-# The ``kind`` of a layer's rows, by its block kind (``activations.block_kind``; for a model
-# whose blocks are all alike, its ``model_type``).
-KINDS = {
-    "gpt_neox": "attention",
-    "attention": "attention",
-    "mamba": "hidden_attention",
-    "mamba2": "hidden_attention",
-}
 
 
-def _last_row(internals: MixerInternals) -> torch.Tensor:
-    """``hidden_attention(...)[:, :, T-1, :]`` (B, D, T) without the (T, T) matrix.
-
-    alpha[T-1, s] = sum_n C_{T-1}[n] exp(A[n] sum_{k=s+1..T-1} delta_k) delta_s B_s[n]: memory
-    B x D x T x N instead of B x D x T x T x N (gigabytes for a paper-sized Mamba and a long
-    context). Tested against the full matrix of ``trace``.
-    """
-    delta, A, B, C = internals.delta, internals.A, internals.B, internals.C
-    cum = torch.cumsum(delta, dim=-1)  # (B, D, T)
-    gap = cum[..., -1:] - cum  # (B, D, T): the delta mass between s and T - 1
-    decay = torch.exp(gap.unsqueeze(-1) * A[None, :, None, :])  # (B, D, T, N)
-    return torch.einsum("bn,bdsn,bds,bns->bds", C[..., -1], decay, delta, B)
+def readout_kind(model: torch.nn.Module, layer: int) -> str:
+    """The ``kind`` of layer ``layer``'s rows: its block record's ``readout``
+    ("attention" | "hidden_attention")."""
+    return block(model, layer).readout
 
 
 def _share(row: torch.Tensor) -> torch.Tensor:
@@ -70,13 +60,12 @@ def _share(row: torch.Tensor) -> torch.Tensor:
 
 
 def _ssm_row(model: torch.nn.Module, layer: int, mixer_in: torch.Tensor) -> torch.Tensor:
-    """The share row (B, 1, T) of SSM block ``layer`` from its input (B, T, H). Mamba-2's
-    weights are per head, shared by the head's channels: their mean over heads is the mean
-    over channels."""
-    block = mixer(model, layer)
-    if block_kind(model, layer) == "mamba2":
-        return _share(ssd.last_row(ssd.mixer_internals(block, mixer_in)))
-    return _share(_last_row(mixer_internals(block, mixer_in)))
+    """The share row (B, 1, T) of SSM block ``layer`` from its input (B, T, H), through the
+    block's internals module (its ``last_row``: (B, D, T) per channel for Mamba-1, (B, heads,
+    T) for Mamba-2, whose weights are shared by a head's channels, so their mean over heads
+    is the mean over channels)."""
+    internals = ssm_module(model, layer)
+    return _share(internals.last_row(internals.mixer_internals(mixer(model, layer), mixer_in)))
 
 
 def _source(model: torch.nn.Module, layer: int) -> str:
@@ -158,7 +147,7 @@ def attention_table(
     parts = []
     for i in layers:
         means = (sums[i][present] / counts[present, None, None]).transpose(0, 1)  # (K, P, L_s)
-        kind = KINDS[block_kind(model, i)]
+        kind = readout_kind(model, i)
         parts.append(_layer_table(i, kind, heads[i], present.numpy(), means.numpy()))
     table = pd.concat(parts, ignore_index=True)
     return table.astype({c: "int64" for c in COLUMNS if c not in ("kind", "weight")})

@@ -29,18 +29,14 @@ from matplotlib.ticker import MaxNLocator
 from vlab.analysis.inside.figures import _blank, archs_of
 from vlab.analysis.inside.results import last_step, target_share
 from vlab.analysis.plots import arch_colors, message_figure, styled
+from vlab.models.backbones import families
 
 ORDERINGS = ("task_agnostic", "task_aware")
 ORDERING_TEXT = {
     "task_agnostic": "task-agnostic (image first)",
     "task_aware": "task-aware (instruction first)",
 }
-VL_NAMES = {
-    "pythia": "Pythia-VL",
-    "mamba": "Mamba-VL",
-    "mamba2": "Mamba2-VL",
-    "hybrid": "Hybrid-VL",
-}
+VL_NAMES = {f.arch: f.vlm_name for f in families()}  # the family records' VLM names
 CMAP = "magma"
 
 

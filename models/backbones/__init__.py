@@ -1,6 +1,9 @@
 """Language-model backbones: GPT-NeoX (Pythia) and Mamba through Hugging Face ``transformers``.
 
-One module per family (``neox``, ``mamba``) holds its presets and its ``transformers`` config;
+One module per family (``neox``, ``mamba``, ``mamba2``, ``hybrid``) holds its presets, its
+``transformers`` config and its record (``FAMILY``, a :class:`~.family.Family`: names, colour,
+activation sites, block kinds, benchmark flags), which analysis, benchmark and plotting code
+read instead of naming arms (:func:`families`, :func:`family`, :func:`family_of_model_type`);
 this module builds any of them, adds task tokens, and reads decoding arguments off a model.
 torch and transformers are imported only when a model is built, so configs validate (and the
 ``vlab`` commands that only read them run) without them.
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from vlab.errors import ConfigError
 from vlab.models.backbones import hybrid, mamba, mamba2, neox
+from vlab.models.backbones.family import Family
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +36,34 @@ InitScheme = Literal["normal", "mean", "uniform"]
 # One module per family; an arch name picks its family.
 FAMILIES = {"pythia": neox, "mamba": mamba, "mamba2": mamba2, "hybrid": hybrid}
 PRESETS: dict[str, dict[str, dict]] = {arch: family.PRESETS for arch, family in FAMILIES.items()}
+
+
+def families() -> tuple[Family, ...]:
+    """Every arm's record (:class:`~vlab.models.backbones.family.Family`), in ``FAMILIES``
+    order: the baseline Transformer first, as reports list the arms."""
+    return tuple(module.FAMILY for module in FAMILIES.values())
+
+
+def family(arch: str) -> Family:
+    """The record of arm ``arch`` (field ``model.arch`` on error)."""
+    if arch not in FAMILIES:
+        raise ConfigError("model.arch", f"{arch!r} is not one of {', '.join(FAMILIES)}")
+    return FAMILIES[arch].FAMILY
+
+
+def family_of_model_type(model_type: str | None) -> Family | None:
+    """The record of the arm that builds ``config.model_type`` ``model_type`` (None if none
+    does): how code holding only a model finds its family."""
+    return next((f for f in families() if f.model_type == model_type), None)
+
+
+def flagged(flag: str) -> Family:
+    """The one family whose record sets ``flag`` (``baseline``, ``scan_comparison``): the
+    benchmark's references, chosen by the records rather than by name."""
+    found = [f for f in families() if getattr(f, flag)]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} families set {flag!r}; exactly one must")
+    return found[0]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,11 @@ widths and depths and an attention layer every 8th layer from layer 4 (Jamba's p
 
 from __future__ import annotations
 
+from typing import Any
+
 from vlab.errors import ConfigError
+from vlab.models.backbones.family import Block, Family, Site
+from vlab.models.backbones.mamba import BACKBONE_SITES, MAMBA_BLOCK
 
 MODEL_TYPE = "vlab_hybrid"
 
@@ -108,3 +112,41 @@ def prepare() -> None:
     except ValueError:
         pass  # registered already (this process built a hybrid before)
     install_into_transformers()
+
+
+# An attention layer in Mamba's module names: GPT-NeoX attention as the mixer.
+ATTENTION_BLOCK = Block(
+    kind="attention",
+    sites={
+        "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
+        "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
+        "blocks.{i}.attn.pattern": Site("backbone.layers.{i}.mixer", 1),
+        "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
+    },
+    readout="attention",
+)
+
+
+def layer_kind(config: Any, layer: int) -> str:
+    """The block at ``layer`` of a ``HybridConfig``: attention at ``config.attention_layers``,
+    Mamba-1 elsewhere."""
+    return ATTENTION_BLOCK.kind if layer in config.attention_layers else MAMBA_BLOCK.kind
+
+
+FAMILY = Family(
+    arch="hybrid",
+    model_type=MODEL_TYPE,
+    name="Hybrid",
+    vlm_name="Hybrid-VL",
+    color="#2ca02c",
+    presets=PRESETS,
+    defaults=DEFAULTS,
+    hf_config=hf_config,
+    model_kwargs=model_kwargs,
+    prepare=prepare,
+    check_settings=check_settings,
+    blocks=(MAMBA_BLOCK, ATTENTION_BLOCK),
+    global_sites=BACKBONE_SITES,
+    layer_kind=layer_kind,
+    selective_scan=True,
+)

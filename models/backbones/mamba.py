@@ -7,6 +7,8 @@ plugged under transformers' Mamba (``ops.selective_scan.install_into_transformer
 
 from __future__ import annotations
 
+from vlab.models.backbones.family import Block, Family, Site
+
 MODEL_TYPE = "mamba"
 
 PRESETS: dict[str, dict] = {
@@ -38,3 +40,40 @@ def prepare() -> None:
     from vlab.models.ops.selective_scan import install_into_transformers
 
     install_into_transformers()
+
+
+# transformers' Mamba layout, shared by Mamba-2 and the hybrid: ``backbone.layers.{i}`` is
+# (norm -> mixer) + residual, and nothing else.
+BACKBONE_SITES = {
+    "embed": Site("backbone.embeddings"),
+    "final_norm": Site("backbone.norm_f"),
+    "logits": Site("lm_head"),
+}
+BLOCK_SITES = {
+    "blocks.{i}.mixer_in": Site("backbone.layers.{i}.norm"),
+    "blocks.{i}.mixer_out": Site("backbone.layers.{i}.mixer", 0),
+    "blocks.{i}.resid_post": Site("backbone.layers.{i}", 0),
+}
+MAMBA_BLOCK = Block(
+    kind="mamba",
+    sites=BLOCK_SITES,
+    readout="hidden_attention",
+    internals="vlab.models.backbones.mamba_internals",
+)
+
+FAMILY = Family(
+    arch="mamba",
+    model_type=MODEL_TYPE,
+    name="Mamba",
+    vlm_name="Mamba-VL",
+    color="#ff7f0e",
+    presets=PRESETS,
+    defaults=DEFAULTS,
+    hf_config=hf_config,
+    model_kwargs=model_kwargs,
+    prepare=prepare,
+    blocks=(MAMBA_BLOCK,),
+    global_sites=BACKBONE_SITES,
+    selective_scan=True,
+    scan_comparison=True,
+)

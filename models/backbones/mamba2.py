@@ -10,6 +10,9 @@ head dim x state size: twice Mamba-1's at the tiny shapes.
 
 from __future__ import annotations
 
+from vlab.models.backbones.family import Block, Family
+from vlab.models.backbones.mamba import BACKBONE_SITES, BLOCK_SITES
+
 MODEL_TYPE = "mamba2"
 
 
@@ -65,3 +68,27 @@ def prepare() -> None:
     from vlab.models.ops.ssd import install_into_transformers
 
     install_into_transformers()
+
+
+# transformers' Mamba-2 keeps Mamba's module names; only the mixer inside differs.
+MAMBA2_BLOCK = Block(
+    kind="mamba2",
+    sites=BLOCK_SITES,
+    readout="hidden_attention",
+    internals="vlab.models.backbones.mamba2_internals",
+)
+
+FAMILY = Family(
+    arch="mamba2",
+    model_type=MODEL_TYPE,
+    name="Mamba-2",
+    vlm_name="Mamba2-VL",
+    color="#d62728",
+    presets=PRESETS,
+    defaults=DEFAULTS,
+    hf_config=hf_config,
+    model_kwargs=model_kwargs,
+    prepare=prepare,
+    blocks=(MAMBA2_BLOCK,),
+    global_sites=BACKBONE_SITES,
+)

@@ -8,6 +8,8 @@ random weights.
 
 from __future__ import annotations
 
+from vlab.models.backbones.family import Block, Family, Site
+
 MODEL_TYPE = "gpt_neox"  # ``config.model_type`` of a checkpoint of this family
 
 PRESETS: dict[str, dict] = {
@@ -80,3 +82,38 @@ def model_kwargs(attn_implementation: str) -> dict:
 
 def prepare() -> None:
     """Nothing to install before building a GPT-NeoX model."""
+
+
+# GPT-NeoX's block: parallel residual, so the MLP reads the block's input through its own norm.
+ATTENTION_BLOCK = Block(
+    kind="attention",
+    sites={
+        "blocks.{i}.mixer_in": Site("gpt_neox.layers.{i}.input_layernorm"),
+        "blocks.{i}.mixer_out": Site("gpt_neox.layers.{i}.attention", 0),
+        "blocks.{i}.attn.pattern": Site("gpt_neox.layers.{i}.attention", 1),
+        "blocks.{i}.mlp_in": Site("gpt_neox.layers.{i}.post_attention_layernorm"),
+        "blocks.{i}.mlp_out": Site("gpt_neox.layers.{i}.mlp"),
+        "blocks.{i}.resid_post": Site("gpt_neox.layers.{i}", 0),
+    },
+    readout="attention",
+)
+
+FAMILY = Family(
+    arch="pythia",
+    model_type=MODEL_TYPE,
+    name="Pythia",
+    vlm_name="Pythia-VL",
+    color="#1f77b4",
+    presets=PRESETS,
+    defaults=DEFAULTS,
+    hf_config=hf_config,
+    model_kwargs=model_kwargs,
+    prepare=prepare,
+    blocks=(ATTENTION_BLOCK,),
+    global_sites={
+        "embed": Site("gpt_neox.embed_in"),
+        "final_norm": Site("gpt_neox.final_layer_norm"),
+        "logits": Site("lm_head"),
+    },
+    baseline=True,  # the Transformer: the benchmark reports the other arms' speeds against it
+)

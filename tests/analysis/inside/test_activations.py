@@ -10,10 +10,9 @@ import torch
 
 from vlab.analysis.inside import activations as acts
 from vlab.analysis.inside.activations import Patch, StatePatch
-from vlab.analysis.inside.hidden_attention import mixer_internals
-from vlab.analysis.inside.ssm import readout, scan_states
 from vlab.errors import VlabError
 from vlab.models.backbones import BackboneConfig, build_backbone
+from vlab.models.backbones.mamba_internals import mixer_internals, readout, scan_states
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from vlab.analysis.inside.hidden_attention import hidden_attention, mixer_internals, ssm_output
 from vlab.models.backbones import BackboneConfig, build_backbone
+from vlab.models.backbones.mamba_internals import hidden_attention, mixer_internals, ssm_output
 
 
 @pytest.mark.parametrize("layer", [0, 1])

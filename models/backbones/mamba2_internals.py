@@ -3,7 +3,8 @@
 transformers runs Mamba-2's scan chunked (``mamba2_chunk_scan``), so neither the state after
 each position nor the attention-like matrix of the SSD form exists as a module output. vlab
 recomputes them from the mixer's input with the per-head recurrence (heads h, head dim P,
-state size N, B and C shared by the heads of a group)::
+state size N, B and C shared by the heads of a group), run by
+:func:`vlab.models.ops.ssd.ssd_states` (the plain form of the chunked scan training uses)::
 
     h_t = exp(delta_t A_h) h_{t-1} + delta_t x_t B_t^T        (P, N) per head
     y_t = h_t C_t + D_h x_t                                    (P,)
@@ -14,8 +15,9 @@ weight per (head, t, s): ``alpha[t, s] = exp(A_h sum_{k=s+1..t} delta_k) delta_s
 (Dao & Gu 2024's SSD matrix), what :func:`hidden_attention` returns; the gated norm after it
 mixes channels at each position, not positions.
 
-The same function names as :mod:`vlab.analysis.inside.ssm` (Mamba-1), so callers pick the
-module by block kind.
+The same function names as :mod:`vlab.models.backbones.mamba_internals` (Mamba-1): the block
+record of ``mamba2`` blocks names this module (``Block.internals``), and callers find it
+there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlab.analysis.inside import ssm
+from vlab.models.backbones import mamba_internals
+from vlab.models.ops.ssd import ssd_states
 
 
 @dataclass
@@ -79,20 +82,15 @@ def scan_states(
     internals: SSDInternals, start: int = 0, initial: torch.Tensor | None = None
 ) -> torch.Tensor:
     """States h_t (B, heads, P, N, T - start) for t = start..T-1, from ``initial`` h_{start-1}
-    (B, heads, P, N; zeros when None, the state before position 0)."""
-    x, delta, A = internals.x, internals.delta, internals.A
-    B = internals.per_head(internals.B)  # (B, heads, N, T)
-    batch, heads, head_dim, length = x.shape
-    h = x.new_zeros(batch, heads, head_dim, B.shape[2]) if initial is None else initial.float()
-    states = []
-    for t in range(start, length):
-        decay = torch.exp(delta[:, :, t] * A)[..., None, None]  # (B, heads, 1, 1)
-        update = (delta[:, :, t, None] * x[..., t])[..., None] * B[:, :, None, :, t]
-        h = decay * h + update
-        states.append(h)
-    if not states:  # start == T: nothing after it
-        return h.new_zeros(*h.shape, 0)
-    return torch.stack(states, dim=-1)
+    (B, heads, P, N; zeros when None, the state before position 0), through
+    :func:`~vlab.models.ops.ssd.ssd_states` in transformers' time-major layout."""
+    return ssd_states(
+        internals.x[..., start:].permute(0, 3, 1, 2),  # (B, T', heads, P)
+        internals.delta[..., start:].transpose(1, 2),  # (B, T', heads)
+        internals.A,
+        internals.B[..., start:].permute(0, 3, 1, 2),  # (B, T', groups, N)
+        initial,
+    )
 
 
 def readout(internals: SSDInternals, states: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -159,4 +157,4 @@ def output_with_state(
     """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) when its state after
     ``position`` is replaced by ``state`` (B, heads, P, N): positions before it are unchanged,
     the output at ``position`` and after reads the replaced state."""
-    return ssm.patched_output(sys.modules[__name__], mixer, mixer_in, position, state)
+    return mamba_internals.patched_output(sys.modules[__name__], mixer, mixer_in, position, state)
