@@ -252,8 +252,6 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
 
 def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     """The run's row and its score rows (finetuned and step-0 scores per benchmark)."""
-    from vlab.vlm.finetune_experiment import finetune_status
-
     name, path = entry.name, entry.path
     run = RunDir(path)
     if entry.config is None and run.config_path.exists():  # a directory there: said
@@ -267,7 +265,7 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     except VlabError as e:
         warnings.append(f"{name}: {e}; run shown without config")
         config = entry.config = {}
-    status = _status(path, config, name, warnings, read=finetune_status, steps_key="train.steps")
+    status = _status(path, config, name, warnings, FINETUNE_KIND, steps_key="train.steps")
     if status["state"] in ("pending", "interrupted") and entry.lock and lock_holder(entry.lock):
         status.update(state="running", reason="a live worker holds its lock")
     results = _results(path, name, warnings) if status["state"] == "done" else None

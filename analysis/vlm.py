@@ -52,7 +52,7 @@ from vlab.analysis.load import (
 )
 from vlab.config import setting
 from vlab.errors import ConfigError, VlabError
-from vlab.experiment import kind_of
+from vlab.experiment import experiment, kind_of
 from vlab.locks import lock_holder
 from vlab.process import writer_alive
 from vlab.records import NonNegative, Real, parse_record, read_json_file, resolved
@@ -496,19 +496,22 @@ def _load_run(
 
 
 def _status(
-    path: Path, config: dict, name: str, warnings: list[str], read=None, steps_key="stage1.steps"
+    path: Path,
+    config: dict,
+    name: str,
+    warnings: list[str],
+    kind: str = VLM_KIND,
+    steps_key: str = "stage1.steps",
 ) -> dict:
-    """state, reason, stage, step, steps of the run's current phase, as ``read(path, config)``
-    says (default ``vlm_status``; a finetune's: ``finetune_status``); ``steps_key`` is the
+    """state, reason, stage, step, steps of the run's current phase, as the experiment of
+    ``kind`` reads them (:meth:`~vlab.experiment.Experiment.status`); ``steps_key`` is the
     config's step budget of a run not started."""
-    from vlab.vlm.experiment import vlm_status
-
     out = {"state": "pending", "reason": "no run directory yet", "stage": None}
     out.update(step=None, steps=setting(config, steps_key))
     if not path.is_dir():
         return out
     try:
-        status = (read or vlm_status)(path, config)
+        status = experiment(kind).status(path, config)
     except (VlabError, OSError, ValueError, AttributeError) as e:
         warnings.append(f"{name}: its status files are unreadable ({e})")
         return {**out, "state": "unknown", "reason": "status unreadable"}

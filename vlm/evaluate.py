@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterator
+from itertools import count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from vlab.errors import VlabError
-from vlab.fileio import append_jsonl, atomic_write_json
+from vlab.fileio import append_jsonl, atomic_write_json, write_jsonl
 from vlab.models.vlm.batch import batch_of, image_tokens
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
 from vlab.models.vlm.data.records import VLSample
@@ -39,7 +42,7 @@ from vlab.rundir import RunDir
 from vlab.training.precision import autocast_for
 from vlab.vlm.config import VLMRunConfig
 from vlab.vlm.files import HELDOUT
-from vlab.vlm.trained import FINETUNE_RUN, load_trained, trained_kind
+from vlab.vlm.trained import FINETUNE_RUN, TrainedVLM, load_trained, trained_kind
 
 
 def select_sources(
@@ -92,7 +95,7 @@ def evaluate_run(
             f"{out}/eval/{name} is the finetune's own held-out evaluation; give another --name"
         )
     trained = load_trained(out, stage, device, changes=changes)
-    cfg, model, tok, dev = trained.config, trained.model, trained.tokenizer, trained.device
+    cfg, model, tok = trained.config, trained.model, trained.tokenizer
     if not trained.files.is_done():
         unfinished = trained.files.path
         log(f"{unfinished} is not finished: evaluating its checkpoint at step {trained.step}")
@@ -107,22 +110,100 @@ def evaluate_run(
         log=log,
     )
     data = PreparedMixture(data_dir)
-    samples = list(data)
-    autocast = autocast_for(dev, precision or trained.precision)
-    predictions = generate_predictions(
-        model, tok, cfg, samples, where / "predictions.jsonl", dev, autocast, progress, name
+    fields = {"run": str(out), "stage": stage, **trained.about}  # a finetune's source, task ...
+    return write_evaluation(
+        trained,
+        where,
+        list(data),
+        fields,
+        per_source={k: v["sequences"] for k, v in data.stats.items()},
+        precision=precision,
+        progress=progress,
+        desc=name,
     )
+
+
+def write_evaluation(
+    trained: TrainedVLM,
+    where: Path,
+    samples: list[VLSample],
+    fields: dict,
+    *,
+    per_source: dict | None = None,
+    shapes: bool = False,
+    precision: str | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> dict:
+    """Score ``trained`` on ``samples`` into ``where`` (``RUN/eval/<name>``): the one writer of
+    an evaluation's files, whoever asks (``vlab vlm eval``, a VLM run's held-out evaluation, a
+    finetune's). Greedy answers go to ``where/predictions.jsonl``, the scores to
+    ``where/results.json`` (written last, atomically): ``fields`` (what the caller records of
+    the run), ``step``, ``examples``, ``per_source`` (default: examples per source) and the
+    scores per benchmark. Returns the results.
+
+    Dataset examples are answered batch by batch (:func:`generate_predictions`, appended as
+    they come, so a killed evaluation resumes). ``shapes``: the samples are the built-in
+    dataset's scenes, rendered in memory, scored by training's own held-out evaluation
+    (:func:`shapes_answers`: the same batches, decoding and metrics, with its loss) and written
+    with the target object's box (:func:`prediction_row`) so a report can score grounding by
+    where the target lies. ``precision`` defaults to the one the weights trained with.
+    """
+    autocast = autocast_for(trained.device, precision or trained.precision)
+    path = where / "predictions.jsonl"
+    if shapes:
+        losses, answers = shapes_answers(trained, samples, autocast)
+        write_jsonl(path, [prediction_row(i, s, a) for i, s, a in zip(count(), samples, answers)])
+        scores = {"eval_loss": float(np.mean(losses)), **evaluate_predictions(samples, answers)}
+    else:
+        model, tok, cfg = trained.model, trained.tokenizer, trained.config
+        answers = generate_predictions(
+            model, tok, cfg, samples, path, trained.device, autocast, progress, desc
+        )
+        scores = evaluate_predictions(samples, answers)
     results = {
-        "run": str(out),
-        "stage": stage,
-        **trained.about,  # a finetune's source, task, resolution and grid
+        **fields,
         "step": trained.step,
         "examples": len(samples),
-        "per_source": {k: v["sequences"] for k, v in data.stats.items()},
-        **evaluate_predictions(samples, predictions),
+        "per_source": per_source or dict(Counter(s.source for s in samples)),
+        **scores,
     }
     atomic_write_json(where / "results.json", results)
     return results
+
+
+def shapes_answers(
+    trained: TrainedVLM, samples: list[VLSample], autocast: Any
+) -> tuple[list[float], list[str]]:
+    """Per-example loss and greedy answer on built-in scenes, by training's own held-out
+    evaluation (:meth:`vlab.vlm.train.VLMTask.answer`)."""
+    from vlab.vlm.train import VLMTask
+
+    cfg = trained.config
+    task = VLMTask(cfg, trained.model, trained.tokenizer, cfg.eval_batch_size, trained.device, None)
+    with torch.no_grad(), autocast:
+        return task.answer(trained.model, samples)
+
+
+def prediction_row(index: int, sample: VLSample, answer: str) -> dict:
+    """One line of predictions.jsonl: the example's index, source, task, image, prompt, the
+    answer and the reference, plus the target object's box normalised to 0-1 where the
+    example is about one object (``meta["target"]``)."""
+    row = {
+        "index": index,
+        "source": sample.source,
+        "task": sample.task,
+        "image_id": sample.image_id,
+        "prompt": sample.turns[0].prompt,
+        "prediction": answer,
+        "reference": sample.turns[0].response,
+    }
+    target = sample.meta.get("target")
+    if target is not None:
+        x1, y1, x2, y2 = sample.meta["objects"][target]["box_px"]
+        w, h = sample.meta["width"], sample.meta["height"]
+        row["target_box"] = [x1 / w, y1 / h, x2 / w, y2 / h]
+    return row
 
 
 def generate_predictions(
@@ -155,18 +236,7 @@ def generate_predictions(
             batch = {k: v.to(device) for k, v in batch.items()}
             preds = greedy_generate(model, tok, batch, cfg.max_new_tokens)
             for i, (s, pred) in enumerate(zip(chunk, preds, strict=True)):
-                append_jsonl(
-                    pred_path,
-                    {
-                        "index": start + i,
-                        "source": s.source,
-                        "task": s.task,
-                        "image_id": s.image_id,
-                        "prompt": s.turns[0].prompt,
-                        "prediction": pred,
-                        "reference": s.turns[0].response,
-                    },
-                )
+                append_jsonl(pred_path, prediction_row(start + i, s, pred))
             bar.update(len(chunk))
     bar.close()
     return [r["prediction"] for r in _predictions_so_far(pred_path)]

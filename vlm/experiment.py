@@ -24,14 +24,13 @@ base the rest is merged over, as ``vlab vlm train --preset`` does.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vlab.config import from_dict, setting, to_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.experiment import Experiment
-from vlab.fileio import atomic_write_json, read_json_object, write_jsonl
+from vlab.fileio import read_json_object
 from vlab.rundir import RunDir
 from vlab.vlm.files import HELDOUT, eval_dir
 
@@ -191,97 +190,17 @@ def _evaluate_files(cfg: VLMRunConfig, out: Path, progress: bool, log: Callable)
 
 
 def _evaluate_shapes(cfg: VLMRunConfig, out: Path, progress: bool) -> dict:
-    """Stage 2's final weights on the shapes ``held_out`` split, scored by training's own
-    held-out evaluation (``VLMTask.evaluate``: same batches, greedy decoding and metrics),
-    written in ``vlab vlm eval``'s results.json layout.
-
-    The shapes scenes are rendered in memory, so ``evaluate_run`` (which prepares dataset
-    files) cannot read them; the training task scores them with the same functions. The
-    greedy answer to every scene goes to ``predictions.jsonl`` beside results.json, in
-    ``vlab vlm eval``'s fields plus ``target_box`` (the normalised ``[x1, y1, x2, y2]`` of the
-    object a grounding, dense-caption or one-object VQA example is about), so a report can
-    score grounding by where the target lies in the image.
-    """
-    import numpy as np
-    import torch
-
+    """Stage 2's final weights on the shapes ``held_out`` split (rendered in memory, so not
+    through ``evaluate_run``, which prepares dataset files), scored by training's own held-out
+    evaluation and written by the one evaluator (:func:`vlab.vlm.evaluate.write_evaluation`)
+    in ``vlab vlm eval``'s layout, every answer with its target's box."""
     from vlab.models.vlm.data.run_data import ShapesData
-    from vlab.models.vlm.metrics.answers import evaluate_predictions
-    from vlab.models.vlm.model import build_vlm
-    from vlab.training.engine import resolve_device
-    from vlab.training.precision import autocast_for
-    from vlab.vlm.tokenizer import run_tokenizer
-    from vlab.vlm.train import VLMTask
+    from vlab.vlm.evaluate import write_evaluation
 
-    run = RunDir(out / "stage2")
-    ckpt = run.load_checkpoint()
-    if ckpt is None:
-        raise VlabError(f"{run.path} has no checkpoint to evaluate")
-    tok = run_tokenizer(cfg, out)
-    device = resolve_device(cfg.stage2.device)
-    model = build_vlm(cfg.model, vocab_size=len(tok), seed=0)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    data = ShapesData(cfg.data)
-    task = VLMTask(cfg, model, tok, cfg.eval_batch_size, device, data)
-    with torch.no_grad(), autocast_for(device, cfg.stage2.precision):
-        losses, answers = _heldout_answers(task, model, device)
-    scores = {"eval_loss": float(np.mean(losses)), **evaluate_predictions(data.heldout, answers)}
-    rows = [_prediction_row(i, s, answers[i]) for i, s in enumerate(data.heldout)]
-    write_jsonl(eval_dir(out) / "predictions.jsonl", rows)
-    results = {
-        "run": str(out),
-        "stage": 2,
-        "step": ckpt["step"],
-        "examples": len(data.heldout),
-        "per_source": dict(Counter(s.source for s in data.heldout)),
-        **scores,
-    }
-    atomic_write_json(eval_dir(out) / "results.json", results)
-    return results
-
-
-def _heldout_answers(task, model, device) -> tuple[list[float], list[str]]:
-    """Per-example loss and greedy answer on ``task.heldout``: ``VLMTask.evaluate``'s batches,
-    forward and decoding, keeping the answers it only scores (the scores are identical)."""
-    from vlab.models.vlm.batch import pixel_values
-    from vlab.models.vlm.generate import greedy_generate
-    from vlab.models.vlm.loss import per_sequence_loss
-
-    losses, answers = [], []
-    bs = task.cfg.eval_batch_size
-    for i in range(0, len(task.heldout), bs):
-        batch = {k: v.to(device) for k, v in task.batch_of(task.heldout[i : i + bs]).items()}
-        logits = model(
-            batch["input_ids"],
-            batch["patch_index"],
-            pixel_values(batch),
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-        )["logits"]
-        losses.extend(per_sequence_loss(logits, batch["labels"]).tolist())
-        answers.extend(greedy_generate(model, task.tok, batch, task.cfg.max_new_tokens))
-    return losses, answers
-
-
-def _prediction_row(index: int, sample, answer: str) -> dict:
-    """One line of predictions.jsonl: ``vlab vlm eval``'s fields, plus the target object's box
-    normalised to 0-1 where the example is about one object (``meta["target"]``)."""
-    row = {
-        "index": index,
-        "source": sample.source,
-        "task": sample.task,
-        "image_id": sample.image_id,
-        "prompt": sample.turns[0].prompt,
-        "prediction": answer,
-        "reference": sample.turns[0].response,
-    }
-    target = sample.meta.get("target")
-    if target is not None:
-        x1, y1, x2, y2 = sample.meta["objects"][target]["box_px"]
-        w, h = sample.meta["width"], sample.meta["height"]
-        row["target_box"] = [x1 / w, y1 / h, x2 / w, y2 / h]
-    return row
+    trained = VLMExperiment().open(out, stage=2, device=cfg.stage2.device)
+    samples = ShapesData(cfg.data).heldout
+    fields = {"run": str(out), "stage": 2}
+    return write_evaluation(trained, eval_dir(out), samples, fields, shapes=True)
 
 
 # state ---------------------------------------------------------------------------------------

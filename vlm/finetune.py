@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ from typing import Any
 
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
-from vlab.fileio import atomic_write_json
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig
 from vlab.records import DamagedFile, read_json_file
@@ -337,7 +335,7 @@ def finetune(
         return None
     if should_stop is not None and should_stop():
         return None
-    return evaluate_finetune(cfg, out, run_cfg, tok, progress=progress, log=log)
+    return evaluate_finetune(cfg, out, progress=progress, log=log)
 
 
 def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
@@ -506,8 +504,6 @@ def _results(out: Path) -> dict | None:
 def evaluate_finetune(
     cfg: FinetuneConfig,
     out: str | Path,
-    run_cfg: VLMRunConfig,
-    tok: Any,
     *,
     progress: bool = False,
     log: Callable[[str], Any] = print,
@@ -515,73 +511,46 @@ def evaluate_finetune(
     """Score the finetune's final weights on the task's held-out set at its resolution into
     ``OUT/eval/heldout`` (``vlab vlm eval``'s results.json layout); returns the results.
 
-    Shapes: the ``n_heldout`` held-out scenes of the task, scored as training's held-out
-    evaluation scores them (its last metrics line holds the same numbers). Dataset files:
-    every example of ``heldout_source``, answers appended to predictions.jsonl as they come,
-    so a killed evaluation resumes.
+    The model is the finetune experiment's :meth:`~vlab.vlm.finetune_experiment.
+    FinetuneExperiment.open`, scored by the one evaluator
+    (:func:`vlab.vlm.evaluate.write_evaluation`). Shapes: the ``n_heldout`` held-out scenes of
+    the task, scored as training's held-out evaluation scores them (its last metrics line holds
+    the same numbers). Dataset files: every example of ``heldout_source``, answers appended to
+    predictions.jsonl as they come, so a killed evaluation resumes.
     """
-    from vlab.models.vlm.model import build_vlm
-    from vlab.training.engine import resolve_device
-    from vlab.training.precision import autocast_for
-    from vlab.vlm.evaluate import record_evaluated, recorded_evaluation
+    from vlab.experiment import experiment
+    from vlab.vlm.evaluate import record_evaluated, recorded_evaluation, write_evaluation
 
     out = Path(out)
     done = _results(out)
     if done is not None:
         return done
     where, run = eval_dir(out), RunDir(out)
-    ckpt = run.load_checkpoint()
+    ckpt = run.read_checkpoint()
     if ckpt is None:
         raise VlabError(f"{out} has no checkpoint to evaluate")
-    with recorded_evaluation(where, ckpt["step"], cfg.train.threads) as files:
-        device = resolve_device(cfg.train.device)
-        model = build_vlm(run_cfg.model, vocab_size=len(tok), seed=0)
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
-        autocast = autocast_for(device, cfg.train.precision)
-        if run_cfg.data.dataset == "shapes":
-            samples, scores = _score_shapes(run_cfg, model, tok, device, autocast)
-            per_source = dict(Counter(s.source for s in samples))
+    with recorded_evaluation(where, ckpt.step, cfg.train.threads) as files:
+        trained = experiment("vlm-finetune").open(out, device=cfg.train.device)
+        fields = {"run": str(out), **trained.about}  # source, task, resolution, grid
+        if trained.config.data.dataset == "shapes":
+            from vlab.models.vlm.data.run_data import ShapesData
+
+            samples = ShapesData(trained.config.data).heldout
+            results = write_evaluation(trained, where, samples, fields, shapes=True)
         else:
             from vlab.models.vlm.data.prepared import PreparedMixture
-            from vlab.models.vlm.metrics.answers import evaluate_predictions
-            from vlab.vlm.evaluate import generate_predictions
 
             data = PreparedMixture(out / "data" / "heldout")
-            samples = list(data)
-            path = where / "predictions.jsonl"
-            preds = generate_predictions(
-                model, tok, run_cfg, samples, path, device, autocast, progress, cfg.task
-            )
-            scores = evaluate_predictions(samples, preds)
             per_source = {k: v["sequences"] for k, v in data.stats.items()}
-    results = {
-        "run": str(out),
-        "source": cfg.source,
-        "task": cfg.task,
-        "resolution": cfg.resolution,
-        "grid": list(model.grid),
-        "step": ckpt["step"],
-        "examples": len(samples),
-        "per_source": per_source,
-        **scores,
-    }
-    atomic_write_json(where / "results.json", results)
+            results = write_evaluation(
+                trained,
+                where,
+                list(data),
+                fields,
+                per_source=per_source,
+                progress=progress,
+                desc=cfg.task,
+            )
     record_evaluated(files, results)
     log(f"{where}/results.json: accuracy {results['accuracy']:.4f}")
     return results
-
-
-def _score_shapes(
-    run_cfg: VLMRunConfig, model: Any, tok: Any, device: Any, autocast: Any
-) -> tuple[list, dict]:
-    """The shapes held-out scenes and their scores by training's own held-out evaluation."""
-    import torch
-
-    from vlab.models.vlm.data.run_data import ShapesData
-    from vlab.vlm.train import VLMTask
-
-    data = ShapesData(run_cfg.data)
-    task = VLMTask(run_cfg, model, tok, run_cfg.eval_batch_size, device, data)
-    with torch.no_grad(), autocast:
-        return data.heldout, task.evaluate(model)

@@ -56,12 +56,12 @@ class VLMTask:
         tok,
         batch_size: int,
         device: torch.device,
-        data: ShapesData | FileData,
+        data: ShapesData | FileData | None,
     ):
         self.cfg, self.model, self.tok, self.data = cfg, model, tok, data
         self.batch_size = batch_size
         self.device = device
-        self.heldout = data.heldout
+        self.heldout = data.heldout if data is not None else []
 
     def batch_of(self, samples: list[VLSample]) -> Batch:
         return batch_of(samples, self.model, self.tok, self.cfg.model.sequence)
@@ -82,16 +82,23 @@ class VLMTask:
         return self._forward(model, batch)["loss"]
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        losses, predictions = self.answer(model, self.heldout)
+        scores = evaluate_predictions(self.heldout, predictions)
+        return {"eval_loss": float(np.mean(losses)), **scores}
+
+    def answer(self, model: nn.Module, samples: list[VLSample]) -> tuple[list[float], list[str]]:
+        """Per-example loss and greedy answer of ``model`` on ``samples``, batch by batch:
+        what :meth:`evaluate` scores, and what the held-out evaluation of a finished run
+        writes (:func:`vlab.vlm.evaluate.write_evaluation`)."""
         losses, predictions = [], []
         bs = self.cfg.eval_batch_size
-        for i in range(0, len(self.heldout), bs):
-            samples = self.heldout[i : i + bs]
-            batch = {k: v.to(self.device) for k, v in self.batch_of(samples).items()}
+        for i in range(0, len(samples), bs):
+            chunk = samples[i : i + bs]
+            batch = {k: v.to(self.device) for k, v in self.batch_of(chunk).items()}
             out = self._forward(model, batch)
             losses.extend(per_sequence_loss(out["logits"], batch["labels"]).tolist())
             predictions.extend(greedy_generate(model, self.tok, batch, self.cfg.max_new_tokens))
-        scores = evaluate_predictions(self.heldout, predictions)
-        return {"eval_loss": float(np.mean(losses)), **scores}
+        return losses, predictions
 
 
 # runs -----------------------------------------------------------------------------------------

@@ -67,17 +67,15 @@ class TrainedVLM:
 
 
 def pick_device(name: str) -> torch.device:
-    """``--device``: "auto" (CUDA when there is one), else a torch device name, checked here so
-    a typo or a GPU-less machine is a one-line error rather than a traceback deep in ``.to``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError("device", f"{name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name!r} asked for, but CUDA is not available here")
-    return dev
+    """``--device``: "auto" (CUDA when there is one), else a torch device name, checked as a
+    run's device is (:func:`vlab.preflight.check_device`: a typo or a GPU-less machine is a
+    one-line error rather than a traceback deep in ``.to``), then resolved as training
+    resolves it (:func:`vlab.training.engine.resolve_device`)."""
+    from vlab.preflight import check_device
+    from vlab.training.engine import resolve_device
+
+    check_device(name, "device")
+    return resolve_device(name)
 
 
 def trained_kind(path: str | os.PathLike) -> str:

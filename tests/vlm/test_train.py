@@ -101,3 +101,36 @@ def test_tokenizer_comes_from_the_pretrained_lm_directory(tmp_path):
     cfg = config_from("tiny-shapes", "pythia", {"model": {"lm": {"pretrained": str(empty)}}})
     with pytest.raises(ConfigError, match="model.lm.pretrained"):
         run_tokenizer(cfg, tmp_path / "out")
+
+
+def test_a_vlab_vlm_train_run_is_done_with_its_held_out_scores_as_a_sweep_run_is(tmp_path, capsys):
+    """`vlab vlm train` trains and evaluates as a sweep's worker does, so the same run is done,
+    with its held-out scores, in the sweep-status listing and in the VLM report."""
+    from vlab.analysis.vlm import load_vlm_sweep
+    from vlab.experiment import experiment, read_kind
+    from vlab.slurm.status import format_table
+
+    out = tmp_path / "runs" / "cli"
+    config = tmp_path / "fast.json"
+    config.write_text(
+        json.dumps({**FAST, "stage2": {**FAST["stage2"], "steps": 20, "eval_every": 20}})
+    )
+    argv = ["vlm", "train", "--preset", "tiny-shapes", "--arch", "mamba", "--config", str(config)]
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "results: " in said and "eval/heldout/results.json" in said
+    assert read_kind(out) == "vlm"
+    status = experiment("vlm").status(out)
+    assert status["state"] == "done" and status["stage"] == "eval"
+    assert status["benchmarks"] and status["step"] == 20
+    row = {"name": "cli", "job_id": None, "scheduler": None, "log": None, **status}
+    row.update(threshold_step=None, reason=None)
+    assert "done" in format_table([row]).splitlines()[1]
+    sweep = load_vlm_sweep(tmp_path / "runs", locations=False)
+    (run,) = sweep.runs.to_dict("records")
+    assert run["state"] == "done"
+    assert set(sweep.scores["run"]) == {"cli"} and len(sweep.scores) >= 1
+    # a second call finds everything done and evaluates nothing again
+    before = (out / "eval" / "heldout" / "results.json").stat().st_mtime_ns
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    assert (out / "eval" / "heldout" / "results.json").stat().st_mtime_ns == before
