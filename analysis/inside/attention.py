@@ -39,8 +39,8 @@ from vlab.analysis.inside.activations import (
     ssm_module,
     trace,
 )
-from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
+from vlab.probes.examples import ProbeExamples
 
 COLUMNS = TABLE_COLUMNS["attention"]
 MEAN_HEAD = -1  # the head index of the mean over heads (and of an SSM's channel aggregate)

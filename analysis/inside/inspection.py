@@ -285,10 +285,10 @@ def _load(run_path: Path, step: int, examples: int):
         return model, None, run_examples(run, model, tokenizer, examples)
     probe = experiment(run.kind).open(run.path, step)
     if run.kind == IMAGE_PROBE:
-        from vlab.analysis.inside.examples import image_heldout_examples
+        from vlab.probes.examples import image_heldout_examples
 
         return probe.model.lm, probe.vocab, image_heldout_examples(probe, examples)
-    from vlab.analysis.inside.examples import heldout_examples
+    from vlab.probes.examples import heldout_examples
 
     return probe.model, probe.vocab, heldout_examples(run.config.task, probe.vocab, examples)
 

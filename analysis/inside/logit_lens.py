@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from vlab.analysis.inside.activations import num_layers, trace, unembed
-from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
+from vlab.probes.examples import ProbeExamples
 
 COLUMNS = TABLE_COLUMNS["logit_lens"]
 EMBED_LAYER = -1  # the ``layer`` of the embeddings, before block 0

@@ -51,8 +51,8 @@ from vlab.analysis.inside.activations import (
     output_with_state,
     trace,
 )
-from vlab.analysis.inside.examples import CORRUPTIONS, Corruption, ProbeExamples, corrupt
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
+from vlab.probes.examples import CORRUPTIONS, Corruption, ProbeExamples, corrupt
 from vlab.probes.image_task import ImageVocab
 from vlab.probes.tasks import ProbeVocab
 
@@ -188,7 +188,7 @@ def patching_table(
     run: one row per corruption, site (``resid_pre``, ``ssm_state``), layer and sequence
     index ``position`` (``token`` says what sits there), with the mean LDs (clean, corrupted,
     patched) over all ``n`` examples and their ``recovery``. ``vocab`` builds the corrupted
-    twins of token examples (:func:`vlab.analysis.inside.examples.corrupt`; an image run's
+    twins of token examples (:func:`vlab.probes.examples.corrupt`; an image run's
     examples embed theirs). Layer n of ``resid_pre`` is the residual stream after the last
     block."""
     labels = token_labels(examples)

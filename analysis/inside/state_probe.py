@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from vlab.analysis.inside import activations as acts
-from vlab.analysis.inside.examples import ProbeExamples
 from vlab.analysis.inside.linear_probe import ProbeFitConfig, probe_accuracy
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
+from vlab.probes.examples import ProbeExamples
 
 COLUMNS = TABLE_COLUMNS["state_probe"]
 

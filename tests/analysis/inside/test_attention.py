@@ -11,8 +11,8 @@ import torch
 
 from vlab.analysis.inside.activations import trace
 from vlab.analysis.inside.attention import COLUMNS, attention_table, queried_mass
-from vlab.analysis.inside.examples import ProbeExamples, heldout_examples
 from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
+from vlab.probes.examples import ProbeExamples, heldout_examples
 from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 
 LENGTH = 6

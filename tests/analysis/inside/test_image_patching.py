@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from vlab.analysis.inside.activations import num_layers
-from vlab.analysis.inside.examples import corrupt, image_heldout_examples
 from vlab.analysis.inside.patching import patched_logit_diffs, patching_table, token_labels
 from vlab.config import from_dict
 from vlab.probes.config import ProbeRunConfig, resolve
+from vlab.probes.examples import corrupt, image_heldout_examples
 from vlab.probes.image_model import build_image_probe
 from vlab.probes.image_task import ImageProbeBatch, sequence_labels
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from vlab.analysis.inside import inspection
-from vlab.analysis.inside.examples import heldout_examples
 from vlab.analysis.inside.logit_lens import logit_lens_table
 from vlab.analysis.inside.runs import available_steps, load_model, open_run
 from vlab.cli import main
 from vlab.config import from_dict
 from vlab.models.backbones import BackboneConfig, build_backbone
 from vlab.probes.config import ProbeRunConfig
+from vlab.probes.examples import heldout_examples
 from vlab.probes.trainer import run_probe
 
 

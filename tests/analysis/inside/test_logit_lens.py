@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from vlab.analysis.inside.activations import trace
-from vlab.analysis.inside.examples import heldout_examples
 from vlab.analysis.inside.logit_lens import COLUMNS, logit_lens_table
 from vlab.config import from_dict
 from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
 from vlab.probes.config import ProbeRunConfig, resolve
+from vlab.probes.examples import heldout_examples
 from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 from vlab.probes.trainer import run_probe
 from vlab.rundir import RunDir

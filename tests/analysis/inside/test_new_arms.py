@@ -18,7 +18,6 @@ from vlab.analysis.inside import activations as acts
 from vlab.analysis.inside.activations import Patch, StatePatch
 from vlab.analysis.inside.attention import COLUMNS as ATTENTION_COLUMNS
 from vlab.analysis.inside.attention import attention_table
-from vlab.analysis.inside.examples import heldout_examples
 from vlab.analysis.inside.logit_lens import COLUMNS as LENS_COLUMNS
 from vlab.analysis.inside.logit_lens import logit_lens_table
 from vlab.analysis.inside.patching import COLUMNS as PATCHING_COLUMNS
@@ -29,6 +28,7 @@ from vlab.errors import VlabError
 from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
 from vlab.models.backbones import mamba2_internals as ssd
 from vlab.models.backbones.mamba_internals import mixer_internals, readout, scan_states
+from vlab.probes.examples import heldout_examples
 from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 
 # flavour -> (arch, overrides): the tiny hybrid has layer 0 Mamba and layer 1 attention

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from vlab.analysis.inside.activations import Patch, StatePatch, num_layers, trace
-from vlab.analysis.inside.examples import ProbeExamples, corrupt, heldout_examples
 from vlab.analysis.inside.patching import (
     COLUMNS,
     logit_diff,
@@ -21,6 +20,7 @@ from vlab.analysis.inside.patching import (
     token_labels,
 )
 from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
+from vlab.probes.examples import ProbeExamples, corrupt, heldout_examples
 from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 
 LENGTH = 6

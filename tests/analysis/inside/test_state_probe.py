@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from vlab.analysis.inside import activations as acts
-from vlab.analysis.inside.examples import heldout_examples
 from vlab.analysis.inside.state_probe import COLUMNS, features, state_probe_table
 from vlab.models.backbones import BackboneConfig, add_tokens, build_backbone
+from vlab.probes.examples import heldout_examples
 from vlab.probes.tasks import ProbeTaskConfig, ProbeVocab
 
 

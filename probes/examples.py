@@ -1,6 +1,8 @@
 """Probe examples as the analyses see them, and their corrupted twins for patching.
 
-Built from a run's own task config (``vlab.probes.tasks``): the held-out examples the run was
+The probe experiment owns how its examples are made, so ``vlab inspect`` (``vlab.analysis.
+inside``) reads them from here instead of rebuilding them from the probe's internals. Built
+from a run's own task config (``vlab.probes.tasks``): the held-out examples the run was
 evaluated on, with where each part of the sequence lies. Pure functions of the task. An image
 run's examples (:func:`image_heldout_examples`) are the input embeddings its VLM gives the LM,
 since the LM is what the analyses look inside; their corrupted twins are new images (patches
