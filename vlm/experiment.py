@@ -290,7 +290,33 @@ NAME_LABELS = {
 }
 
 
-class VLMExperiment(Experiment):
+class TrainedVLMExperiment(Experiment):
+    """An experiment whose runs are trained VLMs (a ``vlab vlm train`` run, a finetune): they
+    open the same way, from the parts each reads from its directory (:meth:`parts`)."""
+
+    def parts(self, path: Path, stage: int) -> OpenedParts:
+        """The run directory, run config, tokenizer (and model, where the experiment builds it
+        itself) of stage ``stage`` of the run at ``path``, before weights are loaded."""
+        raise NotImplementedError
+
+    def open(
+        self,
+        path: str | os.PathLike,
+        step: int | None = None,
+        *,
+        stage: int = 2,
+        device: str = "auto",
+        changes: dict | None = None,
+    ) -> Any:
+        """Stage ``stage`` of the run at ``path`` as a :class:`~vlab.vlm.trained.TrainedVLM`
+        with the weights of ``step`` (None: the last) on ``device``; ``changes`` replace
+        run-config fields (``eval_batch_size``, ``max_new_tokens``)."""
+        from vlab.vlm.trained import opened
+
+        return opened(self.parts(Path(path), stage), stage, step, device, changes)
+
+
+class VLMExperiment(TrainedVLMExperiment):
     """A VLM run: stage 1 (projector), stage 2 (projector and LM), then the held-out
     evaluation of stage 2 (:func:`train_and_evaluate`); done when all three are."""
 
@@ -323,20 +349,8 @@ class VLMExperiment(Experiment):
 
         return build_vlm(config.model, vocab_size=vocab_size, seed=seed)
 
-    def open(
-        self,
-        path: str | os.PathLike,
-        step: int | None = None,
-        *,
-        stage: int = 2,
-        device: str = "auto",
-        changes: dict | None = None,
-    ) -> Any:
-        """Stage ``stage`` of the run at ``path`` as a :class:`~vlab.vlm.trained.TrainedVLM`
-        with the weights of ``step`` (None: the last), on ``device``."""
-        from vlab.vlm.trained import opened
-
-        return opened(_train_parts(Path(path), stage), stage, step, device, changes)
+    def parts(self, path: Path, stage: int) -> OpenedParts:
+        return _train_parts(path, stage)
 
 
 def _stored_config(run: Path) -> dict:

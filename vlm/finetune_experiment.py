@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vlab.config import setting, to_dict
-from vlab.experiment import Experiment
 from vlab.rundir import RunDir
-from vlab.vlm.experiment import eval_phase, phase
+from vlab.vlm.experiment import TrainedVLMExperiment, eval_phase, phase
 from vlab.vlm.files import eval_dir
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def finetune_status(run: str | Path, config: dict) -> dict:
 # the experiment ------------------------------------------------------------------------------
 
 
-class FinetuneExperiment(Experiment):
+class FinetuneExperiment(TrainedVLMExperiment):
     """A finetune run: a stage-2 VLM (``source``) finetuned on one task at one resolution,
     then scored on the task's held-out set; done when both are."""
 
@@ -119,20 +118,8 @@ class FinetuneExperiment(Experiment):
 
         return finetune_setup(config, tokenizer or source_tokenizer(config))[1]
 
-    def open(
-        self,
-        path: str | os.PathLike,
-        step: int | None = None,
-        *,
-        stage: int = 2,
-        device: str = "auto",
-        changes: dict | None = None,
-    ) -> Any:
-        """The finetune at ``path`` as a :class:`~vlab.vlm.trained.TrainedVLM` at its
-        resolution, with the weights of ``step`` (None: the last), on ``device``."""
-        from vlab.vlm.trained import opened
-
-        return opened(_finetune_parts(Path(path), stage), stage, step, device, changes)
+    def parts(self, path: Path, stage: int) -> OpenedParts:
+        return _finetune_parts(path, stage)
 
 
 def _finetune_parts(path: Path, stage: int) -> OpenedParts:
