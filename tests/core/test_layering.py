@@ -75,10 +75,11 @@ def test_the_layer_check_sees_an_edge_against_the_layering():
         ["--help"],
         ["sweep", "list"],
         ["sweep", "show", "cpu-small"],
+        ["sweep", "show", "vlm-shapes"],
         ["sweep", "status", "SWEEP"],
         ["report", "SWEEP", "--no-html"],
     ],
-    ids=["help", "sweep-list", "sweep-show", "sweep-status", "report"],
+    ids=["help", "sweep-list", "sweep-show", "sweep-show-vlm", "sweep-status", "report"],
 )
 def test_commands_that_need_no_model_import_no_torch(tmp_path, argv):
     if "SWEEP" in argv:
