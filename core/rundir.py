@@ -372,9 +372,10 @@ class RunDir:
             checkpoint = self.load_checkpoint(map_location)
             if checkpoint is not None and step is not None and int(checkpoint["step"]) != step:
                 checkpoint = None
+        if checkpoint is None and step is None:
+            raise VlabError(f"{self.path} has no checkpoint (checkpoints/last.pt) to load")
         if checkpoint is None:
-            at = "" if step is None else f" at step {step}"
-            raise VlabError(f"{self.path}: no checkpoint{at}")
+            raise VlabError(f"{self.path}: no checkpoint at step {step}")
         if not isinstance(checkpoint.get("model"), dict):
             raise VlabError(f"{self.path}: the checkpoint at step {step} holds no model weights")
         self.check_checkpoint_config(checkpoint)

@@ -10,15 +10,10 @@ from vlab.cli import main
 from vlab.models.vlm.batch import batch_of
 from vlab.models.vlm.data.records import Turn, VLSample
 from vlab.models.vlm.data.shapes import shapes_sample, task_of
-from vlab.models.vlm.generate import (
-    first_turn_prompts,
-    greedy_generate,
-    greedy_tokens,
-    question_batch,
-    read_image,
-)
+from vlab.models.vlm.generate import first_turn_prompts, greedy_generate, greedy_tokens
 from vlab.models.vlm.model import build_vlm
 from vlab.models.vlm.tokenizer import pad_token_id
+from vlab.vlm.answer import question_batch, read_image
 from vlab.vlm.config import config_from
 from vlab.vlm.tokenizer import run_tokenizer
 from vlab.vlm.trained import load_trained
