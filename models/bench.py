@@ -56,7 +56,6 @@ from vlab.models.backbones import (
     hf_config,
 )
 from vlab.models.ops.selective_scan import (
-    install_into_transformers,
     scan_backend,
     selective_scan,
     use_scan_backend,
@@ -481,37 +480,3 @@ def bench_forward(plan: BenchPlan, device: torch.device, log=print) -> dict:
         + ", ".join(f"{a} {k:.2f}" for a, k in exponents.items())
     )
     return {"forward": rows, "forward_exponent": exponents}
-
-
-def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
-    """All measurements, as one JSON-ready dict."""
-    install_into_transformers()
-    torch.manual_seed(0)
-    result = {
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "plan": plan.__dict__.copy(),
-    }
-    result.update(bench_train(plan, device, log))
-    result.update(bench_scan(plan, device, log))
-    result.update(bench_forward(plan, device, log))
-    # imported here: bench_decode builds on this module's best_times, ARCHS and BASELINE
-    from vlab.models.bench_decode import bench_decode
-
-    result.update(bench_decode(plan, device, log))
-    if plan.backends:
-        result.update(bench_backends(plan, device, log))
-    by = {(r["arch"], r["length"]): r["tokens_per_s"] for r in result["train"]}
-    # The keys keep the names older readers know; their arms come from the family records
-    # (``vs_pythia_*``: ratios against BASELINE; ``mamba_vs_pythia_train``: SCAN_ARCH's).
-    result["vs_pythia_train"] = {
-        arch: {
-            str(length): by[(arch, length)] / by[(BASELINE, length)]
-            for length in plan.train_lengths
-        }
-        for arch in ARCHS
-        if arch != BASELINE
-    }
-    result["mamba_vs_pythia_train"] = result["vs_pythia_train"][SCAN_ARCH]
-    return result

@@ -14,7 +14,8 @@ from vlab.preflight import MAX_THREADS
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from vlab.models.bench import BenchPlan, run_bench
+    from vlab.models.bench import BenchPlan
+    from vlab.models.bench_suite import run_bench
     from vlab.preflight import check_device, check_output_file
     from vlab.training.engine import resolve_device
 

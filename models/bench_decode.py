@@ -61,7 +61,8 @@ from vlab.models.backbones import (
 )
 from vlab.models.backbones.state import state_size
 from vlab.models.bench import ARCHS, BASELINE, best_times
-from vlab.models.vlm.model import VLM, VLMConfig, build_vlm
+from vlab.models.vlm.model import VLM, build_vlm
+from vlab.models.vlm.parts import VLMConfig
 
 if TYPE_CHECKING:
     from vlab.models.bench import BenchPlan
