@@ -13,28 +13,34 @@ its quick variant cannot drift apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vlab.errors import ConfigError
 
-# Settings that differ between the arms (dotted config keys), beyond the learning rate.
-RECIPES: dict[str, dict] = {
-    # AdamW betas (0.9, 0.98), constant after warmup: best of stage 1 at every lr tried
-    "pythia": {"train.beta2": 0.98, "train.min_lr_ratio": 1.0},
-    # the defaults (betas (0.9, 0.999), cosine decay to 0) were Mamba's best in stage 1
-    "mamba": {"train.beta2": 0.999, "train.min_lr_ratio": 0.0},
-    # constant after warmup with betas (0.9, 0.98): each one's best schedule in stage 1
-    "mamba2": {"train.beta2": 0.98, "train.min_lr_ratio": 1.0},
-    "hybrid": {"train.beta2": 0.98, "train.min_lr_ratio": 1.0},
-}
 
-# The best learning rate of stage 3 (three seeds) in the middle, its neighbours around it:
-# the smallest Kaplan-Meier median of steps to 0.95 where any seed reached it (the hybrid:
-# 1e-3, 2 of 3 seeds), else the best mean final accuracy (the others).
-LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "pythia": (5e-4, 1e-3, 2e-3),
-    "mamba": (2e-3, 3e-3, 4e-3),
-    "mamba2": (2e-3, 3e-3, 4e-3),
-    "hybrid": (5e-4, 1e-3, 2e-3),
+@dataclass(frozen=True)
+class Recipe:
+    """An arm's settings that differ from the others' (dotted config keys) beyond the learning
+    rate, and its learning-rate grid: the best rate of stage 3 (three seeds) in the middle,
+    its neighbours around it (the smallest Kaplan-Meier median of steps to 0.95 where any seed
+    reached it, the hybrid's 1e-3 with 2 of 3 seeds; else the best mean final accuracy)."""
+
+    settings: dict
+    lrs: tuple[float, ...]
+
+
+# One line per arm. Pythia: AdamW betas (0.9, 0.98), constant after warmup, best of stage 1 at
+# every lr tried. Mamba: the defaults (betas (0.9, 0.999), cosine decay to 0) were its best in
+# stage 1. Mamba-2 and the hybrid: constant after warmup with betas (0.9, 0.98), each one's
+# best schedule in stage 1.
+ARMS: dict[str, Recipe] = {
+    "pythia": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (5e-4, 1e-3, 2e-3)),
+    "mamba": Recipe({"train.beta2": 0.999, "train.min_lr_ratio": 0.0}, (2e-3, 3e-3, 4e-3)),
+    "mamba2": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (2e-3, 3e-3, 4e-3)),
+    "hybrid": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (5e-4, 1e-3, 2e-3)),
 }
+RECIPES: dict[str, dict] = {arch: recipe.settings for arch, recipe in ARMS.items()}
+LR_GRIDS: dict[str, tuple[float, ...]] = {arch: recipe.lrs for arch, recipe in ARMS.items()}
 
 
 def best_lr(arch: str) -> float:

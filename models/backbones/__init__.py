@@ -17,24 +17,29 @@ the old rows are kept bit for bit.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from vlab.errors import ConfigError
-from vlab.models.backbones import hybrid, mamba, mamba2, neox
 from vlab.models.backbones.family import Family
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Arch = Literal["pythia", "mamba", "mamba2", "hybrid"]
+Arch = str  # one of FAMILIES (checked by BackboneConfig)
 InitScheme = Literal["normal", "mean", "uniform"]
 
-# One module per family; an arch name picks its family.
-FAMILIES = {"pythia": neox, "mamba": mamba, "mamba2": mamba2, "hybrid": hybrid}
+# One module per family, in the order reports list the arms (the baseline Transformer first):
+# adding an arm is its family file and one name here. An arch name picks its family.
+FAMILY_MODULES = ("neox", "mamba", "mamba2", "hybrid")
+FAMILIES = {
+    module.FAMILY.arch: module
+    for module in (importlib.import_module(f"{__name__}.{name}") for name in FAMILY_MODULES)
+}
 PRESETS: dict[str, dict[str, dict]] = {arch: family.PRESETS for arch, family in FAMILIES.items()}
 
 

@@ -6,7 +6,6 @@ import ast
 import importlib
 import re
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ from vlab.analysis.plots import arch_colors
 from vlab.models.backbones import (
     FAMILIES,
     PRESETS,
-    Arch,
     BackboneConfig,
     build_backbone,
     families,
@@ -77,7 +75,6 @@ def test_every_arch_has_a_complete_record_beside_its_model(arch):
 
 def test_the_records_are_the_known_arms_with_their_names_and_colours():
     assert [f.arch for f in families()] == ["pythia", "mamba", "mamba2", "hybrid"]
-    assert list(get_args(Arch)) == ARCHS  # the config's Literal lists every registered arm
     got = {f.arch: (f.model_type, f.name, f.vlm_name, f.color) for f in families()}
     assert got == {
         "pythia": ("gpt_neox", "Pythia", "Pythia-VL", "#1f77b4"),
