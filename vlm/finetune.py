@@ -316,7 +316,7 @@ def finetune(
     preflight(cfg, out)  # every check, before anything is written
     ctx = setup_distributed(resolve_device(cfg.train.device))
     log = log if ctx.is_main else (lambda *_: None)
-    run, done = claim_run(ctx, out, to_dict(cfg), config_defaults())
+    run, done = claim_run(ctx, out, to_dict(cfg), config_defaults(), kind="vlm-finetune")
     try:
         if done and _results(out) is not None:
             log(f"{out}: already done; nothing to do")

@@ -96,6 +96,8 @@ def test_a_finetune_at_higher_resolution_sees_more_visual_tokens_and_its_loss_fa
     status = json.loads((out / "status.json").read_text())
     stage2 = json.loads((source / "stage2" / "status.json").read_text())
     assert status["state"] == "done" and (status["step"], status["steps"]) == (12, 12)
+    assert json.loads((out / "run.json").read_text()) == {"kind": "vlm-finetune"}
+    assert json.loads((source / "run.json").read_text()) == {"kind": "vlm"}
     assert stage2["state_size"]["tokens"] == (64 // 8) ** 2 == 64
     assert status["visual_tokens"] == (96 // 8) ** 2 == 144 and status["grid"] == [12, 12]
     # the image segment grows from 8 x (8 + 1) + 2 to 12 x (12 + 1) + 2 tokens (one row break
