@@ -202,13 +202,18 @@ def legacy_kind(path: str | os.PathLike) -> str | None:
 
 
 def stage_of(path: str | os.PathLike) -> int | None:
-    """The stage (1 or 2) when ``path`` is a stage directory of a ``vlab vlm train`` run (its
-    config.json holds both stages' settings and the ``stage`` it trained), else None."""
+    """The stage (1 or 2) when ``path`` is a stage directory of a ``vlab vlm train`` run, else
+    None (:func:`stage_in` of its config.json)."""
     config = Path(path) / "config.json"
     if not config.is_file():
         return None
-    data = read_json_file(config, "delete the run directory or restore its config.json")
-    if isinstance(data, dict) and {"stage1", "stage2"} <= set(data):
-        stage = data.get("stage")
+    return stage_in(read_json_file(config, "delete the run directory or restore its config.json"))
+
+
+def stage_in(config: Any) -> int | None:
+    """The stage (1 or 2) a config.json already read belongs to when it is a ``vlab vlm train``
+    stage's (it holds both stages' settings and the ``stage`` it trained), else None."""
+    if isinstance(config, dict) and {"stage1", "stage2"} <= set(config):
+        stage = config.get("stage")
         return stage if stage in (1, 2) else None
     return None

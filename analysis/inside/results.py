@@ -30,6 +30,7 @@ import pandas as pd
 
 from vlab.analysis.load import UNREADABLE, load_sweep, run_dirs
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import stage_in
 from vlab.records import NonNegative, Real, join_relative, parse_record, read_json_file
 from vlab.rundir import RunDir
 
@@ -279,7 +280,7 @@ def load_inside(path: str | Path) -> InsideResults:
     ]
     for run in targets:
         config = _config(Path(run.path))
-        if is_vlm_config(config):
+        if stage_in(config) is not None:  # a vlab vlm train stage's config
             meta = _vlm_meta(run, config)
             keys, analyses = VLM_KEYS, VLM_ANALYSES
         else:
@@ -328,12 +329,6 @@ def load_inside(path: str | Path) -> InsideResults:
         vlm_runs=vlm_runs,
         image_examples=image_examples,
     )
-
-
-def is_vlm_config(config: object) -> bool:
-    """Whether a config.json is a ``vlab vlm train`` stage's: it holds both stages' settings
-    (the rule of :func:`vlab.experiment.stage_of`, here on a config already read)."""
-    return isinstance(config, dict) and {"stage1", "stage2"} <= set(config)
 
 
 def _config(path: Path) -> dict:
