@@ -1,8 +1,9 @@
-"""VLM runs in sweeps (``SweepSpec(kind="vlm")``): config, training, evaluation, state.
+"""The VLM experiment (run kind ``vlm``): config, training, evaluation, state, opening.
 
-A VLM run of a sweep is what ``vlab vlm train --out RUN`` makes (``RUN/tokenizer``,
-``RUN/stage1``, ``RUN/stage2``: run directories with their own status) followed by the
-evaluation of stage 2 on the run's held-out benchmarks::
+A VLM run, whether ``vlab vlm train --out RUN`` or a sweep (``SweepSpec(kind="vlm")``) starts
+it (:func:`train_and_evaluate` either way), is ``RUN/tokenizer``, ``RUN/stage1``,
+``RUN/stage2`` (run directories with their own status) followed by the evaluation of stage 2
+on the run's held-out benchmarks::
 
     RUN/eval/heldout/results.json   scores per benchmark ("source/task"), as vlab vlm eval writes
     RUN/eval/heldout/status.json    running | done | failed | interrupted, as a stage's

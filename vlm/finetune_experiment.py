@@ -1,8 +1,8 @@
-"""Finetune runs in sweeps (``SweepSpec(kind="vlm-finetune")``): config, run, state.
+"""The finetune experiment (run kind ``vlm-finetune``): config, run, state, opening.
 
-A run of such a sweep is what ``vlab vlm finetune --out RUN`` makes
-(:mod:`vlab.vlm.finetune`): a stage-2 VLM finetuned on one task at one resolution,
-then scored on that task's held-out set::
+A finetune, whether ``vlab vlm finetune --out RUN`` or a sweep (``SweepSpec(kind=
+"vlm-finetune")``) starts it (:mod:`vlab.vlm.finetune`), is a stage-2 VLM finetuned on one
+task at one resolution, then scored on that task's held-out set::
 
     RUN/config.json, status.json, metrics.jsonl, checkpoints/   the finetune's training
     RUN/eval/heldout/status.json, results.json                  its held-out evaluation
