@@ -1,8 +1,10 @@
 """``vlab probe``: train one synthetic retrieval probe run.
 
-Precedence: dataclass defaults < ``--config FILE`` (JSON, nested like ``config.json``) <
-``--set key=value`` < the named flags. The merged config is validated before anything is
-built, so a bad value fails in milliseconds with the field's name.
+Precedence: dataclass defaults < the arm's tuned recipe (:func:`vlab.probes.recipes.
+recipe_defaults`: the tiny preset without a checkpoint; ``--no-recipe`` leaves it out) <
+``--config FILE`` (JSON, nested like ``config.json``) < ``--set key=value`` < the named flags.
+The merged config is validated before anything is built, so a bad value fails in milliseconds
+with the field's name.
 """
 
 from __future__ import annotations
@@ -42,7 +44,35 @@ def config_from_args(args: argparse.Namespace):
     }
     for section, values in flags.items():
         data = deep_merge(data, {section: {k: v for k, v in values.items() if v is not None}})
+    if not args.no_recipe:
+        data = _under(data, _recipe(data))
     return from_dict(ProbeRunConfig, data)
+
+
+def _under(data: dict, defaults: dict) -> dict:
+    """``data`` with ``defaults`` filled in where it says nothing (its keys keep their order,
+    so validation names the same first bad field as without the defaults)."""
+    out = dict(data)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = _under(out[key], value)
+    return out
+
+
+def _recipe(data: dict) -> dict:
+    """The recipe of the arm, preset and checkpoint ``data`` selects (the config's defaults
+    where it does not say)."""
+    from vlab.models.backbones import BackboneConfig
+    from vlab.probes.recipes import recipe_defaults
+
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    arch = model.get("arch", BackboneConfig.arch)
+    preset = model.get("preset", BackboneConfig.preset)
+    if not isinstance(arch, str) or not isinstance(preset, str):
+        return {}  # a wrong type: the config's own check names the field
+    return recipe_defaults(arch, preset, model.get("pretrained"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -93,6 +123,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override any config field, e.g. --set task.pool_size=64",
+    )
+    run.add_argument(
+        "--no-recipe",
+        action="store_true",
+        help="train with the config's defaults instead of the arm's tuned recipe (its lr, betas "
+        "and schedule from the pilot search, used for the tiny preset without --pretrained)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--out", required=True, help="run directory to create or resume")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlab.config import nest
 from vlab.errors import ConfigError
 
 
@@ -39,6 +40,9 @@ ARMS: dict[str, Recipe] = {
     "mamba2": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (2e-3, 3e-3, 4e-3)),
     "hybrid": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (5e-4, 1e-3, 2e-3)),
 }
+# The pilot's target encoding for every arm (added position tokens; the built-in CPU specs set
+# it in their base).
+TARGET_MODE = "position"
 RECIPES: dict[str, dict] = {arch: recipe.settings for arch, recipe in ARMS.items()}
 LR_GRIDS: dict[str, tuple[float, ...]] = {arch: recipe.lrs for arch, recipe in ARMS.items()}
 
@@ -66,3 +70,14 @@ def arm_runs(arch: str, lrs: tuple[float, ...] | None = None, seeds: tuple[int, 
         for lr in lrs
         for s in seeds
     ]
+
+
+def recipe_defaults(arch: str, preset: str, pretrained: str | None) -> dict:
+    """What ``vlab probe run --arch ARCH`` trains with where the user says nothing: the arm's
+    recipe (its settings and the centre of its learning-rate grid) and the target encoding the
+    pilot chose for every arm (:data:`TARGET_MODE`), as nested config, for the ``tiny`` preset
+    the pilot search tuned them on; ``{}`` for any other preset or a pretrained checkpoint,
+    which the pilot never searched (the config's defaults apply)."""
+    if preset != "tiny" or pretrained is not None or arch not in ARMS:
+        return {}
+    return nest({"task.target_mode": TARGET_MODE, "train.lr": best_lr(arch), **ARMS[arch].settings})

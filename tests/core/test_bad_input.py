@@ -39,7 +39,10 @@ CASES = {
     # the task
     "length-zero": (["--length", "0"], "task.length"),
     "pool-too-small": (["--set", "task.pool_size=3"], "task.pool_size"),
-    "targets-outside-vocab": (["--set", "task.target_offset=253"], "task.target_offset"),
+    "targets-outside-vocab": (
+        ["--set", "task.target_mode=vocab", "--set", "task.target_offset=253"],
+        "task.target_offset",
+    ),
     "target-mode-unknown": (["--set", "task.target_mode=bogus"], "task.target_mode"),
     # the model
     "init-std-nan": (["--set", "model.init_std=NaN"], "model.init_std"),

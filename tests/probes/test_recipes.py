@@ -29,3 +29,49 @@ def test_an_arch_without_a_recipe_is_a_config_error():
         arm_runs("rwkv")
     with pytest.raises(ConfigError, match="model.arch"):
         best_lr("rwkv")
+
+
+def _cli_config(*argv):
+    from vlab.cli import build_parser
+    from vlab.probes.cli import config_from_args
+
+    return config_from_args(build_parser().parse_args(["probe", "run", *argv, "--out", "x"]))
+
+
+@pytest.mark.parametrize("arch", list(RECIPES))
+def test_vlab_probe_run_trains_each_arm_with_its_recipe_unless_told_otherwise(arch):
+    from vlab.training.config import TrainConfig
+
+    cfg = _cli_config("--arch", arch)
+    assert cfg.train.lr == best_lr(arch) == LR_GRIDS[arch][1]
+    assert cfg.task.target_mode == "position"
+    assert (cfg.train.beta2, cfg.train.min_lr_ratio) == (
+        RECIPES[arch]["train.beta2"],
+        RECIPES[arch]["train.min_lr_ratio"],
+    )
+    # what the user says wins, flag by flag
+    said = _cli_config("--arch", arch, "--lr", "7e-4", "--set", "train.beta2=0.95")
+    assert (said.train.lr, said.train.beta2) == (7e-4, 0.95)
+    assert said.train.min_lr_ratio == RECIPES[arch]["train.min_lr_ratio"]
+    # --no-recipe and presets the pilot did not tune get the config's defaults
+    defaults = TrainConfig()
+    for plain in (
+        _cli_config("--arch", arch, "--no-recipe"),
+        _cli_config("--arch", arch, "--preset", "small"),
+    ):
+        assert (plain.train.lr, plain.train.beta2, plain.train.min_lr_ratio) == (
+            defaults.lr,
+            defaults.beta2,
+            defaults.min_lr_ratio,
+        )
+        assert plain.task.target_mode == "vocab"
+
+
+def test_a_pretrained_checkpoint_gets_no_tiny_recipe():
+    from vlab.probes.recipes import recipe_defaults
+
+    assert recipe_defaults("mamba", "tiny", "/ckpt/mamba") == {}
+    assert recipe_defaults("mamba", "tiny", None) == {
+        "task": {"target_mode": "position"},
+        "train": {"lr": 3e-3, "beta2": 0.999, "min_lr_ratio": 0.0},
+    }
