@@ -8,7 +8,7 @@ checkpoint directory (``--set-arch ARCH:model.pretrained=DIR``, or ``per_arch``)
 """
 
 from vlab.slurm.spec import SweepSpec
-from vlab.slurm.specs.paper_grounding import SPEC as PAPER
+from vlab.slurm.specs.paper_grounding import GRID as PAPER
 
 ARMS = [
     {"model.arch": "pythia", "model.preset": "1.4b"},

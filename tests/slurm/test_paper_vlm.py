@@ -75,3 +75,34 @@ def test_a_checkpoint_of_the_wrong_arch_is_refused_before_work(tmp_path, monkeyp
     (models / "mamba-1.4b-hf" / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
     with pytest.raises(VlabError, match="model.lm.pretrained"):
         expand(load_spec("paper-vlm"))
+
+
+def test_paper_grounding_trains_pretrained_arms_or_says_so_and_random_weights_only_when_asked(
+    tmp_path, monkeypatch, capsys
+):
+    """No 1.4B model is trained from random weights by accident: without VLAB_MODELS the spec
+    is one line saying what to set; VLAB_RANDOM_WEIGHTS=1 asks for the bare shapes."""
+    from vlab.slurm.specs import paper_grounding
+
+    monkeypatch.delenv("VLAB_MODELS", raising=False)
+    monkeypatch.delenv("VLAB_RANDOM_WEIGHTS", raising=False)
+    with pytest.raises(VlabError, match="set VLAB_MODELS.*VLAB_RANDOM_WEIGHTS=1") as err:
+        load_spec("paper-grounding")
+    assert "\n" not in str(err.value)
+    assert main(["sweep", "show", "paper-grounding"]) == 2
+    assert "VLAB_MODELS" in capsys.readouterr().err
+    models = tmp_path / "models"
+    for arch, folder in paper_grounding.CHECKPOINTS.items():
+        (models / folder).mkdir(parents=True)
+        config = {"model_type": MODEL_TYPES[arch], "vocab_size": 50_280}
+        (models / folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("VLAB_MODELS", str(models))
+    runs = expand(load_spec("paper-grounding"))
+    assert len(runs) == 108
+    for run in runs:
+        model = run.config["model"]
+        assert model["pretrained"] == str(models / paper_grounding.CHECKPOINTS[model["arch"]])
+    monkeypatch.delenv("VLAB_MODELS")
+    monkeypatch.setenv("VLAB_RANDOM_WEIGHTS", "1")
+    runs = expand(load_spec("paper-grounding"))
+    assert len(runs) == 108 and {r.config["model"]["pretrained"] for r in runs} == {None}

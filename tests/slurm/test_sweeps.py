@@ -127,7 +127,7 @@ def test_listing_counts_what_expansion_makes():
         assert count_runs(spec) == len(expand(spec)), name
 
 
-def test_builtin_specs_expand():
+def test_builtin_specs_expand(monkeypatch):
     assert len(expand(load_spec("cpu-small"))) == 8
     protocol = expand(load_spec("cpu-protocol"))
     assert len(protocol) == 2 * 2 * 3 * 3 * 3
@@ -147,6 +147,7 @@ def test_builtin_specs_expand():
     for points in cells.values():  # 3 learning rates x 3 seeds in every cell
         assert len({lr for lr, _ in points}) == 3 and len({s for _, s in points}) == 3
         assert len(points) == 9
+    monkeypatch.setenv("VLAB_RANDOM_WEIGHTS", "1")  # the shapes only, asked for explicitly
     paper = expand(load_spec("paper-grounding"))
     assert len(paper) == 108
     arms = expand(load_spec("paper-arms"))
