@@ -377,7 +377,8 @@ class RunDir:
         if checkpoint is None:
             raise VlabError(f"{self.path}: no checkpoint at step {step}")
         if not isinstance(checkpoint.get("model"), dict):
-            raise VlabError(f"{self.path}: the checkpoint at step {step} holds no model weights")
+            at = checkpoint.get("step") if step is None else step
+            raise VlabError(f"{self.path}: the checkpoint at step {at} holds no model weights")
         self.check_checkpoint_config(checkpoint)
         return checkpoint
 

@@ -73,13 +73,13 @@ class ProbeExperiment(Experiment):
         return RunDir(path).read_status() or {}
 
     def config_of(self, path: str | os.PathLike) -> ProbeRunConfig:
-        """The run's config.json as a resolved :class:`ProbeRunConfig` (one-line error if the
-        directory holds no probe run)."""
+        """The run's config.json as a :class:`ProbeRunConfig` (one-line error if the directory
+        holds no probe run); :meth:`build` resolves it."""
         files = RunDir(path)
         if not files.config_path.is_file():
             raise VlabError(f"{path}: not a run directory (no config.json)")
         try:
-            return resolve(from_dict(ProbeRunConfig, files.read_config()))
+            return from_dict(ProbeRunConfig, files.read_config())
         except ConfigError as e:
             raise VlabError(f"{files.config_path}: not a probe run's config ({e})") from None
 

@@ -61,3 +61,10 @@ def config_from(preset: str | None, arch: str | None, overrides: dict) -> VLMRun
     else:
         data = deep_merge({"model": {"lm": {"arch": arch}}} if arch else {}, overrides)
     return from_dict(VLMRunConfig, data)
+
+
+def stage_config(stored: dict) -> VLMRunConfig:
+    """The run config a ``vlab vlm train`` stage's config.json holds (both stages' settings,
+    plus the ``stage`` it trained, dropped here); a ConfigError from the config's own checks,
+    for the caller to say which file and what it was reading."""
+    return from_dict(VLMRunConfig, {k: v for k, v in stored.items() if k != "stage"})

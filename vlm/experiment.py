@@ -365,17 +365,15 @@ def _stored_config(run: Path) -> dict:
 
 def _train_parts(path: Path, stage: int) -> OpenedParts:
     """A train run's stage: its run directory, run config and the run's tokenizer."""
-    from vlab.vlm.config import VLMRunConfig
+    from vlab.vlm.config import stage_config
     from vlab.vlm.tokenizer import run_tokenizer
     from vlab.vlm.trained import TRAIN_RUN, OpenedParts
 
     files = RunDir(path / f"stage{stage}")
     if not files.exists():
         raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
-    stored = files.read_config()
-    stored.pop("stage", None)
     try:
-        cfg = from_dict(VLMRunConfig, stored)
+        cfg = stage_config(files.read_config())
     except ConfigError as e:
         raise VlabError(f"{files.config_path} does not load: {e}") from None
     own_tokenizer = cfg.data.tokenizer is None and cfg.model.lm.pretrained is None

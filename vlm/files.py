@@ -22,8 +22,3 @@ HELDOUT = "heldout"  # eval/<HELDOUT>/: the run's own held-out evaluation
 def eval_dir(run: str | os.PathLike, name: str = HELDOUT) -> Path:
     """``RUN/eval/<name>``: an evaluation's folder (the held-out one by default)."""
     return Path(run) / "eval" / name
-
-
-def stage_dir(run: str | os.PathLike, stage: int) -> Path:
-    """``RUN/stage<stage>``: a ``vlab vlm train`` stage's run directory."""
-    return Path(run) / f"stage{stage}"

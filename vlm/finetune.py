@@ -45,7 +45,7 @@ from vlab.models.vlm.data.sources import SourceConfig
 from vlab.records import DamagedFile, read_json_file
 from vlab.rundir import RunDir
 from vlab.training.config import TrainConfig
-from vlab.vlm.config import VLMRunConfig
+from vlab.vlm.config import VLMRunConfig, stage_config
 from vlab.vlm.files import eval_dir
 
 # The paper's recipe (SHAKEUP section 3): batch 64, AdamW, cosine, warmup ratio 0.03; lr is
@@ -249,10 +249,8 @@ def _read_source(source: str) -> VLMRunConfig:
             f"{source} holds no stage-2 run (no stage2/config.json); train one with "
             f"vlab vlm train --out {source}",
         )
-    stored = run.read_config()
-    stored.pop("stage", None)
     try:
-        return from_dict(VLMRunConfig, stored)
+        return stage_config(run.read_config())
     except ConfigError as e:
         raise ConfigError("source", f"{run.config_path} does not load: {e}") from e
 

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
-from vlab.config import from_dict
 from vlab.errors import ConfigError, VlabError
 from vlab.experiment import experiment, stage_of
 from vlab.probes.config import ProbeRunConfig
 from vlab.probes.tasks import ProbeVocab
 from vlab.rundir import RunDir
-from vlab.vlm.config import VLMRunConfig
+from vlab.vlm.config import VLMRunConfig, stage_config
 
 if TYPE_CHECKING:
     from vlab.probes.image_model import ImageProbe
@@ -70,14 +69,9 @@ class ImageProbeRun(ProbeRun):
 
 def open_run(path: str | Path) -> ProbeRun:
     """Parse ``path``'s config.json as a probe run (one-line error if it is not one); an
-    image probe run comes back as an :class:`ImageProbeRun`."""
-    files = RunDir(path)
-    if not files.config_path.is_file():
-        raise VlabError(f"{path}: not a run directory (no config.json)")
-    try:
-        config = from_dict(ProbeRunConfig, files.read_config())
-    except ConfigError as e:
-        raise VlabError(f"{files.config_path}: not a probe run's config ({e})") from None
+    image probe run comes back as an :class:`ImageProbeRun`
+    (:meth:`vlab.probes.experiment.ProbeExperiment.config_of` reads it)."""
+    config = experiment(PROBE).config_of(path)
     kind = ImageProbeRun if config.task.modality == "image" else ProbeRun
     return kind(Path(path), config)
 
@@ -99,13 +93,12 @@ class VLMRun(Run):
 def open_vlm_run(path: str | Path) -> VLMRun:
     """Parse ``path``'s config.json as a VLM stage's (one-line error if it is not one)."""
     files = RunDir(path)
-    raw = files.read_config()
-    stage = raw.pop("stage", None)
+    stored = files.read_config()
     try:
-        config = from_dict(VLMRunConfig, raw)
+        config = stage_config(stored)
     except ConfigError as e:
         raise VlabError(f"{files.config_path}: not a VLM run's config ({e})") from None
-    return VLMRun(Path(path), config, stage)
+    return VLMRun(Path(path), config, stored.get("stage"))
 
 
 def open_any_run(path: str | Path) -> Run:
