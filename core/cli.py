@@ -22,7 +22,7 @@ SUBCOMMANDS = [
     ("sweep", "vlab.slurm.cli"),
     ("report", "vlab.analysis.cli"),
     ("inspect", "vlab.analysis.inside.cli"),
-    ("bench", "vlab.models.bench_cli"),
+    ("bench", "vlab.bench.cli"),
 ]
 
 

@@ -105,6 +105,8 @@ class BenchPlan:
     decode_new_tokens: int = 256
     decode_text_tokens: int = 16
     decode_threads: int | None = 1
+    protocol_lengths: tuple[int, ...] = (4, 16, 32)
+    protocol_budget: int = 3000
 
     def __post_init__(self) -> None:
         if not self.decode_visual_tokens or min(self.decode_visual_tokens) < 0:
@@ -141,6 +143,7 @@ class BenchPlan:
             backends=backends,
             decode_visual_tokens=(16, 64, 256),
             decode_new_tokens=64,
+            protocol_lengths=(4, 16),
         )
 
 

@@ -15,14 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlab.models.backbones.last_position import last_position_only
 from vlab.probes.tasks import ProbeBatch, ProbeData
 from vlab.probes.tracking import per_position_accuracy
 from vlab.training.engine import Batch
 
 
 def target_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Logits (N, vocab) at the last input position, where the target is predicted."""
-    return model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float()
+    """Logits (N, vocab) at the last input position, where the target is predicted.
+
+    Nothing else is read, so the final block runs at that position only where the
+    architecture allows (:func:`~vlab.models.backbones.last_position.last_position_only`: the
+    same logits and gradients to float rounding, a quarter less time for a tiny Pythia)."""
+    with last_position_only(model):
+        out = model(input_ids=input_ids, logits_to_keep=1, use_cache=False)
+    return out.logits[:, -1].float()
 
 
 class ProbeTrainTask:

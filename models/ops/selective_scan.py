@@ -36,7 +36,6 @@ import logging
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from vlab.errors import VlabError
+from vlab.models.ops.notices import warn_once
 
 BACKENDS = ("mamba_ssm", "cpp", "torch", "reference")
 _EXTENSION_NAME = "vlab_selective_scan"
@@ -56,17 +56,8 @@ _forced_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _load_lock = threading.Lock()
 _cpp_state: dict[str, Any] = {}
 _mamba_state: dict[str, Any] = {}
-_warned: set[str] = set()
 
 ScanResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-def warn_once(key: str, message: str) -> None:
-    """Warn about a degraded backend or a missing hook once per process, however often the
-    scan runs or models are built (``ops.ssd`` shares it: keys must differ between them)."""
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- reference
@@ -660,13 +651,15 @@ def install_into_transformers() -> bool:
         step = getattr(modeling, "mamba_selective_state_update", None)
         if step is not None and hasattr(step, "__wrapped__"):
             modeling.mamba_selective_state_update = step.__wrapped__
-    if importlib.util.find_spec("causal_conv1d") is None:
-        # HF's wrappers warn on every first use that they fall back to torch; call the torch
-        # functions they wrap directly (same maths: a grouped conv1d).
-        for name in ("causal_conv1d_fn", "causal_conv1d_update"):
-            fn = getattr(modeling, name, None)
-            if fn is not None and hasattr(fn, "__wrapped__"):
-                setattr(modeling, name, fn.__wrapped__)
+    # The depthwise causal conv: vlab's channel-last shifted multiply-adds where no
+    # causal-conv1d kernel serves (oneDNN's grouped conv1d backward took 13% of a tiny Mamba's
+    # training step), as Mamba-2's mixer gets them; one-token decoding keeps HF's torch form.
+    from vlab.models.ops.ssd import conv_hooks
+
+    for name, hook in conv_hooks().items():
+        fn = getattr(modeling, name, None)
+        if fn is not None and not hasattr(fn, "vlab_original"):
+            setattr(modeling, name, hook(fn))
     return True
 
 

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from vlab.models.ops.selective_scan import warn_once
+from vlab.models.ops.notices import warn_once
 
 # Longest chunk the factored form uses: the intra-chunk matmuls grow with it, the number of
 # chunk-to-chunk steps shrinks; 48-64 are equally fast for the tiny and small presets.
@@ -57,6 +57,7 @@ _MASKED_CHUNK = 32
 _use_reference: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "vlab_ssd_reference", default=False
 )
+_use_hf_conv: contextvars.ContextVar[bool] = contextvars.ContextVar("vlab_hf_conv", default=False)
 
 
 # --------------------------------------------------------------------------- SSD scan
@@ -453,6 +454,18 @@ def causal_conv1d(
 
 
 @contextlib.contextmanager
+def use_hf_conv() -> Iterator[None]:
+    """Runs transformers' own causal conv (a grouped ``conv1d``) inside this context, where
+    vlab's is installed: what Mamba-1 ran before vlab served its conv too (``vlab bench``'s
+    "before")."""
+    token = _use_hf_conv.set(True)
+    try:
+        yield
+    finally:
+        _use_hf_conv.reset(token)
+
+
+@contextlib.contextmanager
 def use_hf_reference() -> Iterator[None]:
     """Runs transformers' own Mamba-2 functions inside this context, even where vlab's are
     installed: the reference that tests and benchmarks compare against."""
@@ -533,7 +546,11 @@ def _hook_conv(original: Callable[..., Any]) -> Callable[..., Any]:
     torch_fn = _torch_function(original)
 
     def causal_conv1d_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
-        if _vlab_runs(hidden_states, package="causal_conv1d") and not _packed(kwargs):
+        if (
+            _vlab_runs(hidden_states, package="causal_conv1d")
+            and not _packed(kwargs)
+            and not _use_hf_conv.get()
+        ):
             if activation in (None, "silu", "swish"):
                 return causal_conv1d(hidden_states, weight, bias, activation)
             return torch_fn(hidden_states, weight, bias, activation)
@@ -576,6 +593,13 @@ def _hook_fused(original: Callable[..., Any]) -> Callable[..., Any]:
 
     mamba2_split_conv1d_scan_combined.vlab_original = original
     return mamba2_split_conv1d_scan_combined
+
+
+def conv_hooks() -> dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The hooks of transformers' two causal-conv functions, which Mamba-1's and Mamba-2's
+    modeling modules both declare with the same contract (``ops.selective_scan`` installs
+    them under Mamba-1)."""
+    return {name: _HOOKS[name] for name in ("causal_conv1d_fn", "causal_conv1d_update")}
 
 
 _HOOKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {

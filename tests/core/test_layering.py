@@ -2,7 +2,8 @@
 
 Layers, each importing only those before it (``core/cli.py``, the composition root that wires
 the commands, is the one exception): ``vlab`` (core, incl. ``vlab.training``) <- ``vlab.models``
-<- ``vlab.probes`` <- ``vlab.vlm`` <- ``vlab.slurm`` <- ``vlab.analysis`` <- ``vlab.notebooks``.
+<- ``vlab.probes`` <- ``vlab.bench`` <- ``vlab.vlm`` <- ``vlab.slurm`` <- ``vlab.analysis``
+<- ``vlab.notebooks``.
 The experiments (``vlab.probes``, ``vlab.vlm``) import the models, never the reverse.
 """
 
@@ -19,6 +20,7 @@ FOLDERS = {
     "core": "vlab",
     "models": "vlab.models",
     "probes": "vlab.probes",
+    "bench": "vlab.bench",
     "vlm": "vlab.vlm",
     "slurm": "vlab.slurm",
     "analysis": "vlab.analysis",
@@ -27,6 +29,7 @@ ORDER = [
     "vlab",
     "vlab.models",
     "vlab.probes",
+    "vlab.bench",
     "vlab.vlm",
     "vlab.slurm",
     "vlab.analysis",

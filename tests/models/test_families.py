@@ -12,6 +12,7 @@ import torch
 
 from vlab.analysis.inside.image_figures import vl_name
 from vlab.analysis.plots import arch_colors
+from vlab.bench.cli import NAMES
 from vlab.models.backbones import (
     FAMILIES,
     PRESETS,
@@ -25,7 +26,6 @@ from vlab.models.backbones import (
 from vlab.models.backbones import mamba2_internals as m2
 from vlab.models.backbones import mamba_internals as m1
 from vlab.models.backbones.family import BLOCK_NAMES, GLOBAL_NAMES, READOUTS, Family
-from vlab.models.bench_cli import NAMES
 from vlab.models.ops.selective_scan import (
     selective_scan,
     selective_scan_reference,

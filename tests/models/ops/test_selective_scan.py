@@ -15,6 +15,7 @@ from transformers import DynamicCache
 
 from vlab.errors import VlabError
 from vlab.models.backbones import cache_argument
+from vlab.models.ops import notices
 from vlab.models.ops import selective_scan as ss
 
 RTOL, ATOL = 6e-4, 2e-3
@@ -252,7 +253,7 @@ def fresh_loader_state(monkeypatch):
     """Isolates the once-per-process caches (extension, mamba-ssm import, warnings)."""
     monkeypatch.setattr(ss, "_cpp_state", {})
     monkeypatch.setattr(ss, "_mamba_state", {})
-    monkeypatch.setattr(ss, "_warned", set())
+    monkeypatch.setattr(notices, "_warned", set())
 
 
 @pytest.mark.parametrize("error", ["ImportError", "OSError"])
@@ -396,3 +397,22 @@ def test_hf_generation_cache_path_matches_hf_loop():
         step_ids = got[0][:, -1].argmax(-1, keepdim=True)
         rerun = model(torch.cat([ids, step_ids], 1)).logits[:, -1:]
     torch.testing.assert_close(got[1], rerun, rtol=RTOL, atol=ATOL)
+
+
+def test_hf_mamba_conv_runs_through_vlab_and_matches_hf_conv():
+    """Mamba-1's causal conv is vlab's channel-last one (as Mamba-2's): same training step as
+    transformers' grouped conv1d, to float rounding."""
+    import transformers.models.mamba.modeling_mamba as modeling
+
+    from vlab.models.ops.ssd import use_hf_conv
+
+    ss.install_into_transformers()
+    assert hasattr(modeling.causal_conv1d_fn, "vlab_original")
+    model = tiny_mamba().train()
+    ids = torch.randint(0, 64, (3, 40), generator=torch.Generator().manual_seed(0))
+    with use_hf_conv():
+        ref_logits, ref_grads = training_step(model, ids)
+    logits, grads = training_step(model, ids)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)

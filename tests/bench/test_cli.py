@@ -46,6 +46,19 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
         assert row["generated_tokens"] == row["new_tokens"] == 64
         assert row["prefill_seconds"] > 0 and row["decode_tokens_per_s"] > 0
         assert row["cache_bytes_end"] >= row["cache_bytes_prompt"] > 0
+    # the protocol step: every arm at both quick lengths, before and after, one evaluation
+    # every 1% of a 3000-step budget
+    assert {(r["arch"], r["length"]) for r in result["protocol"]} == {
+        (a, n) for a in ("pythia", "mamba", "mamba2", "hybrid") for n in (4, 16)
+    }
+    for row in result["protocol"]:
+        assert row["eval_every"] == 30 and row["batch"] == 64
+        assert row["protocol_step_ms"] == pytest.approx(row["step_ms"] + row["eval_ms"] / 30)
+        assert row["speedup"] == pytest.approx(
+            row["protocol_step_ms_before"] / row["protocol_step_ms"]
+        )
+    assert set(result["protocol_speedup"]) == {"pythia", "mamba", "mamba2", "hybrid"}
+    assert "Pythia probe protocol step, now vs before: L=4:" in printed
     for key in ("vs_pythia_decode", "vs_pythia_generate"):
         assert set(result[key]) == {"mamba", "mamba2", "hybrid"}
         assert all(set(by_n) == {"16", "64", "256"} for by_n in result[key].values())

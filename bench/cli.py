@@ -1,4 +1,4 @@
-"""``vlab bench``: print and save the Mamba vs Pythia speed measurements of ``bench.py``."""
+"""``vlab bench``: print and save the speed measurements of :mod:`vlab.bench.suite`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from vlab.preflight import MAX_THREADS
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from vlab.bench.suite import run_bench
     from vlab.models.bench import BenchPlan
-    from vlab.models.bench_suite import run_bench
     from vlab.preflight import check_device, check_output_file
     from vlab.training.engine import resolve_device
 
@@ -42,6 +42,9 @@ def _run(args: argparse.Namespace) -> int:
             f"{NAMES.get(arch, arch)} / {base} decoding tokens/s "
             f"({plan.decode_new_tokens} new tokens after N visual tokens): {ratios}"
         )
+    for arch, by_length in result["protocol_speedup"].items():
+        ratios = ", ".join(f"L={k}: {v:.2f}x" for k, v in by_length.items())
+        print(f"{NAMES.get(arch, arch)} probe protocol step, now vs before: {ratios}")
     print(
         f"fast scan vs reference: {result['scan_speedup_vs_reference']:.0f}x (scan alone), "
         f"{result['train_speedup_vs_reference']:.0f}x ({flagged('scan_comparison').name} "

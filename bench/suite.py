@@ -1,15 +1,17 @@
 """Every ``vlab bench`` measurement in one call, as one JSON-ready dict.
 
 Training speed, the scan backends, the forward pass's scaling and memory
-(:mod:`vlab.models.bench`) and decoding speed against visual tokens
-(:mod:`vlab.models.bench_decode`, which builds on the first's timer): this module composes them,
-so neither imports the other's caller.
+(:mod:`vlab.models.bench`), decoding speed against visual tokens
+(:mod:`vlab.models.bench_decode`, which builds on the first's timer) and the probe protocol's
+step before and after vlab's CPU shortcuts (:mod:`vlab.bench.protocol`): this module composes
+them, so none imports another's caller.
 """
 
 from __future__ import annotations
 
 import torch
 
+from vlab.bench.protocol import bench_protocol
 from vlab.models.bench import (
     ARCHS,
     BASELINE,
@@ -38,6 +40,7 @@ def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
     result.update(bench_scan(plan, device, log))
     result.update(bench_forward(plan, device, log))
     result.update(bench_decode(plan, device, log))
+    result.update(bench_protocol(plan, device, log))
     if plan.backends:
         result.update(bench_backends(plan, device, log))
     by = {(r["arch"], r["length"]): r["tokens_per_s"] for r in result["train"]}
