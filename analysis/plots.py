@@ -518,3 +518,65 @@ def final_accuracy(
         ],
     )
     return fig
+
+
+@styled
+def length_ratios(trend) -> Figure:
+    """Each arm's median examples to threshold as a multiple of the baseline arm's, against L
+    (log-log), one panel per variant, with the bootstrap interval; 1 (dotted) is parity. A
+    length where an arm's median was not reached is marked at the panel's top (up triangle:
+    the arm did not reach it; down triangle at the bottom: the baseline did not)."""
+    ratios = trend.ratios
+    if ratios.empty:
+        return message_figure(
+            "No length comparison: it needs the baseline arm and another at the same lengths."
+        )
+    variants = sorted(ratios["variant"].unique(), key=lambda v: tables.VARIANT_ORDER.get(v, 9))
+    colors = arch_colors(ratios["arch"].unique())
+    fig = Figure(figsize=(4.6 * len(variants) + 0.6, 3.9), layout="constrained")
+    axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)
+    finite = ratios[np.isfinite(ratios["ratio"]) & (ratios["ratio"] > 0)]
+    values = np.concatenate(
+        [finite["ratio"], finite["low"][np.isfinite(finite["low"]) & (finite["low"] > 0)]]
+    )
+    highs = finite["high"][np.isfinite(finite["high"])]
+    lo = min([1.0, *values]) / 1.5
+    hi = max([1.0, *values, *highs]) * 1.5
+    for ax, variant in zip(axes[0], variants, strict=True):
+        ax.axhline(1.0, color="grey", ls=":", lw=1)
+        ax.grid(alpha=0.3, lw=0.5)
+        for arch, g in ratios[ratios["variant"] == variant].groupby("arch"):
+            g = g.sort_values("length")
+            ok = np.isfinite(g["ratio"]) & (g["ratio"] > 0)
+            f = g[ok]
+            low = np.where(np.isfinite(f["low"]) & (f["low"] > 0), f["low"], lo)
+            high = np.where(np.isfinite(f["high"]), f["high"], hi)
+            ax.errorbar(
+                f["length"],
+                f["ratio"],
+                yerr=[f["ratio"] - low, high - f["ratio"]],
+                color=colors[arch],
+                marker="o",
+                capsize=3,
+                label=f"{arch} / {trend.baseline}",
+            )
+            up = g[np.isinf(g["ratio"])]
+            ax.scatter(up["length"], [hi] * len(up), marker="^", color=colors[arch], s=50)
+            down = g[g["ratio"] == 0]
+            ax.scatter(down["length"], [lo] * len(down), marker="v", color=colors[arch], s=50)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(ratios["length"].min() / 1.4, ratios["length"].max() * 1.4)  # if empty
+        ax.set_title(variant)
+        ax.set_xlabel("context length L")
+        ax.set_xticks(sorted(ratios["length"].unique()))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axes[0][0].set_ylabel(
+        f"median {tables.TIME_UNITS[trend.time]} to threshold\n/ {trend.baseline}'s"
+    )
+    axes[0][-1].legend(loc="best", fontsize=8)
+    fig.suptitle(
+        f"How the comparison changes with length ({trend.confidence:.0%} bootstrap intervals)"
+    )
+    return fig

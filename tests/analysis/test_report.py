@@ -29,6 +29,7 @@ FIGURES = [
     "position_heatmap_L4",
     "kaplan_meier_selected",
     "time_to_threshold_selected",
+    "length_ratios",
     "time_to_threshold",
     "kaplan_meier",
     "learning_order",
@@ -115,6 +116,7 @@ def test_html_embeds_every_figure_and_the_tables_without_network(rendered):
         "Final accuracy per architecture and learning rate",
         "All runs",
         "Mean held-out accuracy at fractions of training",
+        "Median examples to threshold, as a multiple of the baseline arm",
     ):
         assert f"<h4>{heading}</h4>" in html
     assert html.count('<table class="dataframe vlab-table">') >= 11
