@@ -143,7 +143,7 @@ class BenchPlan:
             backends=backends,
             decode_visual_tokens=(16, 64, 256),
             decode_new_tokens=64,
-            protocol_lengths=(4, 16),
+            protocol_lengths=(4,),
         )
 
 

@@ -4,17 +4,17 @@ Why: the probe's loss and accuracy read the logits at the last input position al
 (``logits_to_keep=1``), yet transformers runs the final block on every position and backward
 runs through every row of it. In that block only the attention's keys and values are needed
 at every position; the query, the output projection, the MLP and the residual are needed at
-the last one. For the tiny presets (2 layers) that is about a third of a training step's
-FLOPs, and a CPU training step of these models is bound by its matrix products, so it is about
-that much of its time (``vlab bench``, ``protocol``).
+the last one. For a tiny Pythia (2 layers) that is about a third of a training step's FLOPs,
+and a CPU training step of these models is bound by its matrix products (``vlab bench``,
+``protocol``).
 
 :func:`last_position_only` swaps such a forward in for the duration of a ``with`` block. Inside
 it the final block's output holds the true hidden state at the last position and zeros
 elsewhere (the final norm and the head, kept to the last position, read only that row), so the
 logits at the last position equal transformers' to float rounding and so do the gradients of
-every weight. Blocks without such a forward (a Mamba mixer must scan every position) run
-unchanged. Outside the block the model is untouched: generation, ``vlab inspect`` and hooks
-see transformers' forward.
+every weight. A Mamba block still scans every position (the state carries them) but gates
+and projects out only the last; Mamba-2's block runs unchanged. Outside the block the model is
+untouched: generation, ``vlab inspect`` and hooks see transformers' forward.
 """
 
 from __future__ import annotations
@@ -105,15 +105,71 @@ def _attention_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
     return forward
 
 
+def _mamba_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
+    """transformers' ``MambaBlock`` (``x + mixer(RMSNorm(x))``) at the last position.
+
+    The mixer's input half of ``in_proj``, its conv, ``x_proj``, ``dt_proj`` and the scan run
+    on every position (the state carries them); the gate half of ``in_proj``, the gating and
+    ``out_proj`` only at the last. The conv and scan are the module globals transformers'
+    mixer calls (vlab's, installed by ``ops.selective_scan.install_into_transformers``).
+    """
+    from transformers.models.mamba import modeling_mamba as hf
+
+    mixer = block.mixer
+
+    def forward(hidden_states, cache=None, attention_mask=None, **kwargs):
+        _refuse_unless(attention_mask is None or bool(attention_mask.all()), cache, block)
+        residual = hidden_states[:, -1:]
+        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
+        if block.residual_in_fp32:
+            residual = residual.to(torch.float32)
+        width = mixer.intermediate_size
+        weight, bias = mixer.in_proj.weight, mixer.in_proj.bias
+        x = F.linear(normed, weight[:width], None if bias is None else bias[:width])
+        gate = F.linear(normed[:, -1], weight[width:], None if bias is None else bias[width:])
+        x = hf.causal_conv1d_fn(
+            x.transpose(1, 2),
+            mixer.conv1d.weight.squeeze(1),
+            mixer.conv1d.bias if mixer.use_conv_bias else None,
+            activation=mixer.activation,
+        )  # (N, width, T)
+        time_step, B, C = torch.split(
+            mixer.x_proj(x.transpose(1, 2)),
+            [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size],
+            dim=-1,
+        )
+        time_step = mixer.dt_proj.weight @ time_step.transpose(1, 2)
+        y = hf.mamba_selective_scan(
+            x,
+            time_step,
+            -torch.exp(mixer.A_log.float()),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            D=mixer.D.float(),
+            z=None,
+            delta_bias=mixer.dt_proj.bias.float() if mixer.dt_proj.bias is not None else None,
+            delta_softplus=True,
+        )  # (N, width, T)
+        y = y[:, :, -1] * F.silu(gate)
+        out = mixer.out_proj(y.to(hidden_states.dtype)).unsqueeze(1)
+        return _padded(residual + out, hidden_states.shape[1])
+
+    return forward
+
+
 def _check_plain(attention_mask, kwargs: dict, block: nn.Module) -> None:
-    """The shortcut holds when the last query may see every key (a causal mask, no padding)
-    and there is no cache: say so if called otherwise."""
-    cache = kwargs.get("layer_past", kwargs.get("cache"))
+    """An attention block's call: the last query must see every key (a causal mask without
+    padding) and there must be no cache."""
     blocked = False
     if attention_mask is not None:
         row = attention_mask[..., -1, :]  # what the last query may attend to
         blocked = not bool(row.all() if row.dtype == torch.bool else (row == 0).all())
-    if cache is not None or blocked:
+    _refuse_unless(not blocked, kwargs.get("layer_past", kwargs.get("cache")), block)
+
+
+def _refuse_unless(unpadded: bool, cache, block: nn.Module) -> None:
+    """The shortcut holds for unpadded inputs without a cache: say so if called otherwise."""
+    if cache is not None or not unpadded:
         raise RuntimeError(
             f"last_position_only: {type(block).__name__} was called with a cache or a padding "
             "mask; the shortcut serves unpadded, cache-free forwards only"
@@ -121,8 +177,10 @@ def _check_plain(attention_mask, kwargs: dict, block: nn.Module) -> None:
 
 
 def _final_block(model: nn.Module) -> tuple[nn.Module, Callable[..., torch.Tensor]] | None:
-    """The model's final block and its last-position forward, or None if it has none."""
+    """The model's final block and its last-position forward, or None if it has none (Mamba-2,
+    a Mamba mixer with another activation than SiLU)."""
     from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
+    from transformers.models.mamba.modeling_mamba import MambaBlock
 
     from vlab.models.backbones.hybrid_model import AttentionBlock
 
@@ -136,6 +194,8 @@ def _final_block(model: nn.Module) -> tuple[nn.Module, Callable[..., torch.Tenso
         return last, _neox_layer_forward(last)
     if type(last) is AttentionBlock:
         return last, _attention_block_forward(last)
+    if type(last) is MambaBlock and last.mixer.activation in ("silu", "swish"):
+        return last, _mamba_block_forward(last)
     return None
 
 

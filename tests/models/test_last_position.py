@@ -39,6 +39,8 @@ TARGETS = torch.randint(0, 200, (5,), generator=torch.Generator().manual_seed(2)
         ("pythia", {"use_parallel_residual": False}),
         ("pythia", {"rotary_pct": 0.25, "num_attention_heads": 4}),
         ("hybrid", {}),
+        ("hybrid", {"attention_layers": [0]}),  # a Mamba block last
+        ("mamba", {}),
     ],
 )
 def test_logits_and_gradients_equal_transformers(arch, overrides):
@@ -57,9 +59,8 @@ def test_logits_and_gradients_equal_transformers(arch, overrides):
     torch.testing.assert_close(full[:, -1], ref_logits, atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
-def test_recurrent_final_blocks_run_unchanged(arch):
-    model = model_of(arch).train()
+def test_a_mamba2_final_block_runs_unchanged():
+    model = model_of("mamba2").train()
     ref_logits, ref_grads, _ = step(model, IDS, TARGETS, fast=False)
     logits, grads, shortcut = step(model, IDS, TARGETS, fast=True)
     assert shortcut is False
@@ -74,10 +75,11 @@ def test_full_forward_switches_the_shortcut_off():
         assert "forward" not in vars(model.base_model.layers[-1])
 
 
-def test_padding_or_a_cache_is_refused_not_answered_wrongly():
-    model = model_of("pythia").eval()
+@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+def test_padding_or_a_cache_is_refused_not_answered_wrongly(arch):
+    model = model_of(arch).eval()
     mask = torch.ones_like(IDS)
-    mask[0, -1] = 0  # the last query would not see every key
+    mask[0, 0] = 0  # left padding: the last query would not see every key
     with last_position_only(model), pytest.raises(RuntimeError, match="padding mask"):
         model(input_ids=IDS, attention_mask=mask, logits_to_keep=1, use_cache=False)
     with last_position_only(model), pytest.raises(RuntimeError, match="cache"):
