@@ -567,3 +567,23 @@ def test_prune_drops_never_started_runs_of_a_changed_grid_and_keeps_started_ones
         "suffix": "done",
     }
     assert SweepDir(out).run("suffix").config["train"]["steps"] == 24
+
+
+def test_the_equal_pilot_gives_every_arm_the_same_grid():
+    runs = expand(load_spec("pilot-protocol"))
+    by_arm: dict[str, list[dict]] = {}
+    for run in runs:
+        c = json.loads(json.dumps(run.config))
+        by_arm.setdefault(c["model"].pop("arch"), []).append(c)
+    assert set(by_arm) == {"pythia", "mamba", "mamba2", "hybrid"}
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    grids = {arch: sorted(map(key, cells)) for arch, cells in by_arm.items()}
+    assert len({tuple(g) for g in grids.values()}) == 1  # identical configs but the arch
+    cells = by_arm["pythia"]
+    assert len(cells) == 28
+    lrs = sorted({c["train"]["lr"] for c in cells})
+    assert lrs[0] <= 3e-4 and lrs[-1] >= 1e-2 and {3e-3, 5e-3} <= set(lrs)
+    assert max(b / a for a, b in zip(lrs, lrs[1:], strict=False)) <= 2.0  # log-spaced, no gaps
+    schedules = {(c["train"]["min_lr_ratio"], c["train"]["beta2"]) for c in cells}
+    assert schedules == {(0.0, 0.999), (0.0, 0.98), (1.0, 0.999), (1.0, 0.98)}
+    assert {c["task"]["length"] for c in cells} == {16}
