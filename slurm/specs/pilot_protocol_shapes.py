@@ -1,0 +1,23 @@
+"""pilot-protocol-shapes: stage 2 of the equal pilot search, chosen by its rule from stage 1.
+
+At each arm's two best stage-1 cells (``vlab.probes.pilot.rank_key``: reached 0.95 first, by
+fewer examples; then higher last accuracy; then the smaller learning rate), every target
+encoding (position, vocab) x the arm's two parameter-preserving shapes
+(``vlab.probes.pilot.SHAPES``) not yet run: 3 runs per cell, 6 per arm, seed 0, stage 1's
+budget. Set ``VLAB_PILOT`` to the finished ``pilot-protocol`` sweep directory.
+"""
+
+from vlab.probes.pilot import pilot_dirs, read_cells, shape_runs
+from vlab.slurm.spec import SweepSpec
+from vlab.slurm.specs.pilot_protocol import SPEC as STAGE_1
+
+
+def sweep() -> SweepSpec:
+    cells = read_cells(pilot_dirs())
+    return SweepSpec(
+        name="pilot-protocol-shapes",
+        description="Stage 2 of the equal pilot search: target encoding x shape at each arm's "
+        "two best stage-1 cells (6 runs per arm).",
+        base=STAGE_1.base,
+        runs=shape_runs(cells),
+    )
