@@ -12,8 +12,8 @@ and a CPU training step of these models is bound by its matrix products (``vlab 
 it the final block's output holds the true hidden state at the last position and zeros
 elsewhere (the final norm and the head, kept to the last position, read only that row), so the
 logits at the last position equal transformers' to float rounding and so do the gradients of
-every weight. A Mamba block still scans every position (the state carries them) but gates
-and projects out only the last; Mamba-2's block runs unchanged. Outside the block the model is
+every weight. A Mamba or Mamba-2 block still scans every position (the state carries them)
+but gates, normalises and projects out only the last. Outside the block the model is
 untouched: generation, ``vlab inspect`` and hooks see transformers' forward.
 """
 
@@ -157,6 +157,56 @@ def _mamba_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
     return forward
 
 
+def _mamba2_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
+    """transformers' ``Mamba2Block`` at the last position: the conv, the SSD scan and the
+    ``in_proj`` columns that feed them on every position; the gate's columns, the gated norm and
+    ``out_proj`` only at the last."""
+    from transformers.models.mamba2 import modeling_mamba2 as hf
+
+    mixer = block.mixer
+
+    def forward(hidden_states, cache=None, attention_mask=None, **kwargs):
+        _refuse_unless(attention_mask is None or bool(attention_mask.all()), cache, block)
+        n, length, _ = hidden_states.shape
+        residual = hidden_states[:, -1:]
+        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
+        if block.residual_in_fp32:
+            residual = residual.to(torch.float32)
+        width = mixer.intermediate_size
+        weight, bias = mixer.in_proj.weight, mixer.in_proj.bias
+        xbc_dt = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+        gate = F.linear(normed[:, -1:], weight[:width], None if bias is None else bias[:width])
+        xbc, dt = xbc_dt.split([mixer.conv_dim, mixer.num_heads], dim=-1)
+        xbc = hf.causal_conv1d_fn(
+            xbc.transpose(1, 2),
+            mixer.conv1d.weight.squeeze(1),
+            mixer.conv1d.bias,
+            activation=mixer.activation,
+        ).transpose(1, 2)
+        groups = mixer.n_groups * mixer.ssm_state_size
+        x, B, C = torch.split(xbc, [width, groups, groups], dim=-1)
+        y = hf.mamba2_chunk_scan(
+            x.view(n, length, mixer.num_heads, mixer.head_dim),
+            dt,
+            -torch.exp(mixer.A_log.float()),
+            B.view(n, length, mixer.n_groups, mixer.ssm_state_size),
+            C.view(n, length, mixer.n_groups, mixer.ssm_state_size),
+            chunk_size=mixer.chunk_size,
+            D=mixer.D,
+            z=None,
+            return_final_states=False,
+            dt_bias=mixer.dt_bias,
+            dt_softplus=True,
+            initial_states=None,
+            dt_limit=mixer.time_step_limit,
+        )  # (N, T, heads, head_dim)
+        y = mixer.norm(y.reshape(n, length, -1)[:, -1:], gate)
+        out = mixer.out_proj(y.to(hidden_states.dtype))
+        return _padded(residual + out, length)
+
+    return forward
+
+
 def _check_plain(attention_mask, kwargs: dict, block: nn.Module) -> None:
     """An attention block's call: the last query must see every key (a causal mask without
     padding) and there must be no cache."""
@@ -177,10 +227,11 @@ def _refuse_unless(unpadded: bool, cache, block: nn.Module) -> None:
 
 
 def _final_block(model: nn.Module) -> tuple[nn.Module, Callable[..., torch.Tensor]] | None:
-    """The model's final block and its last-position forward, or None if it has none (Mamba-2,
-    a Mamba mixer with another activation than SiLU)."""
+    """The model's final block and its last-position forward, or None if it has none (a Mamba
+    mixer with another activation than SiLU, a model of another family)."""
     from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
     from transformers.models.mamba.modeling_mamba import MambaBlock
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2Block
 
     from vlab.models.backbones.hybrid_model import AttentionBlock
 
@@ -196,6 +247,8 @@ def _final_block(model: nn.Module) -> tuple[nn.Module, Callable[..., torch.Tenso
         return last, _attention_block_forward(last)
     if type(last) is MambaBlock and last.mixer.activation in ("silu", "swish"):
         return last, _mamba_block_forward(last)
+    if type(last) is Mamba2Block:
+        return last, _mamba2_block_forward(last)
     return None
 
 

@@ -41,6 +41,7 @@ TARGETS = torch.randint(0, 200, (5,), generator=torch.Generator().manual_seed(2)
         ("hybrid", {}),
         ("hybrid", {"attention_layers": [0]}),  # a Mamba block last
         ("mamba", {}),
+        ("mamba2", {}),
     ],
 )
 def test_logits_and_gradients_equal_transformers(arch, overrides):
@@ -59,8 +60,8 @@ def test_logits_and_gradients_equal_transformers(arch, overrides):
     torch.testing.assert_close(full[:, -1], ref_logits, atol=2e-6, rtol=1e-5)
 
 
-def test_a_mamba2_final_block_runs_unchanged():
-    model = model_of("mamba2").train()
+def test_a_final_block_without_a_shortcut_runs_unchanged():
+    model = model_of("mamba", hidden_act="relu").train()
     ref_logits, ref_grads, _ = step(model, IDS, TARGETS, fast=False)
     logits, grads, shortcut = step(model, IDS, TARGETS, fast=True)
     assert shortcut is False
@@ -75,7 +76,7 @@ def test_full_forward_switches_the_shortcut_off():
         assert "forward" not in vars(model.base_model.layers[-1])
 
 
-@pytest.mark.parametrize("arch", ["pythia", "mamba"])
+@pytest.mark.parametrize("arch", ["pythia", "mamba", "mamba2"])
 def test_padding_or_a_cache_is_refused_not_answered_wrongly(arch):
     model = model_of(arch).eval()
     mask = torch.ones_like(IDS)
