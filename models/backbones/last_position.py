@@ -5,8 +5,8 @@ Why: the probe's loss and accuracy read the logits at the last input position al
 runs through every row of it. In that block only the attention's keys and values are needed
 at every position; the query, the output projection, the MLP and the residual are needed at
 the last one. For a tiny Pythia (2 layers) that is about a third of a training step's FLOPs,
-and a CPU training step of these models is bound by its matrix products (``vlab bench``,
-``protocol``).
+and a CPU training step of these models is bound by its matrix products; ``vlab bench``
+(``protocol``) times every arm's step with and without it.
 
 :func:`last_position_only` swaps such a forward in for the duration of a ``with`` block. Inside
 it the final block's output holds the true hidden state at the last position and zeros
