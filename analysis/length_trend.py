@@ -144,9 +144,10 @@ def length_trend(
             replicates[key] = np.array([km_median_point(t[d], e[d]) for d in draws])
         for arch in sorted({a for a, _ in samples} - {baseline}):
             shared = [n for n in lengths if (arch, n) in samples and (baseline, n) in samples]
-            boot_ratios = {}
+            boot_ratios, point = {}, {}
             for n in shared:
                 a, b = medians[(arch, n)], medians[(baseline, n)]
+                point[n] = _ratio(a, b)
                 boot = np.array(
                     [
                         _ratio(x, y)
@@ -165,23 +166,17 @@ def length_trend(
                         "length": n,
                         "median": a,
                         "baseline_median": b,
-                        "ratio": _ratio(a, b),
+                        "ratio": point[n],
                         "low": low,
                         "high": high,
                         "runs": samples[(arch, n)][0].size,
                         "baseline_runs": samples[(baseline, n)][0].size,
                     }
                 )
-            fit = [
-                n for n in shared if np.isfinite(_ratio(medians[(arch, n)], medians[(baseline, n)]))
-            ]
-            fit = [n for n in fit if _ratio(medians[(arch, n)], medians[(baseline, n)]) > 0]
+            fit = [n for n in shared if np.isfinite(point[n]) and point[n] > 0]
             if len(fit) < 2:
                 continue
             x = np.array(fit)
-            point = _slope(
-                x, np.array([_ratio(medians[(arch, n)], medians[(baseline, n)]) for n in fit])
-            )
             slopes = np.array(
                 [_slope(x, np.array([boot_ratios[n][r] for n in fit])) for r in range(n_boot)]
             )
@@ -192,7 +187,7 @@ def length_trend(
                     "arch": arch,
                     "baseline": baseline,
                     "lengths": fit,
-                    "slope": point,
+                    "slope": _slope(x, np.array([point[n] for n in fit])),
                     "low": low,
                     "high": high,
                     "unfitted": int(np.isnan(slopes).sum()),

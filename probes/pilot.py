@@ -10,11 +10,13 @@ The stages read finished run directories (``config.json``, ``status.json``) and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlab.errors import ConfigError, VlabError
+from vlab.probes.experiment import ProbeExperiment
 from vlab.rundir import RunDir
 
 # Each arm's two shapes that keep its parameter count (the preset's first), as model overrides.
@@ -98,20 +100,19 @@ def read_cells(sweep_dirs: Iterable[str | Path]) -> list[Cell]:
                     f"{path}: {status.get('state', 'not started')}, not done; finish the sweep "
                     f"(vlab sweep submit ... --out {sweep}) before choosing the next stage"
                 )
-            c = run.read_config()
-            arch = c["model"]["arch"]
+            cfg = ProbeExperiment().config_of(path)  # checked: one line if it is not one
             step = status.get("threshold_step")
             cells.append(
                 Cell(
-                    arch=arch,
-                    lr=float(c["train"]["lr"]),
-                    min_lr_ratio=float(c["train"]["min_lr_ratio"]),
-                    beta2=float(c["train"]["beta2"]),
-                    target_mode=c["task"]["target_mode"],
-                    shape=_shape_of(arch, c["model"].get("overrides") or {}),
-                    seed=int(c["train"]["seed"]),
+                    arch=cfg.model.arch,
+                    lr=cfg.train.lr,
+                    min_lr_ratio=cfg.train.min_lr_ratio,
+                    beta2=cfg.train.beta2,
+                    target_mode=cfg.task.target_mode,
+                    shape=_shape_of(cfg.model.arch, cfg.model.overrides),
+                    seed=cfg.train.seed,
                     reached=step is not None,
-                    examples=None if step is None else int(step) * int(c["train"]["batch_size"]),
+                    examples=None if step is None else step * cfg.train.batch_size,
                     accuracy=status.get("accuracy"),
                 )
             )
@@ -159,8 +160,6 @@ def seed_runs(cells: list[Cell], per_arm: int = 3, seeds: tuple[int, ...] = (1, 
 def pilot_dirs(variable: str = "VLAB_PILOT") -> list[Path]:
     """The finished pilot sweeps a later stage is chosen from: ``$VLAB_PILOT``, directories
     separated by ``os.pathsep``. Unset is an error that says what to set."""
-    import os
-
     value = os.environ.get(variable)
     if not value:
         raise VlabError(

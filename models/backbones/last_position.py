@@ -65,6 +65,22 @@ def _last_query_attention(
     return attention.dense(out.transpose(1, 2).reshape(n, 1, -1))
 
 
+def _prenorm(block: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pre-norm block's (normed input at every position (N, T, D), residual at the last
+    (N, 1, D)), as transformers' Mamba, Mamba-2 and vlab's attention blocks compute them."""
+    residual = hidden_states[:, -1:]
+    normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
+    if block.residual_in_fp32:
+        residual = residual.to(torch.float32)
+    return normed, residual
+
+
+def _rows(linear: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """``linear`` restricted to its output rows ``rows`` (part of a fused projection)."""
+    bias = None if linear.bias is None else linear.bias[rows]
+    return F.linear(x, linear.weight[rows], bias)
+
+
 def _padded(last: torch.Tensor, length: int) -> torch.Tensor:
     """(N, 1, D) -> (N, length, D): zeros, then the last position's row."""
     return F.pad(last, (0, 0, length - 1, 0))
@@ -95,10 +111,7 @@ def _attention_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
 
     def forward(hidden_states, attention_mask=None, position_embeddings=None, **kwargs):
         _check_plain(attention_mask, kwargs, block)
-        residual = hidden_states[:, -1:]
-        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
-        if block.residual_in_fp32:
-            residual = residual.to(torch.float32)
+        normed, residual = _prenorm(block, hidden_states)
         out = residual + _last_query_attention(block.mixer, normed, position_embeddings)
         return _padded(out, hidden_states.shape[1])
 
@@ -119,14 +132,10 @@ def _mamba_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
 
     def forward(hidden_states, cache=None, attention_mask=None, **kwargs):
         _refuse_unless(attention_mask is None or bool(attention_mask.all()), cache, block)
-        residual = hidden_states[:, -1:]
-        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
-        if block.residual_in_fp32:
-            residual = residual.to(torch.float32)
+        normed, residual = _prenorm(block, hidden_states)
         width = mixer.intermediate_size
-        weight, bias = mixer.in_proj.weight, mixer.in_proj.bias
-        x = F.linear(normed, weight[:width], None if bias is None else bias[:width])
-        gate = F.linear(normed[:, -1], weight[width:], None if bias is None else bias[width:])
+        x = _rows(mixer.in_proj, normed, slice(None, width))
+        gate = _rows(mixer.in_proj, normed[:, -1], slice(width, None))
         x = hf.causal_conv1d_fn(
             x.transpose(1, 2),
             mixer.conv1d.weight.squeeze(1),
@@ -168,14 +177,10 @@ def _mamba2_block_forward(block: nn.Module) -> Callable[..., torch.Tensor]:
     def forward(hidden_states, cache=None, attention_mask=None, **kwargs):
         _refuse_unless(attention_mask is None or bool(attention_mask.all()), cache, block)
         n, length, _ = hidden_states.shape
-        residual = hidden_states[:, -1:]
-        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
-        if block.residual_in_fp32:
-            residual = residual.to(torch.float32)
+        normed, residual = _prenorm(block, hidden_states)
         width = mixer.intermediate_size
-        weight, bias = mixer.in_proj.weight, mixer.in_proj.bias
-        xbc_dt = F.linear(normed, weight[width:], None if bias is None else bias[width:])
-        gate = F.linear(normed[:, -1:], weight[:width], None if bias is None else bias[:width])
+        xbc_dt = _rows(mixer.in_proj, normed, slice(width, None))
+        gate = _rows(mixer.in_proj, normed[:, -1:], slice(None, width))
         xbc, dt = xbc_dt.split([mixer.conv_dim, mixer.num_heads], dim=-1)
         xbc = hf.causal_conv1d_fn(
             xbc.transpose(1, 2),

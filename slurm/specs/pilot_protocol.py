@@ -12,6 +12,9 @@ its own, AdamW's beta2 (0.999 or 0.98): 28 runs per arm. The arms' recipes
 and stage 3 (three seeds for each arm's three best cells) follow the rule in the README.
 """
 
+from collections.abc import Callable
+
+from vlab.probes.pilot import Cell, pilot_dirs, read_cells
 from vlab.slurm.spec import SweepSpec
 
 ARMS = ["pythia", "mamba", "mamba2", "hybrid"]
@@ -36,3 +39,10 @@ SPEC = SweepSpec(
         "model.arch": ARMS,
     },
 )
+
+
+def later_stage(name: str, description: str, choose: Callable[[list[Cell]], list[dict]]):
+    """A later stage: the runs ``choose`` (``vlab.probes.pilot.shape_runs`` or ``seed_runs``)
+    picks from the finished sweeps of ``$VLAB_PILOT``, on stage 1's base."""
+    runs = choose(read_cells(pilot_dirs()))
+    return SweepSpec(name=name, description=description, base=SPEC.base, runs=runs)

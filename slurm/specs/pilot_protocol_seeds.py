@@ -8,17 +8,15 @@ cell with the smallest Kaplan-Meier median over its three seeds (README, "The eq
 search").
 """
 
-from vlab.probes.pilot import pilot_dirs, read_cells, seed_runs
+from vlab.probes.pilot import seed_runs
 from vlab.slurm.spec import SweepSpec
-from vlab.slurm.specs.pilot_protocol import SPEC as STAGE_1
+from vlab.slurm.specs.pilot_protocol import later_stage
 
 
 def sweep() -> SweepSpec:
-    cells = read_cells(pilot_dirs())
-    return SweepSpec(
-        name="pilot-protocol-seeds",
-        description="Stage 3 of the equal pilot search: seeds 1 and 2 for each arm's three best "
+    return later_stage(
+        "pilot-protocol-seeds",
+        "Stage 3 of the equal pilot search: seeds 1 and 2 for each arm's three best "
         "cells of stages 1 and 2 (6 runs per arm).",
-        base=STAGE_1.base,
-        runs=seed_runs(cells),
+        seed_runs,
     )

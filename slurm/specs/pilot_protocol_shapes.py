@@ -7,17 +7,15 @@ encoding (position, vocab) x the arm's two parameter-preserving shapes
 budget. Set ``VLAB_PILOT`` to the finished ``pilot-protocol`` sweep directory.
 """
 
-from vlab.probes.pilot import pilot_dirs, read_cells, shape_runs
+from vlab.probes.pilot import shape_runs
 from vlab.slurm.spec import SweepSpec
-from vlab.slurm.specs.pilot_protocol import SPEC as STAGE_1
+from vlab.slurm.specs.pilot_protocol import later_stage
 
 
 def sweep() -> SweepSpec:
-    cells = read_cells(pilot_dirs())
-    return SweepSpec(
-        name="pilot-protocol-shapes",
-        description="Stage 2 of the equal pilot search: target encoding x shape at each arm's "
+    return later_stage(
+        "pilot-protocol-shapes",
+        "Stage 2 of the equal pilot search: target encoding x shape at each arm's "
         "two best stage-1 cells (6 runs per arm).",
-        base=STAGE_1.base,
-        runs=shape_runs(cells),
+        shape_runs,
     )

@@ -96,3 +96,9 @@ def test_the_stage_specs_expand_from_the_sweep_they_are_given(stage1, monkeypatc
     assert {c["model"]["overrides"]["num_attention_heads"] for c in pythia} == {2, 4}
     assert {r.config["task"]["length"] for r in shapes} == {16}
     assert len(expand(load_spec("pilot-protocol-seeds"))) == 12
+
+
+def test_a_run_whose_config_is_not_a_probe_config_is_named(stage1):
+    (stage1 / "runs" / "pythia-0.001" / "config.json").write_text('{"model": {"arch": "gpt9"}}')
+    with pytest.raises(VlabError, match="pythia-0.001/config.json: not a probe run's config"):
+        read_cells([stage1])
