@@ -87,6 +87,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pilot(args: argparse.Namespace) -> int:
+    from vlab.probes.pilot import choice_table, choices, describe, lr_grid, ranked, read_cells
+
+    cells = read_cells(args.sweeps)
+    chosen = choices(cells)
+    if not chosen:
+        print(f"no cell has 3 seeds yet (stage 3); best one-seed cells of {len(cells)} runs:")
+        for arch in sorted({c.arch for c in cells}):
+            for c in ranked(cells, arch)[:3]:
+                outcome = (
+                    f"0.95 at {c.examples:,} examples"
+                    if c.reached
+                    else f"final accuracy {c.accuracy or 0.0:.2f}"
+                )
+                print(f"  {arch}: {describe(c)}: {outcome}")
+        return 0
+    print(choice_table(chosen))
+    print()
+    for arch, options in chosen.items():
+        best = options[0].cell
+        grid = ", ".join(f"{lr:g}" for lr in lr_grid(best.lr))
+        print(f"{arch}: {describe(best)}; learning-rate grid {grid}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     probe = subparsers.add_parser("probe", help="synthetic retrieval probes")
     sub = probe.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
@@ -133,3 +158,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--out", required=True, help="run directory to create or resume")
     run.set_defaults(func=_run)
+    pilot = sub.add_parser(
+        "pilot",
+        help="read finished pilot sweeps: the recipe rule's table and each arm's recipe",
+        description="Apply the equal pilot search's recipe rule (README, 'The equal pilot "
+        "search') to finished pilot sweep directories: every cell run at 3 seeds, ranked by "
+        "its Kaplan-Meier median of examples to 0.95, and each arm's chosen cell with its "
+        "learning-rate grid.",
+    )
+    pilot.add_argument("sweeps", nargs="+", help="finished pilot sweep directories")
+    pilot.set_defaults(func=_pilot)

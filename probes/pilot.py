@@ -10,6 +10,7 @@ The stages read finished run directories (``config.json``, ``status.json``) and 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ SHAPES: dict[str, tuple[dict, dict]] = {
     "mamba2": ({"num_heads": 8, "head_dim": 16}, {"num_heads": 16, "head_dim": 8}),
 }
 TARGETS = ("position", "vocab")
+# Stage 1's learning-rate grid, the same for every arm (log-spaced, 3e-4 to 1e-2).
+LRS = (3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2)
 
 
 @dataclass(frozen=True)
@@ -167,3 +170,91 @@ def pilot_dirs(variable: str = "VLAB_PILOT") -> list[Path]:
             f"(separated by '{os.pathsep}'), e.g. {variable}=runs/pilot-protocol"
         )
     return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One stage-3 cell over its seeds, as the recipe rule reads it."""
+
+    cell: Cell  # the seed-0 run's settings (its outcome fields are seed 0's)
+    seeds: int
+    reached: int  # seeds that reached the threshold
+    median: float  # Kaplan-Meier median of examples to the threshold; inf if not reached
+    mean_accuracy: float  # mean held-out accuracy at the last evaluation
+
+    @property
+    def sort_key(self) -> tuple:
+        """The README's recipe rule: smaller median; then more seeds reaching; then higher mean
+        final accuracy; then the smaller learning rate."""
+        return (self.median, -self.reached, -self.mean_accuracy, self.cell.lr)
+
+
+def km_median(examples: list[int | None]) -> float:
+    """The Kaplan-Meier median of examples to the threshold over seeds (``None``: not reached).
+
+    A run that misses the threshold is censored at the end of its budget, after every run that
+    reached it, so the survival curve falls by 1/n at each reaching run in order and the median
+    is the ceil(n/2)-th smallest reaching count (``inf`` when fewer than half reached): the same
+    number :func:`vlab.analysis.stats.km_median` gives for such data, without importing the
+    analysis layer into the experiment's."""
+    reached = sorted(e for e in examples if e is not None)
+    need = -(-len(examples) // 2)
+    return float(reached[need - 1]) if len(examples) and len(reached) >= need else math.inf
+
+
+def choices(cells: list[Cell], seeds: int = 3) -> dict[str, list[Choice]]:
+    """Per arm, every cell run at ``seeds`` seeds (stage 3's), best first by the recipe rule."""
+    by_key: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        by_key.setdefault(c.key, []).append(c)
+    out: dict[str, list[Choice]] = {}
+    for group in by_key.values():
+        if len({c.seed for c in group}) < seeds:
+            continue
+        group = sorted(group, key=lambda c: c.seed)
+        accuracies = [c.accuracy if c.accuracy is not None else 0.0 for c in group]
+        choice = Choice(
+            cell=group[0],
+            seeds=len(group),
+            reached=sum(c.reached for c in group),
+            median=km_median([c.examples if c.reached else None for c in group]),
+            mean_accuracy=sum(accuracies) / len(accuracies),
+        )
+        out.setdefault(group[0].arch, []).append(choice)
+    return {arch: sorted(v, key=lambda ch: ch.sort_key) for arch, v in sorted(out.items())}
+
+
+def lr_grid(lr: float, grid: tuple[float, ...] = LRS) -> tuple[float, ...]:
+    """``lr`` and its two neighbours on ``grid`` (the two nearest on one side at its ends)."""
+    if lr not in grid:
+        raise ConfigError("train.lr", f"{lr} is not on the pilot's grid {grid}")
+    i = min(max(grid.index(lr), 1), len(grid) - 2)
+    return grid[i - 1 : i + 2]
+
+
+def describe(cell: Cell) -> str:
+    """A cell's settings in words, e.g. ``lr 2e-3, cosine, beta2 0.98, vocab, heads 4``."""
+    schedule = (
+        "cosine"
+        if cell.min_lr_ratio == 0.0
+        else ("constant" if cell.min_lr_ratio == 1.0 else f"min_lr_ratio {cell.min_lr_ratio:g}")
+    )
+    shape = ", ".join(f"{k} {v}" for k, v in cell.shape)
+    return f"lr {cell.lr:g}, {schedule}, beta2 {cell.beta2:g}, {cell.target_mode}, {shape}"
+
+
+def choice_table(chosen: dict[str, list[Choice]], batch_size: int = 64) -> str:
+    """The recipe rule's reading of stage 3 as a Markdown table, best cell of each arm first
+    (the README's; ``vlab probe pilot`` prints it)."""
+    rows = [
+        "| arch | cell | seeds reaching 0.95 | KM median steps | mean final accuracy | chosen |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for arch, options in chosen.items():
+        for i, ch in enumerate(options):
+            median = "not reached" if math.isinf(ch.median) else f"{ch.median / batch_size:,.0f}"
+            rows.append(
+                f"| {arch} | {describe(ch.cell)} | {ch.reached}/{ch.seeds} | {median} | "
+                f"{ch.mean_accuracy:.2f} | {'yes' if i == 0 else ''} |"
+            )
+    return "\n".join(rows)

@@ -21,38 +21,50 @@ from vlab.errors import ConfigError
 
 @dataclass(frozen=True)
 class Recipe:
-    """An arm's settings that differ from the others' (dotted config keys) beyond the learning
-    rate, and its learning-rate grid: the best rate of stage 3 (three seeds) in the middle,
-    its neighbours around it (the smallest Kaplan-Meier median of steps to 0.95 where any seed
-    reached it, the hybrid's 1e-3 with 2 of 3 seeds; else the best mean final accuracy)."""
+    """An arm's chosen cell: its learning rate, the settings that go with it (dotted config
+    keys: schedule, betas, target encoding, shape overrides), and the default experiment's
+    learning-rate grid around it (``vlab.probes.pilot.lr_grid``)."""
 
+    lr: float
     settings: dict
     lrs: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        if self.lr not in self.lrs:
+            raise ConfigError("train.lr", f"the recipe's {self.lr} is not on its grid {self.lrs}")
 
-# One line per arm. Pythia: AdamW betas (0.9, 0.98), constant after warmup, best of stage 1 at
-# every lr tried. Mamba: the defaults (betas (0.9, 0.999), cosine decay to 0) were its best in
-# stage 1. Mamba-2 and the hybrid: constant after warmup with betas (0.9, 0.98), each one's
-# best schedule in stage 1.
+
 ARMS: dict[str, Recipe] = {
-    "pythia": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (5e-4, 1e-3, 2e-3)),
-    "mamba": Recipe({"train.beta2": 0.999, "train.min_lr_ratio": 0.0}, (2e-3, 3e-3, 4e-3)),
-    "mamba2": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (2e-3, 3e-3, 4e-3)),
-    "hybrid": Recipe({"train.beta2": 0.98, "train.min_lr_ratio": 1.0}, (5e-4, 1e-3, 2e-3)),
+    "pythia": Recipe(
+        1e-3,
+        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
+        (5e-4, 1e-3, 2e-3),
+    ),
+    "mamba": Recipe(
+        3e-3,
+        {"train.beta2": 0.999, "train.min_lr_ratio": 0.0, "task.target_mode": "position"},
+        (2e-3, 3e-3, 4e-3),
+    ),
+    "mamba2": Recipe(
+        3e-3,
+        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
+        (2e-3, 3e-3, 4e-3),
+    ),
+    "hybrid": Recipe(
+        1e-3,
+        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
+        (5e-4, 1e-3, 2e-3),
+    ),
 }
-# The pilot's target encoding for every arm (added position tokens; the built-in CPU specs set
-# it in their base).
-TARGET_MODE = "position"
 RECIPES: dict[str, dict] = {arch: recipe.settings for arch, recipe in ARMS.items()}
 LR_GRIDS: dict[str, tuple[float, ...]] = {arch: recipe.lrs for arch, recipe in ARMS.items()}
 
 
 def best_lr(arch: str) -> float:
-    """The centre of ``arch``'s grid: its best learning rate in the pilot search."""
-    grid = LR_GRIDS.get(arch)
-    if grid is None:
-        raise ConfigError("model.arch", f"no tuned recipe for {arch!r} ({', '.join(LR_GRIDS)})")
-    return grid[len(grid) // 2]
+    """``arch``'s chosen learning rate in the pilot search."""
+    if arch not in ARMS:
+        raise ConfigError("model.arch", f"no tuned recipe for {arch!r} ({', '.join(ARMS)})")
+    return ARMS[arch].lr
 
 
 def arm_runs(arch: str, lrs: tuple[float, ...] | None = None, seeds: tuple[int, ...] = (0,)):
@@ -74,10 +86,9 @@ def arm_runs(arch: str, lrs: tuple[float, ...] | None = None, seeds: tuple[int, 
 
 def recipe_defaults(arch: str, preset: str, pretrained: str | None) -> dict:
     """What ``vlab probe run --arch ARCH`` trains with where the user says nothing: the arm's
-    recipe (its settings and the centre of its learning-rate grid) and the target encoding the
-    pilot chose for every arm (:data:`TARGET_MODE`), as nested config, for the ``tiny`` preset
-    the pilot search tuned them on; ``{}`` for any other preset or a pretrained checkpoint,
-    which the pilot never searched (the config's defaults apply)."""
+    recipe (its learning rate and settings) as nested config, for the ``tiny`` preset the pilot
+    search tuned it on; ``{}`` for any other preset or a pretrained checkpoint, which the pilot
+    never searched (the config's defaults apply)."""
     if preset != "tiny" or pretrained is not None or arch not in ARMS:
         return {}
-    return nest({"task.target_mode": TARGET_MODE, "train.lr": best_lr(arch), **ARMS[arch].settings})
+    return nest({"train.lr": best_lr(arch), **ARMS[arch].settings})

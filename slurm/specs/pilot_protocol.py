@@ -14,11 +14,10 @@ and stage 3 (three seeds for each arm's three best cells) follow the rule in the
 
 from collections.abc import Callable
 
-from vlab.probes.pilot import Cell, pilot_dirs, read_cells
+from vlab.probes.pilot import LRS, Cell, pilot_dirs, read_cells
 from vlab.slurm.spec import SweepSpec
 
 ARMS = ["pythia", "mamba", "mamba2", "hybrid"]
-LRS = [3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2]
 SCHEDULES = {"cosine": 0.0, "constant": 1.0}  # train.min_lr_ratio
 BETA2 = [0.999, 0.98]
 
@@ -33,7 +32,7 @@ SPEC = SweepSpec(
     },
     # the arm is the innermost axis: a sweep cut short has covered every arm alike
     axes={
-        "train.lr": LRS,
+        "train.lr": list(LRS),
         "train.min_lr_ratio": list(SCHEDULES.values()),
         "train.beta2": BETA2,
         "model.arch": ARMS,

@@ -102,3 +102,75 @@ def test_a_run_whose_config_is_not_a_probe_config_is_named(stage1):
     (stage1 / "runs" / "pythia-0.001" / "config.json").write_text('{"model": {"arch": "gpt9"}}')
     with pytest.raises(VlabError, match="pythia-0.001/config.json: not a probe run's config"):
         read_cells([stage1])
+
+
+def test_km_median_is_the_middle_reaching_count_and_inf_below_half():
+    from vlab.probes.pilot import km_median
+
+    assert km_median([300, None, 100]) == 300  # S falls to 1/3 at the second reaching run
+    assert km_median([300, 200, 100]) == 200
+    assert km_median([None, None, 100]) == float("inf")
+    assert km_median([100, None, None, 400]) == 400  # n = 4: S = 0.5 at the second
+    assert km_median([]) == float("inf")
+
+
+def test_km_median_agrees_with_the_reports_kaplan_meier():
+    import numpy as np
+
+    from vlab.analysis.length_trend import km_median_point
+    from vlab.probes.pilot import km_median
+
+    budget = 10_000
+    for examples in ([300, None, 100], [None, 50, 50], [7, 3, None, None, 5], [None, None, 1]):
+        times = np.array([budget if e is None else e for e in examples], dtype=float)
+        events = np.array([e is not None for e in examples])
+        assert km_median(examples) == km_median_point(times, events)
+
+
+def test_the_recipe_rule_ranks_stage_3_cells_by_median_then_reaching_then_accuracy(tmp_path):
+    from vlab.probes.pilot import choice_table, choices
+
+    sweep = tmp_path / "stage3"
+    outcomes = {  # lr: per seed (threshold step or None, final accuracy)
+        1e-3: [(100, 0.96), (None, 0.90), (300, 0.96)],  # median 300 steps
+        2e-3: [(200, 0.96), (250, 0.96), (None, 0.5)],  # median 250: best
+        3e-3: [(50, 0.96), (None, 0.8), (None, 0.8)],  # 1 of 3: no median
+        5e-3: [(None, 0.9), (None, 0.9), (None, 0.9)],  # none, higher accuracy than 1e-2
+        1e-2: [(None, 0.7), (None, 0.7), (None, 0.7)],
+    }
+    for lr, runs in outcomes.items():
+        for seed, (step, acc) in enumerate(runs):
+            write_run(sweep, f"m-{lr}-{seed}", "mamba", lr, step=step, accuracy=acc, seed=seed)
+    write_run(sweep, "one-seed", "mamba", 3e-4, step=10, accuracy=0.99)  # not a stage-3 cell
+    chosen = choices(read_cells([sweep]))
+    assert [c.cell.lr for c in chosen["mamba"]] == [2e-3, 1e-3, 3e-3, 5e-3, 1e-2]
+    best = chosen["mamba"][0]
+    assert (best.reached, best.median, best.seeds) == (2, 250 * 64, 3)
+    table = choice_table(chosen)
+    assert "| mamba | lr 0.002, cosine, beta2 0.999, position, state_size 16 | 2/3 | 250 |" in table
+    assert table.count("| yes |") == 1
+
+
+def test_the_grid_is_the_chosen_rate_and_its_neighbours_on_stage_1s_grid():
+    from vlab.errors import ConfigError
+    from vlab.probes.pilot import LRS, lr_grid
+
+    assert lr_grid(2e-3) == (1e-3, 2e-3, 3e-3)
+    assert lr_grid(3e-4) == (3e-4, 5e-4, 1e-3)
+    assert lr_grid(1e-2) == (3e-3, 5e-3, 1e-2)
+    assert lr_grid(LRS[1]) == LRS[:3]
+    with pytest.raises(ConfigError, match="train.lr"):
+        lr_grid(4e-3)
+
+
+def test_vlab_probe_pilot_prints_the_rules_reading_of_the_shipped_stage_1(capsys):
+    from pathlib import Path
+
+    from vlab.cli import main
+
+    stage1 = Path(__file__).resolve().parents[2] / "results" / "pilot-protocol"
+    assert main(["probe", "pilot", str(stage1)]) == 0
+    out = capsys.readouterr().out
+    assert "no cell has 3 seeds yet" in out
+    # stage 1's one cell that reached 0.95 ranks first for its arm
+    assert "hybrid: lr 0.001, constant, beta2 0.98, position, state_size 16: 0.95 at" in out
