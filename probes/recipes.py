@@ -1,14 +1,14 @@
-"""Each arm's training recipe for the tiny probe presets, as found by the pilot search.
+"""Each arm's training recipe for the tiny probe presets, as the equal pilot search chose it.
 
-Every arm got the same pilot search (README, "The pilot search"; built-in specs
-``pilot-tiny``, ``pilot-tiny-shapes``, ``pilot-tiny-seeds`` for Pythia and Mamba,
-``pilot-tiny-arms``, ``pilot-tiny-arms-shapes``, ``pilot-tiny-arms-seeds`` for Mamba-2 and the
-hybrid): learning rate, optimizer betas and schedule, target encoding, and the shape settings
-that keep the parameter count. Each arm's preset shape was its best (or, for Mamba-2, no
-shape was better). The recipes below are those results, and the learning-rate grids are
-centred on each arm's best rate with one neighbour on each side, as the paper's protocol has
-three learning rates per architecture. Specs build their runs from here, so a default sweep and
-its quick variant cannot drift apart.
+Every arm got the same search at L = 16 (README, "The equal pilot search"; specs
+``pilot-protocol``, ``pilot-protocol-shapes``, ``pilot-protocol-seeds``; the rule is
+:mod:`vlab.probes.pilot`): one learning-rate grid, schedule and AdamW's beta2 searched
+independently, both target encodings, each arm's parameter-preserving shapes, three seeds for
+each arm's three best cells. Each arm's recipe is the cell the rule chose, and its grid that
+learning rate with its two neighbours on the pilot's grid, as the paper's protocol has three
+learning rates per architecture. Specs build their runs from here, so a default sweep and its
+quick variant cannot drift apart. (The earlier, unequal pilot's specs, ``pilot-tiny*``, stay
+for their recorded results.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from vlab.config import nest
 from vlab.errors import ConfigError
+from vlab.probes.pilot import lr_grid
 
 
 @dataclass(frozen=True)
@@ -34,27 +35,21 @@ class Recipe:
             raise ConfigError("train.lr", f"the recipe's {self.lr} is not on its grid {self.lrs}")
 
 
+def _recipe(lr: float, schedule: float, beta2: float, targets: str, **shape) -> Recipe:
+    """A recipe from the rule's chosen cell: ``schedule`` is ``train.min_lr_ratio`` (0 cosine
+    decay to 0, 1 constant after warmup), ``shape`` the arm's shape overrides."""
+    settings = {"train.beta2": beta2, "train.min_lr_ratio": schedule, "task.target_mode": targets}
+    settings.update({f"model.overrides.{k}": v for k, v in shape.items()})
+    return Recipe(lr, settings, lr_grid(lr))
+
+
+# The equal pilot's choice per arm (README, "The equal pilot search": stage 3's table; a test
+# applies the rule to the records in results/ and checks these lines against it).
 ARMS: dict[str, Recipe] = {
-    "pythia": Recipe(
-        1e-3,
-        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
-        (5e-4, 1e-3, 2e-3),
-    ),
-    "mamba": Recipe(
-        3e-3,
-        {"train.beta2": 0.999, "train.min_lr_ratio": 0.0, "task.target_mode": "position"},
-        (2e-3, 3e-3, 4e-3),
-    ),
-    "mamba2": Recipe(
-        3e-3,
-        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
-        (2e-3, 3e-3, 4e-3),
-    ),
-    "hybrid": Recipe(
-        1e-3,
-        {"train.beta2": 0.98, "train.min_lr_ratio": 1.0, "task.target_mode": "position"},
-        (5e-4, 1e-3, 2e-3),
-    ),
+    "pythia": _recipe(2e-3, 0.0, 0.98, "vocab", num_attention_heads=4),
+    "mamba": _recipe(3e-3, 1.0, 0.98, "position", state_size=16),
+    "mamba2": _recipe(2e-3, 1.0, 0.999, "position", num_heads=8, head_dim=16),
+    "hybrid": _recipe(1e-3, 1.0, 0.98, "position", state_size=16),
 }
 RECIPES: dict[str, dict] = {arch: recipe.settings for arch, recipe in ARMS.items()}
 LR_GRIDS: dict[str, tuple[float, ...]] = {arch: recipe.lrs for arch, recipe in ARMS.items()}

@@ -20,7 +20,8 @@ def test_arm_runs_cross_the_grid_with_seeds_and_carry_the_recipe():
         (lr, s) for lr in LR_GRIDS["pythia"] for s in (0, 1, 2)
     }
     assert all(r["model.init_seed"] == r["train.seed"] for r in runs)
-    assert all(r["train.beta2"] == 0.98 and r["train.min_lr_ratio"] == 1.0 for r in runs)
+    assert all(r["train.beta2"] == 0.98 and r["train.min_lr_ratio"] == 0.0 for r in runs)
+    assert all(r["model.overrides.num_attention_heads"] == 4 for r in runs)
     assert [r["train.lr"] for r in arm_runs("mamba", lrs=(1e-3,))] == [1e-3]
 
 
@@ -44,7 +45,9 @@ def test_vlab_probe_run_trains_each_arm_with_its_recipe_unless_told_otherwise(ar
 
     cfg = _cli_config("--arch", arch)
     assert cfg.train.lr == best_lr(arch) == LR_GRIDS[arch][1]
-    assert cfg.task.target_mode == "position"
+    assert cfg.task.target_mode == RECIPES[arch]["task.target_mode"]
+    shape = {k.split(".")[-1]: v for k, v in RECIPES[arch].items() if k.startswith("model.")}
+    assert shape and cfg.model.overrides == shape
     assert (cfg.train.beta2, cfg.train.min_lr_ratio) == (
         RECIPES[arch]["train.beta2"],
         RECIPES[arch]["train.min_lr_ratio"],
@@ -73,5 +76,30 @@ def test_a_pretrained_checkpoint_gets_no_tiny_recipe():
     assert recipe_defaults("mamba", "tiny", "/ckpt/mamba") == {}
     assert recipe_defaults("mamba", "tiny", None) == {
         "task": {"target_mode": "position"},
-        "train": {"lr": 3e-3, "beta2": 0.999, "min_lr_ratio": 0.0},
+        "train": {"lr": 3e-3, "beta2": 0.98, "min_lr_ratio": 1.0},
+        "model": {"overrides": {"state_size": 16}},
     }
+
+
+def test_the_recipes_are_the_pilot_rules_choice_from_the_shipped_run_records():
+    """recipes.py is the equal pilot's outcome, not anyone's pick: the rule
+    (``vlab.probes.pilot.choices``) applied to the three stages' records in ``results/``
+    chooses exactly each arm's recipe and grid."""
+    from pathlib import Path
+
+    from vlab.probes.pilot import choices, lr_grid, read_cells
+    from vlab.probes.recipes import ARMS
+
+    results = Path(__file__).resolve().parents[2] / "results"
+    stages = ("pilot-protocol", "pilot-protocol-shapes", "pilot-protocol-seeds")
+    chosen = choices(read_cells([results / s for s in stages]))
+    assert set(chosen) == set(ARMS)
+    for arch, recipe in ARMS.items():
+        best = chosen[arch][0].cell
+        assert recipe.lr == best.lr and recipe.lrs == lr_grid(best.lr), arch
+        assert recipe.settings == {
+            "train.beta2": best.beta2,
+            "train.min_lr_ratio": best.min_lr_ratio,
+            "task.target_mode": best.target_mode,
+            **{f"model.overrides.{k}": v for k, v in best.shape},
+        }, arch

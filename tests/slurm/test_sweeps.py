@@ -16,6 +16,7 @@ from vlab.errors import VlabError
 from vlab.fileio import read_jsonl
 from vlab.locks import acquire, lock_holder
 from vlab.probes.recipes import LR_GRIDS
+from vlab.probes.tasks import num_sequences
 from vlab.slurm.executors import worker_threads
 from vlab.slurm.spec import SweepSpec, builtin_specs, config_id, count_runs, expand, load_spec
 from vlab.slurm.status import sweep_status
@@ -137,9 +138,12 @@ def test_builtin_specs_expand(monkeypatch):
         key = (c["model"]["arch"], c["task"]["variant"], c["task"]["length"])
         cells.setdefault(key, set()).add((c["train"]["lr"], c["train"]["seed"]))
         assert c["model"]["init_seed"] == c["train"]["seed"]
-        assert c["task"]["pool_size"] >= c["task"]["length"]
+        length, pool = c["task"]["length"], c["task"]["pool_size"]
+        assert pool >= 2 * length
+        # no panel is degenerate: a run draws fewer examples than the task has
+        assert c["train"]["steps"] * c["train"]["batch_size"] < num_sequences(pool, length)
     lengths = {k[2] for k in cells}
-    assert max(lengths) >= 4 * min(lengths)
+    assert max(lengths) >= 4 * min(lengths) and max(lengths) >= 16
     assert {k[0] for k in cells} == {"pythia", "mamba"} and {k[1] for k in cells} == {
         "suffix",
         "prefix",
@@ -370,7 +374,7 @@ def test_builtin_cpu_small_spec_completes_locally(capsys, tmp_path):
     rows = sweep_status(SweepDir(out))
     assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
     assert {r["name"] for r in rows} == {
-        f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (3, 6)
+        f"{a}-{v}-L{n}" for a in ("pythia", "mamba") for v in ("suffix", "prefix") for n in (4, 8)
     }
 
 
