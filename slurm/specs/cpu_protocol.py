@@ -12,10 +12,12 @@ The pool of patch tokens is 2L (as the issue's reference and the task's default)
 times over; 16 gives 174,720, more than a run ever draws (a test checks every panel). So L = 4
 and 8 share a pool of 16 and L = 16 has 32.
 
-Why this budget: the whole main job should fit 20 minutes on 2 cores. Measured in the equal
-pilot (two runs side by side), a tiny Pythia step at L = 16 costs about 22 ms and a Mamba step
-43 ms, and at L = 16 no Pythia or Mamba cell reached 0.95 in 3,000 steps (README, "The equal
-pilot search"), so most runs at the longest length use the whole budget. ``--set
+Why this budget: the whole main job is meant to fit 20 minutes on 2 cores, and it does not
+yet: measured from a fresh clone it took 32 minutes, 26 of them the sweep (README, "The
+default experiment"). In the equal pilot (two runs side by side) a tiny Pythia step at L = 16
+cost about 22 ms and a Mamba step 43 ms, and at L = 16 no Pythia or Mamba cell reached 0.95
+in 3,000 steps (README, "The equal pilot search"), so every run at the longest length uses
+the whole budget; a smaller budget would leave L = 8 unreached too. ``--set
 train.steps=...`` scales it up where there is more compute.
 """
 
