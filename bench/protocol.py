@@ -1,11 +1,14 @@
 """The probe protocol's cost per training step, per arm and context length, before and after
 vlab's CPU shortcuts, timed side by side in one process.
 
-What a sweep run pays per optimizer step: the batch drawn from the task (batch 64, target
-encoding ``position``), forward and backward through the tiny preset, gradient clipping and
-AdamW, plus its share of the held-out evaluation that the engine runs every 1% of the budget
-(``BenchPlan.protocol_budget`` steps: an evaluation every budget / 100 steps). Checkpoint
-writes are left out (disk, not compute).
+What a sweep run pays per optimizer step: the batch drawn from the task
+(``BenchPlan.protocol_batch``: 64, target encoding ``position``), forward and backward through
+the tiny preset, gradient clipping and AdamW, plus its share of the held-out evaluation that
+the engine runs every 1% of the budget (``BenchPlan.protocol_budget`` steps: an evaluation
+every budget / 100 steps). Checkpoint writes are left out (disk, not compute). Always the tiny
+preset and the probes' batch, whatever ``BenchPlan.preset``, ``pretrained`` and ``batch`` give
+the models' own measurements: this times the probe protocol, and the protocol trains the tiny
+preset.
 
 "Before" runs the same models on the same batches with the shortcuts switched off: the
 final block on every position (:func:`~vlab.models.backbones.last_position.full_forward`) and,
@@ -31,6 +34,7 @@ from vlab.probes.config import ProbeRunConfig, resolve
 from vlab.probes.train_task import ProbeTrainTask
 from vlab.training.engine import make_optimizer
 
+PRESET = "tiny"  # the probes' preset, whatever preset the plan gives the models' measurements
 STEPS_PER_TIMING = 4  # optimizer steps per timed call: one step is too short to time alone
 
 
@@ -51,7 +55,7 @@ def protocol_task(arch: str, length: int, batch: int, device: torch.device):
         from_dict(
             ProbeRunConfig,
             {
-                "model": {"arch": arch, "preset": "tiny"},
+                "model": {"arch": arch, "preset": PRESET},
                 "task": {"length": length, "target_mode": "position"},
                 "train": {"batch_size": batch, "device": str(device)},
             },
@@ -106,7 +110,7 @@ def bench_protocol(plan: BenchPlan, device: torch.device, log=print) -> dict:
     rows = []
     for length in plan.protocol_lengths:
         for arch in ARCHS:
-            model, task, optimizer = protocol_task(arch, length, plan.batch, device)
+            model, task, optimizer = protocol_task(arch, length, plan.protocol_batch, device)
             train = _train_steps(model, task, optimizer, device)
             evaluate = _evaluation(model, task)
             calls = {
@@ -123,8 +127,9 @@ def bench_protocol(plan: BenchPlan, device: torch.device, log=print) -> dict:
             rows.append(
                 {
                     "arch": arch,
+                    "preset": PRESET,
                     "length": length,
-                    "batch": plan.batch,
+                    "batch": plan.protocol_batch,
                     "eval_every": interval,
                     "step_ms": step,
                     "step_ms_before": step_before,

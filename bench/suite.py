@@ -27,7 +27,10 @@ from vlab.models.ops.selective_scan import install_into_transformers
 
 
 def run_bench(plan: BenchPlan, device: torch.device, log=print) -> dict:
-    """All measurements, as one JSON-ready dict."""
+    """All measurements, as one JSON-ready dict. ``plan`` records the arms' presets and
+    checkpoint directories as asked, ``arms`` each arm's source with the width, depth and
+    parameters of the model the training measurement timed (the other sections build the same
+    sources), so a JSON says which models its numbers are about."""
     install_into_transformers()
     torch.manual_seed(0)
     result = {

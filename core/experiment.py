@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vlab.config import setting
-from vlab.errors import VlabError
+from vlab.errors import ConfigError, VlabError
 from vlab.fileio import atomic_write_json
 from vlab.records import read_json_file, read_record
 
@@ -54,7 +54,9 @@ class Experiment:
     ``name_labels``: dotted key -> short label naming runs by that setting; ``analyses``: what
     ``vlab inspect`` can run on it (empty: not inspectable); ``report_template``: the notebook
     a sweep of it is rendered with; ``phased``: a run goes through phases (training stages,
-    then its evaluation), which its status names in ``stage`` with the evaluated ``benchmarks``.
+    then its evaluation), which its status names in ``stage`` with the evaluated ``benchmarks``;
+    ``rank_sections``: the training sections of its config whose runs may be trained by
+    several processes together (a sweep's ``--gpus-per-node``; empty: one process a run).
     """
 
     kind: ClassVar[str]
@@ -64,6 +66,7 @@ class Experiment:
     analyses: ClassVar[tuple[str, ...]] = ()
     report_template: ClassVar[str]
     phased: ClassVar[bool] = False
+    rank_sections: ClassVar[tuple[str, ...]] = ()
 
     def config_class(self) -> type:
         module, name = self.config_type.split(":")
@@ -73,6 +76,30 @@ class Experiment:
         """The architecture a run's config (not yet resolved) selects, or None when it does
         not say (the config class's default applies)."""
         return setting(config, self.arch_key)
+
+    def check_ranks(self, config: dict, ranks: int) -> None:
+        """Refuse, in one line before anything is submitted, a run of (resolved) ``config``
+        trained by ``ranks`` processes together that this kind cannot use: one whose kind
+        trains in one process (no ``rank_sections``), or whose global batch does not split
+        into ``ranks`` x ``grad_accum`` equal slices in one of its ``rank_sections`` (the
+        training sections of its config, each a :class:`~vlab.training.config.TrainConfig`)."""
+        if ranks <= 1:
+            return
+        if not self.rank_sections:
+            raise VlabError(
+                f"{self.kind} runs train in one process each: a sweep of them spreads its runs "
+                f"over the jobs, not one run over {ranks} processes (leave out --nodes, "
+                "--tasks-per-node and --gpus-per-node)"
+            )
+        for section in self.rank_sections:
+            batch = setting(config, f"{section}.batch_size")
+            accum = setting(config, f"{section}.grad_accum") or 1
+            if isinstance(batch, int) and batch % (ranks * accum):
+                raise ConfigError(
+                    f"{section}.batch_size",
+                    f"{batch} does not split into {ranks} ranks x {accum} micro-batches "
+                    f"(give a multiple of {ranks * accum}, or fewer processes per run)",
+                )
 
     def resolve(self, config: dict) -> dict:
         """The run config with every default written out (what config.json holds), validated

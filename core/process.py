@@ -36,6 +36,17 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{ticks}"
 
 
+def attempt_id() -> str:
+    """Which launch of a multi-process run this process belongs to, the same on all its
+    ranks: the SLURM job and its restart count, else (torchrun) the launching agent, the
+    ranks' common parent, by host, pid and start time."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm:{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    parent = os.getppid()
+    return f"{socket.gethostname()}:{parent}:{process_start(parent)}"
+
+
 def writer_alive(
     host: str | None, pid: int | None, slurm_job_id: str | None, start: str | None = None
 ) -> bool | None:

@@ -34,6 +34,7 @@ from vlab.config import diff
 from vlab.errors import VlabError
 from vlab.experiment import KIND_FILE, record_kind
 from vlab.fileio import append_jsonl, atomic_write_json, write_jsonl
+from vlab.process import attempt_id
 from vlab.records import DamagedFile, parse_record, read_json_file, read_json_lines
 from vlab.run_records import (
     WRITTEN_STATES,
@@ -207,10 +208,23 @@ class RunDir:
         return checked(Status, data, self.status_path, STATUS_FIX)
 
     def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
-        """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old."""
+        """Replace status.json; ``fields`` (step, threshold_step, ...) are merged over the old.
+
+        In a run trained by several processes (``WORLD_SIZE`` > 1) a failure names its rank,
+        and the first failure of an attempt stays: when one rank dies, the others fail next
+        on the broken connection, and their "connection closed" must not replace the words
+        of the rank that failed first."""
         if state not in WRITTEN_STATES:
             raise ValueError(f"unknown run state {state!r}")
-        status = {k: v for k, v in (self.read_status() or {}).items() if k not in ("reason",)}
+        old = self.read_status() or {}
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            fields["attempt"] = attempt_id()
+            if state == "failed":
+                if old.get("state") == "failed" and old.get("attempt") == fields["attempt"]:
+                    return old
+                reason = f"rank {rank} of {world}: {reason}"
+        status = {k: v for k, v in old.items() if k not in ("reason",)}
         status.update(fields)
         status.update(
             state=state,
@@ -397,13 +411,18 @@ class RunDir:
 
 class ReadOnlyRunDir(RunDir):
     """A run directory seen by a non-zero rank of a data-parallel run: it reads the same
-    files (to resume from the same checkpoint) but never writes; rank 0 owns the files."""
+    files (to resume from the same checkpoint) and writes nothing but its own failure; rank 0
+    owns the files."""
 
     def write_config(self, config: dict) -> None:
         pass
 
     def write_status(self, state: str, reason: str | None = None, **fields: Any) -> dict:
-        return {}
+        """Only a failure: the rank that failed is the one that can say why (rank 0 would
+        only see the connection to it close)."""
+        if state != "failed":
+            return {}
+        return super().write_status(state, reason, **fields)
 
     def append_metrics(self, record: dict) -> None:
         pass

@@ -2,15 +2,20 @@
 
 Why: the fast selective scan exists to make Mamba training affordable on CPU (Hugging Face's
 own CPU scan is a Python loop over time, ~100x slower than a GPT-NeoX of the same size); this
-measures what it buys, against the Transformer arm at matched size. Every model is a backbone
-preset (``vlab.models.backbones``), so the numbers describe the models the probes train.
+measures what it buys, against the Transformer arm at matched size. By default every model is
+the tiny backbone preset (``vlab.models.backbones``), so the numbers describe the models the
+probes train; any other size an arm's family names (``BenchPlan.preset`` and ``presets``: the
+papers' sizes, for a GPU) or a local ``save_pretrained`` checkpoint (``BenchPlan.pretrained``:
+a trained model, a real Pythia or Mamba) can stand in for an arm, since MambaVLM's decoding
+comparison is about LMs of a billion parameters and more.
 
 Three measurements of the backbones alone, each alternating the contenders so that load from
-other processes hits them alike, keeping the best of several repeats:
+other processes hits them alike (training on CUDA excepted: there the arms take turns, see
+``BenchPlan.train_alternate``), keeping the best of several repeats:
 
-* training throughput (forward + backward + AdamW) of every arm's tiny preset (non-embedding
-  parameter counts matched within 10%), on probe-shaped batches (batch 64, L context tokens +
-  2), each arm's tokens/s as a ratio of Pythia's, and of Mamba
+* training throughput (forward + backward + AdamW) of every arm's model (by default the tiny
+  presets, non-embedding parameter counts matched within 10%), on probe-shaped batches (batch
+  64, L context tokens + 2), each arm's tokens/s as a ratio of Pythia's, and of Mamba
   with the reference backend, which inside transformers runs Hugging Face's own scan loop
   (what users would get without the fast scan);
 * the selective scan alone, fast path vs the plain reference recurrence;
@@ -39,7 +44,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +55,9 @@ from vlab.models.backbones import (
     PRESETS,
     BackboneConfig,
     build_backbone,
+    check_backbone,
+    check_checkpoint,
+    check_weights,
     count_parameters,
     families,
     flagged,
@@ -77,6 +85,14 @@ BACKEND_PRESETS = ("tiny", "small")
 MAX_DECODE_TOKENS = 16_384  # a decoding prompt's or answer's tokens: the forward plan's longest
 
 
+def shared_presets() -> tuple[str, ...]:
+    """The preset names every arm has, in the first arm's order: the only values one
+    ``BenchPlan.preset`` can give all arms at once (the papers' sizes differ by family, e.g.
+    one family's 1.3b where the others have 1.4b)."""
+    first, *rest = PRESETS.values()
+    return tuple(name for name in first if all(name in other for other in rest))
+
+
 @dataclass(frozen=True)
 class BenchPlan:
     """What to measure. ``quick`` fits in a few minutes on 2 CPU cores; ``backends`` adds the
@@ -92,6 +108,19 @@ class BenchPlan:
     shared 2-core machine the threads' waits for each other made decoding 5-40x slower (wall
     and CPU time) than one thread. Set it for larger presets, where matrix-vector products
     are worth splitting.
+
+    Which model each arm is (``backbone``): ``preset`` for every arm, unless ``presets`` names
+    another for that arm (``{arch: preset}``) or ``pretrained`` a local ``save_pretrained``
+    directory (``{arch: directory}``, loaded offline, run in fp32 like the presets). Only the
+    training, scan, forward and decoding measurements use them: the probe protocol times the
+    probes' own tiny preset at ``protocol_batch``, and the backend table the tiny and small
+    scan shapes.
+
+    ``train_alternate``: whether the training measurement alternates the arms step by step
+    (all four models, gradients and AdamW states resident at once) or times one arm at a time
+    (only one resident). None: alternate except on CUDA. On a shared CPU alternation spreads
+    other processes' load over the arms alike; on one GPU nothing else runs, and four
+    paper-sized arms' training states (16 bytes a parameter, 81 GiB at 1.4b) do not fit.
     """
 
     train_lengths: tuple[int, ...] = (50, 100, 200)
@@ -100,6 +129,9 @@ class BenchPlan:
     reference_length: int = 200
     forward_tokens: tuple[int, ...] = (256, 1024, 2048, 4096, 8192, 16384)
     preset: str = "tiny"
+    presets: dict[str, str] = field(default_factory=dict)
+    pretrained: dict[str, str] = field(default_factory=dict)
+    train_alternate: bool | None = None
     backends: bool = False
     decode_visual_tokens: tuple[int, ...] = (144, 576, 1458)
     decode_new_tokens: int = 256
@@ -107,8 +139,13 @@ class BenchPlan:
     decode_threads: int | None = 1
     protocol_lengths: tuple[int, ...] = (4, 16, 32)
     protocol_budget: int = 3000
+    protocol_batch: int = 64
 
     def __post_init__(self) -> None:
+        check_sources(self.preset, self.presets, self.pretrained)
+        for name in ("batch", "repeats", "protocol_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not self.decode_visual_tokens or min(self.decode_visual_tokens) < 0:
             raise ConfigError(
                 "decode_visual_tokens",
@@ -144,6 +181,108 @@ class BenchPlan:
             decode_visual_tokens=(16, 64, 256),
             decode_new_tokens=64,
             protocol_lengths=(4,),
+        )
+
+    def backbone(self, arch: str) -> BackboneConfig:
+        """The backbone ``arch``'s arm is: its checkpoint, its own preset, or ``preset``."""
+        if arch in self.pretrained:
+            return BackboneConfig(arch=arch, pretrained=self.pretrained[arch])
+        return BackboneConfig(arch=arch, preset=self.presets.get(arch, self.preset))
+
+
+def check_sources(
+    preset: str,
+    presets: Mapping[str, str],
+    pretrained: Mapping[str, str],
+    fields: tuple[str, str, str] = ("preset", "presets", "pretrained"),
+) -> None:
+    """Refuse, before anything is built or timed, an arm whose preset its family lacks, an arm
+    name that is none, an arm given both a preset and a checkpoint, and a checkpoint directory
+    that is missing, of another family or without weights. ``fields`` name ``preset``,
+    ``presets`` and ``pretrained`` in the messages (the CLI's flags: ``--preset`` twice)."""
+    preset_field, presets_field, pretrained_field = fields
+    for given, name in ((presets, presets_field), (pretrained, pretrained_field)):
+        unknown = [arch for arch in given if arch not in PRESETS]
+        if unknown:
+            raise ConfigError(name, f"{unknown[0]!r} is not an arm ({', '.join(ARCHS)})")
+    both = [arch for arch in presets if arch in pretrained]
+    if both:
+        raise ConfigError(
+            pretrained_field,
+            f"{both[0]} is given both a preset ({presets[both[0]]}) and a checkpoint "
+            f"({pretrained[both[0]]}); give it one",
+        )
+    for arch in ARCHS:
+        if arch in pretrained:
+            _check_pretrained(arch, pretrained[arch], pretrained_field)
+            continue
+        name = presets.get(arch, preset)
+        if name in PRESETS[arch]:
+            continue
+        own = f"{name!r} is not a {arch} preset ({', '.join(PRESETS[arch])})"
+        if arch in presets:
+            raise ConfigError(presets_field, own)
+        per_arm = (
+            f"{presets_field} {arch}=SIZE"
+            if presets_field == preset_field
+            else f"{presets_field}[{arch!r}]"
+        )
+        raise ConfigError(
+            preset_field,
+            f"{own}; presets every arm has: {', '.join(shared_presets())}; give {arch} its "
+            f"own with {per_arm}",
+        )
+
+
+def _check_pretrained(arch: str, directory: str, field_: str) -> None:
+    """``directory`` is a ``save_pretrained`` checkpoint of ``arch``'s family, with weights:
+    the backbones' own checks, their messages under ``field_``."""
+    try:
+        check_checkpoint(directory, arch)
+        check_weights(directory, field_)
+    except ConfigError as e:
+        said = str(e).removeprefix(f"config field '{e.field}': ")
+        said = said if directory in said else f"{arch}={directory}: {said}"
+        raise ConfigError(field_, said) from None
+
+
+def trains_alternately(plan: BenchPlan, device: torch.device) -> bool:
+    """Whether ``bench_train`` alternates the arms (``BenchPlan.train_alternate``; None:
+    everywhere but on CUDA)."""
+    if plan.train_alternate is not None:
+        return plan.train_alternate
+    return device.type != "cuda"
+
+
+def check_training_memory(
+    plan: BenchPlan, device: torch.device, fields: tuple[str, str] = ("preset", "pretrained")
+) -> None:
+    """Refuse arms whose training cannot fit ``device``'s memory, before minutes of timing:
+    every arm's parameters at 16 bytes each (fp32 weights, gradients, AdamW's moments), all of
+    them together where the arms alternate, the largest alone where they take turns. A floor
+    (activations come on top): passing says nothing about fitting, failing says it cannot.
+    Each arm is built on the meta device for its count (no memory), which also surfaces any
+    error of a checkpoint's config, named by the arm."""
+    from vlab.preflight import TRAIN_BYTES_PER_PARAM, device_memory
+
+    params = {
+        arch: sum(p.numel() for p in check_backbone(plan.backbone(arch), arch).parameters())
+        for arch in ARCHS
+    }
+    where, memory = device_memory(str(device))
+    if memory is None:
+        return
+    largest = max(params, key=params.__getitem__)
+    together = trains_alternately(plan, device)
+    count = sum(params.values()) if together else params[largest]
+    need = count * TRAIN_BYTES_PER_PARAM
+    if need > memory:
+        what = "every arm at once" if together else largest
+        raise ConfigError(
+            fields[1] if largest in plan.pretrained else fields[0],
+            f"training {what} ({count:,} parameters) takes at least {need / 2**30:,.1f} GiB "
+            f"(fp32 weights, gradients and AdamW's moments), more than the "
+            f"{memory / 2**30:,.1f} GiB of {where}; choose smaller arms",
         )
 
 
@@ -190,8 +329,38 @@ def best_times(
     return {name: Timing(wall[name], cpu[name]) for name in steps}
 
 
-def _model(arch: str, preset: str, device: torch.device) -> torch.nn.Module:
-    return build_backbone(BackboneConfig(arch=arch, preset=preset), seed=0).to(device)
+def _model(cfg: BackboneConfig, device: torch.device) -> torch.nn.Module:
+    """The arm's model on ``device`` in fp32: a checkpoint saved in half precision is cast up,
+    so that every arm runs the same arithmetic as the presets."""
+    return build_backbone(cfg, seed=0).to(device=device, dtype=torch.float32)
+
+
+def describe_arm(cfg: BackboneConfig, model: torch.nn.Module) -> dict:
+    """Where an arm's model came from (its preset, or its checkpoint directory) and the shape
+    of the model actually built: what the JSON's ``arms`` records for each arm."""
+    params = count_parameters(model)
+    return {
+        "preset": None if cfg.pretrained is not None else cfg.preset,
+        "pretrained": cfg.pretrained,
+        "hidden_size": model.config.hidden_size,
+        "layers": model.config.num_hidden_layers,
+        "params": params["non_embedding"],
+        "params_total": params["total"],
+    }
+
+
+def _source(arm: Mapping) -> str:
+    return f"checkpoint {arm['pretrained']}" if arm["pretrained"] else f"preset {arm['preset']}"
+
+
+def release(device: torch.device) -> None:
+    """Give the memory of models just dropped back (the CUDA allocator's cache too), so that
+    the next arm or measurement starts from what it needs alone."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def train_step(
@@ -214,32 +383,65 @@ def train_step(
 
 def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
     """Training tokens/s per arch and length, and ``SCAN_ARCH`` (Mamba) with the reference
-    scan."""
-    models = {a: _model(a, plan.preset, device) for a in ARCHS}
-    params = {a: count_parameters(m) for a, m in models.items()}
-    rows = []
-    for length in plan.train_lengths:
-        seq = length + 2
-        steps = {a: train_step(m, plan.batch, seq, device) for a, m in models.items()}
-        best = best_times(steps, plan.repeats, device)
-        for arch in ARCHS:
-            tps = plan.batch * seq / best[arch].wall
-            rows.append(
-                {
-                    "arch": arch,
-                    "length": length,
-                    "batch": plan.batch,
-                    "params": params[arch]["non_embedding"],
-                    "params_total": params[arch]["total"],
-                    "tokens_per_s": tps,
-                    "scan": scan_backend(device.type) if arch in SCAN_ARCHS else None,
-                }
+    scan; ``arms``: each arm's source and the shape of the model timed. The arms alternate
+    step by step, or take turns one arm at a time (:func:`trains_alternately`)."""
+    groups = [ARCHS] if trains_alternately(plan, device) else [(arch,) for arch in ARCHS]
+    rows, arms, reference = [], {}, {}
+    for group in groups:
+        models = {arch: _model(plan.backbone(arch), device) for arch in group}
+        for arch in group:  # (no loop variable holds a model past ``del models`` below)
+            arms[arch] = describe_arm(plan.backbone(arch), models[arch])
+            log(
+                f"arm    {arch:7s} {_source(arms[arch])}: width {arms[arch]['hidden_size']}, "
+                f"{arms[arch]['layers']} layers, {arms[arch]['params']:,} non-embedding "
+                "parameters"
             )
-            log(f"train  {arch:7s} L={length:4d} batch {plan.batch}: {tps:10.0f} tokens/s")
+        for length in plan.train_lengths:
+            seq = length + 2
+            best = _train_times(models, plan, seq, device)
+            for arch in group:
+                tps = plan.batch * seq / best[arch].wall
+                rows.append(
+                    {
+                        "arch": arch,
+                        "length": length,
+                        "batch": plan.batch,
+                        "params": arms[arch]["params"],
+                        "params_total": arms[arch]["params_total"],
+                        "tokens_per_s": tps,
+                        "scan": scan_backend(device.type) if arch in SCAN_ARCHS else None,
+                    }
+                )
+                log(f"train  {arch:7s} L={length:4d} batch {plan.batch}: {tps:10.0f} tokens/s")
+        if SCAN_ARCH in models:
+            reference = _reference_train(models[SCAN_ARCH], plan, rows, device, log)
+        del models
+        release(device)
+    order = {length: i for i, length in enumerate(plan.train_lengths)}
+    rows.sort(key=lambda r: (order[r["length"]], ARCHS.index(r["arch"])))
+    return {"train": rows, **reference, "arms": arms}
+
+
+def _train_times(
+    models: Mapping[str, torch.nn.Module], plan: BenchPlan, seq: int, device: torch.device
+) -> dict[str, Timing]:
+    """Best training step of each model at ``seq`` tokens. The optimizers live in here, so
+    their states are freed before the next length builds its own."""
+    steps = {arch: train_step(model, plan.batch, seq, device) for arch, model in models.items()}
+    return best_times(steps, plan.repeats, device)
+
+
+def _reference_train(
+    model: torch.nn.Module, plan: BenchPlan, rows: list[dict], device: torch.device, log
+) -> dict:
+    """``SCAN_ARCH``'s training tokens/s on the reference scan at ``plan.reference_length``,
+    and how many times faster the fast scan trained it (the rows' tokens/s at that length, or
+    timed here when the plan has no such length)."""
     seq = plan.reference_length + 2
     with use_scan_backend("reference"):
-        step = {SCAN_ARCH: train_step(models[SCAN_ARCH], plan.batch, seq, device)}
+        step = {SCAN_ARCH: train_step(model, plan.batch, seq, device)}
         ref = best_times(step, 1, device)[SCAN_ARCH].wall
+    del step
     ref_tps = plan.batch * seq / ref
     fast = next(
         (
@@ -250,24 +452,30 @@ def bench_train(plan: BenchPlan, device: torch.device, log=print) -> dict:
         None,
     )
     if fast is None:
-        step = {SCAN_ARCH: train_step(models[SCAN_ARCH], plan.batch, seq, device)}
+        step = {SCAN_ARCH: train_step(model, plan.batch, seq, device)}
         fast = plan.batch * seq / best_times(step, plan.repeats, device)[SCAN_ARCH].wall
     log(
         f"train  {SCAN_ARCH:7s} L={plan.reference_length:4d} with the reference scan: "
         f"{ref_tps:10.0f} tokens/s ({fast / ref_tps:.1f}x slower than the fast scan)"
     )
     return {
-        "train": rows,
         # the key keeps its old name (older readers): SCAN_ARCH's reference-scan training
         "mamba_reference_train": {"length": plan.reference_length, "tokens_per_s": ref_tps},
         "train_speedup_vs_reference": fast / ref_tps,
     }
 
 
-def _scan_shape(preset: str) -> tuple[int, int]:
-    """(d_inner, d_state) of a ``SCAN_ARCH`` (Mamba) preset: the dim and state size its layers
-    scan over."""
-    config = hf_config(SCAN_ARCH, preset)
+def _scan_shape(cfg: BackboneConfig | str) -> tuple[int, int]:
+    """(d_inner, d_state) of a ``SCAN_ARCH`` (Mamba) backbone (or preset name): the dim and
+    state size its layers scan over, read from the preset or the checkpoint's config."""
+    if isinstance(cfg, str):
+        cfg = BackboneConfig(arch=SCAN_ARCH, preset=cfg)
+    if cfg.pretrained is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.pretrained, local_files_only=True)
+    else:
+        config = hf_config(cfg.arch, cfg.preset, **cfg.overrides)
     return config.intermediate_size, config.state_size
 
 
@@ -302,8 +510,9 @@ def _scan_step(backend: str, inputs: list[torch.Tensor]) -> Callable[[], None]:
 
 
 def bench_scan(plan: BenchPlan, device: torch.device, log=print) -> dict:
-    """Forward + backward of the preset's scan alone: fast path vs the reference recurrence."""
-    dim, dstate = _scan_shape(plan.preset)
+    """Forward + backward of ``SCAN_ARCH``'s arm's scan alone (its preset's or checkpoint's
+    shape): fast path vs the reference recurrence."""
+    dim, dstate = _scan_shape(plan.backbone(SCAN_ARCH))
     inputs = _scan_inputs(plan.batch, dim, dstate, plan.reference_length, device)
     fast_backend = scan_backend(device.type)
     steps = {"fast": _scan_step(fast_backend, inputs), "reference": _scan_step("reference", inputs)}
@@ -450,7 +659,7 @@ def fit_exponent(tokens: list[int], seconds: list[float], min_tokens: int = 1024
 
 def bench_forward(plan: BenchPlan, device: torch.device, log=print) -> dict:
     """Forward-only seconds and peak memory of one sequence per length, every arm."""
-    models = {a: _model(a, plan.preset, device).eval() for a in ARCHS}
+    models = {a: _model(plan.backbone(a), device).eval() for a in ARCHS}
     rows = []
     for tokens in plan.forward_tokens:
         ids = torch.randint(0, 200, (1, tokens), generator=torch.Generator().manual_seed(0))

@@ -5,9 +5,11 @@ visual tokens (144 for a 12 x 12 grid, 576 for CLIP-L/14 at 336 px, 1458 for Mam
 27 x 27 maps) sits in its prompt? An attention LM's cached step reads keys and values of all
 N + t earlier tokens and its cache grows with N; a Mamba layer's step reads a fixed-size state.
 
-What is timed, per arm (every arm's ``plan.preset``, matched in non-embedding parameters) and
-per N, with batch 1 in fp32 (no autocast), on CPU with ``plan.decode_threads`` torch threads
-(one by default, see ``BenchPlan``):
+What is timed, per arm (the arm's model of the plan, ``BenchPlan.backbone``: the tiny presets by
+default, matched in non-embedding parameters; any preset of its family, e.g. the papers'
+sizes on a GPU; or a local checkpoint) and per N, with batch 1 in fp32 (no autocast; a
+checkpoint saved in half precision is cast up), on CPU with ``plan.decode_threads`` torch
+threads (one by default, see ``BenchPlan``):
 
 * **prefill**: a fresh decoding cache (``VLM.new_cache``), one cached forward over the prompt
   (N visual tokens, then ``decode_text_tokens`` text tokens: image first, as in vlab's default
@@ -81,11 +83,14 @@ class Generation(NamedTuple):
     last_logits: torch.Tensor
 
 
-def build_decoder(arch: str, preset: str, device: torch.device) -> VLM:
-    """A VLM (the class ``vlab vlm`` trains and decodes with) whose LM is ``arch``'s ``preset``,
-    with the tiny patch encoder and an MLP connector, seeded, in eval mode on ``device``."""
-    cfg = VLMConfig(lm=BackboneConfig(arch=arch, preset=preset))
-    return build_vlm(cfg, seed=0).to(device).eval()
+def build_decoder(
+    arch: str, preset: str, device: torch.device, pretrained: str | None = None
+) -> VLM:
+    """A VLM (the class ``vlab vlm`` trains and decodes with) whose LM is ``arch``'s ``preset``
+    (or the checkpoint in the local directory ``pretrained``), with the tiny patch encoder and
+    an MLP connector, seeded, in fp32 and eval mode on ``device``."""
+    cfg = VLMConfig(lm=BackboneConfig(arch=arch, preset=preset, pretrained=pretrained))
+    return build_vlm(cfg, seed=0).to(device=device, dtype=torch.float32).eval()
 
 
 @torch.no_grad()
@@ -176,7 +181,8 @@ def bench_decode(plan: BenchPlan, device: torch.device, log=print) -> dict:
 
 def _bench_decode(plan: BenchPlan, device: torch.device, log) -> dict:
     n_new, n_text = plan.decode_new_tokens, plan.decode_text_tokens
-    vlms = {a: build_decoder(a, plan.preset, device) for a in ARCHS}
+    lms = {a: plan.backbone(a) for a in ARCHS}
+    vlms = {a: build_decoder(a, c.preset, device, c.pretrained) for a, c in lms.items()}
     params = {a: count_parameters(v.lm)["non_embedding"] for a, v in vlms.items()}
     rows = []
     for n in plan.decode_visual_tokens:
@@ -200,6 +206,7 @@ def _bench_decode(plan: BenchPlan, device: torch.device, log) -> dict:
                 "new_tokens": n_new,
                 "generated_tokens": min(len(r.tokens) for r in runs[arch]),
                 "params": params[arch],
+                "hidden_size": vlms[arch].lm.config.hidden_size,
                 "prefill_seconds": prefill,
                 "decode_seconds": decode,
                 "decode_tokens_per_s": (n_new - 1) / decode,

@@ -13,12 +13,15 @@ from vlab.errors import VlabError
 
 def slurm_options(args: argparse.Namespace, defaults: dict | None = None):
     """The validated :class:`~vlab.slurm.executors.SlurmOptions` of the SLURM flags."""
-    from vlab.slurm.executors import SlurmOptions
+    from vlab.slurm.options import SlurmOptions
 
     data = dict(defaults or {})
     flags = {
         "partition": args.partition,
         "gpus_per_task": args.gpus_per_task,
+        "nodes": args.nodes,
+        "tasks_per_node": args.tasks_per_node,
+        "gpus_per_node": args.gpus_per_node,
         "cpus_per_task": args.cpus_per_task,
         "mem_gb": args.mem_gb,
         "time_min": args.time_min,
@@ -79,6 +82,12 @@ def _dispatch(sweep, names: list[str], args: argparse.Namespace, options: dict |
             return 0
         _wait_slurm(sweep, todo, args.wait_timeout)
     else:
+        ranks = slurm_options(args, options).ranks if options else 1
+        if ranks > 1:
+            print(
+                f"note: on SLURM each run would train as {ranks} processes; the "
+                f"{args.executor} executor trains each in one"
+            )
         record["options"] = {"workers": args.workers}
         jobs = {n: {"job_id": None, "log": str(sweep.log_path(n).resolve())} for n in todo}
         sweep.record_submission({**record, "jobs": jobs})
@@ -183,16 +192,45 @@ def parse_arch_assignments(items: list[str]) -> dict[str, dict]:
     return out
 
 
+RANK_FLAGS = ("nodes", "tasks_per_node", "gpus_per_node")
+
+
+def check_one_process(args: argparse.Namespace) -> None:
+    """Refuse the flags of multi-process runs where each run is one process: the local and
+    debug executors (and ``vlab inspect``)."""
+    given = [f"--{n.replace('_', '-')}" for n in RANK_FLAGS if getattr(args, n, None)]
+    if given:
+        raise VlabError(
+            f"{given[0]} needs --executor slurm: the {args.executor} executor runs each run "
+            "in one process (for several processes by hand: torchrun --nproc_per_node N -m "
+            "vlab.cli vlm train ...)"
+        )
+
+
+def check_ranks(kind: str, runs, options) -> None:
+    """Every run can be trained by ``options.ranks`` processes together (one line if not)."""
+    from vlab.experiment import experiment
+
+    for run in runs:
+        try:
+            experiment(kind).check_ranks(run.config, options.ranks)
+        except VlabError as e:
+            raise VlabError(f"run {run.name}: {e}" if options.ranks > 1 else str(e)) from None
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from vlab.slurm.sweepdir import SweepDir
 
     spec, runs = _spec_runs(args)
     if args.executor == "slurm":
-        slurm_options(args)  # validate before anything is written
+        # validate before anything is written
+        check_ranks(spec.kind, runs, slurm_options(args, spec.slurm))
         check_cluster()
+    else:
+        check_one_process(args)
     sweep = SweepDir(output_dir(args.out))
     sweep.write(spec.name, spec.kind, runs, source=args.spec)
-    return _dispatch(sweep, [r.name for r in runs], args, None)
+    return _dispatch(sweep, [r.name for r in runs], args, spec.slurm)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -221,7 +259,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         print(f"{sweep.path}: nothing to resume (every run is done, running or queued)")
         return 0
     if args.executor == "slurm":
+        doc = sweep.read()
+        runs = [r for r in doc.runs if r.name in names]
+        check_ranks(doc.kind, runs, slurm_options(args, options))
         check_cluster()
+    else:
+        check_one_process(args)
     return _dispatch(sweep, names, args, options)
 
 
@@ -343,7 +386,24 @@ def add_slurm_flags(p: argparse.ArgumentParser):
     """The SLURM resource flags (read back by :func:`slurm_options`); returns their group."""
     g = p.add_argument_group("slurm executor")
     g.add_argument("--partition")
-    g.add_argument("--gpus-per-task", type=bounded_int(0, 64))
+    g.add_argument(
+        "--gpus-per-task", type=bounded_int(0, 64), help="GPUs of a one-process run's job"
+    )
+    g.add_argument(
+        "--gpus-per-node",
+        type=bounded_int(1, 64),
+        help="train each run on this many GPUs of each node, one process per GPU "
+        "(torch.distributed: DDP or FSDP as the run's config says)",
+    )
+    g.add_argument(
+        "--tasks-per-node",
+        type=bounded_int(1, 1024),
+        help="processes per node that train each run together (default: one per GPU; "
+        "on CPUs, gloo ranks)",
+    )
+    g.add_argument(
+        "--nodes", type=bounded_int(1, 4096), help="nodes each run trains on (default 1)"
+    )
     g.add_argument("--cpus-per-task", type=bounded_int(1, 4096))
     g.add_argument("--mem-gb", type=bounded_float(0, 65536, lo_open=True))
     g.add_argument("--time-min", type=bounded_int(1, 525_600), help="time limit per job in minutes")

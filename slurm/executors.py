@@ -11,49 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from vlab.errors import ConfigError, VlabError
+from vlab.slurm.options import SlurmOptions
 from vlab.slurm.sweepdir import SweepDir
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """The SLURM resources of every job of a sweep (one array job per submission).
-
-    ``sbatch`` holds extra ``#SBATCH`` options (``{"constraint": "a100"}``); ``setup`` holds
-    shell lines run before the job (``module load cuda``, activating an environment).
-    """
-
-    partition: str | None = None
-    gpus_per_task: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    time_min: int = 60
-    account: str | None = None
-    qos: str | None = None
-    array_parallelism: int = 64
-    sbatch: dict = field(default_factory=dict)
-    setup: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name in ("cpus_per_task", "time_min", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.gpus_per_task < 0:
-            raise ConfigError("gpus_per_task", f"must be >= 0, got {self.gpus_per_task}")
-        if self.mem_gb is not None and self.mem_gb <= 0:
-            raise ConfigError("mem_gb", f"must be > 0, got {self.mem_gb}")
-        # each value becomes one line of the job script: a line break would smuggle in more
-        texts = {f"sbatch.{k}": f"{k}={v}" for k, v in self.sbatch.items()}
-        texts.update({f"setup[{i}]": line for i, line in enumerate(self.setup)})
-        texts.update({n: getattr(self, n) or "" for n in ("partition", "account", "qos")})
-        for name, text in texts.items():
-            if any(c in str(text) for c in "\n\r\0"):
-                raise ConfigError(name, f"must be one line, got {text!r}")
 
 
 def run_debug(sweep: SweepDir, names: list[str]) -> dict:
@@ -203,8 +167,14 @@ def slurm_executor(options: SlurmOptions, folder: str, name: str):
         "slurm_array_parallelism": options.array_parallelism,
         "name": name,
     }
-    if options.gpus_per_task:
-        params["gpus_per_node"] = options.gpus_per_task
+    if options.gpus:
+        params["gpus_per_node"] = options.gpus
+    if options.ranks > 1:
+        # every rank trains the same run (vlab.slurm.ranks); when one exits with an error,
+        # srun ends the others instead of leaving them waiting in a collective
+        params["nodes"] = options.nodes
+        params["tasks_per_node"] = options.tasks
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     if options.partition:
         params["slurm_partition"] = options.partition
     if options.mem_gb:

@@ -29,7 +29,7 @@ import importlib.util
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,11 @@ class SweepSpec:
     checkpoint: ``{"pythia": {"model.pretrained": "/ckpt/pythia-160m"}, "mamba": {...}}``
     (VLM runs: ``model.lm.pretrained`` and ``data.tokenizer``). They go over ``base`` and
     under the run's own axis values and ``runs`` entries, and do not name runs.
+
+    ``slurm`` holds the spec's SLURM resources for each run's job, as ``vlab sweep submit``'s
+    flags name them (:class:`~vlab.slurm.executors.SlurmOptions`): ``{"gpus_per_node": 4}``
+    trains each run on 4 GPUs of one node as the paper did. Flags given on the command line
+    win; the local and debug executors run each run in one process and ignore them.
     """
 
     name: str
@@ -73,6 +78,7 @@ class SweepSpec:
     description: str = ""
     name_keys: list[str] | None = None
     per_arch: dict[str, dict] = field(default_factory=dict)
+    slurm: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.base, str):  # a VLM preset by name (validated by expand)
@@ -186,6 +192,7 @@ def check_spec(spec: SweepSpec, *, bounded: bool = True) -> None:
     for arch, settings in spec.per_arch.items():
         if isinstance(settings, dict):  # _per_arch names any other type
             _check_settings(settings, f"per_arch.{arch}", bad)
+    _check_slurm(spec)
     if bounded:
         size = 1
         for values in spec.axes.values():
@@ -272,6 +279,23 @@ def _combine(base: dict, arch: dict, overrides: dict, sweep: str, where: str) ->
         raise VlabError(
             f"sweep spec {sweep}: a setting is both a value and a section of settings ({where})"
         ) from None
+
+
+def _check_slurm(spec: SweepSpec) -> None:
+    """``spec.slurm`` is a valid set of SLURM resources (the flags' names, checked values)."""
+    from vlab.config import from_dict
+    from vlab.errors import ConfigError
+    from vlab.slurm.options import SlurmOptions
+
+    if not isinstance(spec.slurm, dict):
+        raise VlabError(
+            f"sweep spec {spec.name}: slurm must map SLURM options (gpus_per_node, nodes, "
+            f"...) to values, got {_short(spec.slurm)}"
+        )
+    try:
+        from_dict(SlurmOptions, spec.slurm, prefix="slurm")
+    except ConfigError as e:
+        raise VlabError(f"sweep spec {spec.name}: {e}") from None
 
 
 def _per_arch(spec: SweepSpec) -> dict[str, dict]:
@@ -426,7 +450,7 @@ def _read_mapping(path: Path) -> dict:
 def _spec_from_mapping(data: Any, where: str) -> SweepSpec:
     if not isinstance(data, dict):
         raise VlabError(f"sweep spec {where}: expected a mapping at the top level")
-    known = {"name", "base", "axes", "runs", "kind", "description", "name_keys", "per_arch"}
+    known = {f.name for f in fields(SweepSpec)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise VlabError(

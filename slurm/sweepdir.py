@@ -371,3 +371,13 @@ def same_run(entry: SweepEntry, run: RunSpec, kind: str) -> bool:
         return config_id(experiment(kind).resolve(entry.config)) == run.id
     except (ConfigError, VlabError, KeyError):
         return False
+
+
+def run_entry(sweep_dir: str, name: str):
+    """(sweep, run entry, run kind) of run ``name`` as ``sweep.json`` lists it."""
+    sweep = SweepDir(sweep_dir)
+    doc = sweep.read()
+    entry = next((r for r in doc.runs if r.name == name), None)
+    if entry is None:
+        raise VlabError(f"{sweep.path}: no run named {name!r} in sweep.json")
+    return sweep, entry, doc.kind

@@ -27,21 +27,17 @@ import submitit
 from vlab.errors import VlabError
 from vlab.experiment import experiment
 from vlab.locks import acquire
-from vlab.slurm.sweepdir import SweepDir
+from vlab.slurm.sweepdir import run_entry
 
 
 def run_one(sweep_dir: str, name: str, *, progress: bool = False, should_stop=None) -> dict:
     """Train run ``name`` of the sweep at ``sweep_dir``; returns its final status."""
-    sweep = SweepDir(sweep_dir)
-    doc = sweep.read()
-    entry = next((r for r in doc.runs if r.name == name), None)
-    if entry is None:
-        raise VlabError(f"{sweep.path}: no run named {name!r} in sweep.json")
+    sweep, entry, kind = run_entry(sweep_dir, name)
     lock = acquire(sweep.lock_path(name))
     if lock is None:
         return {"name": name, "state": "skipped", "reason": "locked by another live process"}
     try:
-        status = experiment(doc.kind).run(
+        status = experiment(kind).run(
             entry.config, sweep.run_path(name), progress=progress, should_stop=should_stop
         )
     finally:
@@ -59,6 +55,10 @@ class SweepJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(self, sweep_dir: str, name: str) -> dict:
+        from vlab.slurm.ranks import multi_task_job, run_ranks
+
+        if multi_task_job():  # this task is one rank of a multi-process run
+            return run_ranks(sweep_dir, name)
         return run_one(sweep_dir, name)
 
 

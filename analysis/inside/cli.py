@@ -81,6 +81,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from vlab.analysis.inside.inspection import inspect_paths
+    from vlab.slurm.cli import check_one_process
 
     if args.workers < 1:
         raise VlabError(f"--workers must be >= 1, got {args.workers}")
@@ -89,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     if args.executor == "slurm":
         return _submit(args, analyses)
+    check_one_process(args)
     done, skipped, seconds = inspect_paths(
         args.paths,
         analyses,
@@ -109,6 +111,11 @@ def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
     from vlab.slurm.cli import check_cluster, slurm_options
 
     options = slurm_options(args)
+    if options.ranks > 1:
+        raise VlabError(
+            "--nodes, --tasks-per-node and --gpus-per-node are for training: vlab inspect runs "
+            "each job in one process (give it a GPU with --gpus-per-task)"
+        )
     runs = run_paths(args.paths, args.only)
     units = plan(runs, analyses, args.checkpoints, args.examples, log=_note)  # checks first
     todo = sorted({u.run for u in units if not is_done(u, args.examples)}, key=runs.index)

@@ -123,6 +123,15 @@ def setup_distributed(device: torch.device) -> DistContext:
     return ctx
 
 
+def join_process_group() -> DistContext:
+    """Join the group the environment describes before any run's device is known: a SLURM
+    multi-task job's ranks agree on their run's lock first (:mod:`vlab.slurm.ranks`). With a
+    GPU the group carries both CUDA (NCCL) and CPU (gloo) tensors, as the run's own
+    :func:`setup_distributed` would make it; that call then finds the group joined."""
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return setup_distributed(device)
+
+
 def claim_run(
     ctx: DistContext,
     path: str | os.PathLike,

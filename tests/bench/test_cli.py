@@ -24,6 +24,11 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
         assert f"{name} / Pythia training tokens/s" in printed
         assert f"{name} / Pythia decoding tokens/s (64 new tokens" in printed
     result = json.loads(out.read_text())
+    # every arm is its tiny preset by default, the protocol's too
+    assert {a: (r["preset"], r["pretrained"]) for a, r in result["arms"].items()} == {
+        a: ("tiny", None) for a in ("pythia", "mamba", "mamba2", "hybrid")
+    }
+    assert {r["preset"] for r in result["protocol"]} == {"tiny"}
     archs = {r["arch"] for r in result["train"]}
     assert archs == {"pythia", "mamba", "mamba2", "hybrid"}
     assert set(result["vs_pythia_train"]) == {"mamba", "mamba2", "hybrid"}
@@ -79,3 +84,76 @@ def test_bench_refuses_bad_decoding_counts_before_measuring(flags, message, caps
 def test_bench_decoding_flags_reach_the_plan_checks(capsys):
     assert main(["bench", "--quick", "--decode-new-tokens", "1"]) == 2
     assert "decode_new_tokens" in capsys.readouterr().err
+
+
+def _no_measuring(*args, **kwargs):
+    raise AssertionError("measured before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        # a size one arm's family lacks: the flag, that arm's presets and the shared ones
+        (["--preset", "1.4b"], "'--preset': '1.4b' is not a mamba2 preset (tiny, small, 130m"),
+        (["--preset", "1.4b"], "presets every arm has: tiny, small; give mamba2 its own with"),
+        (["--preset", "huge"], "'--preset': 'huge' is not a pythia preset"),
+        (["--preset", "mamba2=1.4b"], "'1.4b' is not a mamba2 preset"),
+        (["--preset", "gpt2=1.4b"], "argument --preset: 'gpt2' in 'gpt2=1.4b' is not an arm"),
+        (["--preset", "1.4b", "--preset", "small"], "every arm is given both 1.4b and small"),
+        (["--pretrained", "pythia"], "argument --pretrained: expected ARCH=DIR"),
+        (["--pretrained", "pythia=MISSING"], "'--pretrained': 'MISSING': no such directory"),
+        (["--pretrained", "mamba=EMPTY"], "'--pretrained': 'EMPTY' is not a checkpoint"),
+        (["--preset", "pythia=tiny", "--pretrained", "pythia=EMPTY"], "both a preset (tiny)"),
+        (["--batch", "0"], "argument --batch: must be an integer from 1"),
+    ],
+)
+def test_bench_refuses_an_arm_it_cannot_build_before_measuring(
+    flags, message, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "EMPTY").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vlab.bench.suite.run_bench", _no_measuring)
+    assert main(["bench", *flags]) == 2
+    err = capsys.readouterr().err
+    for relative in ("MISSING", "EMPTY"):  # named by its absolute path, as the JSON records it
+        message = message.replace(f"'{relative}'", f"'{tmp_path / relative}'")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_flags_choose_each_arms_model(tmp_path, monkeypatch, capsys):
+    from tests.models.test_bench import save_checkpoint
+
+    save_checkpoint(tmp_path / "ckpt", "pythia")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def measured(plan, device):
+        seen.append(plan)
+        return {
+            "plan": plan.__dict__.copy(),
+            "vs_pythia_train": {},
+            "vs_pythia_decode": {},
+            "protocol_speedup": {},
+            "scan_speedup_vs_reference": 1.0,
+            "train_speedup_vs_reference": 1.0,
+        }
+
+    monkeypatch.setattr("vlab.bench.suite.run_bench", measured)
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--preset", "small", "--preset", "mamba=tiny", "--batch", "8"]
+    argv += ["--pretrained", "pythia=ckpt", "--device", "cpu", "--json", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    (plan,) = seen
+    # the relative directory is recorded absolute: the JSON outlives the working directory
+    assert plan.pretrained == {"pythia": str(tmp_path / "ckpt")}
+    assert (plan.preset, plan.presets, plan.batch) == ("small", {"mamba": "tiny"}, 8)
+    assert plan.protocol_batch == 64 and plan.decode_new_tokens == 64  # --quick's
+    assert [plan.backbone(a).preset for a in ("mamba", "mamba2", "hybrid")] == [
+        "tiny",
+        "small",
+        "small",
+    ]
+    written = json.loads(out.read_text())["plan"]
+    assert written["pretrained"] == {"pythia": str(tmp_path / "ckpt")}
+    assert (written["preset"], written["presets"]) == ("small", {"mamba": "tiny"})

@@ -82,3 +82,25 @@ def test_bench_decode_covers_every_arm_and_n_with_each_familys_cache_bytes():
 def test_bench_plan_refuses_decoding_it_cannot_time(field, value):
     with pytest.raises(ConfigError, match=field):
         BenchPlan(**{field: value})
+
+
+def test_bench_decode_decodes_each_arms_own_model(tmp_path):
+    from tests.models.test_bench import save_checkpoint
+
+    base = ARCHS[0]
+    directory = save_checkpoint(tmp_path / "ckpt", base, dtype=torch.float16, hidden_size=40)
+    plan = BenchPlan(
+        repeats=1,
+        pretrained={base: directory},
+        decode_visual_tokens=(2,),
+        decode_new_tokens=2,
+        decode_text_tokens=1,
+    )
+    rows = {r["arch"]: r for r in bench_decode(plan, CPU, log=lambda *_: None)["decode"]}
+    assert rows[base]["hidden_size"] == 40  # the checkpoint's width, not the tiny preset's
+    for arch in ARCHS[1:]:
+        assert rows[arch]["hidden_size"] == hf_config(arch, "tiny").hidden_size
+    # decoded in fp32 like the presets, though saved in half precision
+    vlm = build_decoder(base, "tiny", CPU, pretrained=directory)
+    assert vlm.lm.config.hidden_size == 40
+    assert {p.dtype for p in vlm.parameters()} == {torch.float32}
