@@ -10,6 +10,14 @@ else, never a model)::
     SWEEP/runs/RUN/stage{1,2}/metrics.jsonl         loss and held-out scores per evaluation
     SWEEP/runs/RUN/eval/heldout/results.json        final scores per benchmark ("source/task")
     SWEEP/runs/RUN/eval/heldout/predictions.jsonl   every held-out answer (target locations)
+    SWEEP/runs/RUN/eval/<benchmark>/results.json    a benchmark of the suite (the paper's
+    SWEEP/runs/RUN/eval/<benchmark>/status.json     tables): read when its status says done
+
+Benchmark-suite folders (``eval/<benchmark>/``, one per benchmark, as a sweep with
+``benchmarks.suite`` or ``vlab vlm eval --data-root`` writes them; or ``eval/NAME/`` of ``vlab
+vlm eval --name NAME``, several benchmarks in one) are every ``eval/`` folder but ``heldout``
+whose results.json is there and whose status.json, if any, says done; they are read whatever
+the run's own phase, so a run still scoring its suite shows the benchmarks it has.
 
 A folder without ``sweep.json`` works too: a ``vlab vlm train --out RUN`` directory, or a folder
 of them (then ``runs/`` or its subfolders are the runs).
@@ -19,7 +27,12 @@ Tables of :class:`VLMSweep` (pandas, one row per observation):
 - ``runs``: one row per run, columns :data:`RUN_COLUMNS`; ``setting`` names what varies
   within an arch besides the ordering and the seeds, ``seed`` the seeds that vary (the replicas a
   mean is taken over), both as ``key=value`` text ("" when nothing varies).
-- ``scores``: one row per (run, benchmark) of results.json, columns :data:`SCORE_COLUMNS`.
+- ``scores``: one row per (run, benchmark) of the held-out results.json, columns
+  :data:`SCORE_COLUMNS` (the held-out validation table, kept apart from the paper's tables).
+- ``suite``: one row per (run, benchmark) of the benchmark suite's results, columns
+  :data:`SUITE_COLUMNS` (``folder``: the ``eval/`` folder it came from).
+- ``slices``: one row per (run, benchmark, slice key, value) of the suite's ``slices`` (VQAv2's
+  answer types, NoCaps' domains, TallyQA's subsets), columns :data:`SLICE_COLUMNS`.
 - ``curves``: one row per (run, stage, evaluation, metric), columns :data:`CURVE_COLUMNS`.
 - ``locations``: one row per held-out example whose answer is about one located object
   (grounding: the box to name; dense captions: the box to describe), columns
@@ -67,6 +80,7 @@ ORDERING_KEY = "model.sequence.ordering"
 ORDERINGS = ("task_agnostic", "task_aware")
 ORDERING_STYLES = {"task_agnostic": "-", "task_aware": "--"}
 STAGES = (1, 2)
+HELDOUT = "heldout"  # RUN/eval/heldout: held-out validation; every other eval/ folder: the suite
 SCALE = 100.0  # scores are shown x100, as the papers print them
 
 COARSE, FINE, OTHER = "coarse", "fine", "other"
@@ -130,9 +144,12 @@ RUN_COLUMNS = [
     "reason",
     "evaluated",
     "n_benchmarks",
+    "n_suite",
     "path",
 ]
 SCORE_COLUMNS = ["run", "benchmark", "source", "task", "label", "group", "metric", "score"]
+SUITE_COLUMNS = [*SCORE_COLUMNS, "folder"]
+SLICE_COLUMNS = ["run", "benchmark", "slice", "value", "score"]
 CURVE_COLUMNS = ["run", "stage", "step", "fraction", "metric", "value"]
 LOCATION_COLUMNS = [
     "run",
@@ -297,6 +314,8 @@ class VLMSweep:
     locations: pd.DataFrame
     metrics: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    suite: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUITE_COLUMNS))
+    slices: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SLICE_COLUMNS))
 
 
 def recorded_kind(path: Path) -> str | None:
@@ -376,21 +395,27 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
                 "(folders with stage1/ or stage2/ written by `vlab vlm train` or `vlab sweep`)"
             )
     rows, scores, curves, located, metrics = [], [], [], [], {}
+    suite, slices = [], []
     for entry in entries:
         row, run_scores, run_curves, run_locations, run_metrics = _load_run(
             entry, locations, warnings
         )
+        run_suite, run_slices, suite_metrics = _suite_rows(entry.name, entry.path, warnings)
+        row["n_suite"] = len(run_suite)
         rows.append(row)
         scores.extend(run_scores)
         curves.extend(run_curves)
         located.extend(run_locations)
+        suite.extend(run_suite)
+        slices.extend(run_slices)
+        metrics.update(suite_metrics)
         metrics.update(run_metrics)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     configs = {e.name: _flatten(e.config or {}) for e in entries}
     runs["setting"], runs["seed"] = settings_and_seeds(
         runs["name"], runs["arch"].fillna("?"), configs, (ARCH_KEY, ORDERING_KEY)
     )
-    for col in ("step", "steps", "n_benchmarks"):
+    for col in ("step", "steps", "n_benchmarks", "n_suite"):
         runs[col] = runs[col].astype("Int64")
     return VLMSweep(
         root,
@@ -402,6 +427,8 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
         pd.DataFrame(located, columns=LOCATION_COLUMNS),
         dict(sorted(metrics.items())),
         warnings,
+        pd.DataFrame(suite, columns=SUITE_COLUMNS),
+        pd.DataFrame(slices, columns=SLICE_COLUMNS),
     )
 
 
@@ -541,6 +568,65 @@ def _results(path: Path, name: str, warnings: list[str]) -> dict | None:
         warnings.append(f"{name}: {file.name} is unreadable ({e}); its scores are left out")
         return None
     return results
+
+
+def suite_folders(path: Path) -> list[Path]:
+    """The run's finished benchmark-suite folders: every ``eval/<folder>`` but ``heldout``
+    holding a results.json, whose status.json (when it has one: ``vlab vlm eval --name``
+    wrote none before) says done; in name order. Read from the files alone, whoever wrote
+    them (a sweep's suite phases or ``vlab vlm eval`` by hand), so both render alike."""
+    where = path / "eval"
+    if not where.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in where.iterdir() if p.is_dir() and p.name != HELDOUT):
+        if not (folder / "results.json").is_file():
+            continue  # not scored yet, or a results.json removed to score it again
+        try:
+            status = RunDir(folder).read_status()
+        except UNREADABLE:
+            status = None  # its results.json, written last, is the evidence
+        if status is None or status.get("state") == "done":
+            found.append(folder)
+    return found
+
+
+def _suite_rows(
+    name: str, path: Path, warnings: list[str]
+) -> tuple[list[list], list[list], dict[str, str]]:
+    """Score rows (:data:`SUITE_COLUMNS`) and slice rows (:data:`SLICE_COLUMNS`) of the run's
+    benchmark-suite folders, and their task -> metric names. A damaged results.json is a
+    warning naming it; a benchmark key two folders both score keeps the first (named)."""
+    rows, slices, metrics, seen = [], [], {}, {}
+    for folder in suite_folders(path) if path.is_dir() else []:
+        file = folder / "results.json"
+        try:
+            results = read_json_file(file, RESULTS_FIX)
+            parse_record(Results, results, file, RESULTS_FIX)
+        except UNREADABLE as e:
+            warnings.append(f"{name}: {folder.name}/results.json is unreadable ({e}); left out")
+            continue
+        found = {t: str(m) for t, m in (results.get("metrics") or {}).items()}
+        metrics.update(found)
+        for key, value in results["sources"].items():
+            if key in seen:
+                warnings.append(
+                    f"{name}: {key} is scored in both eval/{seen[key]} and eval/{folder.name}; "
+                    f"the tables take eval/{seen[key]}"
+                )
+                continue
+            seen[key] = folder.name
+            b = benchmark(key)
+            source, _, task = key.rpartition("/")
+            rows.append(
+                [name, key, source, task, b.label, b.group, found.get(task), as_float(value)]
+                + [folder.name]
+            )
+            by_key = (results.get("slices") or {}).get(key)
+            for slice_key, parts in (by_key if isinstance(by_key, dict) else {}).items():
+                for part, score in (parts if isinstance(parts, dict) else {}).items():
+                    slices.append([name, key, str(slice_key), str(part), as_float(score)])
+    return rows, slices, metrics
 
 
 def _curve_rows(path: Path, name: str, stage: int, warnings: list[str]) -> list[list]:

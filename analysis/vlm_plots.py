@@ -37,11 +37,19 @@ def _arch_handles(colors: dict[str, str]) -> list[Line2D]:
 
 
 @styled
-def gain_bars(summary: pd.DataFrame, confidence: float = 0.95) -> Figure:
+def gain_bars(
+    summary: pd.DataFrame,
+    confidence: float = 0.95,
+    keys: list[str] | None = None,
+    title: str = "Relative gain of task-aware over task-agnostic ordering",
+) -> Figure:
     """SHAKEUP's Figure 4: relative gain (%) of task-aware over task-agnostic ordering per
     benchmark (x, in table order, group sums last in their group) and arch (bars), mean over
     seed pairs with the t interval as error bars; one panel per setting. ``summary`` is
-    :func:`vlab.analysis.vlm.gain_summary`."""
+    :func:`vlab.analysis.vlm_tables.gain_summary`; ``keys`` the benchmarks to show, in order
+    (default: all, in the held-out table's order), labelled by the summary's ``label``."""
+    if keys is not None:
+        summary = summary[summary["benchmark"].isin(keys)]
     defined = summary[summary["n"] > 0] if not summary.empty else summary
     if defined.empty:
         why = (
@@ -51,15 +59,16 @@ def gain_bars(summary: pd.DataFrame, confidence: float = 0.95) -> Figure:
         )
         return message_figure(f"No relative gain to plot: {why}.")
     settings = list(dict.fromkeys(summary["setting"]))
-    keys = vlm.column_order(summary["benchmark"].unique())
+    if keys is None:
+        keys = vlm.column_order(summary["benchmark"].unique())
+    labels = dict(zip(summary["benchmark"], summary["label"], strict=True))
     colors = arch_colors(summary["arch"].unique())
     width = max(7.5, 0.55 * len(keys) * max(1, len(colors)) ** 0.5 + 2)
     fig = Figure(figsize=(width, PANEL_H * len(settings) + 1.0), layout="constrained")
     axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
     pct = f"{confidence:.0%}"
     fig.suptitle(
-        f"Relative gain of task-aware over task-agnostic ordering\nmean over seed pairs, "
-        f"{pct} t interval; no bar: undefined or not measured"
+        f"{title}\nmean over seed pairs, {pct} t interval; no bar: undefined or not measured"
     )
     bar = 0.8 / len(colors)
     for ax, setting in zip(axes, settings, strict=True):
@@ -79,9 +88,7 @@ def gain_bars(summary: pd.DataFrame, confidence: float = 0.95) -> Figure:
             if j < len(keys) - 1:
                 ax.axvline(j + 0.5, color="0.6", lw=0.8)
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(
-            range(len(keys)), [vlm.column_label(k) for k in keys], rotation=35, ha="right"
-        )
+        ax.set_xticks(range(len(keys)), [labels.get(k, k) for k in keys], rotation=35, ha="right")
         ax.set_ylabel("relative gain (%)")
         ax.set_title(setting or None)
         ax.grid(axis="y", alpha=0.3, lw=0.5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,8 +172,21 @@ def benchmark_key_table(scores: pd.DataFrame, metrics: dict[str, str]) -> pd.Dat
 
 
 def relative_gains(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """SHAKEUP's Table 11 per pair: ``(aware - agnostic) / agnostic`` per benchmark (group sums
-    included) for each task-aware run and its task-agnostic twin.
+    """SHAKEUP's Table 11 per pair on the held-out scores: ``(aware - agnostic) / agnostic``
+    per benchmark (group sums included) for each task-aware run and its task-agnostic twin
+    (:func:`paired_gains`)."""
+    return paired_gains(
+        runs, run_scores(runs, scores), lambda k: (column_label(k), column_group(k))
+    )
+
+
+def paired_gains(
+    runs: pd.DataFrame, wide: pd.DataFrame, describe: Callable[[str], tuple[str, str]]
+) -> pd.DataFrame:
+    """``(aware - agnostic) / agnostic`` per column of ``wide`` (index run, one column per
+    benchmark or group sum) for each task-aware run and its task-agnostic twin; ``describe``
+    gives a column's (label, group). Apart from the tables so that the held-out tables and the
+    paper's (:mod:`vlab.analysis.vlm_paper`) pair runs the one way.
 
     Twins have the same arch, setting and seeds (``runs``' columns): paired, the gain is per
     seed. An (arch, setting) whose orderings share no seeds is compared through its means
@@ -182,7 +196,6 @@ def relative_gains(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["arch", "setting", "seed", "benchmark", "label", "group", "agnostic", "aware"]
     cols += ["gain", "paired"]
-    wide = run_scores(runs, scores)
     if wide.empty:
         return pd.DataFrame(columns=cols)
     meta = runs.set_index("name").loc[wide.index].assign(arch=lambda d: d["arch"].fillna("?"))
@@ -205,7 +218,7 @@ def relative_gains(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
             for key in wide.columns:
                 base, new = float(a[key]), float(b[key])
                 gain = (new - base) / base if math.isfinite(base) and base != 0 else math.nan
-                row = [arch, setting, seed, key, column_label(key), column_group(key), base, new]
+                row = [arch, setting, seed, key, *describe(key), base, new]
                 rows.append([*row, gain, paired])
     out = pd.DataFrame(rows, columns=cols)
     rank = {a: i for i, a in enumerate(archs)}
@@ -225,7 +238,8 @@ def gain_summary(gains: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         values = g["gain"].to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
         mean, lo, hi = t_mean_ci(finite, confidence)
-        info = [arch, setting, key, column_label(key), column_group(key), len(g), finite.size]
+        label, group = g["label"].iloc[0], g["group"].iloc[0]
+        info = [arch, setting, key, label, group, len(g), finite.size]
         rows.append([*info, int(values.size - finite.size), mean, lo, hi, bool(g["paired"].all())])
     return pd.DataFrame(rows, columns=cols)
 

@@ -23,6 +23,11 @@ def _overrides(args: argparse.Namespace) -> dict:
         data = deep_merge(data, {"stage2": {"steps": args.steps}})
     if args.ordering is not None:
         data = deep_merge(data, {"model": {"sequence": {"ordering": args.ordering}}})
+    if args.benchmarks:  # the data root: --data-root's, else the config's, else VLAB_DATA
+        suite: dict = {"suite": args.paper}
+        if args.data_root is not None:
+            suite["data_root"] = args.data_root
+        data = deep_merge(data, {"benchmarks": suite})
     return data
 
 
@@ -34,23 +39,33 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from(args.preset, args.arch, _overrides(args))
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}[args.stage]
     out = output_dir(args.out)
-    results, heldout = train_and_evaluate(cfg, out, stages, progress=not args.no_progress)
+    results, evaluations = train_and_evaluate(cfg, out, stages, progress=not args.no_progress)
     for stage, result in results.items():
         if result is not None and is_main_process():
             acc = (result.final_metrics or {}).get("tasks")
             print(f"{args.out}/stage{stage}: {result.state}: {result.reason}; held-out {acc}")
-    if heldout is not None:
-        for key, value in sorted(heldout.get("sources", {}).items()):
-            metric = heldout.get("metrics", {}).get(key.split("/")[1], "")
-            print(f"{key}  {value:.4f}  {metric}")
-        print(f"results: {eval_dir(out)}/results.json")
+    for name, scores in (evaluations or {}).items():
+        _print_scores(scores)
+        print(f"results: {eval_dir(out, name)}/results.json")
     return 0 if all(r is None or r.state == "done" for r in results.values()) else 1
+
+
+def _print_scores(results: dict) -> None:
+    """One line per benchmark (``source/task``: score, metric), its slices indented."""
+    width = max((len(k) for k in results.get("sources", {})), default=0)
+    for key, value in results.get("sources", {}).items():
+        metric = results.get("metrics", {}).get(key.split("/")[1], "")
+        print(f"{key:<{width}}  {value:8.4f}  {metric}")
+        for slice_key, scores in results.get("slices", {}).get(key, {}).items():
+            for part, score in scores.items():
+                print(f"  {f'{slice_key}={part}':<{width - 2}}  {score:8.4f}")
 
 
 def _eval(args: argparse.Namespace) -> int:
     from vlab.config import from_dict
     from vlab.models.vlm.data.prepared import MixtureConfig
-    from vlab.vlm.evaluate import evaluate_run, select_sources
+    from vlab.vlm.evaluate import evaluate_benchmarks, evaluate_run, select_sources
+    from vlab.vlm.files import eval_dir
 
     if (args.data_root is None) == (args.config is None):
         raise ConfigError("benchmarks", "give exactly one of --data-root and --config")
@@ -61,24 +76,20 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         spec = cli_overrides(args.config, None)
     mixture = select_sources(from_dict(MixtureConfig, spec), args.limit, args.skip_missing)
-    results = evaluate_run(
-        args.run,
-        mixture,
-        args.name,
+    options = dict(
         stage=int(args.stage),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         device=args.device,
         progress=not args.no_progress,
     )
-    width = max(len(k) for k in results["sources"])
-    for key, value in results["sources"].items():
-        metric = results["metrics"][key.split("/")[1]]
-        print(f"{key:<{width}}  {value:8.4f}  {metric}")
-        for slice_key, scores in results.get("slices", {}).get(key, {}).items():
-            for part, score in scores.items():
-                print(f"  {f'{slice_key}={part}':<{width - 2}}  {score:8.4f}")
-    print(f"results: {args.run}/eval/{args.name}/results.json")
+    if args.name is not None:  # every benchmark in one folder
+        _print_scores(evaluate_run(args.run, mixture, args.name, **options))
+        print(f"results: {eval_dir(args.run, args.name)}/results.json")
+        return 0
+    for name, results in evaluate_benchmarks(args.run, mixture, **options).items():
+        _print_scores(results)
+        print(f"results: {eval_dir(args.run, name)}/results.json")
     return 0
 
 
@@ -172,6 +183,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="whose data --data-root means: SHAKEUP's mixture (default) or MambaVLM's "
         "(LLaVA-665K, LVIS-Instruct4V, LRV-Instruction; one stage: use --stage 2)",
     )
+    train.add_argument(
+        "--benchmarks",
+        action="store_true",
+        help="after the held-out evaluation, score stage 2 on every benchmark of the --paper's "
+        "suite under --data-root (else benchmarks.data_root, else $VLAB_DATA), a phase each, "
+        "into OUT/eval/<benchmark>/ (--set benchmarks.names=[...] picks some)",
+    )
     train.add_argument("--config", help="JSON config file (same nesting as config.json)")
     train.add_argument(
         "--set",
@@ -187,8 +205,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a trained VLM on benchmark sets (predictions and scores per benchmark)",
         description="Greedy answers of RUN/stage{N}'s checkpoint (or of a vlab vlm finetune "
-        "directory's, at its resolution) on the benchmarks, scored per benchmark, into "
-        "RUN/eval/NAME/{predictions.jsonl,results.json}. Resumes a killed evaluation.",
+        "directory's, at its resolution) on the benchmarks, each benchmark a phase of its own "
+        "in RUN/eval/<benchmark>/{status.json,predictions.jsonl,results.json} (the layout of "
+        "a run's own suite). A killed evaluation resumes at the benchmark it was on; finished "
+        "benchmarks are read back, never scored again. Caption benchmarks get SPICE where its "
+        "CoreNLP jars are installed (see the README), else the reason in their results.",
     )
     ev.add_argument("--run", required=True, help=RUN_HELP)
     ev.add_argument("--stage", choices=["1", "2"], default="2", help=STAGE_HELP)
@@ -205,7 +226,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(VQAv2, GQA, VizWiz, TextVQA, VSR, POPE, RefCOCO/+/g, TallyQA)",
     )
     ev.add_argument("--config", help='JSON file of a mixture: {"sources": [{"reader": ..., ...}]}')
-    ev.add_argument("--name", default="benchmarks", help="results go to RUN/eval/NAME")
+    ev.add_argument(
+        "--name",
+        help="put every benchmark in the one folder RUN/eval/NAME (one results.json) instead "
+        "of a folder per benchmark",
+    )
     ev.add_argument("--limit", type=positive_int, help="at most N (>= 1) examples per benchmark")
     ev.add_argument(
         "--skip-missing",

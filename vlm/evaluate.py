@@ -2,12 +2,16 @@
 
 Reads a finished (or, with a warning, an unfinished) stage of a ``vlab vlm train`` run, or a
 ``vlab vlm finetune`` directory at its resolution (:mod:`vlab.vlm.trained`): its
-config, the tokenizer it trained with and ``checkpoints/last.pt``. The benchmark
-sources are prepared like held-out data (unpacked, captions merged per image with all their
-references) into ``OUT/eval/NAME/data``; greedy answers to every example go to
-``OUT/eval/NAME/predictions.jsonl`` batch by batch, so a killed evaluation resumes where it
-stopped; the scores per benchmark (``source/task``: CIDEr, VQA score, accuracy, IoU@0.5 ...)
-are written last, atomically, to ``OUT/eval/NAME/results.json``.
+config, the tokenizer it trained with and ``checkpoints/last.pt``. Each benchmark (a source of
+the mixture: a paper's suite, or a ``--config`` file's) is a phase of its own in
+``OUT/eval/<benchmark>/`` (:func:`evaluate_benchmarks`), the layout a run's own benchmark
+suite is written in: its sources prepared like held-out data (unpacked, captions merged per
+image with all their references) into ``data/``; greedy answers to every example appended to
+``predictions.jsonl`` batch by batch, so a killed evaluation resumes where it stopped; the
+scores (``source/task``: CIDEr, VQA score, accuracy, IoU@0.5 ...) written last, atomically, to
+``results.json``, and ``status.json`` done. A finished benchmark is never scored again.
+``--name NAME`` puts every benchmark in the one folder ``OUT/eval/NAME`` instead
+(:func:`evaluate_run`, as a run's held-out evaluation is written).
 
 It builds batches, generates and autocasts exactly as training's held-out evaluation does
 (``batch``, ``generate``, ``vlab.training.precision``) without importing the training code:
@@ -28,8 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vlab.config import to_dict
 from vlab.errors import VlabError
-from vlab.fileio import append_jsonl, atomic_write_json, write_jsonl
+from vlab.fileio import append_jsonl, atomic_write_json, read_json_object, write_jsonl
 from vlab.models.vlm.batch import batch_of, image_tokens
 from vlab.models.vlm.data.prepared import MixtureConfig, PreparedMixture, prepare
 from vlab.models.vlm.data.records import VLSample
@@ -41,7 +46,7 @@ from vlab.run_records import checked
 from vlab.rundir import RunDir
 from vlab.training.precision import autocast_for
 from vlab.vlm.config import VLMRunConfig
-from vlab.vlm.files import HELDOUT
+from vlab.vlm.files import HELDOUT, evaluated
 from vlab.vlm.trained import FINETUNE_RUN, TrainedVLM, load_trained, trained_kind
 
 
@@ -74,32 +79,186 @@ def evaluate_run(
     precision: str | None = None,
     progress: bool = True,
     log: Callable[[str], Any] = print,
+    spice: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``out/stage{stage}`` (or the finetune directory ``out``, at its resolution) on
-    ``mixture`` into ``out/eval/NAME``; returns (and writes) the results.
+    ``mixture`` into the one folder ``out/eval/NAME``; returns (and writes) the results.
 
-    ``precision`` ("auto", "fp32", "bf16") defaults to the one the weights trained with, so
-    the answers come from the numerics its held-out metrics were measured in.
+    What ``vlab vlm eval --name`` and a run's held-out evaluation write; a benchmark suite
+    goes a folder per benchmark instead (:func:`evaluate_benchmarks`). ``precision`` ("auto",
+    "fp32", "bf16") defaults to the one the weights trained with, so the answers come from the
+    numerics its held-out metrics were measured in. ``spice`` as
+    :func:`~vlab.models.vlm.metrics.answers.evaluate_predictions` takes it.
     """
     out = Path(out)
     where = join_name(out / "eval", name, "--name")  # a plain name: never a path out of the run
     mixture.check_files("sources.")  # everything missing, listed before the model loads
     check_output_dir(where, "--name")
+    if name == HELDOUT and trained_kind(out) == FINETUNE_RUN:
+        raise VlabError(
+            f"{out}/eval/{name} is the finetune's own held-out evaluation; give another --name"
+        )
+    trained = open_for_evaluation(out, stage, device, batch_size, max_new_tokens, log)
+    fields = {"run": str(out), "stage": stage, **trained.about}  # a finetune's source, task ...
+    return score_mixture(
+        trained,
+        mixture,
+        where,
+        fields,
+        precision=precision,
+        progress=progress,
+        desc=name,
+        log=log,
+        spice=spice,
+    )
+
+
+def benchmark_dirs(out: str | Path, mixture: MixtureConfig) -> dict[str, Path]:
+    """``RUN/eval/<benchmark>`` of every source of ``mixture`` (a source is a benchmark, named
+    by its label), each checked as a folder vlab can write; a label that is no plain name, or
+    is ``heldout`` (the run's own held-out evaluation), is refused in one line."""
+    dirs = {}
+    for source in mixture.sources:
+        if source.label == HELDOUT:
+            raise VlabError(
+                f"a benchmark cannot be called {HELDOUT!r}: {out}/eval/{HELDOUT} is the run's "
+                "own held-out evaluation; give the source another name"
+            )
+        where = join_name(Path(out) / "eval", source.label, "benchmark name")
+        check_output_dir(where, "benchmark folder")
+        dirs[source.label] = where
+    return dirs
+
+
+def evaluate_benchmarks(
+    out: str | Path,
+    mixture: MixtureConfig,
+    *,
+    stage: int = 2,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    threads: int = 0,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, dict]:
+    """Evaluate ``out/stage{stage}`` (or the finetune ``out``) on each source of ``mixture``
+    as a benchmark of its own, in ``out/eval/<benchmark>/``; returns {benchmark: results} of
+    those finished, in order (all of them unless ``should_stop`` said stop between two).
+
+    Why a folder each: every benchmark is a phase of its own (status.json running, then done
+    or failed; results.json written atomically, last), so a killed evaluation resumes at the
+    benchmark it was on (its answers so far kept, :func:`generate_predictions`) and a finished
+    benchmark is read back, never scored again (delete its folder to score it again). Each
+    folder holds what ``vlab vlm eval --name`` writes for one source, its results naming the
+    ``benchmark``; caption benchmarks get SPICE when its jars are there (else the reason, under
+    ``captions.unavailable``). Everything missing from the benchmarks' files is listed before
+    the model loads; the model loads once, and not at all when every benchmark is done. Only
+    stage 2 is scored this way (the run's suite); ``vlab vlm eval --name`` takes stage 1.
+    ``threads`` (0: unchanged) sets torch's CPU threads while scoring.
+    """
+    out = Path(out)
+    if stage != 2:  # RUN/eval/<benchmark> is the run's suite, which scores stage 2
+        raise VlabError(
+            f"{out}/eval/<benchmark>/ holds stage 2's scores (the run's benchmark suite); give "
+            f"--name NAME to evaluate stage {stage} into {out}/eval/NAME"
+        )
+    wheres = benchmark_dirs(out, mixture)
+    mixture.check_files("sources.")
+    trained_kind(out)  # a folder that is no trained VLM: one line naming it, before any work
+    ones = {
+        s.label: dataclasses.replace(mixture, sources=(s,), pack=False) for s in mixture.sources
+    }
+    for label, one in ones.items():
+        _check_same_benchmark(wheres[label], one)
+    results: dict[str, dict] = {}
+    trained = None
+    for source in mixture.sources:
+        label, where = source.label, wheres[source.label]
+        if evaluated(where):
+            results[label] = read_json_object(
+                where / "results.json", f"delete {where} to evaluate {label} again"
+            )
+            continue
+        if should_stop is not None and should_stop():
+            break
+        if trained is None:
+            trained = open_for_evaluation(out, stage, device, batch_size, max_new_tokens, log)
+        fields = {"run": str(out), "stage": stage, "benchmark": label, **trained.about}
+        with recorded_evaluation(where, trained.step, threads) as files:
+            results[label] = score_mixture(
+                trained,
+                ones[label],
+                where,
+                fields,
+                precision=precision,
+                progress=progress,
+                desc=label,
+                log=log,
+                spice=None,
+            )
+        record_evaluated(files, results[label])
+    return results
+
+
+def _check_same_benchmark(where: Path, one: MixtureConfig) -> None:
+    """A benchmark folder already holding data prepared from another source config (another
+    ``--limit``, data root or split) is refused in one line naming it, before any work: its
+    results would otherwise be read back, or resumed, as if they were this benchmark's."""
+    manifest = where / "data" / "manifest.json"
+    if not manifest.is_file():
+        return
+    fix = f"delete {where} to evaluate it again"
+    stored = read_json_object(manifest, fix).get("mixture")
+    if stored != to_dict(one):
+        raise VlabError(
+            f"{where} holds {one.sources[0].label} evaluated on other data (its "
+            f"data/manifest.json differs: another --limit, data root or split?); {fix}, or "
+            "give --name to evaluate into another folder"
+        )
+
+
+def open_for_evaluation(
+    out: Path,
+    stage: int,
+    device: str,
+    batch_size: int | None,
+    max_new_tokens: int | None,
+    log: Callable[[str], Any],
+) -> TrainedVLM:
+    """The trained VLM at ``out`` (a train run's ``stage``, or a finetune) with the run's
+    generation settings changed where given; an unfinished stage is evaluated at its last
+    checkpoint, with a warning."""
     changes: dict[str, Any] = {}
     if batch_size is not None:
         changes["eval_batch_size"] = batch_size
     if max_new_tokens is not None:
         changes["max_new_tokens"] = max_new_tokens
-    if name == HELDOUT and trained_kind(out) == FINETUNE_RUN:
-        raise VlabError(
-            f"{out}/eval/{name} is the finetune's own held-out evaluation; give another --name"
-        )
     trained = load_trained(out, stage, device, changes=changes)
-    cfg, model, tok = trained.config, trained.model, trained.tokenizer
     if not trained.files.is_done():
         unfinished = trained.files.path
         log(f"{unfinished} is not finished: evaluating its checkpoint at step {trained.step}")
+    return trained
 
+
+def score_mixture(
+    trained: TrainedVLM,
+    mixture: MixtureConfig,
+    where: Path,
+    fields: dict,
+    *,
+    precision: str | None = None,
+    progress: bool = True,
+    desc: str = "",
+    log: Callable[[str], Any] = print,
+    spice: bool | None = None,
+) -> dict[str, Any]:
+    """Prepare ``mixture`` as held-out data (unpacked, captions merged per image) into
+    ``where/data`` with the model's tokenizer, length limit and image tokens, then score
+    ``trained`` on every example into ``where`` (:func:`write_evaluation`)."""
+    tok, cfg, model = trained.tokenizer, trained.config, trained.model
     data_dir = prepare(
         mixture,
         where / "data",
@@ -110,7 +269,6 @@ def evaluate_run(
         log=log,
     )
     data = PreparedMixture(data_dir)
-    fields = {"run": str(out), "stage": stage, **trained.about}  # a finetune's source, task ...
     return write_evaluation(
         trained,
         where,
@@ -119,7 +277,8 @@ def evaluate_run(
         per_source={k: v["sequences"] for k, v in data.stats.items()},
         precision=precision,
         progress=progress,
-        desc=name,
+        desc=desc,
+        spice=spice,
     )
 
 
@@ -134,6 +293,7 @@ def write_evaluation(
     precision: str | None = None,
     progress: bool = False,
     desc: str = "",
+    spice: bool | None = False,
 ) -> dict:
     """Score ``trained`` on ``samples`` into ``where`` (``RUN/eval/<name>``): the one writer of
     an evaluation's files, whoever asks (``vlab vlm eval``, a VLM run's held-out evaluation, a
@@ -148,6 +308,8 @@ def write_evaluation(
     (:func:`shapes_answers`: the same batches, decoding and metrics, with its loss) and written
     with the target object's box (:func:`prediction_row`) so a report can score grounding by
     where the target lies. ``precision`` defaults to the one the weights trained with.
+    ``spice``: False (held-out evaluations) leaves SPICE out, None (benchmarks) computes it
+    where it can run and records why not otherwise.
     """
     autocast = autocast_for(trained.device, precision or trained.precision)
     path = where / "predictions.jsonl"
@@ -160,7 +322,7 @@ def write_evaluation(
         answers = generate_predictions(
             model, tok, cfg, samples, path, trained.device, autocast, progress, desc
         )
-        scores = evaluate_predictions(samples, answers)
+        scores = evaluate_predictions(samples, answers, spice=spice)
     results = {
         **fields,
         "step": trained.step,

@@ -3,17 +3,20 @@
 A VLM run, whether ``vlab vlm train --out RUN`` or a sweep (``SweepSpec(kind="vlm")``) starts
 it (:func:`train_and_evaluate` either way), is ``RUN/tokenizer``, ``RUN/stage1``,
 ``RUN/stage2`` (run directories with their own status) followed by the evaluation of stage 2
-on the run's held-out benchmarks::
+on the run's held-out benchmarks, then (``benchmarks.suite``) on each benchmark of a paper's
+suite, one phase per benchmark::
 
     RUN/eval/heldout/results.json   scores per benchmark ("source/task"), as vlab vlm eval writes
     RUN/eval/heldout/status.json    running | done | failed | interrupted, as a stage's
     RUN/eval/heldout/predictions.jsonl   every held-out answer (shapes: with the target's box)
+    RUN/eval/<benchmark>/           the same files for one benchmark of the suite, in
+                                    benchmarks.names' order (vlab vlm eval --data-root's layout)
 
 The held-out benchmarks are the config's own: ``data.heldout``'s sources for dataset files
 (scored by :func:`vlab.vlm.evaluate.evaluate_run`, which resumes a killed evaluation),
 the shapes dataset's ``held_out`` split of ``data.n_heldout`` scenes for the built-in data
 (scored as training's held-out evaluation scores it, one benchmark per task). A run is done
-when stage 1, stage 2 and the evaluation are: :func:`vlm_status` reads that from those files
+when stage 1, stage 2 and the evaluations are: :func:`vlm_status` reads that from those files
 alone, as :class:`~vlab.rundir.RunDir` does for a probe run, so ``vlab sweep status``,
 resubmission and resume decide the same way whoever trained the run.
 
@@ -33,7 +36,7 @@ from vlab.errors import ConfigError, VlabError
 from vlab.experiment import Experiment
 from vlab.fileio import read_json_object
 from vlab.rundir import RunDir
-from vlab.vlm.files import HELDOUT, eval_dir
+from vlab.vlm.files import HELDOUT, eval_dir, evaluated
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,13 +62,15 @@ def resolve_vlm_config(config: dict) -> dict:
     """Validate a VLM run config (a ``preset`` is applied first) and write out every default.
 
     Besides the fields' own checks (an unknown key or a checkpoint of another arch names its
-    field), the files the run will read must exist: dataset annotation files and the
-    tokenizer directory. A sweep learns that when it is expanded, not hours later in a job.
+    field), the files the run will read must exist: dataset annotation files, the benchmarks
+    of its suite and the tokenizer directory. A sweep learns that when it is expanded, not
+    hours later in a job.
     """
     from vlab.vlm.config import VLMRunConfig
 
     cfg = from_dict(VLMRunConfig, with_preset(config))
     cfg.data.check_files()
+    cfg.benchmarks.check_files()
     _check_tokenizer(cfg)
     return to_dict(cfg)
 
@@ -101,7 +106,7 @@ def run_vlm(
     log: Callable[[str], Any] = print,
 ) -> dict:
     """Train both stages of the run into ``out`` (resuming or skipping finished ones), then
-    evaluate it on its held-out benchmarks; returns :func:`vlm_status`."""
+    evaluate it on its held-out benchmarks and its suite; returns :func:`vlm_status`."""
     from vlab.vlm.config import VLMRunConfig
 
     cfg = from_dict(VLMRunConfig, config)
@@ -117,15 +122,18 @@ def train_and_evaluate(
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], Any] = print,
-) -> tuple[dict[int, Any], dict | None]:
+) -> tuple[dict[int, Any], dict[str, dict] | None]:
     """Train ``stages`` into ``out`` (resuming or skipping finished ones) and, once stage 2 is
-    done, score it on the run's held-out benchmarks (:func:`evaluate_heldout`, on the main
-    process of a torchrun group); returns each stage's ``TrainResult`` (None: already done,
-    or not reached) and the held-out results (None: not evaluated). ``vlab vlm train`` and a
-    sweep's worker both come here, so a run is done the same way whoever started it.
+    done, score it on the run's held-out benchmarks (:func:`evaluate_heldout`) and then on
+    each benchmark of its suite (:func:`evaluate_suite`), on the main process of a torchrun
+    group; returns each stage's ``TrainResult`` (None: already done, or not reached) and the
+    evaluations' results by folder (``heldout``, then each benchmark finished; None: not
+    evaluated). ``vlab vlm train`` and a sweep's worker both come here, so a run is done the
+    same way whoever started it.
 
     Stages are trained one call each, so a stage that ends unfinished (stopped, diverged) stops
-    the run there, and a stop asked for between stages is honoured before the next starts.
+    the run there, and a stop asked for between stages (or benchmarks) is honoured before the
+    next starts.
     """
     from vlab.training.distributed import is_main_process
     from vlab.vlm.train import train_vlm
@@ -143,7 +151,9 @@ def train_and_evaluate(
         return results, None
     if should_stop is not None and should_stop():
         return results, None
-    return results, evaluate_heldout(cfg, out, progress=progress, log=log)
+    evaluations = {HELDOUT: evaluate_heldout(cfg, out, progress=progress, log=log)}
+    suite = evaluate_suite(cfg, out, progress=progress, log=log, should_stop=should_stop)
+    return results, {**evaluations, **suite}
 
 
 # evaluation ----------------------------------------------------------------------------------
@@ -176,7 +186,8 @@ def evaluate_heldout(
 
 
 def _evaluate_files(cfg: VLMRunConfig, out: Path, progress: bool, log: Callable) -> dict:
-    """``vlab vlm eval`` of stage 2 on every example of ``data.heldout``'s sources."""
+    """``vlab vlm eval`` of stage 2 on every example of ``data.heldout``'s sources (no SPICE:
+    a held-out set is for following training, the suite is where SPICE is reported)."""
     from vlab.vlm.evaluate import evaluate_run, select_sources
 
     return evaluate_run(
@@ -187,6 +198,35 @@ def _evaluate_files(cfg: VLMRunConfig, out: Path, progress: bool, log: Callable)
         device=cfg.stage2.device,
         progress=progress,
         log=log,
+        spice=False,
+    )
+
+
+def evaluate_suite(
+    cfg: VLMRunConfig,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    log: Callable[[str], Any] = print,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, dict]:
+    """Score stage 2 of ``out`` on each benchmark of the run's suite (``benchmarks``: a
+    paper's benchmarks under its data root) into ``RUN/eval/<benchmark>/``, one phase each
+    (:func:`vlab.vlm.evaluate.evaluate_benchmarks`: a finished benchmark is read back, a
+    killed one resumes); returns {benchmark: results} of those finished. No suite: {}."""
+    from vlab.vlm.evaluate import evaluate_benchmarks
+
+    if cfg.benchmarks.suite is None:
+        return {}
+    return evaluate_benchmarks(
+        out,
+        cfg.benchmarks.mixture(),
+        stage=2,
+        device=cfg.stage2.device,
+        threads=cfg.stage2.threads,
+        progress=progress,
+        log=log,
+        should_stop=should_stop,
     )
 
 
@@ -210,11 +250,13 @@ def _evaluate_shapes(cfg: VLMRunConfig, out: Path, progress: bool) -> dict:
 def vlm_status(run: str | Path, config: dict) -> dict:
     """Where a VLM run stands, from its files: the status of its current phase.
 
-    ``stage`` is the phase (``stage1``, ``stage2``, ``eval``), ``step`` / ``steps`` the
-    current stage's (the evaluation's are stage 2's), ``benchmarks`` the evaluated ones.
-    ``state`` is absent before anything started (the sweep's "pending"); a phase that has not
-    started after a finished one is ``interrupted`` (a live process then holds the sweep's
-    lock, which ``vlab sweep status`` shows as running).
+    ``stage`` is the phase (``stage1``, ``stage2``, ``eval`` for the held-out evaluation,
+    ``eval:<benchmark>`` for a benchmark of the suite), ``step`` / ``steps`` the current
+    stage's (the evaluations' are stage 2's), ``benchmarks`` the evaluated ones (the held-out
+    ``source/task`` keys, then the suite's benchmarks done). ``state`` is absent before
+    anything started (the sweep's "pending"); a phase that has not started after a finished
+    one is ``interrupted`` (a live process then holds the sweep's lock, which ``vlab sweep
+    status`` shows as running).
     """
     run = Path(run)
     steps = {n: setting(config, f"stage{n}.steps") for n in (1, 2)}
@@ -235,7 +277,11 @@ def vlm_status(run: str | Path, config: dict) -> dict:
         }
     if stage2.get("state") != "done":
         return phase(stage2, "stage2", steps[2])
-    return eval_phase(eval_dir(run), stage2, steps[2], "both stages trained")
+    heldout = eval_phase(eval_dir(run), stage2, steps[2], "both stages trained")
+    names = setting(config, "benchmarks.names")
+    return benchmark_phases(
+        run, names if isinstance(names, list) else [], heldout, stage2, steps[2]
+    )
 
 
 def eval_phase(where: Path, trained: dict, steps: int | None, what: str) -> dict:
@@ -262,6 +308,42 @@ def eval_phase(where: Path, trained: dict, steps: int | None, what: str) -> dict
             "benchmarks": [],
         }
     return {**phase(ev, "eval", steps), "step": trained.get("step")}
+
+
+def benchmark_phases(
+    run: Path, names: list[str], heldout: dict, trained: dict, steps: int | None
+) -> dict:
+    """The status row of a run whose held-out evaluation's row is ``heldout`` and whose suite
+    is ``names`` (``RUN/eval/<name>/``, one phase each, in order): the held-out row until it
+    is done, then the first benchmark not evaluated (``eval:<name>``: running or failed as
+    its status.json says, ``interrupted`` when not started, so resume runs it), else done
+    with every benchmark listed. ``trained``: the trained model's status.json (its step)."""
+    names = [n for n in names if isinstance(n, str)]  # a hand-edited config: shown, not crashed
+    if heldout.get("state") != "done" or not names:
+        return heldout
+    done: list[str] = []
+    for name in names:
+        where = eval_dir(run, name)
+        if evaluated(where):
+            done.append(name)
+            continue
+        row = {
+            "stage": f"eval:{name}",
+            "steps": steps,
+            "accuracy": heldout.get("accuracy"),
+            "benchmarks": [*heldout["benchmarks"], *done],
+        }
+        ev = RunDir(where).read_status()
+        if not ev or ev.get("state") == "done":  # not started, or its results.json removed
+            what = f"{len(done)} of {len(names)} benchmarks" if done else "held-out evaluation"
+            reason = f"{what} done, {name} not evaluated; resume evaluates it"
+            return {"state": "interrupted", "reason": reason, "step": trained.get("step"), **row}
+        return {**ev, **row, "step": trained.get("step")}
+    return {
+        **heldout,
+        "reason": f"{heldout.get('reason')}; {len(names)} benchmarks of the suite evaluated",
+        "benchmarks": [*heldout["benchmarks"], *names],
+    }
 
 
 def phase(status: dict, stage: str, steps: int | None) -> dict:
@@ -319,7 +401,8 @@ class TrainedVLMExperiment(Experiment):
 
 class VLMExperiment(TrainedVLMExperiment):
     """A VLM run: stage 1 (projector), stage 2 (projector and LM), then the held-out
-    evaluation of stage 2 (:func:`train_and_evaluate`); done when all three are."""
+    evaluation of stage 2 and its benchmark suite, a phase per benchmark
+    (:func:`train_and_evaluate`); done when all are."""
 
     kind: ClassVar[str] = "vlm"
     config_type: ClassVar[str] = "vlab.vlm.config:VLMRunConfig"
@@ -328,6 +411,7 @@ class VLMExperiment(TrainedVLMExperiment):
     analyses: ClassVar[tuple[str, ...]] = ("image_attention",)
     report_template: ClassVar[str] = "vlm"
     phased: ClassVar[bool] = True
+    rank_sections: ClassVar[tuple[str, ...]] = ("stage1", "stage2")
 
     def resolve(self, config: dict) -> dict:
         return resolve_vlm_config(config)
@@ -365,13 +449,16 @@ def _stored_config(run: Path) -> dict:
 
 def _train_parts(path: Path, stage: int) -> OpenedParts:
     """A train run's stage: its run directory, run config and the run's tokenizer."""
-    from vlab.vlm.config import stage_config
+    from vlab.vlm.config import VLMRunConfig, stage_config
     from vlab.vlm.tokenizer import run_tokenizer
     from vlab.vlm.trained import TRAIN_RUN, OpenedParts
 
     files = RunDir(path / f"stage{stage}")
     if not files.exists():
         raise VlabError(f"{files.path} is not a run directory: stage {stage} was not trained")
+    # a field added by a later vlab (benchmarks) that a resume wrote into config.json with its
+    # default is no change from the config the checkpoint recorded, as a resume judges it
+    files._defaults = to_dict(VLMRunConfig())
     try:
         cfg = stage_config(files.read_config())
     except ConfigError as e:

@@ -12,6 +12,8 @@ A finetune is a run directory of its own, written by this step and read by the n
     OUT/eval/heldout/status.json       the held-out evaluation: running | done | failed
     OUT/eval/heldout/results.json      scores per benchmark, as ``vlab vlm eval`` writes them
     OUT/eval/heldout/predictions.jsonl greedy answers (dataset files: a killed eval resumes)
+    OUT/eval/<benchmark>/              the task's benchmark on the paper's split, where that
+                                       is not the held-out set (RefCOCOg test), a phase each
 
 ``OUT`` defaults to ``RUN/finetune/<task>-r<R>-lr<lr>``. It resumes like a stage (the engine's
 checkpoint at every evaluation), and a finished finetune is not touched again. The source
@@ -40,13 +42,14 @@ from typing import Any
 
 from vlab.config import deep_merge, from_dict, to_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.models.vlm.data.prepared import MixtureConfig
 from vlab.models.vlm.data.run_data import VLMDataConfig
 from vlab.models.vlm.data.sources import SourceConfig
 from vlab.records import DamagedFile, read_json_file
 from vlab.rundir import RunDir
 from vlab.training.config import TrainConfig
 from vlab.vlm.config import VLMRunConfig, stage_config
-from vlab.vlm.files import eval_dir
+from vlab.vlm.files import eval_dir, evaluated
 
 # The paper's recipe (SHAKEUP section 3): batch 64, AdamW, cosine, warmup ratio 0.03; lr is
 # the grid's middle value. Evaluation every 10% of the steps and at step 0 (the stage-2
@@ -62,11 +65,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 # The paper's finetuning tasks on its datasets (``data_root``): the stage-2 source trained on
-# (``vlab.models.vlm.data.paper_data.paper_data``) and the benchmark scored
-# (``paper_benchmarks``). RefCOCOg trains on its grounding expressions only (REC).
-PAPER_TASKS: dict[str, tuple[str, str, dict]] = {
-    "vqav2": ("vqav2", "vqav2", {}),
-    "refcocog": ("refcocog", "refcocog_val", {"tasks": ["grounding"]}),
+# (``vlab.models.vlm.data.paper_data.paper_data``), the held-out set followed during training
+# and scored after it, and the benchmarks on the splits the paper reports, scored last when
+# they are not the held-out set (``paper_benchmarks``' names). RefCOCOg trains on its
+# grounding expressions only (REC), is followed on val and reported on test (umd split), as
+# the paper's grounding tables report it; VQAv2 is followed and reported on val2014, the split
+# the SHAKEUP authors' evaluation script scores (gpantaz/vl_mamba @ c788f5f).
+PAPER_TASKS: dict[str, tuple[str, str, dict, tuple[str, ...]]] = {
+    "vqav2": ("vqav2", "vqav2", {}, ()),
+    "refcocog": ("refcocog", "refcocog_val", {"tasks": ["grounding"]}, ("refcocog_test",)),
 }
 
 
@@ -88,8 +95,11 @@ class FinetuneConfig:
     Dataset files: ``train_source`` / ``heldout_source`` None resolve at construction, from
     ``data_root`` (the paper's layout, tasks ``vqav2`` and ``refcocog``) if given, else from
     the source run's ``data.stage2`` / ``data.heldout`` source labelled ``task``; config.json
-    then holds the sources used. ``arch`` None resolves to the source's LM arch (a sweep keys
-    ``per_arch`` by it); given, it must be the source's.
+    then holds the sources used. ``benchmarks``: sources scored after the held-out
+    evaluation, each a phase of its own in ``OUT/eval/<label>/`` (the layout of ``vlab vlm
+    eval``); None resolves from ``data_root`` to the task's paper split where that is not the
+    held-out set (RefCOCOg test), and stays None (none) otherwise. ``arch`` None resolves to
+    the source's LM arch (a sweep keys ``per_arch`` by it); given, it must be the source's.
 
     Construction reads ``source``'s ``stage2/config.json`` and validates everything against
     it (task, resolution, arch), so a bad value fails in one line before any work.
@@ -107,6 +117,7 @@ class FinetuneConfig:
     data_root: str | None = None
     train_source: SourceConfig | None = None
     heldout_source: SourceConfig | None = None
+    benchmarks: tuple[SourceConfig, ...] | None = None
     arch: str | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +159,10 @@ class FinetuneConfig:
             self._check_shapes(src)
         else:
             self._resolve_sources(src)
+        labels = [s.label for s in self.benchmarks or ()]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ConfigError("benchmarks", f"two benchmarks are labelled {label!r}")
         from vlab.models.vlm.resolution import check_resolution
 
         check_resolution(src.model, self.resolution)
@@ -182,6 +197,8 @@ class FinetuneConfig:
                     "drop data_root and give train_source and heldout_source",
                 )
             paper = paper_sources(self.data_root, self.task)
+            if self.benchmarks is None and paper["benchmarks"]:
+                object.__setattr__(self, "benchmarks", paper["benchmarks"])
         for name, mixture in (
             ("train_source", src.data.stage2),
             ("heldout_source", src.data.heldout),
@@ -232,12 +249,28 @@ class FinetuneConfig:
         )
 
     def check_files(self) -> None:
-        """The task's annotation files exist (dataset files; before any work)."""
+        """The task's annotation files exist (dataset files), and every benchmark's files and
+        image folders (one line naming each benchmark with what it lacks); before any work."""
         if self.source_config.data.dataset == "files":
             for name in ("train_source", "heldout_source"):
                 missing = getattr(self, name).missing()
                 if missing:
                     raise ConfigError(f"{name}.paths", f"{missing[0]} does not exist")
+        lacking = [
+            f"{s.label} ({', '.join(s.describe_missing())})"
+            for s in self.benchmarks or ()
+            if s.missing()
+        ]
+        if lacking:
+            raise ConfigError(
+                "benchmarks",
+                f"{len(lacking)} benchmark(s) lack their files: {'; '.join(lacking)}; put them "
+                "there, or give benchmarks without them ([] for none)",
+            )
+
+    def benchmark_mixture(self) -> MixtureConfig:
+        """``benchmarks`` as one mixture of held-out sources (unpacked), one per benchmark."""
+        return MixtureConfig(sources=tuple(self.benchmarks or ()), pack=False)
 
 
 def _read_source(source: str) -> VLMRunConfig:
@@ -255,17 +288,22 @@ def _read_source(source: str) -> VLMRunConfig:
         raise ConfigError("source", f"{run.config_path} does not load: {e}") from e
 
 
-def paper_sources(root: str | Path, task: str) -> dict[str, SourceConfig]:
-    """``train_source`` and ``heldout_source`` of a paper task under the data root ``root``."""
+def paper_sources(root: str | Path, task: str) -> dict[str, Any]:
+    """``train_source``, ``heldout_source`` and ``benchmarks`` (the paper's splits besides
+    the held-out set, a tuple) of a paper task under the data root ``root``."""
     from vlab.models.vlm.data.paper_data import paper_benchmarks, paper_data
 
-    train_label, heldout_label, options = PAPER_TASKS[task]
+    train_label, heldout_label, options, reported = PAPER_TASKS[task]
     train = [s for s in paper_data(root)["stage2"]["sources"] if _label(s) == train_label]
-    heldout = [s for s in paper_benchmarks(root) if _label(s) == heldout_label]
+    suite = {_label(s): s for s in paper_benchmarks(root)}
     train_spec = {**train[0], "options": {**train[0].get("options", {}), **options}}
     return {
         "train_source": from_dict(SourceConfig, train_spec, prefix="train_source"),
-        "heldout_source": from_dict(SourceConfig, heldout[0], prefix="heldout_source"),
+        "heldout_source": from_dict(SourceConfig, suite[heldout_label], prefix="heldout_source"),
+        "benchmarks": tuple(
+            from_dict(SourceConfig, suite[label], prefix=f"benchmarks[{i}]")
+            for i, label in enumerate(reported)
+        ),
     }
 
 
@@ -302,10 +340,13 @@ def finetune(
     log: Callable[[str], Any] = print,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict | None:
-    """Finetune into ``out`` (resuming), then evaluate the task's held-out set; returns the
-    results, or None when training ended unfinished (stopped, diverged: see status.json).
+    """Finetune into ``out`` (resuming), then evaluate the task's held-out set and its
+    benchmarks (:func:`evaluate_finetune_benchmarks`); returns the held-out results, or None
+    when training ended unfinished (stopped, diverged: see status.json), on a rank other than
+    the main one, or when stopped before the held-out evaluation.
 
-    A finished finetune with its results is not touched again: the results are read back.
+    A finished finetune with its results is not touched again: the results are read back, and
+    only benchmarks not yet evaluated are.
     """
     from vlab.training.distributed import claim_run, setup_distributed
     from vlab.training.engine import resolve_device
@@ -316,24 +357,28 @@ def finetune(
     log = log if ctx.is_main else (lambda *_: None)
     run, done = claim_run(ctx, out, to_dict(cfg), config_defaults(), kind="vlm-finetune")
     try:
-        if done and _results(out) is not None:
-            log(f"{out}: already done; nothing to do")
-            return _results(out)
-        tok = source_tokenizer(cfg)
-        run_cfg, model = finetune_model(cfg, tok, log)
-        if not done:
-            result = _train(cfg, run_cfg, model, tok, run, ctx, progress, log, should_stop)
-            if result.state != "done":
-                return None
-        else:
-            log(f"{out}: trained; evaluating")
+        heldout = _results(out) if done else None
+        if heldout is None:
+            tok = source_tokenizer(cfg)
+            run_cfg, model = finetune_model(cfg, tok, log)
+            if not done:
+                result = _train(cfg, run_cfg, model, tok, run, ctx, progress, log, should_stop)
+                if result.state != "done":
+                    return None
+            else:
+                log(f"{out}: trained; evaluating")
     finally:
         run.release()
     if not ctx.is_main:
         return None
-    if should_stop is not None and should_stop():
-        return None
-    return evaluate_finetune(cfg, out, progress=progress, log=log)
+    if heldout is None:
+        if should_stop is not None and should_stop():
+            return None
+        heldout = evaluate_finetune(cfg, out, progress=progress, log=log)
+    elif all(evaluated(eval_dir(out, s.label)) for s in cfg.benchmarks or ()):
+        log(f"{out}: already done; nothing to do")
+    evaluate_finetune_benchmarks(cfg, out, progress=progress, log=log, should_stop=should_stop)
+    return heldout
 
 
 def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
@@ -349,6 +394,9 @@ def preflight(cfg: FinetuneConfig, out: str | Path) -> None:
 
     check_output_dir(out)
     cfg.check_files()
+    from vlab.vlm.evaluate import benchmark_dirs
+
+    benchmark_dirs(out, cfg.benchmark_mixture())  # plain names, not heldout, writable
     stage2 = RunDir(Path(cfg.source) / "stage2")
     if not stage2.is_done():
         raise VlabError(
@@ -552,3 +600,31 @@ def evaluate_finetune(
     record_evaluated(files, results)
     log(f"{where}/results.json: accuracy {results['accuracy']:.4f}")
     return results
+
+
+def evaluate_finetune_benchmarks(
+    cfg: FinetuneConfig,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    log: Callable[[str], Any] = print,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, dict]:
+    """Score the finetune's final weights at its resolution on each of ``cfg.benchmarks``
+    into ``OUT/eval/<benchmark>/`` (:func:`vlab.vlm.evaluate.evaluate_benchmarks`: a phase
+    each, finished ones read back, a killed one resumed); returns {benchmark: results}.
+    Why: the paper reports RefCOCOg on its test split, while the held-out set that training
+    follows (and a learning rate could be chosen on) is val."""
+    from vlab.vlm.evaluate import evaluate_benchmarks
+
+    if not cfg.benchmarks:
+        return {}
+    return evaluate_benchmarks(
+        out,
+        cfg.benchmark_mixture(),
+        device=cfg.train.device,
+        threads=cfg.train.threads,
+        progress=progress,
+        log=log,
+        should_stop=should_stop,
+    )

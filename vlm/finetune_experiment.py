@@ -6,6 +6,7 @@ task at one resolution, then scored on that task's held-out set::
 
     RUN/config.json, status.json, metrics.jsonl, checkpoints/   the finetune's training
     RUN/eval/heldout/status.json, results.json                  its held-out evaluation
+    RUN/eval/<benchmark>/status.json, results.json              each of its ``benchmarks``
 
 Its config is a :class:`~vlab.vlm.finetune.FinetuneConfig` as nested dict or dotted
 keys; ``source`` names the stage-2 run to start from (per arch: ``per_arch`` or
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vlab.config import setting, to_dict
 from vlab.rundir import RunDir
-from vlab.vlm.experiment import TrainedVLMExperiment, eval_phase, phase
+from vlab.vlm.experiment import TrainedVLMExperiment, benchmark_phases, eval_phase, phase
 from vlab.vlm.files import eval_dir
 
 if TYPE_CHECKING:
@@ -62,8 +63,10 @@ def run_finetune(
 def finetune_status(run: str | Path, config: dict) -> dict:
     """Where a finetune run stands, from its files: the status of its current phase.
 
-    ``stage`` is ``finetune`` (training) or ``eval``; ``steps`` the finetune's budget (with
-    ``epochs`` known once training started); ``benchmarks`` the evaluated ones. ``state`` is
+    ``stage`` is ``finetune`` (training), ``eval`` (the held-out evaluation) or
+    ``eval:<benchmark>`` (one of the config's ``benchmarks``, in order: the paper's split
+    where it is not the held-out set); ``steps`` the finetune's budget (with ``epochs`` known
+    once training started); ``benchmarks`` the evaluated ones. ``state`` is
     absent before anything started (the sweep's "pending"). Reads files only, without
     importing torch (the report's loader calls it): the evaluation is in ``RUN/eval/heldout``,
     as for a VLM run (:func:`vlab.vlm.experiment.eval_dir`, the same folder as
@@ -77,7 +80,11 @@ def finetune_status(run: str | Path, config: dict) -> dict:
     steps = status.get("steps", steps)
     if status.get("state") != "done":
         return phase(status, "finetune", steps)
-    return eval_phase(eval_dir(run), status, steps, "finetuned")
+    heldout = eval_phase(eval_dir(run), status, steps, "finetuned")
+    given = config.get("benchmarks")
+    sources = [b for b in given if isinstance(b, dict)] if isinstance(given, list) else []
+    names = [b.get("name") or b.get("reader") for b in sources]
+    return benchmark_phases(run, names, heldout, status, steps)
 
 
 # the experiment ------------------------------------------------------------------------------
@@ -99,6 +106,7 @@ class FinetuneExperiment(TrainedVLMExperiment):
     }
     report_template: ClassVar[str] = "finetune"
     phased: ClassVar[bool] = True
+    rank_sections: ClassVar[tuple[str, ...]] = ("train",)
 
     def resolve(self, config: dict) -> dict:
         return resolve_finetune_config(config)
@@ -128,7 +136,7 @@ def _finetune_parts(path: Path, stage: int) -> OpenedParts:
     record of it (source, task, resolution, grid)."""
     from vlab.config import from_dict
     from vlab.errors import ConfigError, VlabError
-    from vlab.vlm.finetune import FinetuneConfig, finetune_setup, source_tokenizer
+    from vlab.vlm.finetune import FinetuneConfig, config_defaults, finetune_setup, source_tokenizer
     from vlab.vlm.trained import FINETUNE_RUN, OpenedParts
 
     if stage != 2:
@@ -137,6 +145,7 @@ def _finetune_parts(path: Path, stage: int) -> OpenedParts:
             f"drop --stage {stage}"
         )
     files = RunDir(path)
+    files._defaults = config_defaults()  # fields added since its checkpoint, as a resume does
     stored = files.read_config()
     try:
         cfg = from_dict(FinetuneConfig, stored)

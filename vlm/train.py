@@ -106,15 +106,17 @@ class VLMTask:
 
 def preflight(cfg: VLMRunConfig, out: str | Path, stages: tuple[int, ...] = (1, 2)) -> None:
     """Everything :func:`train_vlm` can check before it writes: the output directory
-    (creatable, not a file), the data's files, each stage's device (present: stage 2's picks
-    the process group) and threads (bounded), and the model's parts built on the meta device
-    (the LM's transformers config and a pretrained LM's weights; encoders and projector
-    unless a pretrained encoder's weights are needed to know its shapes). Creates nothing;
-    cheap (no weights in memory). Called before the run is claimed, so sweeps get it too."""
+    (creatable, not a file), the data's files and the benchmark suite's, each stage's device
+    (present: stage 2's picks the process group) and threads (bounded), and the model's parts
+    built on the meta device (the LM's transformers config and a pretrained LM's weights;
+    encoders and projector unless a pretrained encoder's weights are needed to know its
+    shapes). Creates nothing; cheap (no weights in memory). Called before the run is
+    claimed, so sweeps get it too."""
     from vlab.preflight import check_device, check_model_memory, check_output_dir, check_threads
 
     check_output_dir(out)
     cfg.data.check_files()
+    cfg.benchmarks.check_files()  # a benchmark the run will lack is said before stage 1
     for stage in sorted({*stages, 2}):
         train_cfg = cfg.train_config(stage)
         check_device(train_cfg.device, f"stage{stage}.device")

@@ -59,10 +59,18 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def gpu_index(self) -> int:
+        """This rank's GPU among those it sees: its local rank where every rank of the node
+        sees all the node's GPUs (torchrun, SLURM's --gpus-per-node), 0 where the scheduler
+        gave each task its own (one visible GPU)."""
+        visible = torch.cuda.device_count()
+        return self.local_rank % visible if visible else 0
+
     def device(self, requested: torch.device) -> torch.device:
         """One GPU per process (``cuda:LOCAL_RANK``) under torchrun; the request otherwise."""
         if self.enabled and requested.type == "cuda":
-            return torch.device("cuda", self.local_rank)
+            return torch.device("cuda", self.gpu_index)
         return requested
 
     def shard(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -118,9 +126,24 @@ def setup_distributed(device: torch.device) -> DistContext:
         # stop flags, step numbers) are CPU tensors, which NCCL cannot take: gloo carries them.
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
-            torch.cuda.set_device(ctx.local_rank)
+            torch.cuda.set_device(ctx.gpu_index)
         dist.init_process_group(backend=backend)
     return ctx
+
+
+# What a collective raises when another rank's process is gone (gloo's TCP pairs, NCCL's
+# watchdog): the words of the rank that failed are elsewhere.
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "NCCL communicator was aborted", "ProcessGroupNCCL's watchdog")  # fmt: skip
+
+
+def lost_a_rank(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another rank died, not this rank's
+    own failure (only under several processes)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    text = str(error)
+    return any(words in text for words in _PEER_GONE)
 
 
 def join_process_group() -> DistContext:

@@ -43,6 +43,7 @@ from vlab.training.distributed import (
     DistContext,
     load_model_state,
     load_optimizer_state,
+    lost_a_rank,
     model_state,
     optimizer_state,
     setup_distributed,
@@ -446,6 +447,8 @@ def _record_failure(files: RunDir, state: LoopState, error: BaseException) -> No
     """status.json says why the loop died: Ctrl-C is "interrupted", anything else "failed"."""
     by_user = isinstance(error, KeyboardInterrupt)
     reason = "interrupted by the user" if by_user else f"{type(error).__name__}: {error}"
+    if not by_user and lost_a_rank(error):
+        reason = f"lost another rank of the run (its own failure or log says why): {reason}"
     files.write_status(
         "interrupted" if by_user else "failed",
         reason,

@@ -3,7 +3,9 @@
 From each arm's stage-2 run (the 1.4B task-agnostic runs of a ``paper-vlm`` sweep), finetune
 on VQAv2 for 1 epoch and on RefCOCOg (grounding) for 3 epochs at 336, 448, 476 and 560 px,
 lr in {1e-5, 5e-5, 1e-4}, batch 64, AdamW, cosine decay, warmup ratio 0.03, then score
-VQAv2 val (VQA score) and RefCOCOg val (accuracy at IoU >= 0.5) at the same resolution:
+VQAv2 val (VQA score) and RefCOCOg val (accuracy at IoU >= 0.5) at the same resolution
+(``eval/heldout/``, the sets followed during training), and RefCOCOg test, the split the paper
+reports, as a phase of its own (``eval/refcocog_test/``; VQAv2's reported split is val itself):
 2 arms x 4 resolutions x 3 learning rates x 2 tasks = 48 runs (GPU). 336 px is the
 resolution stage 2 trained at: the finetuning gain without more visual tokens.
 

@@ -4,12 +4,18 @@ Pythia-1B / 1.4B / 2.8B against Mamba-790M / 1.4B / 2.8B (the paper's matched pa
 task-agnostic vs task-aware ordering: 12 VLM runs, each trained in both stages with the
 ``paper-1.4b`` recipe (EVA-02-L/14 at 336 px, 2-layer MLP; stage 1 batch 256 lr 1e-3,
 stage 2 batch 128 lr 2e-5; the 2.8B pair with the paper's 800-token limit), then evaluated on
-the held-out benchmarks. Every LM starts from its own pretrained checkpoint and tokenizer.
+the held-out benchmarks and on the paper's benchmark suite (``benchmarks.suite``: COCO
+Karpathy test, NoCaps, VQAv2, GQA, Visual7W, VSR, POPE, RefCOCO/+/g, TextCaps, TextVQA, AI2D
+under ``VLAB_DATA``), one phase per benchmark in ``RUN/eval/<benchmark>/``, so a run is done
+with its tables' numbers. Every LM starts from its own pretrained checkpoint and tokenizer.
+``--set benchmarks.suite=null`` ends each run at its held-out evaluation; ``--set
+'benchmarks.names=["coco","vqav2"]'`` scores those alone. A benchmark missing from
+``VLAB_DATA`` stops the spec from expanding, in one line naming it.
 
 Where things are comes from two environment variables, so the same file serves any cluster:
 
 * ``VLAB_DATA``: the paper's datasets in the layout of :mod:`vlab.models.vlm.data.paper_data`
-  (``vlab vlm train --data-root``'s layout);
+  (``vlab vlm train --data-root``'s layout), for training and for the benchmarks;
 * ``VLAB_MODELS``: local checkpoints under their Hugging Face names (``pythia-1b``,
   ``pythia-1.4b``, ``pythia-2.8b``, ``mamba-790m-hf``, ``mamba-1.4b-hf``, ``mamba-2.8b-hf``)
   and the EVA-02 encoder as ``eva02_large_patch14_clip_336`` (a timm / OpenCLIP file or
@@ -63,13 +69,17 @@ def sweep() -> SweepSpec:
         name="paper-vlm",
         kind="vlm",
         description="SHAKEUP's VLMs: Pythia 1B/1.4B/2.8B vs Mamba 790M/1.4B/2.8B x task-agnostic "
-        "vs task-aware, pretrained LMs, both stages, then the held-out benchmarks (GPU).",
+        "vs task-aware, pretrained LMs, both stages, then the held-out sets and the paper's "
+        "benchmark suite (GPU).",
         base={
             "preset": "paper-1.4b",
             "model.vision.pretrained": str(models / ENCODER),
             "data": paper_data(env["VLAB_DATA"]),
+            "benchmarks": {"suite": "shakeup", "data_root": env["VLAB_DATA"]},
         },
         axes={"model.sequence.ordering": ["task_agnostic", "task_aware"]},
         runs=runs,
         name_keys=["model.lm.arch", "model.lm.preset", "model.sequence.ordering"],
+        # each run on 4 GPUs of one node, as the SHAKEUP VLMs were trained (4 A100s)
+        slurm={"gpus_per_node": 4},
     )

@@ -27,7 +27,7 @@ from vlab.models.vlm.data.records import format_norm_box  # noqa: E402
 from vlab.models.vlm.data.shapes import SHAPES_TASKS  # noqa: E402
 
 FIGURES = ["curves_stage1", "curves_stage2", "ordering_gain", "grounding_heatmap"]
-FIGURES += ["grounding_by_row"]
+FIGURES += ["grounding_by_row", "grounding_gain"]
 
 
 # benchmark groups ---------------------------------------------------------------------------
@@ -328,12 +328,35 @@ def vlm_sweep(tmp_path_factory):
     return out
 
 
+# benchmark-suite scores (x1: fractions, CIDEr) of the two runs, written as RUN/eval/<name>/
+SUITE = {
+    "task_agnostic": {"coco/caption": 0.9, "vqav2/vqa": 0.5, "refcoco_testA/grounding": 0.2},
+    "task_aware": {"coco/caption": 1.0, "vqav2/vqa": 0.6, "refcoco_testA/grounding": 0.3},
+}
+
+
+def write_suite(run, scores: dict[str, float]) -> None:
+    """RUN/eval/<benchmark>/{status,results}.json as a finished benchmark phase leaves them
+    (plain files: the report reads nothing else); VQAv2 with its answer-type slices."""
+    for key, value in scores.items():
+        name, task = key.split("/")
+        atomic_write_json(run / "eval" / name / "status.json", {"state": "done"})
+        results = {"benchmark": name, "step": 4, "sources": {key: value}}
+        results["metrics"] = {task: "CIDEr" if task == "caption" else "accuracy"}
+        if name == "vqav2":
+            results["slices"] = {key: {"answer_type": {"yes/no": 0.9, "number": value / 2}}}
+        atomic_write_json(run / "eval" / name / "results.json", results)
+
+
 @pytest.fixture(scope="module")
 def rendered(vlm_sweep):
-    """`vlab report SWEEP` without --template, once; returns (sweep dir, stdout)."""
+    """`vlab report SWEEP` without --template, once, after both runs' suites scored a few
+    benchmarks; returns (sweep dir, stdout)."""
     import contextlib
     import io
 
+    for name, scores in SUITE.items():
+        write_suite(vlm_sweep / "runs" / name, scores)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["report", str(vlm_sweep)]) == 0
@@ -369,8 +392,18 @@ def test_a_vlm_sweep_gets_the_vlm_report_by_default(rendered):
         "The benchmarks and their metrics",
         "Relative gain of task-aware over task-agnostic (mean over seed pairs [95% t interval])",
         "Held-out grounding score by the target's patch row",
+        "Table 1: scores x100 (mean over seeds [95% t interval])",
+        "Table 11: relative gain of task-aware over task-agnostic (mean over seed pairs [95% "
+        "t interval])",
+        "Benchmark slices: scores x100 (mean over seeds [95% t interval])",
     ):
         assert f"<h4>{heading}</h4>" in html
+    # Table 1's groups, a partial sum named, the missing benchmarks noted; no Table 2 columns
+    for text in ("Image Captioning", "General VQA", "Visual Grounding", "Σ (1 of 3)"):
+        assert text in html
+    assert "missing GQA test-dev, V7W telling (no run has it)" in html
+    assert "<td>90.0</td>" in html and "<td>+11.1%</td>" in html  # COCO CIDEr x100; its gain
+    assert "<td>answer_type</td>" in html and "<h4>Table 2:" not in html
     assert "coarse (summary)" in html and "fine (retrieval)" in html and "Σ coarse" in html
     assert "Traceback" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
     assert not re.search(r'(src|href)="https?://', html)

@@ -206,6 +206,9 @@ def test_the_paper_finetune_spec_is_figure_3s_grid(monkeypatch, tmp_path):
     for c in (r.config for r in runs):
         assert (c["train"]["batch_size"], c["train"]["warmup_ratio"]) == (64, 0.03)
         assert c["train_source"]["split"] == "train" and c["heldout_source"]["split"] == "val"
+        # scored besides on the split the paper reports: RefCOCOg test (VQAv2's is val)
+        reported = [(b["name"], b["split"]) for b in c["benchmarks"] or []]
+        assert reported == ([("refcocog_test", "test")] if c["task"] == "refcocog" else [])
     assert "pythia-refcocog-r560-lr0.0001" in {r.name for r in runs}
     # EVA-02-L/14 patches are 14 px: the paper's 480 would crop 4 px off every image
     from vlab.vlm.finetune import finetune_config

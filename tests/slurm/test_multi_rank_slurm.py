@@ -108,7 +108,8 @@ def test_a_rank_killed_mid_run_fails_the_run_without_a_hang(capsys, tmp_path, sl
     assert time.time() - killed < 60  # rank 0 did not wait in its collective
     (row,) = sweep_status(sweep)
     assert (row["state"], row["stage"]) == ("failed", "stage2")
-    assert row["reason"].startswith("rank 0 of 2: ")  # the survivor says what it saw
+    # the survivor says what it saw, and that it is not its own failure
+    assert row["reason"].startswith("rank 0 of 2: lost another rank of the run")
     assert row["step"] < 100_000
     code, stdout, _ = vlab(capsys, "sweep", "status", str(out))
     assert "failed: 1" in stdout

@@ -331,6 +331,7 @@ def test_vlm_eval_scores_a_trained_run_per_benchmark_and_resumes(tmp_path, files
     bench = {"sources": [files["coco"], files["vqav2"], files["refcoco"], files["v7w"]]}
     (tmp_path / "b.json").write_text(json.dumps(bench))
     argv = ["vlm", "eval", "--run", str(run), "--config", str(tmp_path / "b.json"), "--no-progress"]
+    argv += ["--name", "benchmarks"]  # every benchmark in one folder
     assert main(argv) == 0
     where = run / "eval" / "benchmarks"
     results = json.loads((where / "results.json").read_text())

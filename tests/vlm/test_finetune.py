@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tests.cli import vlab
 from vlab.config import deep_merge, to_dict
 from vlab.errors import ConfigError, VlabError
+from vlab.experiment import experiment
 from vlab.fileio import read_jsonl
 from vlab.models.vlm.batch import batch_of, pixel_values
 from vlab.models.vlm.data.run_data import ShapesData
@@ -309,7 +310,10 @@ def test_a_finetune_on_dataset_files_trains_one_source_for_epochs_and_scores_its
         tmp_path / "src",
         overrides={"data": data, "stage2": {"steps": 4, "eval_every": 4, "batch_size": 4}},
     )
-    cfg = ft_config(src, task="vqav2", epochs=2.0, train={"batch_size": 4}, n_heldout=2)
+    bench = {**files["vqav2"], "name": "vqav2_test"}  # scored after the held-out set
+    cfg = ft_config(
+        src, task="vqav2", epochs=2.0, train={"batch_size": 4}, n_heldout=2, benchmarks=[bench]
+    )
     assert cfg.train_source.label == "vqav2" and cfg.heldout_source.label == "vqav2"
     out = tmp_path / "ft"
     results = finetune(cfg, out, progress=False, log=quiet)
@@ -322,6 +326,18 @@ def test_a_finetune_on_dataset_files_trains_one_source_for_epochs_and_scores_its
     heldout = read_jsonl(out / "data" / "heldout" / "sequences.jsonl")
     assert results["examples"] == len(heldout) > 2 and list(results["sources"]) == ["vqav2/vqa"]
     assert len(read_jsonl(out / "eval" / "heldout" / "predictions.jsonl")) == len(heldout)
+    # the benchmark: its own phase and folder, the same answers as the held-out set's
+    test = json.loads((out / "eval" / "vqav2_test" / "results.json").read_text())
+    assert (test["benchmark"], list(test["sources"])) == ("vqav2_test", ["vqav2_test/vqa"])
+    assert test["sources"]["vqav2_test/vqa"] == results["sources"]["vqav2/vqa"]
+    state = experiment("vlm-finetune").status(out)
+    assert (state["state"], state["benchmarks"]) == ("done", ["vqav2/vqa", "vqav2_test"])
+    (out / "eval" / "vqav2_test" / "results.json").unlink()
+    state = experiment("vlm-finetune").status(out)
+    assert (state["state"], state["stage"]) == ("interrupted", "eval:vqav2_test")
+    finetune(cfg, out, progress=False, log=quiet)  # resumes with the benchmark alone
+    again = json.loads((out / "eval" / "vqav2_test" / "results.json").read_text())
+    assert again == test
     with pytest.raises(ConfigError, match="'heldout_source'.*no source labelled 'refcoco'"):
         ft_config(src, task="refcoco", train={"batch_size": 4})
     with pytest.raises(ConfigError, match=r"'task'.*\(coco_captions, vqav2, refcoco\)"):
@@ -339,6 +355,15 @@ def test_the_paper_tasks_train_on_their_training_sets_and_score_their_validation
     assert train.options == {"source": "refcocog", "tasks": ["grounding"]}
     assert (held.label, held.split, held.options["tasks"]) == ("refcocog_val", "val", ["grounding"])
     assert train.paths[0] == held.paths[0] == "/data/refcocog/refs(umd).p"
+    # scored besides on the split the paper reports, where that is not the held-out set
+    assert vqa["benchmarks"] == ()
+    (test,) = ref["benchmarks"]
+    assert (test.label, test.split, test.options["tasks"]) == (
+        "refcocog_test",
+        "test",
+        ["grounding"],
+    )
+    assert test.paths == held.paths
 
 
 # vlab vlm eval and vlab vlm generate on a finetune directory ---------------------------------
@@ -395,9 +420,10 @@ def test_eval_and_generate_open_a_finetune_directory_at_its_resolution(
     (tmp_path / "b.json").write_text(json.dumps({"sources": [files["vqav2"]]}))
     argv = ["vlm", "eval", "--run", str(out), "--config", str(tmp_path / "b.json")]
     code, stdout, _ = vlab(capsys, *argv, "--no-progress", "--device", "cpu")
-    where = out / "eval" / "benchmarks"
+    where = out / "eval" / "vqav2"  # a folder per benchmark
     assert code == 0 and f"{where}/results.json" in stdout
     results = json.loads((where / "results.json").read_text())
+    assert results["benchmark"] == "vqav2" and RunDir(where).is_done()
     assert (results["resolution"], results["grid"], results["step"]) == (96, [12, 12], 12)
     assert (results["task"], results["source"]) == ("vqa", str(source))
     samples = list(PreparedMixture(where / "data"))

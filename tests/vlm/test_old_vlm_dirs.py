@@ -2,6 +2,7 @@
 tests/vlm/fixtures/vlm-cf11976) keep loading, resuming and reporting."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -68,8 +69,17 @@ def test_an_old_vlab_vlm_train_run_resumes_to_done_by_evaluating_only(old, capsy
     assert status["state"] == "done" and status["step"] == 4 and status["benchmarks"]
     for stage, digest in stages.items():  # nothing retrained: checkpoints and metrics as written
         after = _digest(run / stage)
-        assert {k: after[k] for k in digest if k != "status.json"} == {
-            k: v for k, v in digest.items() if k != "status.json"
+        kept = [k for k in digest if k not in ("status.json", "config.json")]
+        assert {k: after[k] for k in kept} == {k: digest[k] for k in kept}
+        # config.json completed with the fields vlab added since, at their defaults
+        config = json.loads((run / stage / "config.json").read_text())
+        old_config = json.loads((OLD / "cli" / "run" / stage / "config.json").read_text())
+        assert {k: v for k, v in config.items() if k != "benchmarks"} == old_config
+        assert config["benchmarks"] == {
+            "suite": None,
+            "data_root": None,
+            "names": [],
+            "limit": None,
         }
 
 

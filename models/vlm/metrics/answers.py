@@ -28,8 +28,10 @@ vlab's own measures, under names no benchmark uses:
   :mod:`vlab.models.vlm.metrics.captions`: the official COCO caption toolkit (CIDEr, BLEU-1..4,
   METEOR, ROUGE-L) where Java runs; without Java ``CIDEr (regex tokens)`` and the other
   pure-Python metrics under such names, no METEOR, and ``captions["unavailable"]`` says why.
-  SPICE is left out (8 GB of Java heap, minutes per set). The built-in shapes captions are
-  deterministic, so there exact match is the stricter measure.
+  SPICE (8 GB of Java heap, minutes per set) only where asked (``spice``): a benchmark
+  evaluation computes it when its jars are there and otherwise names the reason under
+  ``unavailable``; training's held-out evaluations leave it out. The built-in shapes captions
+  are deterministic, so there exact match is the stricter measure.
 
 Slices: a benchmark whose examples carry one of :data:`SLICE_KEYS` in their meta is also
 scored per value of it (``slices``): VQAv2's and VizWiz's answer types, TallyQA's simple /
@@ -212,11 +214,12 @@ def _slices(items: Sequence[tuple], caption: bool) -> dict[str, dict[str, float]
 
 
 def _caption_task(
-    items: Sequence[tuple[VLSample, str]], meteor: bool = False
+    items: Sequence[tuple[VLSample, str]], meteor: bool = False, spice: bool | None = False
 ) -> tuple[str, float, dict[str, Any]]:
     """(CIDEr's name, CIDEr, every caption metric computed): the official ``CIDEr`` where Java
-    runs, else ``CIDEr (regex tokens)``. METEOR only if asked: a source's or slice's score is
-    its CIDEr alone."""
+    runs, else ``CIDEr (regex tokens)``. METEOR and SPICE only if asked (``spice`` as
+    :func:`~vlab.models.vlm.metrics.captions.caption_scores` takes it): a source's or
+    slice's score is its CIDEr alone."""
     from vlab.models.vlm.metrics.captions import REGEX_TOKENS, caption_scores
 
     preds = {str(i): p for i, (_, p) in enumerate(items)}
@@ -224,12 +227,14 @@ def _caption_task(
         str(i): list(s.meta.get("references") or [s.turns[0].response])
         for i, (s, _) in enumerate(items)
     }
-    scores = caption_scores(preds, refs, spice=False, meteor=meteor)
+    scores = caption_scores(preds, refs, spice=spice, meteor=meteor)
     name = "CIDEr" if "CIDEr" in scores else "CIDEr" + REGEX_TOKENS
     return name, scores[name], scores
 
 
-def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]) -> dict[str, Any]:
+def evaluate_predictions(
+    samples: Sequence[VLSample], predictions: Sequence[str], *, spice: bool | None = False
+) -> dict[str, Any]:
     """Held-out scores of greedy answers to the first turn of each sample.
 
     Returns ``tasks`` (task -> score), ``metrics`` (task -> metric name), ``sources``
@@ -240,6 +245,11 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     captions carry references), ``slices`` ("source/task" -> {slice key: {value: score}},
     for the benchmarks whose samples carry a :data:`SLICE_KEYS` field) and ``accuracy``
     (mean of the bounded task scores).
+
+    ``spice``: whether ``captions`` holds SPICE too: False leaves it out (training's held-out
+    evaluations: 8 GB of Java heap each time), None computes it where its jars and Java are
+    there and otherwise names the reason in ``captions["unavailable"]["SPICE"]`` (benchmark
+    evaluations), True requires it.
     """
     if len(samples) != len(predictions):
         raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
@@ -249,7 +259,7 @@ def evaluate_predictions(samples: Sequence[VLSample], predictions: Sequence[str]
     tasks, metrics, sources, captions, official, slices = {}, {}, {}, {}, {}, {}
     for task, items in sorted(by_task.items()):
         if task == "caption" and any("references" in s.meta for s, _ in items):
-            metrics[task], tasks[task], captions = _caption_task(items, meteor=True)
+            metrics[task], tasks[task], captions = _caption_task(items, True, spice)
             by_source: dict[str, list] = {}
             for s, p in items:
                 by_source.setdefault(s.source, []).append((s, p))
