@@ -11,7 +11,14 @@ model)::
     SWEEP/runs/RUN/status.json                its state, and its grid and visual tokens
     SWEEP/runs/RUN/metrics.jsonl              held-out scores per evaluation; step 0 scores the
                                               stage-2 model at the new resolution, not finetuned
-    SWEEP/runs/RUN/eval/heldout/results.json  the finetuned model's held-out scores ("source/task")
+    SWEEP/runs/RUN/eval/heldout/results.json  the finetuned model's held-out (val) scores
+                                              ("source/task"), read once the run is done or
+                                              eval/heldout/status.json says done
+    SWEEP/runs/RUN/eval/<benchmark>/results.json  the finetuned model on another split, the
+                                              paper's test split (RefCOCOg test:
+                                              "refcocog_test/grounding"), read where its
+                                              status.json says done (or it has none), by
+                                              :func:`vlab.analysis.vlm.suite_folders`
     SOURCE/stage2/config.json                 the source run's config (its seeds), read only
 
 A folder without ``sweep.json`` works too: one finetune directory, or a folder of them (a run's
@@ -31,6 +38,10 @@ Tables of :class:`FinetuneSweep` (pandas, one row per observation):
 - ``scores``: one row per (run, benchmark), columns :data:`SCORE_COLUMNS`: ``score`` the
   finetuned model's (results.json; NaN until evaluated), ``start`` the step-0 evaluation's
   (metrics.jsonl; NaN until logged), both as the files hold them (0-1; the tables show x100).
+- ``tests``: one row per (run, benchmark) of its ``eval/<benchmark>/`` folders, columns
+  :data:`TEST_COLUMNS`: ``heldout`` the held-out benchmark of the run it is the test split of
+  (the same source and task, or a folder the run's config names under ``benchmarks``; None
+  for any other benchmark scored by hand), ``score`` as the file holds it.
 
 Every point of the figure and the tables is a mean over seeds with a Student t interval
 (:func:`vlab.analysis.stats.t_mean_ci`; none with one seed), as in the VLM report: per (arm,
@@ -39,6 +50,13 @@ the source runs. The best lr of an (arm, resolution) is the one with the highest
 the held-out score that is plotted, as the paper's figure does: there is no separate validation
 split, so the best score is an optimistic estimate, and every table and figure that uses it
 says so.
+
+Figure 3 on the paper's splits (:func:`reported_points`): where a task's runs are also scored
+on a test split (``eval/<benchmark>/``, RefCOCOg test), each (arm, setting, resolution) shows
+the test score of the lr chosen on the held-out (val) score, :func:`best_lr`'s choice: the test
+split never picks the lr, so its point is not optimistic. A task without a test split (VQAv2,
+reported on val2014, its held-out set; the shapes dataset) shows its held-out score there, the
+lr chosen on that same score, and says so.
 """
 
 from __future__ import annotations
@@ -53,7 +71,9 @@ import pandas as pd
 from vlab.analysis.load import UNREADABLE, as_float, as_int, read_metrics_leniently
 from vlab.analysis.stats import t_mean_ci
 from vlab.analysis.vlm import (
+    BENCHMARKS,
     FINETUNE_KIND,
+    HELDOUT,
     SCALE,
     _entries_from_scan,
     _entries_from_sweep_json,
@@ -67,6 +87,7 @@ from vlab.analysis.vlm import (
     benchmark,
     is_finetune_run,
     settings_and_seeds,
+    suite_rows,
 )
 from vlab.analysis.vlm import summary_line as _vlm_summary_line
 from vlab.analysis.vlm_tables import interval_text
@@ -78,8 +99,9 @@ from vlab.rundir import CONFIG_FIX, RunDir
 
 # what a finetune sweep's grid crosses; anything else that varies within an (arch, task) is a
 # seed (replicas, averaged) or a setting (a panel of its own). The source run is compared by its
-# config (``source.`` keys), not by its path.
-AXES = ("arch", "task", "resolution", "train.lr", "source")
+# config (``source.`` keys), not by its path. ``benchmarks`` (what is scored after training,
+# the test split) changes nothing trained: a run without a test split is no setting of its own.
+AXES = ("arch", "task", "resolution", "train.lr", "source", "benchmarks")
 SOURCE_PREFIX = "source."
 
 
@@ -133,9 +155,12 @@ RUN_COLUMNS = [
     "steps",
     "reason",
     "evaluated",
+    "test_splits",
     "path",
 ]
 SCORE_COLUMNS = ["run", "benchmark", "label", "metric", "score", "start", "examples"]
+# one row per (run, benchmark) of its eval/<benchmark>/ folders (the test splits)
+TEST_COLUMNS = ["run", "benchmark", "heldout", "label", "metric", "score", "folder"]
 # one row per (run, benchmark) of every run whose task has a known benchmark
 GRID_COLUMNS = [
     "run",
@@ -208,6 +233,7 @@ class FinetuneSweep:
     runs: pd.DataFrame
     scores: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    tests: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TEST_COLUMNS))
 
 
 # loading ------------------------------------------------------------------------------------
@@ -235,23 +261,25 @@ def load_finetune_sweep(path: str | Path) -> FinetuneSweep:
                 "directories (folders whose config.json names a source and a resolution, "
                 "written by `vlab vlm finetune` or `vlab sweep`)"
             )
-    rows, scores = [], []
+    rows, scores, tests = [], [], []
     for entry in entries:
-        row, run_scores = _load_run(entry, warnings)
+        row, run_scores, run_tests = _load_run(entry, warnings)
         rows.append(row)
         scores.extend(run_scores)
+        tests.extend(run_tests)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["setting"], runs["seed"] = _settings_and_seeds(runs, entries, warnings)
     for col in ("resolution", "visual_tokens", "step", "steps"):
         runs[col] = runs[col].astype("Int64")
     runs["lr"] = runs["lr"].astype(float)
-    return FinetuneSweep(
-        root, name, source, runs, pd.DataFrame(scores, columns=SCORE_COLUMNS), warnings
-    )
+    tests = pd.DataFrame(tests, columns=TEST_COLUMNS).astype({"score": float})
+    scores = pd.DataFrame(scores, columns=SCORE_COLUMNS)
+    return FinetuneSweep(root, name, source, runs, scores, warnings, tests)
 
 
-def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
-    """The run's row and its score rows (finetuned and step-0 scores per benchmark)."""
+def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list], list[list]]:
+    """The run's row, its score rows (finetuned and step-0 scores per held-out benchmark)
+    and its test rows (:data:`TEST_COLUMNS`, every finished ``eval/<benchmark>/``)."""
     name, path = entry.name, entry.path
     run = RunDir(path)
     if entry.config is None and run.config_path.exists():  # a directory there: said
@@ -268,7 +296,9 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
     status = _status(path, config, name, warnings, FINETUNE_KIND, steps_key="train.steps")
     if status["state"] in ("pending", "interrupted") and entry.lock and lock_holder(entry.lock):
         status.update(state="running", reason="a live worker holds its lock")
-    results = _results(path, name, warnings) if status["state"] == "done" else None
+    # a run scoring its test split is not done, but its held-out results are final
+    final_heldout = status["state"] == "done" or _heldout_done(path)
+    results = _results(path, name, warnings) if final_heldout else None
     trained = _training_status(path)
     tokens = as_int(trained.get("visual_tokens"))
     grid = (results or {}).get("grid")
@@ -289,6 +319,7 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
         "data": "files" if config.get("train_source") else "shapes",
         **status,
         "evaluated": results is not None,
+        "test_splits": ", ".join(_configured_benchmarks(config)),
         "path": str(path),
     }
     start = _step0(path, name, warnings)
@@ -308,7 +339,61 @@ def _load_run(entry: _Entry, warnings: list[str]) -> tuple[dict, list[list]]:
                 as_int((results or {}).get("examples")),
             ]
         )
-    return row, scores
+    heldout = [s[1] for s in scores]
+    tests = []
+    for key, label, metric, value, folder in _test_rows(name, path, warnings):
+        pair = _paired(key, folder, heldout, row["test_splits"].split(", "))
+        tests.append([name, key, pair, label, metric, value, folder])
+    return row, scores, tests
+
+
+def _test_rows(name: str, path: Path, warnings: list[str]) -> list[tuple]:
+    """(key, label, metric, score, folder) of every finished ``eval/<benchmark>/`` of the run:
+    the VLM report's reader of a run's suite folders (:func:`vlab.analysis.vlm.suite_rows`,
+    the same files whoever wrote them), so both reports read them alike."""
+    rows, _, _ = suite_rows(name, path, warnings)
+    # SUITE_COLUMNS: run, benchmark, source, task, label, group, metric, score, folder
+    return [(r[1], r[4], r[6], r[7], r[8]) for r in rows]
+
+
+def _configured_benchmarks(config: dict) -> list[str]:
+    """The folders the finetune's config says it scores besides the held-out set (its
+    ``benchmarks``: each source's ``name``, else its ``reader``, as the finetune names its
+    ``eval/<benchmark>/``); [] when it names none (no test split)."""
+    given = config.get("benchmarks")
+    sources = [b for b in given if isinstance(b, dict)] if isinstance(given, list) else []
+    names = [b.get("name") or b.get("reader") for b in sources]
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def _base(key: str) -> tuple:
+    """A benchmark key without its split: ("refcocog_test/grounding" and
+    "refcocog_val/grounding" are both RefCOCOg grounding), the row of :data:`BENCHMARKS` it
+    matches, else its source up to the first "_" and its task."""
+    source, _, task = key.rpartition("/")
+    rank = benchmark(key).order[0]
+    return (rank, task) if rank < len(BENCHMARKS) else (source.split("_")[0], task)
+
+
+def _paired(key: str, folder: str, heldout: list[str], configured: list[str]) -> str | None:
+    """The run's held-out benchmark that ``key`` (scored in ``eval/<folder>/``) is a test split
+    of: the one of the same benchmark (:func:`_base`), else, for a folder the run's config
+    names, its only held-out benchmark of the same task; None for any other benchmark."""
+    same = [h for h in heldout if _base(h) == _base(key)]
+    if not same and folder in configured:
+        same = [h for h in heldout if h.rpartition("/")[2] == key.rpartition("/")[2]]
+    return same[0] if len(same) == 1 else None
+
+
+def _heldout_done(path: Path) -> bool:
+    """Whether ``eval/heldout/status.json`` says done and its results.json is there: the
+    held-out scores are final while the run goes on to score its test split."""
+    where = path / "eval" / HELDOUT
+    try:
+        status = RunDir(where).read_status() if where.is_dir() else None
+    except UNREADABLE:
+        return False
+    return bool(status) and status.get("state") == "done" and (where / "results.json").is_file()
 
 
 def _text(value: Any) -> str | None:
@@ -755,5 +840,258 @@ def _seed_notes(runs: pd.DataFrame, grid: pd.DataFrame) -> list[str]:
             f"their arm has (the others are not evaluated yet, or missing): {named}. Their "
             "intervals are wider, or absent with one seed, and a best lr may compare means "
             "over different numbers of seeds."
+        )
+    return notes
+
+
+# Figure 3 on the paper's splits ----------------------------------------------------------------
+
+REPORTED_COLUMNS = [*GRID_COLUMNS, "heldout", "split"]
+# one row per (benchmark, arch, setting, resolution) of the reported split: the lr chosen on
+# the held-out score and the reported score at that lr
+REPORTED_POINT_COLUMNS = [
+    "benchmark",
+    "label",
+    "metric",
+    "heldout",
+    "split",
+    "arch",
+    "setting",
+    "resolution",
+    "visual_tokens",
+    "lr",
+    "val",
+    "val_lo",
+    "val_hi",
+    "score",
+    "lo",
+    "hi",
+    "n",
+    "seeds",
+    "waiting",
+]
+TEST, HELD_OUT = "test", "held-out"  # the ``split`` a reported point is on
+NO_TEST = "no test split"  # the state of a done run whose config scores none
+
+
+def reported_grid(grid: pd.DataFrame, tests: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`finetune_grid` on the split each task is reported on, columns
+    :data:`REPORTED_COLUMNS`: a held-out benchmark that some run also scored on a test split
+    (``tests`` rows paired with it) becomes one row per (run, test benchmark), ``score`` the
+    test score x100 (NaN where the run lacks it; its ``state`` then says why: the run's state
+    while it is not done, :data:`NO_TEST` when its config scores no test split), ``start`` NaN
+    (step 0 scores the held-out set only), ``heldout`` the held-out benchmark the lr is chosen
+    on and ``split`` :data:`TEST`; any other held-out benchmark stays as it is (``split``
+    :data:`HELD_OUT`): it is its task's reported split (VQAv2's val2014, the shapes
+    dataset's held-out scenes)."""
+    if grid.empty:
+        return pd.DataFrame(columns=REPORTED_COLUMNS)
+    paired = tests[tests["heldout"].notna()] if not tests.empty else tests
+    test_keys = paired.groupby("heldout", sort=False)["benchmark"].unique().to_dict()
+    by_run = paired.set_index(["run", "benchmark"])["score"].to_dict()
+    about = paired.drop_duplicates("benchmark").set_index("benchmark")
+    configured = dict(zip(runs["name"], runs.get("test_splits", ""), strict=False))
+    rows = []
+    for _, g in grid.iterrows():
+        keys = test_keys.get(g["benchmark"])
+        if keys is None:
+            rows.append({**g.to_dict(), "heldout": g["benchmark"], "split": HELD_OUT})
+            continue
+        for key in keys:
+            score = by_run.get((g["run"], key), math.nan)
+            state = g["state"]
+            if not math.isfinite(score) and state == "done":
+                state = "not scored" if configured.get(g["run"]) else NO_TEST
+            metric = about.loc[key, "metric"]
+            rows.append(
+                {
+                    **g.to_dict(),
+                    "benchmark": key,
+                    "label": about.loc[key, "label"],
+                    "metric": metric if isinstance(metric, str) else g["metric"],
+                    "state": state,
+                    "score": SCALE * score,
+                    "start": math.nan,
+                    "heldout": g["benchmark"],
+                    "split": TEST,
+                }
+            )
+    out = pd.DataFrame(rows, columns=REPORTED_COLUMNS)
+    out["score"], out["start"] = out["score"].astype(float), out["start"].astype(float)
+    return _sorted(out, ["resolution", "lr", "seed"])
+
+
+def reported_points(
+    grid: pd.DataFrame, tests: pd.DataFrame, runs: pd.DataFrame, confidence: float = 0.95
+) -> pd.DataFrame:
+    """SHAKEUP's Figure 3 as the paper reports it, one row per (benchmark, arch, setting,
+    resolution) of :func:`reported_grid`, columns :data:`REPORTED_POINT_COLUMNS`.
+
+    The rule: the lr is chosen per (arch, task, setting, resolution) on the held-out (val)
+    score, by :func:`best_lr` (the highest mean over seeds; the same choice the held-out
+    figure shows), and the point is the reported split's score at that lr (``score``, t
+    interval ``lo``, ``hi`` over its ``n`` of ``seeds`` seeds, :func:`seed_means`); ``val``,
+    ``val_lo``, ``val_hi`` the held-out score it was chosen on. Why: choosing on the test
+    split would make the test point optimistic, as the held-out figure's best lr is; a task
+    without a test split (``split`` :data:`HELD_OUT`) has only its held-out score, and its
+    point is that optimistic one. ``waiting`` says why a point has no score (the states of
+    its runs at the chosen lr, or "no lr evaluated on held-out")."""
+    rep = reported_grid(grid, tests, runs)
+    if rep.empty:
+        return pd.DataFrame(columns=REPORTED_POINT_COLUMNS)
+    chosen = best_lr(grid, confidence).set_index(CELL)
+    points = seed_means(rep, confidence)
+    seeds = points.groupby(["benchmark", "arch", "setting"], dropna=False)["seeds"].max()
+    points = points.set_index([*CELL, "lr"])
+    rows = []
+    for cell, g in rep.groupby(CELL, sort=False, dropna=False):
+        at = (g["heldout"].iloc[0], *cell[1:])
+        pick = chosen.loc[at] if at in chosen.index else None
+        lr = float(pick["lr"]) if pick is not None else math.nan
+        key = (*cell, lr)
+        point = points.loc[key] if math.isfinite(lr) and key in points.index else None
+        tokens = g["visual_tokens"].dropna()
+        rows.append(
+            [cell[0], g["label"].iloc[0], g["metric"].iloc[0], at[0], g["split"].iloc[0]]
+            + [*cell[1:], tokens.iloc[0] if not tokens.empty else pd.NA, lr]
+            + ([pick["best"], pick["lo"], pick["hi"]] if pick is not None else [math.nan] * 3)
+            + (
+                [point["mean"], point["lo"], point["hi"], int(point["n"])]
+                if point is not None
+                else [math.nan, math.nan, math.nan, 0]
+            )
+            + [int(seeds.loc[tuple(cell[:3])])]
+            + [point["waiting"] if point is not None else "no lr evaluated on held-out"]
+        )
+    out = pd.DataFrame(rows, columns=REPORTED_POINT_COLUMNS)
+    out["visual_tokens"] = out["visual_tokens"].astype("Int64")
+    return _sorted(out, ["resolution"])
+
+
+def reported_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3 on the paper's splits as numbers (:func:`reported_points`), one row per
+    benchmark, arm, (setting,) and resolution: the split, the lr chosen on the held-out
+    score and that score, the reported split's score at that lr ("mean [t interval]" over
+    seeds, the mean alone with one; why not, where it has none), its seeds ("1 of 2" when
+    some are missing), and its gain over the arm's lowest resolution. Scores x100."""
+    if points.empty:
+        return pd.DataFrame()
+    done = points[points["score"].notna()]
+    lowest = {  # (benchmark, arch, setting) -> (its lowest resolution with a score, that score)
+        k: tuple(g.loc[g["resolution"].idxmin(), ["resolution", "score"]])
+        for k, g in done.groupby(["benchmark", "arch", "setting"], sort=False, dropna=False)
+    }
+    gains = []
+    for _, r in points.iterrows():
+        low, ref = lowest.get((r["benchmark"], r["arch"], r["setting"]), (None, math.nan))
+        gains.append(r["score"] - ref if low is not None and low != r["resolution"] else math.nan)
+    table = pd.DataFrame(
+        {
+            "benchmark": points["label"],
+            "split": points["split"],
+            "arch": points["arch"],
+            "setting": points["setting"],
+            "resolution": points["resolution"],
+            "visual tokens": points["visual_tokens"],
+            "lr (chosen on held-out)": [
+                f"{v:g}" if math.isfinite(v) else "–" for v in points["lr"]
+            ],
+            "held-out at that lr": [
+                interval_text(m, lo, hi)
+                for m, lo, hi in zip(points["val"], points["val_lo"], points["val_hi"], strict=True)
+            ],
+            "reported score": [
+                interval_text(r["score"], r["lo"], r["hi"]) if r["n"] > 0 else r["waiting"]
+                for _, r in points.iterrows()
+            ],
+            "seeds": [
+                str(n) if n == of else f"{n} of {of}"
+                for n, of in zip(points["n"], points["seeds"], strict=True)
+            ],
+            "gain over lowest resolution": [_fmt(v, "{:+.1f}") for v in gains],
+        }
+    )
+    if not _setting_column(points):
+        table = table.drop(columns="setting")
+    return table
+
+
+def test_split_table(grid: pd.DataFrame, tests: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run of a task with a test split, one row per (run, test benchmark): its arm,
+    (setting, seeds,) resolution and lr, its held-out score x100 and its test score x100, or
+    why it has none (:data:`NO_TEST`: its config scores no test split; else its state:
+    ``running`` while it scores it, ``pending``, ``failed`` ...); ``*`` marks the runs at the
+    lr chosen for their (arm, resolution) on the held-out score, the ones Figure 3 averages.
+    Empty when no run has a test split."""
+    rep = reported_grid(grid, tests, runs)
+    rep = rep[rep["split"] == TEST]
+    if rep.empty:
+        return pd.DataFrame()
+    held = grid.set_index(["run", "benchmark"])["score"].to_dict()
+    chosen = best_lr(grid).set_index(CELL)["lr"].to_dict()
+    table = pd.DataFrame(
+        {
+            "run": rep["run"],
+            "benchmark": rep["label"],
+            "arch": rep["arch"],
+            "setting": rep["setting"],
+            "seed": rep["seed"],
+            "resolution": rep["resolution"],
+            "lr": [
+                f"{r['lr']:g}"
+                + ("*" if chosen.get((r["heldout"], *[r[c] for c in CELL[1:]])) == r["lr"] else "")
+                for _, r in rep.iterrows()
+            ],
+            "held-out": [
+                _fmt(held.get((r, h), math.nan))
+                for r, h in zip(rep["run"], rep["heldout"], strict=True)
+            ],
+            "test": [
+                _fmt(s) if math.isfinite(s) else st
+                for s, st in zip(rep["score"], rep["state"], strict=True)
+            ],
+        }
+    )
+    drop = [c for c in ("setting", "seed") if not (table[c].fillna("") != "").any()]
+    return table.drop(columns=drop).reset_index(drop=True)
+
+
+def test_split_notes(sweep: FinetuneSweep, grid: pd.DataFrame) -> list[str]:
+    """What a reader of Figure 3 on the paper's splits must know: the lr rule, which tasks
+    have no test split (their points are the held-out ones, optimistic), which runs lack
+    their task's test split, and benchmarks scored that are not a test split of the task."""
+    rep = reported_grid(grid, sweep.tests, sweep.runs)
+    if rep.empty:
+        return []
+    notes = []
+    tested = rep[rep["split"] == TEST]
+    if not tested.empty:
+        labels = ", ".join(dict.fromkeys(tested["label"]))
+        notes.append(
+            f"Test splits ({labels}): each point is the test score of the lr chosen for its "
+            "arm and resolution on the held-out (val) score, the held-out figure's best lr; "
+            "the test split never chooses, so these points are not optimistic."
+        )
+        lacking = tested[tested["score"].isna()]
+        if not lacking.empty:
+            named = ", ".join(
+                f"{n} ({s})" for n, s in zip(lacking["run"], lacking["state"], strict=True)
+            )
+            notes.append(
+                f"{lacking['run'].nunique()} of {tested['run'].nunique()} runs of a task with a "
+                f"test split have no test score: {named}."
+            )
+    for label in dict.fromkeys(rep.loc[rep["split"] == HELD_OUT, "label"]):
+        notes.append(
+            f"{label}: no run has a test split (eval/<benchmark>/); its Figure 3 panel is the "
+            "held-out score, the lr chosen on that same score (optimistic)."
+        )
+    other = sweep.tests[sweep.tests["heldout"].isna()] if not sweep.tests.empty else sweep.tests
+    if not other.empty:
+        named = ", ".join(
+            dict.fromkeys(f"{r['label']} (eval/{r['folder']})" for _, r in other.iterrows())
+        )
+        notes.append(
+            f"Also scored, not a split of the finetune's task, left out of Figure 3: {named}."
         )
     return notes

@@ -1,4 +1,5 @@
-"""The finetune report's figure: SHAKEUP's Figure 3, held-out score against resolution.
+"""The finetune report's figures: SHAKEUP's Figure 3, held-out score against resolution, and
+the same on the split each task is reported on (the paper's test split where the runs have it).
 
 Built without pyplot from the tables of :mod:`vlab.analysis.finetune`, as
 :mod:`vlab.analysis.plots` builds the others; colours are the arms' colours of every vlab
@@ -14,10 +15,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from vlab.analysis.finetune import best_lr, resolution_labels, seed_means
+from vlab.analysis.finetune import (
+    HELD_OUT,
+    best_lr,
+    reported_points,
+    resolution_labels,
+    seed_means,
+)
 from vlab.analysis.plots import PANEL_H, PANEL_W, arch_colors, message_figure, styled
 
 BEST_GID, LR_GID, START_GID = "best", "lr", "stage2"  # line gids: "best:<arch>" ...
+REPORTED_GID = "reported"  # the reported-split figure's lines: "reported:<arch>"
 CI_GID = "ci"  # interval gids: "ci:best:<arch>", "ci:lr:<arch>:<lr>", "ci:stage2:<arch>"
 # with intervals, each arm's finetuned and stage-2 points are moved apart along x by this
 # fraction of the resolutions' range, so that their bars do not hide one another
@@ -166,6 +174,8 @@ def _fit_y(ax) -> None:
     one span of the means (at least 5 points) beyond them: with two seeds a 95% t interval is
     the mean +- 9 sd and would flatten every line. A longer bar runs off the panel's edge; the
     tables print it."""
+    if not ax.get_lines():  # a panel whose points have no score yet
+        return
     means = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
     means = means[np.isfinite(means)]
     if means.size == 0:
@@ -188,3 +198,98 @@ def _bars(ax, x: pd.Series, lo: pd.Series, hi: pd.Series, color: str, gid: str, 
     keep = lo.notna().to_numpy() & hi.notna().to_numpy()
     if keep.any():
         ax.vlines(x[keep], lo[keep], hi[keep], color=color, gid=f"{CI_GID}:{gid}", **style)
+
+
+@styled
+def reported_curves(
+    grid: pd.DataFrame,
+    tests: pd.DataFrame,
+    runs: pd.DataFrame,
+    confidence: float = 0.95,
+) -> Figure:
+    """Figure 3 on the split each task is reported on (:func:`vlab.analysis.finetune.
+    reported_points`): one panel per benchmark (and setting), one line per arm through its
+    score x100 at each resolution, at the lr chosen for that arm and resolution on the
+    held-out (val) score (the lr written at the point, "n of N" seeds where some are
+    missing); a mean over seeds with its Student t interval as a vertical bar (none with one
+    seed). On a test split (RefCOCOg test) the lr is chosen on another split than the one
+    plotted; a panel of a task without one plots the held-out score and says the choice was
+    made on it. Why a figure of its own: the held-out figure's best lr is optimistic, and the
+    paper's numbers are on its test splits.
+
+    Line gids: ``reported:<arch>``; bars ``ci:reported:<arch>``.
+    """
+    points = reported_points(grid, tests, runs, confidence)
+    if points.empty or points["score"].isna().all():
+        return message_figure("No scores on a reported split yet: no run is evaluated.")
+    panels = list(dict.fromkeys(zip(points["benchmark"], points["setting"], strict=True)))
+    labels = resolution_labels(runs, sep="\n")
+    resolutions = sorted(int(r) for r in points["resolution"].dropna().unique())
+    colors = arch_colors(points["arch"].dropna().unique())
+    cols = min(len(panels), 2)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(
+        figsize=(max(8.0, PANEL_W * 1.35 * cols + 2.0), PANEL_H * 1.2 * rows + 1.4),
+        layout="constrained",
+    )
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    seeded = int(points["seeds"].max()) > 1
+    fig.suptitle(
+        "Score on the reported split against resolution, finetuned from stage 2\n"
+        "lr chosen per arm and resolution on the held-out (val) score, written at the point"
+        + (
+            f"\npoints: mean over seeds, bars: {confidence:.0%} Student t interval"
+            if seeded
+            else ""
+        ),
+        fontsize=10,
+    )
+    span = resolutions[-1] - resolutions[0] if len(resolutions) > 1 else resolutions[0]
+    for ax, (key, setting) in zip(axes, panels, strict=False):
+        p = points[(points["benchmark"] == key) & (points["setting"] == setting)]
+        arms = [a for a in colors if a in set(p["arch"])]
+        for i, arch in enumerate(arms):
+            shift = (i - (len(arms) - 1) / 2) * DODGE * span if p["lo"].notna().any() else 0.0
+            _reported_arm(ax, p[p["arch"] == arch], arch, colors[arch], shift)
+        split = p["split"].iloc[0]
+        metric = p["metric"].dropna()
+        title = p["label"].iloc[0] + (f" ({metric.iloc[0]})" if not metric.empty else "")
+        if split == HELD_OUT:
+            title += "\nheld-out: no test split, lr chosen on this score (optimistic)"
+        seeds = int(p["seeds"].max())
+        title += f"\nmean of {seeds} seeds" if seeds > 1 else ""
+        ax.set_title(title + (f"\n{setting}" if setting else ""))
+        ax.set_xticks(resolutions, [labels.get(r, f"{r} px") for r in resolutions])
+        ax.set_xlabel("image resolution / visual tokens")
+        ax.set_ylabel(f"{'held-out' if split == HELD_OUT else split} score x100")
+        ax.margins(x=0.08)
+        _fit_y(ax)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    handles = [Line2D([], [], color=c, lw=2.2, marker="o", label=a) for a, c in colors.items()]
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
+    return fig
+
+
+def _reported_arm(ax, points: pd.DataFrame, arch: str, color: str, shift: float) -> None:
+    """One arm's line in a panel of :func:`reported_curves`: its scores at the chosen lrs
+    (the lr written at each point), with their intervals, moved along x by ``shift``."""
+    done = points[points["n"] > 0].sort_values("resolution")
+    if done.empty:
+        return
+    x = done["resolution"].astype(float) + shift
+    gid = f"{REPORTED_GID}:{arch}"
+    ax.plot(x, done["score"], color=color, lw=2.2, marker="o", zorder=3, gid=gid)
+    _bars(ax, x, done["lo"], done["hi"], color, gid, lw=1.6, zorder=3)
+    for xi, (_, r) in zip(x, done.iterrows(), strict=True):
+        partial = f" ({r['n']} of {r['seeds']})" if r["n"] < r["seeds"] else ""
+        ax.annotate(
+            f"{r['lr']:g}{partial}",
+            (xi, r["score"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=7,
+            color=color,
+        )

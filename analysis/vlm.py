@@ -400,7 +400,7 @@ def load_vlm_sweep(path: str | Path, *, locations: bool = True) -> VLMSweep:
         row, run_scores, run_curves, run_locations, run_metrics = _load_run(
             entry, locations, warnings
         )
-        run_suite, run_slices, suite_metrics = _suite_rows(entry.name, entry.path, warnings)
+        run_suite, run_slices, suite_metrics = suite_rows(entry.name, entry.path, warnings)
         row["n_suite"] = len(run_suite)
         rows.append(row)
         scores.extend(run_scores)
@@ -591,7 +591,7 @@ def suite_folders(path: Path) -> list[Path]:
     return found
 
 
-def _suite_rows(
+def suite_rows(
     name: str, path: Path, warnings: list[str]
 ) -> tuple[list[list], list[list], dict[str, str]]:
     """Score rows (:data:`SUITE_COLUMNS`) and slice rows (:data:`SLICE_COLUMNS`) of the run's

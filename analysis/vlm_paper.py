@@ -38,7 +38,7 @@ import pandas as pd
 
 from vlab.analysis import vlm
 from vlab.analysis.stats import t_mean_ci
-from vlab.analysis.vlm_tables import _groups, interval_text, paired_gains
+from vlab.analysis.vlm_tables import _groups, gain_cells, interval_text, paired_gains
 
 OTHER_GROUP = "Other benchmarks"
 OTHER_TABLE = 0  # the table number of benchmarks that are no paper column
@@ -304,22 +304,7 @@ def paper_gain_table(summary: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFr
     score was 0."""
     if summary.empty:
         return pd.DataFrame()
-    long = summary.assign(
-        pairs=[
-            str(n) if p else "means"
-            for n, p in zip(summary["pairs"], summary["paired"], strict=True)
-        ]
-    )
-    index = ["arch", "setting", "pairs"]
-    if (long["setting"] == "").all():
-        index.remove("setting")
-
-    def cell(r) -> str:
-        if r["n"] == 0:
-            return "undefined" if r["undefined"] else "–"
-        return interval_text(100 * r["mean"], 100 * r["lo"], 100 * r["hi"], "{:+.1f}%")
-
-    return _display(long, index, cell, coverage)
+    return _display(*gain_cells(summary), coverage)
 
 
 def grounding_keys(summary: pd.DataFrame) -> list[str]:

@@ -244,12 +244,11 @@ def gain_summary(gains: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def gain_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """:func:`gain_summary` as SHAKEUP's Table 11: one row per (arch, setting) with its number
-    of seed pairs ("means" where the orderings share no seed), one column per benchmark; cells
-    "+12.3% [t interval]", "undefined" where every task-agnostic score was 0."""
-    if summary.empty:
-        return pd.DataFrame()
+def gain_cells(summary: pd.DataFrame):
+    """What every rendering of a :func:`gain_summary` as Table 11 shares: the long table with
+    its "pairs" column (seed pairs, "means" where the orderings share no seed), the row index
+    (arch, setting, pairs) and the cell text "+12.3% [t interval]" ("undefined" where every
+    task-agnostic score was 0)."""
     long = summary.assign(
         pairs=[
             str(n) if p else "means"
@@ -265,7 +264,15 @@ def gain_table(summary: pd.DataFrame) -> pd.DataFrame:
             return "undefined" if r["undefined"] else "–"
         return interval_text(100 * r["mean"], 100 * r["lo"], 100 * r["hi"], "{:+.1f}%")
 
-    return _wide_display(long, index, cell)
+    return long, index, cell
+
+
+def gain_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`gain_summary` as SHAKEUP's Table 11 (:func:`gain_cells`): one row per (arch,
+    setting), one column per benchmark."""
+    if summary.empty:
+        return pd.DataFrame()
+    return _wide_display(*gain_cells(summary))
 
 
 # grounding by location ----------------------------------------------------------------------

@@ -72,9 +72,10 @@ def run_ranks(sweep_dir: str, name: str) -> dict:
     sweep, entry, kind = run_entry(sweep_dir, name)
     lock = acquire(sweep.lock_path(name)) if ctx.is_main else None
     try:
-        if not ctx.broadcast_int(int(lock is not None)):
-            return {"name": name, "state": "skipped", "reason": "locked by another live process"}
-        status = experiment(kind).run(entry.config, sweep.run_path(name))
+        if ctx.broadcast_int(int(lock is not None)):
+            status = experiment(kind).run(entry.config, sweep.run_path(name))
+        else:
+            status = {"state": "skipped", "reason": "locked by another live process"}
     except BaseException as e:
         _log_failure(ctx.rank, ctx.world, e)
         raise

@@ -67,15 +67,18 @@ def _eval(args: argparse.Namespace) -> int:
     from vlab.vlm.evaluate import evaluate_benchmarks, evaluate_run, select_sources
     from vlab.vlm.files import eval_dir
 
-    if (args.data_root is None) == (args.config is None):
-        raise ConfigError("benchmarks", "give exactly one of --data-root and --config")
+    if args.data_root is not None and args.config is not None:
+        raise ConfigError("benchmarks", "give one of --data-root and --config, not both")
     if args.data_root is not None:
         from vlab.models.vlm.data.paper_data import paper_benchmarks
 
         spec = {"sources": paper_benchmarks(args.data_root, args.paper), "pack": False}
+        mixture = from_dict(MixtureConfig, spec)
+    elif args.config is not None:
+        mixture = from_dict(MixtureConfig, cli_overrides(args.config, None))
     else:
-        spec = cli_overrides(args.config, None)
-    mixture = select_sources(from_dict(MixtureConfig, spec), args.limit, args.skip_missing)
+        mixture = _own_suite(args.run)
+    mixture = select_sources(mixture, args.limit, args.skip_missing)
     options = dict(
         stage=int(args.stage),
         batch_size=args.batch_size,
@@ -91,6 +94,25 @@ def _eval(args: argparse.Namespace) -> int:
         _print_scores(results)
         print(f"results: {eval_dir(args.run, name)}/results.json")
     return 0
+
+
+def _own_suite(run: str):
+    """The benchmark suite the run's own config names (``benchmarks``, as ``vlab vlm train
+    --benchmarks`` recorded it), for ``vlab vlm eval RUN`` without --data-root or --config."""
+    from pathlib import Path
+
+    from vlab.config import from_dict
+    from vlab.vlm.config import BenchmarkConfig
+    from vlab.vlm.experiment import stored_config
+
+    suite = stored_config(Path(run)).get("benchmarks") or {}
+    if not suite.get("suite"):
+        raise ConfigError(
+            "benchmarks",
+            f"{run} was trained without a benchmark suite: give --data-root DIR (the paper's "
+            "layout) or --config FILE (a mixture)",
+        )
+    return from_dict(BenchmarkConfig, suite, prefix="benchmarks").mixture()
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -216,7 +238,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--data-root",
         metavar="DIR",
-        help="the paper's benchmarks under DIR (see vlab.models.vlm.data.paper_data)",
+        help="the paper's benchmarks under DIR (see vlab.models.vlm.data.paper_data); "
+        "without it or --config, the suite the run was trained with (benchmarks.*)",
     )
     ev.add_argument(
         "--paper",

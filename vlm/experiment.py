@@ -425,7 +425,7 @@ class VLMExperiment(TrainedVLMExperiment):
 
     def status(self, path: str | os.PathLike, config: dict | None = None) -> dict:
         if config is None:  # both stages' settings are in each stage's config.json
-            config = _stored_config(Path(path))
+            config = stored_config(Path(path))
         return vlm_status(path, config)
 
     def build(self, config: VLMRunConfig, vocab_size: int | None = None, seed: int = 0) -> Any:
@@ -438,7 +438,7 @@ class VLMExperiment(TrainedVLMExperiment):
         return _train_parts(path, stage)
 
 
-def _stored_config(run: Path) -> dict:
+def stored_config(run: Path) -> dict:
     """A ``vlab vlm train`` run's config as its stages recorded it (``{}`` before any)."""
     for stage in (1, 2):
         files = RunDir(run / f"stage{stage}")

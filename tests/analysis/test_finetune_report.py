@@ -205,6 +205,7 @@ def test_notes_name_the_runs_without_results():
 ARCHS = ("pythia", "mamba")
 FAST = {"steps": 4, "eval_every": 2, "batch_size": 4, "threads": 1}
 FIGURE = "score_by_resolution"
+REPORTED = "score_by_resolution_reported"
 
 
 def submit_sweep(root, name: str, axes: dict, per_arch: dict | None = None):
@@ -471,7 +472,10 @@ def test_a_finetune_sweep_gets_the_finetune_report_by_default(rendered):
     for ext in ("png", "pdf"):
         assert (root / "figures-finetune" / f"{FIGURE}.{ext}").stat().st_size > 3000
     html = (root / "finetune.html").read_text()
-    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) == 1
+    # the held-out figure and Figure 3 on the reported split (no test split: held-out)
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) == 2
+    assert (root / "figures-finetune" / f"{REPORTED}.png").stat().st_size > 3000
+    assert "No run has a test split: the reported split is the held-out set." in html
     assert "The best lr is chosen on the held-out score that is plotted" in " ".join(html.split())
     assert "Traceback" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
     assert not re.search(r'(src|href)="https?://', html)
@@ -504,6 +508,12 @@ def test_a_partial_sweep_renders_with_pending_and_unevaluated_runs(ft_sweep, tmp
     unevaluated = names[-1]
     shutil.rmtree(sweep / "runs" / unevaluated / "eval")
     atomic_write_json(sweep / "sweep.json", spec)
+    # a test split, as the finetune's benchmark phase writes it, on all done runs but one
+    for name in names[2:-2]:
+        where = sweep / "runs" / name / "eval" / "shapes_test"
+        sources = {"shapes_test/itm": 0.5}
+        atomic_write_json(where / "results.json", {"benchmark": "shapes_test", "sources": sources})
+        atomic_write_json(where / "status.json", {"state": "done"})
     loaded = finetune.load_finetune_sweep(sweep).runs.set_index("name")["state"]
     assert loaded[names[0]] == loaded[names[1]] == "pending"
     assert loaded[unevaluated] == "interrupted"
@@ -514,6 +524,19 @@ def test_a_partial_sweep_renders_with_pending_and_unevaluated_runs(ft_sweep, tmp
     assert "3 of 8 runs have no held-out results yet" in html
     assert "Traceback" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
     assert (sweep / "figures-finetune" / f"{FIGURE}.png").is_file()
+    assert (sweep / "figures-finetune" / f"{REPORTED}.png").is_file()
+    # Figure 3's numbers on the test split and every run's test score, or why it has none
+    ft = finetune.load_finetune_sweep(sweep)
+    grid = finetune.finetune_grid(ft.runs, ft.scores)
+    tested = finetune.test_split_table(grid, ft.tests, ft.runs).set_index("run")
+    assert tested.loc[names[-2], "test"] == finetune.NO_TEST and len(tested) == 8
+    assert tested.loc[names[:2], "test"].tolist() == ["pending", "pending"]
+    assert (tested.loc[names[2:-2], "test"] == "50.0").all()
+    reported = finetune.reported_table(finetune.reported_points(grid, ft.tests, ft.runs))
+    assert set(reported["benchmark"]) == {"shapes ITM test"}
+    for table in (tested.reset_index(), reported):
+        assert squeeze(table_html(table, None)) in squeeze(html)
+    assert "have no test score: " in " ".join(html.split())
 
 
 def test_a_folder_of_finetune_directories_is_a_finetune_sweep(ft_sweep):

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
+from tests.analysis.test_vlm_report import runs_table  # noqa: E402
 from vlab.analysis import vlm, vlm_paper, vlm_plots, vlm_tables  # noqa: E402
 from vlab.fileio import atomic_write_json  # noqa: E402
 from vlab.models.vlm.data.paper_data import paper_benchmarks  # noqa: E402
@@ -55,13 +56,6 @@ def test_every_shakeup_test_split_is_a_paper_column_and_vals_are_other():
         "sum:General VQA",
         "vizwiz/vqa",
     ]
-
-
-def runs_table(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
-    """(name, arch, ordering, seed) -> a runs table as load_vlm_sweep makes it."""
-    df = pd.DataFrame(rows, columns=["name", "arch", "ordering", "seed"])
-    df["setting"], df["evaluated"] = "", True
-    return df
 
 
 def suite_table(values: dict[str, dict[str, float]]) -> pd.DataFrame:

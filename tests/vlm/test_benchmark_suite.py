@@ -144,6 +144,13 @@ def test_a_run_scores_each_benchmark_into_its_own_folder_and_resumes_at_the_one_
     status = experiment("vlm").status(run)
     assert (status["state"], status["stage"]) == ("done", "eval")
     assert status["benchmarks"] == ["shapes/caption", "shapes/vqa", *NAMES]
+    # vlab vlm eval with neither --data-root nor --config: the run's own suite, all read back
+    before = stamps(run / "eval")
+    code, again, _ = vlab(capsys, "vlm", "eval", "--run", str(run), "--no-progress")
+    assert code == 0 and stamps(run / "eval") == before
+    assert [f"results: {run}/eval/{n}/results.json" for n in NAMES] == [
+        x for x in again.splitlines() if x.startswith("results:")
+    ]
 
     # killed inside vqav2: its first answer written, pope_random never started
     vqa = run / "eval" / "vqav2"
@@ -185,6 +192,8 @@ def test_vlm_eval_of_a_run_made_by_hand_writes_the_same_layout(root, tmp_path, c
     run = tmp_path / "run"
     assert vlab(capsys, *TINY, "--out", str(run))[0] == 0
     assert sorted(p.name for p in (run / "eval").iterdir()) == ["heldout"]  # no suite
+    code, _, err = vlab(capsys, "vlm", "eval", "--run", str(run))  # so nothing to default to
+    assert code == 2 and "was trained without a benchmark suite" in err
     argv = ["vlm", "eval", "--run", str(run), "--data-root", str(root), "--no-progress"]
     code, stdout, _ = vlab(capsys, *argv, "--skip-missing")
     assert code == 0 and "skipping nocaps" in stdout
