@@ -15,9 +15,10 @@ paper's exact column list is not certain the choice is stated here and in the RE
   RefCOCO+ testA / testB, RefCOCOg test (accuracy at IoU 0.5), Visual7W pointing test
   (four-way box choice).
 - Table 2. *Reading Comprehension*: TextCaps val (CIDEr), TextVQA val, AI2D test. *Misc*:
-  VSR test, POPE random / popular / adversarial (accuracy), each POPE split a column.
+  VSR test, POPE random / popular / adversarial (accuracy), each POPE split a column. Table 2's
+  groups are shown unsummed, as in the paper (the spec's "unsummed").
 
-A group's sum (Σ) adds the x100 scores of the group's columns, as the paper sums per group
+A Table 1 group's sum (Σ) adds the x100 scores of the group's columns, as the paper sums per group
 (CIDEr x100 and accuracies in % add within a group only, never across groups). It is taken over
 the columns **every** evaluated run has, so the rows compare; the columns no run has, and those
 only some runs have, are named under the table (:func:`coverage_notes`) and the Σ header says
@@ -46,12 +47,14 @@ OTHER_TABLE = 0  # the table number of benchmarks that are no paper column
 
 @dataclass(frozen=True)
 class PaperGroup:
-    """A task group of the paper's tables: its ``name``, the ``table`` it is in (1 or 2) and
-    its ``columns``: (results.json key "benchmark/task", column label), in the paper's order."""
+    """A task group of the paper's tables: its ``name``, the ``table`` it is in (1 or 2), its
+    ``columns``: (results.json key "benchmark/task", column label), in the paper's order, and
+    whether the paper sums it (``summed``: Table 1's groups; Table 2's are shown unsummed)."""
 
     name: str
     table: int
     columns: tuple[tuple[str, str], ...]
+    summed: bool = True
 
 
 PAPER_GROUPS: tuple[PaperGroup, ...] = (
@@ -87,6 +90,7 @@ PAPER_GROUPS: tuple[PaperGroup, ...] = (
             ("textvqa/vqa", "TextVQA val"),
             ("ai2d/mcvqa", "AI2D"),
         ),
+        summed=False,
     ),
     PaperGroup(
         "Misc",
@@ -97,6 +101,7 @@ PAPER_GROUPS: tuple[PaperGroup, ...] = (
             ("pope_popular/pope", "POPE popular"),
             ("pope_adversarial/pope", "POPE adversarial"),
         ),
+        summed=False,
     ),
 )
 GROUNDING = "Visual Grounding"  # the group of Figure 4
@@ -158,8 +163,8 @@ def group_sums(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Returns (sums, coverage): ``sums`` has index run and one column :func:`sum_key` per group
     with at least one summed column; ``coverage`` one row per group: group, table, summed,
-    partial (columns only some runs have: left out of the sum), missing (no run has them), as
-    lists of labels, and n_summed, n_columns.
+    summable (the paper sums it: Table 1's groups), partial (columns only some runs have: left
+    out of the sum), missing (no run has them), as lists of labels, and n_summed, n_columns.
     """
     sums, rows = {}, []
     for group in PAPER_GROUPS:
@@ -173,13 +178,14 @@ def group_sums(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 partial.append(label)
             else:
                 missing.append(label)
-        if summed:
+        if summed and group.summed:
             sums[sum_key(group.name)] = wide[[k for k, _ in summed]].sum(axis=1)
-        labels = [label for _, label in summed]
-        rows.append(
-            [group.name, group.table, labels, partial, missing, len(summed), len(group.columns)]
-        )
-    cols = ["group", "table", "summed", "partial", "missing", "n_summed", "n_columns"]
+        labels = [label for _, label in summed] if group.summed else []
+        n_summed = len(summed) if group.summed else 0
+        row = [group.name, group.table, group.summed, labels, partial, missing, n_summed]
+        rows.append([*row, len(group.columns)])
+    cols = ["group", "table", "summable", "summed", "partial", "missing", "n_summed"]
+    cols.append("n_columns")
     return pd.DataFrame(sums, index=wide.index), pd.DataFrame(rows, columns=cols)
 
 
@@ -196,6 +202,13 @@ def coverage_notes(coverage: pd.DataFrame) -> list[str]:
     missing (no run has them) and which only some runs have (left out so the rows compare)."""
     notes = []
     for _, r in coverage.iterrows():
+        if not r["summable"]:  # shown unsummed, as in the paper: only say what is missing
+            if r["missing"]:
+                missing = ", ".join(r["missing"])
+                notes.append(
+                    f"{r['group']} (Table {r['table']}): missing {missing} (no run has it)"
+                )
+            continue
         if r["n_summed"] == r["n_columns"]:
             continue
         what = (

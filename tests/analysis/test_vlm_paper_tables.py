@@ -122,6 +122,19 @@ def test_group_sums_cover_only_what_every_run_has_and_name_the_rest():
     assert "left out RefCOCO testA (only some runs have it)" in ground
 
 
+def test_table_2_groups_are_shown_unsummed_as_the_paper_shows_them():
+    runs = runs_table([("a", "pythia", "task_agnostic", "0"), ("b", "mamba", "task_agnostic", "0")])
+    scores = {"textvqa/vqa": 0.4, "ai2d/mcvqa": 0.5, "vsr/itm": 0.6, "coco/caption": 1.0}
+    wide = vlm_paper.suite_wide(runs, suite_table({"a": scores, "b": scores}))
+    both, coverage = vlm_paper.with_sums(wide)
+    assert [c for c in both.columns if c.startswith("sum:")] == ["sum:Image Captioning"]
+    assert both.loc["a", "textvqa/vqa"] == pytest.approx(40.0)  # the column itself is shown
+    notes = vlm_paper.coverage_notes(coverage)
+    reading = next(n for n in notes if n.startswith("Reading Comprehension"))
+    assert reading == "Reading Comprehension (Table 2): missing TextCaps val (no run has it)"
+    assert not any("Σ" in n for n in notes if "Table 2" in n)
+
+
 def test_paper_tables_average_seeds_with_a_t_interval_and_mark_partial_sums():
     summary, coverage = vlm_paper.paper_summary(RUNS, SUITE)
     s = summary.set_index(["ordering", "benchmark"])
