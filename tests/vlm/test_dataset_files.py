@@ -358,9 +358,12 @@ def test_vlm_eval_scores_a_trained_run_per_benchmark_and_resumes(tmp_path, files
     assert "visual7w_telling/mcvqa" in capsys.readouterr().out
 
 
-def test_vlm_eval_needs_exactly_one_benchmark_spec(tmp_path, capsys):
-    assert main(["vlm", "eval", "--run", str(tmp_path)]) != 0
-    assert "exactly one of --data-root and --config" in capsys.readouterr().err
+def test_vlm_eval_takes_one_benchmark_spec_or_the_run_s_own_suite(tmp_path, capsys):
+    both = ["--data-root", str(tmp_path), "--config", str(tmp_path / "c.json")]
+    assert main(["vlm", "eval", "--run", str(tmp_path), *both]) != 0
+    assert "one of --data-root and --config, not both" in capsys.readouterr().err
+    assert main(["vlm", "eval", "--run", str(tmp_path)]) != 0  # no run, so no suite of its own
+    assert "trained without a benchmark suite: give --data-root" in capsys.readouterr().err
 
 
 def test_paper_benchmarks_validate_and_skip_what_is_missing(tmp_path):
