@@ -47,7 +47,9 @@ class Block:
     ``blocks.{i}.attn.pattern``) or ``hidden_attention`` (its SSM's implicit attention).
     ``internals``: for an SSM block, the dotted name of the module that recomputes its scan
     from the mixer's input (``mixer_internals``, ``scan_states``, ``readout``,
-    ``mixer_output``, ``last_row``, ``computed``, ``output_with_state``); None otherwise.
+    ``mixer_output``, ``last_row``, ``computed``, ``output_with_state``, and for the causal
+    conv's window, the other half of what a position passes on, ``conv_window`` and
+    ``output_with_patch``); None otherwise.
     """
 
     kind: str

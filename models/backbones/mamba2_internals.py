@@ -15,6 +15,11 @@ weight per (head, t, s): ``alpha[t, s] = exp(A_h sum_{k=s+1..t} delta_k) delta_s
 (Dao & Gu 2024's SSD matrix), what :func:`hidden_attention` returns; the gated norm after it
 mixes channels at each position, not positions.
 
+What positions after t receive from positions up to t is the state h_t and the *conv window*:
+the pre-conv ``xBC`` inputs (x, B and C before the causal conv) at positions t-K+2..t, (B,
+conv_dim, K-1), which the conv at t+1..t+K-1 still reads (:func:`conv_window`,
+:func:`output_with_patch`; ``dt`` and the gate do not go through the conv).
+
 The same function names as :mod:`vlab.models.backbones.mamba_internals` (Mamba-1): the block
 record of ``mamba2`` blocks names this module (``Block.internals``), and callers find it
 there.
@@ -55,15 +60,40 @@ class SSDInternals:
         return t.repeat_interleave(self.x.shape[1] // t.shape[1], dim=1)
 
 
-def mixer_internals(mixer: nn.Module, hidden_states: torch.Tensor) -> SSDInternals:
+def conv_input(mixer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """What a ``Mamba2Mixer``'s causal conv reads: the ``xBC`` part of ``in_proj``, (B,
+    conv_dim, T) with conv_dim = heads x P + 2 x groups x N, from ``hidden_states`` (B, T,
+    H)."""
+    _, xbc, _ = _split(mixer, mixer.in_proj(hidden_states))
+    return xbc.transpose(1, 2)
+
+
+def _split(mixer: nn.Module, projected: torch.Tensor) -> list[torch.Tensor]:
+    """``in_proj``'s output (B, T, ...) split into the gate, ``xBC`` and ``dt``."""
+    return projected.split([mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
+
+
+def conv_window(mixer: nn.Module, mixer_in: torch.Tensor, position: int) -> torch.Tensor:
+    """The conv window (B, conv_dim, K-1) of ``mixer`` on ``mixer_in`` (B, T, H) after
+    ``position``: the pre-conv ``xBC`` at positions position-K+2..position that the causal conv
+    still reads at positions > ``position``, zeros where that reaches before position 0."""
+    with torch.no_grad():
+        inputs = conv_input(mixer, mixer_in)
+        return mamba_internals.window_at(inputs, mixer.conv1d.kernel_size[0] - 1, position)
+
+
+def mixer_internals(
+    mixer: nn.Module, hidden_states: torch.Tensor, window: torch.Tensor | None = None
+) -> SSDInternals:
     """Recompute a ``Mamba2Mixer``'s scan inputs from its input ``hidden_states`` (B, T, H),
-    as its forward pass does without a cache (no padding mask)."""
+    as its forward pass does without a cache (no padding mask). ``window`` (B, conv_dim,
+    K-1): the conv window the segment continues from (:func:`conv_window`); None at a
+    sequence's start."""
     batch, length, _ = hidden_states.shape
     heads, head_dim, n = mixer.num_heads, mixer.head_dim, mixer.ssm_state_size
-    gate, xbc, dt = mixer.in_proj(hidden_states).split(
-        [mixer.intermediate_size, mixer.conv_dim, heads], dim=-1
-    )
-    xbc = mixer.act(mixer.conv1d(xbc.transpose(1, 2))[..., :length])  # (B, conv_dim, T)
+    gate, xbc, dt = _split(mixer, mixer.in_proj(hidden_states))
+    conv = mamba_internals.causal_conv(mixer.conv1d, xbc.transpose(1, 2), window)
+    xbc = mixer.act(conv)  # (B, conv_dim, T)
     x, B, C = xbc.split([mixer.intermediate_size, mixer.n_groups * n, mixer.n_groups * n], dim=1)
     low, high = mixer.time_step_limit
     delta = F.softplus(dt.float() + mixer.dt_bias.float()).clamp(low, high).transpose(1, 2)
@@ -138,8 +168,12 @@ def last_row(internals: SSDInternals) -> torch.Tensor:
 
 def computed(mixer: nn.Module, mixer_in: torch.Tensor, what: str) -> torch.Tensor:
     """One of the SSM names (``x``, ``z``, ``delta``, ``B``, ``C``, ``state``,
-    ``hidden_attention``) of ``mixer`` from its input ``mixer_in`` (B, T, H)."""
+    ``hidden_attention``, ``conv_window``: (B, conv_dim, K-1, T), :func:`conv_window` after
+    each position) of ``mixer`` from its input ``mixer_in`` (B, T, H)."""
     with torch.no_grad():
+        if what == "conv_window":
+            width = mixer.conv1d.kernel_size[0] - 1
+            return mamba_internals.windows(conv_input(mixer, mixer_in), width)
         internals = mixer_internals(mixer, mixer_in)
         if what == "state":
             return scan_states(internals)
@@ -156,5 +190,23 @@ def output_with_state(
 ) -> torch.Tensor:
     """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) when its state after
     ``position`` is replaced by ``state`` (B, heads, P, N): positions before it are unchanged,
-    the output at ``position`` and after reads the replaced state."""
+    the output at ``position`` and after reads the replaced state (the conv window stays the
+    run's own, see :func:`output_with_patch`)."""
     return mamba_internals.patched_output(sys.modules[__name__], mixer, mixer_in, position, state)
+
+
+def output_with_patch(
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    position: int,
+    state: torch.Tensor | None = None,
+    window: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) with, after ``position``, the
+    state h_position replaced by ``state`` (B, heads, P, N) and/or the conv window replaced by
+    ``window`` (B, conv_dim, K-1, :func:`conv_window`); None keeps the run's own. Positions
+    before ``position`` are unchanged; the output at ``position`` reads the replaced state and
+    not the window, which only the conv at positions after it reads."""
+    return mamba_internals.patched_output(
+        sys.modules[__name__], mixer, mixer_in, position, state, window
+    )

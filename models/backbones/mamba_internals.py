@@ -8,6 +8,14 @@ reference steps of :mod:`vlab.models.ops.selective_scan` (one definition of the 
 training and for looking inside), and re-runs the mixer from a replaced state. Tests check
 that the output gated and projected equals the mixer's own.
 
+What the mixer carries past a position t is not only the state h_t: its causal conv (kernel K)
+at positions t+1..t+K-1 still reads the pre-conv inputs at positions t-K+2..t, the *conv
+window* (B, D, K-1), what transformers' decoding cache keeps beside the state.
+:func:`conv_window` reads it, and :func:`output_with_patch` re-runs the mixer with the state
+and/or the window after t replaced, so that state and conv together account for everything
+positions after t receive from positions up to t (tested: patching both from a clean run
+restores the clean output exactly).
+
 Hidden attention (Ali, Zimerman & Wolf, "The Hidden Attention of Mamba Models", 2024): for
 one channel d, with step ``delta_t``, state matrix ``A_d`` (N,) and input-dependent ``B_t``,
 ``C_t`` (N,), the recurrence unrolls to
@@ -26,7 +34,7 @@ The block record of ``mamba`` blocks names this module (``Block.internals``); Ma
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import torch
@@ -53,13 +61,70 @@ class MixerInternals:
     D: torch.Tensor
 
 
-def mixer_internals(mixer: nn.Module, hidden_states: torch.Tensor) -> MixerInternals:
+def conv_input(mixer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """What an HF ``MambaMixer``'s causal conv reads: the x half of ``in_proj``, (B, D, T),
+    from its input ``hidden_states`` (B, T, H)."""
+    return mixer.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)[0]
+
+
+def causal_conv(
+    conv: nn.Conv1d, inputs: torch.Tensor, window: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A depthwise causal conv's output (B, C, T) on ``inputs`` (B, C, T), before the
+    activation. ``window`` (B, C, K-1) is what it reads before position 0: the pre-conv inputs
+    of the positions before a segment that continues a run; None is the zeros the conv pads
+    with at the start of a sequence (the mixer's own forward pass, bit for bit)."""
+    length = inputs.shape[-1]
+    if window is None:
+        return conv(inputs)[..., :length]
+    width = conv.kernel_size[0] - 1
+    if window.shape != (*inputs.shape[:2], width):
+        raise ValueError(
+            f"conv window: expected (B, C, K-1) = {(*inputs.shape[:2], width)}, "
+            f"got {tuple(window.shape)}"
+        )
+    # the conv pads K-1 on each side: output j reads sequence j-K+1..j, so output K-1+u reads
+    # inputs u-K+1..u, the window supplying those before 0
+    joined = torch.cat([window.to(inputs.dtype), inputs], dim=-1)
+    return conv(joined)[..., width : width + length]
+
+
+def window_at(inputs: torch.Tensor, width: int, position: int) -> torch.Tensor:
+    """The conv window (B, C, width) after ``position`` of pre-conv ``inputs`` (B, C, T): the
+    inputs at positions position-width+1..position, zeros before position 0 (the causal conv's
+    padding)."""
+    if not 0 <= position < inputs.shape[-1]:
+        raise ValueError(f"position {position} outside 0..{inputs.shape[-1] - 1}")
+    return F.pad(inputs, (width, 0))[..., position + 1 : position + 1 + width]
+
+
+def windows(inputs: torch.Tensor, width: int) -> torch.Tensor:
+    """The conv window after every position, (B, C, width, T): ``[..., t]`` is
+    :func:`window_at` ``(inputs, width, t)``."""
+    return F.pad(inputs, (width, 0)).unfold(-1, width, 1)[..., 1:, :].transpose(-1, -2)
+
+
+def conv_window(mixer: nn.Module, mixer_in: torch.Tensor, position: int) -> torch.Tensor:
+    """The conv window (B, D, K-1) of ``mixer`` on ``mixer_in`` (B, T, H) after ``position``:
+    the pre-conv inputs at positions position-K+2..position that the causal conv still reads at
+    positions > ``position``, zeros where that reaches before position 0. With the state
+    h_position it is everything positions after ``position`` receive from positions up to it
+    (pass both to :func:`output_with_patch`)."""
+    with torch.no_grad():
+        inputs = conv_input(mixer, mixer_in)
+        return window_at(inputs, mixer.conv1d.kernel_size[0] - 1, position)
+
+
+def mixer_internals(
+    mixer: nn.Module, hidden_states: torch.Tensor, window: torch.Tensor | None = None
+) -> MixerInternals:
     """Recompute an HF ``MambaMixer``'s SSM inputs from its input ``hidden_states`` (B, L, H),
-    as its forward pass does without a cache (no padding mask)."""
-    length = hidden_states.shape[1]
+    as its forward pass does without a cache (no padding mask). ``window`` (B, D, K-1): the
+    conv window the segment continues from (:func:`conv_window`); None at a sequence's
+    start."""
     projected = mixer.in_proj(hidden_states).transpose(1, 2)  # (B, 2D, L)
     x, z = projected.chunk(2, dim=1)
-    x = mixer.act(mixer.conv1d(x)[..., :length])
+    x = mixer.act(causal_conv(mixer.conv1d, x, window))
     rank, n = mixer.time_step_rank, mixer.ssm_state_size
     dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [rank, n, n], dim=-1)
     delta = F.softplus(mixer.dt_proj(dt).transpose(1, 2).float())  # bias included
@@ -141,8 +206,11 @@ def readout(internals: MixerInternals, states: torch.Tensor, start: int = 0) -> 
 
 def computed(mixer: nn.Module, mixer_in: torch.Tensor, what: str) -> torch.Tensor:
     """One of the SSM names (``x``, ``z``, ``delta``, ``B``, ``C``, ``state``,
-    ``hidden_attention``) of ``mixer`` from its input ``mixer_in`` (B, T, H)."""
+    ``hidden_attention``, ``conv_window``: (B, D, K-1, T), :func:`conv_window` after each
+    position) of ``mixer`` from its input ``mixer_in`` (B, T, H)."""
     with torch.no_grad():
+        if what == "conv_window":
+            return windows(conv_input(mixer, mixer_in), mixer.conv1d.kernel_size[0] - 1)
         internals = mixer_internals(mixer, mixer_in)
         if what == "state":
             return scan_states(internals)
@@ -162,23 +230,64 @@ def output_with_state(
     """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) when its state after
     ``position`` is replaced by ``state`` (B, D, N): positions before it are unchanged, the
     output at ``position`` and after reads the replaced state (activation patching of the
-    SSM state)."""
+    SSM state; the conv window stays the run's own, see :func:`output_with_patch`)."""
     return patched_output(sys.modules[__name__], mixer, mixer_in, position, state)
 
 
-def patched_output(
-    ops: ModuleType, mixer: nn.Module, mixer_in: torch.Tensor, position: int, state: torch.Tensor
+def output_with_patch(
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    position: int,
+    state: torch.Tensor | None = None,
+    window: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`output_with_state` for any SSM whose internals module ``ops`` (this one for
-    Mamba-1, ``mamba2_internals`` for Mamba-2) has ``mixer_internals``, ``scan_states``,
-    ``readout`` and ``mixer_output``: the states before ``position``, ``state`` there, the scan
-    restarted from it after, read out and gated as the mixer does."""
+    """The mixer's output (B, T, H) on ``mixer_in`` (B, T, H) with, after ``position``, the
+    state h_position replaced by ``state`` (B, D, N) and/or the conv window replaced by
+    ``window`` (B, D, K-1, :func:`conv_window`); None keeps the run's own. Positions before
+    ``position`` are unchanged; the output at ``position`` reads the replaced state (h_t is the
+    state after t) and not the window, which only the conv at positions after it reads."""
+    return patched_output(sys.modules[__name__], mixer, mixer_in, position, state, window)
+
+
+_TIMED = ("x", "z", "delta", "B", "C")  # the fields with a time axis (last), in both modules
+
+
+def patched_output(
+    ops: ModuleType,
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    position: int,
+    state: torch.Tensor | None = None,
+    window: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`output_with_patch` for any SSM whose internals module ``ops`` (this one for
+    Mamba-1, ``mamba2_internals`` for Mamba-2) has ``mixer_internals`` (with a ``window``),
+    ``scan_states``, ``readout`` and ``mixer_output``.
+
+    The run's own internals up to ``position``; after it, with a ``window``, the internals of
+    the rest of ``mixer_in`` recomputed as a segment continuing from that window (the conv
+    reads it where it would read positions <= ``position``). The states before ``position``
+    are the run's own, ``state`` (or the run's own) is h_position, and the one scan restarts
+    from it over the spliced internals; read out and gated as the mixer does."""
     with torch.no_grad():
         internals = ops.mixer_internals(mixer, mixer_in)
+        own = ops.scan_states(internals)
+        if not 0 <= position < own.shape[-1]:
+            raise ValueError(f"position {position} outside 0..{own.shape[-1] - 1}")
+        state = own[..., position] if state is None else state.float()
+        if window is not None:
+            after = ops.mixer_internals(mixer, mixer_in[:, position + 1 :], window)
+            spliced = {
+                f: torch.cat(
+                    [getattr(internals, f)[..., : position + 1], getattr(after, f)], dim=-1
+                )
+                for f in _TIMED
+            }
+            internals = replace(internals, **spliced)
         states = torch.cat(
             [
-                ops.scan_states(internals)[..., :position],
-                state[..., None].float(),
+                own[..., :position],
+                state[..., None],
                 ops.scan_states(internals, position + 1, state),
             ],
             dim=-1,

@@ -44,6 +44,8 @@ INTERNALS = (
     "last_row",
     "computed",
     "output_with_state",
+    "conv_window",
+    "output_with_patch",
 )
 
 
