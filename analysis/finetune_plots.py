@@ -52,17 +52,8 @@ def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame, confidence: float 
         return message_figure("No held-out scores yet: no run is evaluated or logged step 0.")
     best = best_lr(grid, confidence)
     points = seed_means(grid, confidence)
-    panels = list(dict.fromkeys(zip(grid["benchmark"], grid["setting"], strict=True)))
+    panels, resolutions, colors, fig, axes = _panels(grid, legend_width=2.6)
     labels = resolution_labels(runs, sep="\n")
-    resolutions = sorted(int(r) for r in grid["resolution"].dropna().unique())
-    colors = arch_colors(grid["arch"].dropna().unique())
-    cols = min(len(panels), 2)
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(
-        figsize=(max(8.0, PANEL_W * 1.35 * cols + 2.6), PANEL_H * 1.2 * rows + 1.4),
-        layout="constrained",
-    )
-    axes = fig.subplots(rows, cols, squeeze=False).flatten()
     seeded = int(points["seeds"].max()) > 1 or int(best["sources"].max()) > 1
     fig.suptitle(
         "Held-out score against resolution, finetuned from stage 2\n"
@@ -88,13 +79,7 @@ def resolution_curves(grid: pd.DataFrame, runs: pd.DataFrame, confidence: float 
         if seeds and seeds[-1] > 1:
             many = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
             title += f"\nmean of {many} seeds"
-        ax.set_title(title + (f"\n{setting}" if setting else ""))
-        ax.set_xticks(resolutions, [labels.get(r, f"{r} px") for r in resolutions])
-        ax.set_xlabel("image resolution / visual tokens")
-        ax.set_ylabel("held-out score x100")
-        ax.margins(x=0.08)
-        _fit_y(ax)
-        ax.grid(alpha=0.3)
+        _finish_panel(ax, title, setting, resolutions, labels, "held-out score x100")
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     handles = [Line2D([], [], color=c, lw=2.5, marker="o", label=a) for a, c in colors.items()]
@@ -136,21 +121,7 @@ def _arm(ax, points: pd.DataFrame, b: pd.DataFrame, arch: str, color: str, shift
             _bars(ax, x, done["lo"], done["hi"], color, gid, lw=0.8, alpha=0.35)
     done = b[b["best"].notna()].sort_values("resolution")
     if not done.empty:
-        x = done["resolution"].astype(float) + shift
-        gid = f"{BEST_GID}:{arch}"
-        ax.plot(x, done["best"], color=color, lw=2.2, marker="o", zorder=3, gid=gid)
-        _bars(ax, x, done["lo"], done["hi"], color, gid, lw=1.6, zorder=3)
-        for xi, (_, r) in zip(x, done.iterrows(), strict=True):
-            partial = f" ({r['n']} of {r['seeds']})" if r["n"] < r["seeds"] else ""
-            ax.annotate(
-                f"{r['lr']:g}{partial}",
-                (xi, r["best"]),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=7,
-                color=color,
-            )
+        _chosen_line(ax, done, "best", color, f"{BEST_GID}:{arch}", shift)
     start = b[b["start"].notna()].sort_values("resolution")
     if not start.empty:
         x = start["resolution"].astype(float) + start_shift
@@ -222,17 +193,8 @@ def reported_curves(
     points = reported_points(grid, tests, runs, confidence)
     if points.empty or points["score"].isna().all():
         return message_figure("No scores on a reported split yet: no run is evaluated.")
-    panels = list(dict.fromkeys(zip(points["benchmark"], points["setting"], strict=True)))
+    panels, resolutions, colors, fig, axes = _panels(points, legend_width=2.0)
     labels = resolution_labels(runs, sep="\n")
-    resolutions = sorted(int(r) for r in points["resolution"].dropna().unique())
-    colors = arch_colors(points["arch"].dropna().unique())
-    cols = min(len(panels), 2)
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(
-        figsize=(max(8.0, PANEL_W * 1.35 * cols + 2.0), PANEL_H * 1.2 * rows + 1.4),
-        layout="constrained",
-    )
-    axes = fig.subplots(rows, cols, squeeze=False).flatten()
     seeded = int(points["seeds"].max()) > 1
     fig.suptitle(
         "Score on the reported split against resolution, finetuned from stage 2\n"
@@ -258,13 +220,8 @@ def reported_curves(
             title += "\nheld-out: no test split, lr chosen on this score (optimistic)"
         seeds = int(p["seeds"].max())
         title += f"\nmean of {seeds} seeds" if seeds > 1 else ""
-        ax.set_title(title + (f"\n{setting}" if setting else ""))
-        ax.set_xticks(resolutions, [labels.get(r, f"{r} px") for r in resolutions])
-        ax.set_xlabel("image resolution / visual tokens")
-        ax.set_ylabel(f"{'held-out' if split == HELD_OUT else split} score x100")
-        ax.margins(x=0.08)
-        _fit_y(ax)
-        ax.grid(alpha=0.3)
+        ylabel = f"{'held-out' if split == HELD_OUT else split} score x100"
+        _finish_panel(ax, title, setting, resolutions, labels, ylabel)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     handles = [Line2D([], [], color=c, lw=2.2, marker="o", label=a) for a, c in colors.items()]
@@ -272,21 +229,54 @@ def reported_curves(
     return fig
 
 
+def _panels(frame: pd.DataFrame, legend_width: float):
+    """The panels of a resolution figure: one per (benchmark, setting) of ``frame`` in order
+    of appearance, the resolutions on x, a colour per arm, and the figure (two panels a row,
+    ``legend_width`` inches more for the legend) with its flat axes."""
+    panels = list(dict.fromkeys(zip(frame["benchmark"], frame["setting"], strict=True)))
+    resolutions = sorted(int(r) for r in frame["resolution"].dropna().unique())
+    colors = arch_colors(frame["arch"].dropna().unique())
+    cols = min(len(panels), 2)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(
+        figsize=(max(8.0, PANEL_W * 1.35 * cols + legend_width), PANEL_H * 1.2 * rows + 1.4),
+        layout="constrained",
+    )
+    return panels, resolutions, colors, fig, fig.subplots(rows, cols, squeeze=False).flatten()
+
+
+def _finish_panel(ax, title: str, setting: str, resolutions, labels: dict, ylabel: str) -> None:
+    """Title (with the setting), resolution ticks and labels, y range and grid of a panel."""
+    ax.set_title(title + (f"\n{setting}" if setting else ""))
+    ax.set_xticks(resolutions, [labels.get(r, f"{r} px") for r in resolutions])
+    ax.set_xlabel("image resolution / visual tokens")
+    ax.set_ylabel(ylabel)
+    ax.margins(x=0.08)
+    _fit_y(ax)
+    ax.grid(alpha=0.3)
+
+
 def _reported_arm(ax, points: pd.DataFrame, arch: str, color: str, shift: float) -> None:
     """One arm's line in a panel of :func:`reported_curves`: its scores at the chosen lrs
     (the lr written at each point), with their intervals, moved along x by ``shift``."""
     done = points[points["n"] > 0].sort_values("resolution")
-    if done.empty:
-        return
+    if not done.empty:
+        _chosen_line(ax, done, "score", color, f"{REPORTED_GID}:{arch}", shift)
+
+
+def _chosen_line(ax, done: pd.DataFrame, column: str, color: str, gid: str, shift: float) -> None:
+    """The thick line of an arm's scores at its chosen learning rates: ``done[column]`` by
+    resolution (moved along x by ``shift``), the intervals ``lo``..``hi``, and the chosen lr
+    written at each point ("(n of seeds)" where seeds are missing). The held-out figure and
+    the test-split figure draw their chosen lines alike."""
     x = done["resolution"].astype(float) + shift
-    gid = f"{REPORTED_GID}:{arch}"
-    ax.plot(x, done["score"], color=color, lw=2.2, marker="o", zorder=3, gid=gid)
+    ax.plot(x, done[column], color=color, lw=2.2, marker="o", zorder=3, gid=gid)
     _bars(ax, x, done["lo"], done["hi"], color, gid, lw=1.6, zorder=3)
     for xi, (_, r) in zip(x, done.iterrows(), strict=True):
         partial = f" ({r['n']} of {r['seeds']})" if r["n"] < r["seeds"] else ""
         ax.annotate(
             f"{r['lr']:g}{partial}",
-            (xi, r["score"]),
+            (xi, r[column]),
             textcoords="offset points",
             xytext=(0, 6),
             ha="center",

@@ -39,7 +39,14 @@ import pandas as pd
 
 from vlab.analysis import vlm
 from vlab.analysis.stats import t_mean_ci
-from vlab.analysis.vlm_tables import _groups, gain_cells, interval_text, paired_gains
+from vlab.analysis.vlm_tables import (
+    _groups,
+    gain_cells,
+    interval_text,
+    paired_gains,
+    seed_means,
+    wide_display,
+)
 
 OTHER_GROUP = "Other benchmarks"
 OTHER_TABLE = 0  # the table number of benchmarks that are no paper column
@@ -243,25 +250,16 @@ def paper_summary(
     wide, coverage = with_sums(suite_wide(runs, suite))
     if wide.empty:
         return pd.DataFrame(columns=cols), coverage
-    meta = runs.set_index("name").loc[wide.index, ["arch", "ordering", "setting"]]
     rows = []
-    for (arch, ordering, setting), names in _groups(meta):
-        for key in wide.columns:
-            values = wide.loc[names, key].to_numpy(dtype=float)
-            finite = values[np.isfinite(values)]
-            c = paper_column(key)
-            mean, lo, hi = t_mean_ci(finite, confidence)
-            rows.append(
-                [arch, ordering, setting, key, c.label, c.group, c.table, finite.size]
-                + [mean, lo, hi, tuple(float(v) for v in finite)]
-            )
+    for (arch, ordering, setting), key, stats in seed_means(runs, wide, confidence):
+        c = paper_column(key)
+        rows.append([arch, ordering, setting, key, c.label, c.group, c.table, *stats])
     return pd.DataFrame(rows, columns=cols), coverage
 
 
 def _display(long: pd.DataFrame, index: list[str], cell, coverage: pd.DataFrame) -> pd.DataFrame:
     """``long`` as a table with two header rows, group over column label, in the paper's
     order; a sum's header says "Σ (k of n)" when it covers k of the group's n columns."""
-    keys = paper_order(long["benchmark"].unique())
     n = {r["group"]: (r["n_summed"], r["n_columns"]) for _, r in coverage.iterrows()}
 
     def header(key: str) -> tuple[str, str]:
@@ -271,13 +269,7 @@ def _display(long: pd.DataFrame, index: list[str], cell, coverage: pd.DataFrame)
             label = f"Σ ({n[c.group][0]} of {n[c.group][1]})"
         return c.group, label
 
-    columns = pd.MultiIndex.from_tuples([("", i) for i in index] + [header(k) for k in keys])
-    rows = []
-    for ident, g in long.groupby(index, sort=False):
-        ident = ident if isinstance(ident, tuple) else (ident,)
-        by_key = {r["benchmark"]: cell(r) for _, r in g.iterrows()}
-        rows.append([*ident, *(by_key.get(k, "–") for k in keys)])
-    return pd.DataFrame(rows, columns=columns)
+    return wide_display(long, index, cell, paper_order, header)
 
 
 def paper_table(summary: pd.DataFrame, coverage: pd.DataFrame, table: int) -> pd.DataFrame:

@@ -89,18 +89,26 @@ def benchmark_summary(
     wide = run_scores(runs, scores)
     if wide.empty:
         return pd.DataFrame(columns=[*cols, "values"])
+    rows = [
+        [arch, ordering, setting, key, column_label(key), column_group(key), *stats]
+        for (arch, ordering, setting), key, stats in seed_means(runs, wide, confidence)
+    ]
+    return pd.DataFrame(rows, columns=[*cols, "values"])
+
+
+def seed_means(runs: pd.DataFrame, wide: pd.DataFrame, confidence: float = 0.95):
+    """Per (arch, ordering, setting) of ``runs`` (report order) and column of ``wide`` (index
+    run, a column per benchmark): ((arch, ordering, setting), column, (n, mean, lo, hi,
+    values)), the mean over the seeds that scored it with a Student t interval at
+    ``confidence`` (NaN with one seed) and the per-seed values (tuple, in run order). What the
+    held-out tables and the paper's tables average alike."""
     meta = runs.set_index("name").loc[wide.index, ["arch", "ordering", "setting"]]
-    rows = []
-    for (arch, ordering, setting), names in _groups(meta):
+    for group, names in _groups(meta):
         for key in wide.columns:
             values = wide.loc[names, key].to_numpy(dtype=float)
             finite = values[np.isfinite(values)]
             mean, lo, hi = t_mean_ci(finite, confidence)
-            rows.append(
-                [arch, ordering, setting, key, column_label(key), column_group(key), finite.size]
-                + [mean, lo, hi, tuple(float(v) for v in finite)]
-            )
-    return pd.DataFrame(rows, columns=[*cols, "values"])
+            yield group, key, (finite.size, mean, lo, hi, tuple(float(v) for v in finite))
 
 
 def _groups(meta: pd.DataFrame):
@@ -130,13 +138,20 @@ def interval_text(mean: float, lo: float, hi: float, fmt: str = "{:.1f}") -> str
     return text
 
 
-def _wide_display(long: pd.DataFrame, index: list[str], cell) -> pd.DataFrame:
-    """``long`` (one row per index x benchmark) as a table with two header rows: group title
-    over benchmark label, columns in :func:`column_order`; ``cell(row)`` formats a cell."""
-    keys = column_order(long["benchmark"].unique())
-    columns = pd.MultiIndex.from_tuples(
-        [("", i) for i in index] + [(GROUP_TITLES[column_group(k)], column_label(k)) for k in keys]
-    )
+def _held_out_header(key: str) -> tuple[str, str]:
+    """(group title, label) of a held-out benchmark column."""
+    return GROUP_TITLES[column_group(key)], column_label(key)
+
+
+def wide_display(
+    long: pd.DataFrame, index: list[str], cell, order=column_order, header=_held_out_header
+) -> pd.DataFrame:
+    """``long`` (one row per index x benchmark) as a table with two header rows, ``header(key)``
+    = (group, label) over each column (the held-out groups by default), columns in
+    ``order(keys)`` (:func:`column_order` by default); ``cell(row)`` formats a cell, "–" where
+    a row has no score."""
+    keys = order(long["benchmark"].unique())
+    columns = pd.MultiIndex.from_tuples([("", i) for i in index] + [header(k) for k in keys])
     rows = []
     for ident, g in long.groupby(index, sort=False):
         ident = ident if isinstance(ident, tuple) else (ident,)
@@ -157,7 +172,7 @@ def benchmark_table(summary: pd.DataFrame) -> pd.DataFrame:
     index = ["arch", "ordering", "setting", "seeds"]
     if (long["setting"] == "").all():
         index.remove("setting")
-    return _wide_display(long, index, lambda r: interval_text(r["mean"], r["lo"], r["hi"]))
+    return wide_display(long, index, lambda r: interval_text(r["mean"], r["lo"], r["hi"]))
 
 
 def benchmark_key_table(scores: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFrame:
@@ -272,7 +287,7 @@ def gain_table(summary: pd.DataFrame) -> pd.DataFrame:
     setting), one column per benchmark."""
     if summary.empty:
         return pd.DataFrame()
-    return _wide_display(*gain_cells(summary))
+    return wide_display(*gain_cells(summary))
 
 
 # grounding by location ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.cli import vlab
+from tests.core.test_checks_before_write import TINY_VLM
 from vlab.config import from_dict, to_dict
 from vlab.errors import ConfigError
 from vlab.experiment import experiment
@@ -41,15 +42,10 @@ PLACES = {  # fixture -> place in the paper layout (vlab.models.vlm.data.paper_d
     "vqav2/v2_mscoco_train2014_annotations.json": "vqav2/v2_mscoco_val2014_annotations.json",
     "pope/coco_pope_random.json": "pope/coco_pope_random.json",
 }
-TINY = [
-    "vlm", "train", "--arch", "pythia", "--no-progress",
-    "--set", "stage1.steps=2", "--set", "stage1.eval_every=2", "--set", "stage1.batch_size=4",
-    "--set", "stage2.steps=2", "--set", "stage2.eval_every=2", "--set", "stage2.batch_size=4",
-    "--set", "stage1.threads=1", "--set", "stage2.threads=1",
-    "--set", "data.n_heldout=2", "--set", "max_new_tokens=4",
-]  # fmt: skip
+TINY = TINY_VLM  # the smallest vlab vlm train run
 SUITE = ["--benchmarks", "--set", f"benchmarks.names={json.dumps(NAMES)}"]
-# one worker: the data root is made once, and the METEOR jar started once (about 7 s)
+# meant for one worker (the data root made once, the METEOR jar started once, about 7 s);
+# pytest 9.2 ignores xdist's loadgroup today (README, Development), so each worker may make its own
 pytestmark = pytest.mark.xdist_group("benchmark_suite")
 
 
