@@ -17,3 +17,35 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's worker hook has written its group suffix
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` group again under pytest >= 9.2.
+
+    xdist 3.8 tells the scheduler a test's ``xdist_group`` by appending ``@<group>`` to the
+    node id, but writes it to ``item._nodeid``, which pytest 9.2's structured node ids no longer
+    read (pytest-dev/pytest-xdist#1386, fix proposed in #1388): the groups were silently
+    ignored and each worker with a SLURM test started its own cluster. On a worker under
+    loadgroup, a grouped test whose id lacks the suffix gets it in pytest's own id; where xdist
+    already added it (older pytest, a fixed xdist) nothing changes.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: xdist's own suffix works
+        return
+    for item in items:
+        groups = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)

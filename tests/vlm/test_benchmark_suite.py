@@ -44,8 +44,7 @@ PLACES = {  # fixture -> place in the paper layout (vlab.models.vlm.data.paper_d
 }
 TINY = TINY_VLM  # the smallest vlab vlm train run
 SUITE = ["--benchmarks", "--set", f"benchmarks.names={json.dumps(NAMES)}"]
-# meant for one worker (the data root made once, the METEOR jar started once, about 7 s);
-# pytest 9.2 ignores xdist's loadgroup today (README, Development), so each worker may make its own
+# one worker (the data root made once, the METEOR jar started once, about 7 s)
 pytestmark = pytest.mark.xdist_group("benchmark_suite")
 
 
