@@ -36,6 +36,11 @@ class TrainConfig:
     A step whose loss or gradient norm is not finite updates nothing; ``nonfinite_patience``
     such steps in a row are tolerated (bf16 spikes), one more stops the run as "failed"
     with the step named, so a diverged run is never reported "done".
+
+    ``steps`` 0 trains nothing: the starting model (a ``--pretrained`` checkpoint, or the
+    initialisation) is evaluated once at step 0 and kept as ``checkpoints/step-000000000.pt``,
+    a zero-shot baseline that every reader of a run directory (reports, ``vlab inspect``)
+    opens like a trained run. It needs ``eval_at_start``.
     """
 
     steps: int = 2000
@@ -72,7 +77,17 @@ class TrainConfig:
             )
         if self.nonfinite_patience < 0:
             raise ConfigError("nonfinite_patience", f"must be >= 0, got {self.nonfinite_patience}")
-        positive = ("steps", "batch_size", "grad_accum")
+        if self.steps < 0:
+            raise ConfigError(
+                "steps", f"must be >= 0 (0: evaluate the starting model only), got {self.steps}"
+            )
+        if self.steps == 0 and not self.eval_at_start:
+            raise ConfigError(
+                "steps",
+                "0 steps evaluates the starting model only, which needs train.eval_at_start = "
+                "true (else the run would do nothing)",
+            )
+        positive = ("batch_size", "grad_accum")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -126,6 +141,8 @@ class TrainConfig:
         so a resumed run keeps the same ones."""
         if self.keep_checkpoints == 0:
             return frozenset()
+        if self.steps == 0:  # a zero-shot run: its one evaluation, at step 0
+            return frozenset({0})
         interval = self.eval_interval
         evals = sorted({*range(interval, self.steps + 1, interval), self.steps})
         chosen: set[int] = {0} if self.eval_at_start else set()

@@ -341,6 +341,8 @@ def _done_reason(cfg: TrainConfig, state: LoopState) -> str | None:
     """Why the run is finished before another step, or None while it goes on."""
     if cfg.stop_at_threshold and state.threshold_step is not None:
         return f"reached accuracy >= {cfg.threshold} at step {state.threshold_step}"
+    if cfg.steps == 0:
+        return "evaluated the starting model (train.steps = 0: zero-shot, no training)"
     if state.step >= cfg.steps:
         return f"finished the budget of {cfg.steps} steps"
     return None
@@ -410,7 +412,7 @@ def _evaluate_and_record(
         record = {
             "step": state.step,
             "examples_seen": state.step * cfg.batch_size,
-            "fraction": state.step / cfg.steps,
+            "fraction": state.step / cfg.steps if cfg.steps else 1.0,
             "loss": state.loss_sum / state.loss_count if state.loss_count else None,
             "lr": setup.optimizer.param_groups[0]["lr"],
             **metrics,

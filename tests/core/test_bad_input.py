@@ -20,7 +20,7 @@ CASES = {
     "weight-decay-negative": (["--set", "train.weight_decay=-1"], "train.weight_decay"),
     "beta1-one": (["--set", "train.beta1=1"], "train.beta1"),
     "warmup-above-one": (["--set", "train.warmup_ratio=2"], "train.warmup_ratio"),
-    "steps-zero": (["--steps", "0"], "train.steps"),
+    "steps-negative": (["--steps", "-1"], "train.steps"),
     "steps-absurd": (["--steps", "10000000000"], "train.steps"),
     "batch-zero": (["--batch-size", "0"], "train.batch_size"),
     "batch-absurd": (["--batch-size", "2000000"], "train.batch_size"),

@@ -76,4 +76,4 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     from vlab.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        main(["--debug", "probe", "run", "--steps", "0", "--out", str(tmp_path / "r")])
+        main(["--debug", "probe", "run", "--steps", "-1", "--out", str(tmp_path / "r")])
