@@ -165,6 +165,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from vlab.vlm.external.shakeup import import_shakeup
+
+    out = import_shakeup(args.source, output_dir(args.out), tokenizer=args.tokenizer)
+    print(f"{out}: imported {args.source} ({args.format}) as a vlab VLM run (stage 2)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from vlab.models.backbones import PRESETS as BACKBONES
     from vlab.models.vlm.data.paper_data import PAPERS  # no imports beyond vlab.errors
@@ -326,3 +334,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--max-new-tokens", type=int, help="default: the run's max_new_tokens")
     gen.add_argument("--device", default="auto")
     gen.set_defaults(func=_generate)
+
+    imp = sub.add_parser(
+        "import",
+        help="import another codebase's VLM checkpoint as a vlab VLM run directory",
+        description="Maps a foreign checkpoint (--format shakeup: the SHAKEUP authors' "
+        "Pythia-VL / Mamba-VL, gpantaz/vl_mamba) onto vlab's VLM and writes OUT as a vlab vlm "
+        "train run (OUT/stage2, the LM and tokenizer in OUT/lm), which vlab vlm eval, "
+        "generate and vlab inspect open like any run. Nothing is written unless every tensor "
+        "maps.",
+    )
+    imp.add_argument("source", metavar="SRC", help="the checkpoint directory")
+    imp.add_argument("--format", choices=["shakeup"], default="shakeup")
+    imp.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="a local tokenizer directory (shakeup: EleutherAI/gpt-neox-20b's); default SRC",
+    )
+    imp.add_argument("--out", required=True, help="the new run directory")
+    imp.set_defaults(func=_import)
