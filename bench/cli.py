@@ -23,6 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     from vlab.preflight import check_device, check_output_file
     from vlab.training.engine import resolve_device
 
+    if args.inspect:
+        return _run_inspect(args)
     # every check before minutes of measuring: the arms' sources first (flags, then files)
     preset, presets = _per_arm(args.preset or [], "--preset")
     _, pretrained = _per_arm(args.pretrained or [], "--pretrained")
@@ -84,6 +86,56 @@ def _run(args: argparse.Namespace) -> int:
 
 
 NAMES = {f.arch: f.name for f in families()}  # the family records' display names
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    """``vlab bench --inspect``: the cost of ``vlab inspect``'s analyses
+    (:mod:`vlab.bench.inspect_cost`), printed and written as JSON."""
+    import torch
+
+    from vlab.bench.inspect_cost import InspectBenchPlan, bench_inspect
+    from vlab.preflight import check_device, check_output_file
+    from vlab.training.engine import resolve_device
+
+    preset, presets = _per_arm(args.preset or [], "--preset")
+    given = [
+        flag
+        for flag, value in (
+            ("--preset ARCH=SIZE", presets),
+            ("--pretrained", args.pretrained),
+            ("--backends", args.backends),
+            ("--batch", args.batch),
+            ("--decode-visual-tokens", args.decode_visual_tokens),
+            ("--decode-new-tokens", args.decode_new_tokens),
+        )
+        if value
+    ]
+    if given:
+        raise VlabError(f"{given[0]} is not for --inspect (it takes --preset SIZE, --quick)")
+    plan = InspectBenchPlan.quick(preset) if args.quick else InspectBenchPlan(preset or "small")
+    check_device(args.device, "--device")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **bench_inspect(plan, device),
+    }
+    for arch, by_analysis in result["inspect_length_exponent"].items():
+        growth = ", ".join(f"{a}: L^{e:.2f}" for a, e in by_analysis.items())
+        print(f"{NAMES.get(arch, arch)} inspect seconds vs context length: {growth}")
+    for arch, by_analysis in result["inspect_vocab_ratio"].items():
+        vocab = max(r["base_vocab"] for r in result["inspect"])
+        growth = ", ".join(f"{a}: {r['seconds']:.2f}x" for a, r in by_analysis.items())
+        print(f"{NAMES.get(arch, arch)} inspect seconds at V={vocab:,} vs the preset's: {growth}")
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _per_arm(items: list[tuple[str | None, str]], flag: str) -> tuple[str | None, dict[str, str]]:
@@ -163,6 +215,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--quick", action="store_true", help="a few minutes on 2 CPU cores at the tiny presets"
+    )
+    bench.add_argument(
+        "--inspect",
+        action="store_true",
+        help="measure `vlab inspect` instead: seconds, peak memory and its estimate of each "
+        "analysis for Pythia and Mamba at --preset SIZE (default small; --quick: tiny, "
+        "seconds) over context lengths and vocabularies (the preset's and 50k), with growth "
+        "exponents in L and vocabulary ratios (JSON: inspect, inspect_length_exponent, "
+        "inspect_vocab_ratio)",
     )
     bench.add_argument(
         "--preset",

@@ -408,7 +408,12 @@ class VLMExperiment(TrainedVLMExperiment):
     config_type: ClassVar[str] = "vlab.vlm.config:VLMRunConfig"
     arch_key: ClassVar[str] = "model.lm.arch"
     name_labels: ClassVar[dict[str, str]] = NAME_LABELS
-    analyses: ClassVar[tuple[str, ...]] = ("image_attention",)
+    analyses: ClassVar[tuple[str, ...]] = (
+        "image_attention",
+        "vlm_state_probe",
+        "vlm_patching",
+        "vlm_logit_lens",
+    )
     report_template: ClassVar[str] = "vlm"
     phased: ClassVar[bool] = True
     rank_sections: ClassVar[tuple[str, ...]] = ("stage1", "stage2")

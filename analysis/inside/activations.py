@@ -37,6 +37,11 @@ functions, not modules; each is tested against the mixer's own output; see
     blocks.{i}.ssm.C         (B, N, T)  input-dependent C
     blocks.{i}.ssm.state     (B, D, N, T)  the recurrent state h_t after each position
     blocks.{i}.ssm.hidden_attention  (B, D, T, T)  the scan as attention over past positions
+    blocks.{i}.ssm.conv_window  (B, D, K-1, T)  the causal conv's window after each position:
+                                        the pre-conv inputs of positions t-K+2..t (zeros
+                                        before 0) that the conv (kernel K) still reads after
+                                        t; with ``state`` it is all that positions after t
+                                        receive from positions up to t
 
 Mamba-2 blocks (``mamba2``) have the same ``ssm.*`` names, per head (heads x P = D channels,
 G groups sharing B and C; :mod:`vlab.models.backbones.mamba2_internals`)::
@@ -46,6 +51,8 @@ G groups sharing B and C; :mod:`vlab.models.backbones.mamba2_internals`)::
     blocks.{i}.ssm.B, ssm.C  (B, G, N, T)
     blocks.{i}.ssm.state     (B, heads, P, N, T)
     blocks.{i}.ssm.hidden_attention  (B, heads, T, T)  before the gated norm
+    blocks.{i}.ssm.conv_window  (B, conv_dim, K-1, T)  the window of the pre-conv ``xBC``
+                                        (conv_dim = heads x P + 2 x G x N channels)
 
 Which arm has which blocks, and where each name lives in its modules, is the arm's family
 record (``vlab.models.backbones.<family>.FAMILY``: ``blocks``, ``layer_kind``,
@@ -77,7 +84,7 @@ from vlab.models.backbones.family import Block, Family, Site
 # (``vlab.models.backbones.<family>.FAMILY``) holds its blocks' sites and global sites as
 # module paths, and, for an SSM block, the module that computes the names below from
 # ``blocks.{i}.mixer_in`` (``computed``, ``output_with_state``; see the module docstring).
-SSM_NAMES = ("x", "z", "delta", "B", "C", "state", "hidden_attention")
+SSM_NAMES = ("x", "z", "delta", "B", "C", "state", "hidden_attention", "conv_window")
 _SSM = tuple(f"blocks.{{i}}.ssm.{n}" for n in SSM_NAMES)
 
 _EMBED = "embed"
@@ -225,13 +232,21 @@ class Patch:
 
 @dataclass(frozen=True)
 class StatePatch:
-    """Replace the SSM state of block ``layer`` after sequence ``position`` by ``state``
-    (B, D, N for a Mamba-1 block, B, heads, P, N for a Mamba-2 block): the mixer's output
-    from ``position`` on reads the replaced state."""
+    """Replace what block ``layer``'s SSM carries past sequence ``position``: its state by
+    ``state`` (B, D, N for a Mamba-1 block, B, heads, P, N for a Mamba-2 block) and/or its
+    conv window by ``window`` (B, D, K-1 or B, conv_dim, K-1: ``ssm.conv_window[..., t]``);
+    None keeps the run's own. The mixer's output from ``position`` on reads the replaced
+    state, from ``position + 1`` on the replaced window; both together replace everything
+    later positions receive from positions up to ``position`` through this mixer."""
 
     layer: int
     position: int
-    state: torch.Tensor
+    state: torch.Tensor | None
+    window: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is None and self.window is None:
+            raise VlabError(f"StatePatch of layer {self.layer}: give a state, a window or both")
 
 
 def _needs_eager(model: nn.Module, hooked: Iterable[str]) -> bool:
@@ -281,6 +296,40 @@ def output_with_state(
     return module.output_with_state(mixer(model, layer), mixer_in, position, state)
 
 
+def output_with_patch(
+    model: nn.Module,
+    layer: int,
+    mixer_in: torch.Tensor,
+    position: int,
+    state: torch.Tensor | None = None,
+    window: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Block ``layer``'s mixer output (B, T, H) on ``mixer_in`` (B, T, H) with its SSM state
+    and/or conv window after ``position`` replaced (see :class:`StatePatch`; None keeps the
+    run's own; the state is used in float32 whatever the model's dtype)."""
+    state = None if state is None else state.to(mixer_in.device)
+    window = None if window is None else window.to(mixer_in.device)
+    module = ssm_module(model, layer)
+    return module.output_with_patch(mixer(model, layer), mixer_in, position, state, window)
+
+
+def outputs_with_patches(
+    model: nn.Module,
+    layer: int,
+    mixer_in: torch.Tensor,
+    states: torch.Tensor | None = None,
+    windows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`output_with_patch` at every position t, (B, T, T, H): ``[:, t]`` with the state
+    after t replaced by ``states[..., t]`` (``ssm.state``) and/or the conv window by
+    ``windows[..., t]`` (``ssm.conv_window``), what patching each position needs; the run's
+    own scan is computed once for all positions."""
+    states = None if states is None else states.to(mixer_in.device)
+    windows = None if windows is None else windows.to(mixer_in.device)
+    module = ssm_module(model, layer)
+    return module.outputs_with_patches(mixer(model, layer), mixer_in, states, windows)
+
+
 def _state_targets(model: nn.Module, patches: Sequence[StatePatch]) -> dict[str, StatePatch]:
     """The state patches by the ``mixer_out`` they replace, each checked to have a state."""
     out = {}
@@ -299,15 +348,19 @@ def trace(
     names: Sequence[str] = (),
     patches: Sequence[Patch] = (),
     state_patches: Sequence[StatePatch] = (),
+    logits_to_keep: int = 0,
 ) -> dict[str, torch.Tensor]:
     """One forward pass of ``input_ids`` (B, T) (or of input embeddings (B, T, H), a float
-    tensor, as a VLM feeds its LM; ``embed`` is then that input): the activations ``names``
-    (detached, in the model's dtype) with ``patches`` applied, plus ``"logits"`` (B, T, V)
-    always.
+    tensor, as a VLM feeds its LM, cast to the model's dtype; ``embed`` is then that input):
+    the activations ``names`` (detached, in the model's dtype) with ``patches`` applied, plus
+    ``"logits"`` (B, T, V) always, or (B, k, V) of the last k positions with
+    ``logits_to_keep=k`` (the unembedding then runs on those rows alone: at a 50k
+    vocabulary the full logits of a batch are gigabytes).
 
     Computed SSM names (``blocks.{i}.ssm.*``) come from the captured ``mixer_in``; patches
     apply to hooked or aliased names only (``resid_pre``, ``resid_post``, ``mixer_out``, ...);
-    ``state_patches`` replace an SSM block's recurrent state (see :class:`StatePatch`).
+    ``state_patches`` replace an SSM block's recurrent state and/or conv window (see
+    :class:`StatePatch`).
     """
     from nnsight import NNsight
 
@@ -326,7 +379,7 @@ def trace(
     captured: dict[str, torch.Tensor] = {}
     input_ids = input_ids.to(_device(model))
     if input_ids.is_floating_point():  # embeddings given: ``embed`` is the input itself
-        input_ids = input_ids.clone()
+        input_ids = input_ids.to(model.get_input_embeddings().weight.dtype, copy=True)
         for patch in patch_at.get(_EMBED, []):
             input_ids[:, list(patch.positions)] = patch.values.to(input_ids)
         captured[_EMBED] = input_ids.detach().clone()
@@ -344,6 +397,8 @@ def trace(
             if input_ids.is_floating_point()
             else {"input_ids": input_ids}
         )
+        if logits_to_keep:
+            inputs["logits_to_keep"] = logits_to_keep
         with wrapped.trace(**inputs):
             for path, group in by_module.items():
                 output = _module(wrapped, path).output
@@ -355,8 +410,9 @@ def trace(
                     if hooked in state_at:
                         sp = state_at[hooked]
                         mixer_in = captured[f"blocks.{sp.layer}.mixer_in"]
-                        state = sp.state.to(mixer_in)
-                        new = output_with_state(model, sp.layer, mixer_in, sp.position, state)
+                        new = output_with_patch(
+                            model, sp.layer, mixer_in, sp.position, sp.state, sp.window
+                        )
                         value[:] = new.to(value.dtype)
                     captured[hooked] = value.detach().clone().save()
     out = {}
@@ -384,8 +440,11 @@ def module(model: nn.Module, name: str) -> nn.Module:
 
 def unembed(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
     """Logits (..., V) read off a residual-stream vector (..., H) through the model's final
-    norm and unembedding: the logit lens."""
-    return module(model, "logits")(module(model, "final_norm")(resid))
+    norm and unembedding: the logit lens. The normed stream is cast to the unembedding's dtype
+    as the models' own forward does (a Mamba's residual stream stays float32 in bfloat16)."""
+    head = module(model, "logits")
+    normed = module(model, "final_norm")(resid)
+    return head(normed.to(next(head.parameters()).dtype))
 
 
 def mixer(model: nn.Module, layer: int) -> nn.Module:

@@ -55,7 +55,7 @@ def readout_kind(model: torch.nn.Module, layer: int) -> str:
 def _share(row: torch.Tensor) -> torch.Tensor:
     """An SSM's raw last-row weights (B, channels or heads, T) as one share row (B, 1, T):
     the absolute value averaged over channels, over its sum across the T positions."""
-    mean = row.abs().mean(dim=1)
+    mean = row.float().abs().mean(dim=1)
     return (mean / mean.sum(dim=-1, keepdim=True)).unsqueeze(1)
 
 
@@ -80,7 +80,7 @@ def _attention_rows(model: torch.nn.Module, input_ids: torch.Tensor) -> list[tor
     :func:`_heads` (per layer): the softmax heads and their mean for an attention block, the
     channel-aggregated share for an SSM block."""
     names = [_source(model, i) for i in range(num_layers(model))]
-    acts = trace(model, input_ids, names)
+    acts = trace(model, input_ids, names, logits_to_keep=1)
     rows = []
     for i, name in enumerate(names):
         if name.endswith("attn.pattern"):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlab.config import bounded_int
+from vlab.config import bounded_float, bounded_int
 from vlab.errors import VlabError
 
 PROBE_ANALYSES = ("logit_lens", "attention", "state_probe", "patching")
-VLM_ANALYSES = ("image_attention",)
+VLM_ANALYSES = ("image_attention", "vlm_state_probe", "vlm_patching", "vlm_logit_lens")
 
 
 def register(subparsers) -> None:
@@ -25,9 +25,10 @@ def register(subparsers) -> None:
             "sweep, writing tidy tables into RUN_DIR/inside/step-<step>/. Probe runs get the "
             "probe analyses; VLM runs (OUT/stage1, OUT/stage2 of `vlab vlm train` on the "
             "shapes dataset) get image_attention, the weight from the answer of grounding "
-            "examples to the image patches. Finished analyses are skipped, so rerunning after "
-            "a kill resumes; nothing is written outside the run directories. Render them with "
-            "`vlab report SWEEP_DIR --template inside`."
+            "examples to the image patches, and the probe analyses on those examples "
+            "(vlm_state_probe, vlm_patching, vlm_logit_lens). Finished analyses are skipped, "
+            "so rerunning after a kill resumes; nothing is written outside the run "
+            "directories. Render them with `vlab report SWEEP_DIR --template inside`."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR|SWEEP_DIR")
@@ -71,6 +72,27 @@ def register(subparsers) -> None:
         metavar="GLOB",
         help="inspect only runs whose folder name matches (repeatable), e.g. '*-s0'",
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: the GPU when there is one, else the CPU; a SLURM task with "
+        "--gpus-per-task uses its GPU), cpu or cuda[:N]",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="the model's precision (default float32; the analyses' own numerics are float32 "
+        "either way). A result counts as done only in the dtype asked for",
+    )
+    p.add_argument(
+        "--max-memory-gb",
+        type=bounded_float(0, None, lo_open=True),
+        metavar="G",
+        help="cap on each analysis's estimated peak memory: its batch is chosen to fit "
+        "(default: no cap, each analysis's default batch); a cap too small for one example "
+        "is refused before anything runs",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from vlab.slurm.cli import add_slurm_flags
 
@@ -81,10 +103,12 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from vlab.analysis.inside.inspection import inspect_paths
+    from vlab.analysis.inside.placement import Placement
     from vlab.slurm.cli import check_one_process
 
     if args.workers < 1:
         raise VlabError(f"--workers must be >= 1, got {args.workers}")
+    args.placement = Placement(args.device, args.dtype, args.max_memory_gb)
     analyses = None
     if args.analyses is not None:
         analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
@@ -100,13 +124,14 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log=_note,
         only=args.only,
+        placement=args.placement,
     )
     print(f"inspected: {done} analyses in {seconds:.1f} s ({skipped} already done, skipped)")
     return 0
 
 
 def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
-    from vlab.analysis.inside.inspection import is_done, plan, run_paths
+    from vlab.analysis.inside.inspection import check_placement, is_done, plan, run_paths
     from vlab.analysis.inside.submit import log_folder, submit_inspection, wait
     from vlab.slurm.cli import check_cluster, slurm_options
 
@@ -118,13 +143,18 @@ def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:
         )
     runs = run_paths(args.paths, args.only)
     units = plan(runs, analyses, args.checkpoints, args.examples, log=_note)  # checks first
-    todo = sorted({u.run for u in units if not is_done(u, args.examples)}, key=runs.index)
+    placement = args.placement  # its device is checked on each task's node
+    left = [u for u in units if not is_done(u, args.examples, placement.dtype)]
+    check_placement(left, args.examples, placement)
+    todo = sorted({u.run for u in left}, key=runs.index)
     if not todo:
         print(f"nothing to submit: all {len(units)} analyses are done")
         return 0
     check_cluster()
     folder = log_folder(args.paths)
-    jobs = submit_inspection(todo, analyses, args.checkpoints, args.examples, options, folder)
+    jobs = submit_inspection(
+        todo, analyses, args.checkpoints, args.examples, options, folder, placement
+    )
     print(f"submitted {len(todo)} runs as one SLURM job array ({jobs[0].job_id.split('_')[0]})")
     print(f"logs: {folder}")
     if args.wait:

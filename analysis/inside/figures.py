@@ -26,9 +26,17 @@ from vlab.analysis.tables import VARIANT_ORDER
 MISSING = "#d0d0d0"  # face colour behind heatmaps: cells without a value
 RECOVERY_RANGE = (-0.2, 1.2)  # patching colour scale: linear, white at 0
 SOURCES = ("residual", "ssm_state")
-SITES = ("resid_pre", "ssm_state")
+SITES = ("resid_pre", "ssm_state", "conv_window", "state_and_window")
+# What an SSM block carries past a position: its state, its conv window, both (patching sites).
+CARRIED = ("ssm_state", "conv_window", "state_and_window")
 SOURCE_TEXT = {"residual": "residual at prediction", "ssm_state": "SSM state after context"}
-SITE_TEXT = {"resid_pre": "residual stream", "ssm_state": "SSM state"}
+SITE_TEXT = {
+    "resid_pre": "residual stream",
+    "ssm_state": "SSM state",
+    "conv_window": "conv window",
+    "state_and_window": "state + conv window",
+}
+CARRIED_COLORS = {"ssm_state": "#1f77b4", "conv_window": "#ff7f0e", "state_and_window": "#2ca02c"}
 
 
 # ordering and labels -----------------------------------------------------------------------
@@ -412,12 +420,23 @@ def recovery_colors() -> tuple[ListedColormap, Normalize]:
     return cmap, Normalize(lo, hi)
 
 
+def _absent(of_arch: pd.DataFrame, site: str) -> str:
+    """Why an arch's panel of ``site`` is empty: it has no SSM, or its table predates the
+    site (patching version 1 had no conv window sites)."""
+    if site == "resid_pre" or of_arch.empty:
+        return "no data"
+    if not (of_arch["site"] == "ssm_state").any():
+        return "no recurrent state"
+    return "not in its table (inspected by an older vlab)"
+
+
 @styled
 def patching_heatmaps(table: pd.DataFrame, length: int, corruption: str) -> Figure:
     """Recovery of the clean answer when one clean activation is patched into the corrupted
     run: layer (y) x sequence position (x, labelled with the token there). 0 = as corrupted,
     1 = as clean; diverging scale centred at 0. Columns: archs; rows: variant x site (the
-    residual stream entering each block, then, for Mamba, its SSM state after each position)."""
+    residual stream entering each block, then, for SSM blocks, their state, conv window and
+    both after each position; the sites a table has: older tables have no window sites)."""
     t = table[(table["length"] == length) & (table["corruption"] == corruption)]
     if t.empty:
         return message_figure(f"L = {length}: no patching results for corruption {corruption!r}.")
@@ -442,8 +461,7 @@ def patching_heatmaps(table: pd.DataFrame, length: int, corruption: str) -> Figu
             of_arch = t[(t["variant"] == variant) & (t["arch"] == arch)]
             panel = of_arch[of_arch["site"] == site]
             if panel.empty:
-                kind = "no recurrent state" if site == "ssm_state" else "no data"
-                _blank(ax, f"{arch} · {variant}: {kind}")
+                _blank(ax, f"{arch} · {variant}: {_absent(of_arch, site)}")
                 continue
             resid = of_arch[of_arch["site"] == "resid_pre"]
             n_blocks = int(resid["layer"].max()) if not resid.empty else None
@@ -473,4 +491,128 @@ def patching_heatmaps(table: pd.DataFrame, length: int, corruption: str) -> Figu
         fig.colorbar(
             mesh, ax=axes, label="recovery (0 corrupted, 1 clean)", shrink=0.85, extend="both"
         )
+    return fig
+
+
+# state or conv window ---------------------------------------------------------------------------
+
+
+def has_window_sites(table: pd.DataFrame) -> bool:
+    """Whether a patching table has the conv window sites (``vlab inspect`` since patching
+    version 2); False for an older sweep's, which the report then says how to redo."""
+    return bool(table["site"].isin(CARRIED[1:]).any())
+
+
+def carry_position(tokens: pd.Series, corruption: str) -> int | None:
+    """The last sequence index where clean and corrupted inputs differ, from the ``token``
+    labels (by position) of a patching table: the query for ``other_query``, else (``moved``)
+    the last context token. Everything after it agrees, so an SSM block passes all it read of
+    the difference on through its state and conv window there. None when the labels lack it."""
+    if corruption == "other_query":
+        found = tokens.index[tokens == "query"]
+    else:
+        found = tokens.index[tokens.astype(str).str.fullmatch(r"ctx\d+")]
+    return int(found.max()) if len(found) else None
+
+
+def state_or_conv_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Recovery at :func:`carry_position` per arch, variant, length, corruption and SSM block,
+    when the block's state (``ssm_state``), its conv window (``conv_window``) or both
+    (``state_and_window``) are patched, averaged over runs: which one carries the answer past
+    the last position where the inputs differ. Empty when no table has the window sites."""
+    keys = ["arch", "variant", "length", "corruption"]
+    columns = [*keys, "layer", "position", "token", *CARRIED]
+    t = table[table["site"].isin(CARRIED)]
+    if t.empty or not has_window_sites(t):
+        return pd.DataFrame(columns=columns)
+    parts = []
+    for key, group in t.groupby(keys, sort=False):
+        tokens = group.drop_duplicates("position").set_index("position")["token"].sort_index()
+        at = carry_position(tokens, key[-1])
+        if at is None:
+            continue
+        rows = group[group["position"] == at]
+        m = _panel_mean(rows, ["layer", "site"], "recovery")
+        wide = m.pivot(index="layer", columns="site", values="recovery").reindex(columns=CARRIED)
+        wide = wide.reset_index().assign(position=at, token=str(tokens[at]))
+        for k, v in zip(keys, key, strict=True):
+            wide[k] = v
+        parts.append(wide)
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(parts, ignore_index=True)[columns]
+    order = {a: i for i, a in enumerate(archs_of(out))}
+    out = out.sort_values(
+        ["length", "corruption", "arch", "variant", "layer"],
+        key=lambda c: c.map(order) if c.name == "arch" else c,
+        kind="stable",
+    )
+    return out.rename_axis(columns=None).reset_index(drop=True)
+
+
+@styled
+def state_or_conv(table: pd.DataFrame, length: int, corruption: str) -> Figure:
+    """What carries the answer past the last position where clean and corrupted inputs
+    differ (:func:`carry_position`), per SSM block: recovery when the clean state alone,
+    the clean conv window alone, or both are patched there. Columns: archs with SSM blocks;
+    rows: variants. Both at 1 with the state low: the conv window carries it; the state near
+    both: the state does. One-block models (or all blocks at once) restore exactly with
+    both; here each block is patched alone, so a block's bars say what passes through it."""
+    t = table[(table["length"] == length) & (table["corruption"] == corruption)]
+    summary = state_or_conv_table(t)
+    if summary.empty:
+        return message_figure(
+            f"L = {length}, corruption {corruption!r}: no state and conv window patching "
+            "results (SSM arms, patching version 2)."
+        )
+    archs, variants = archs_of(summary), variants_of(summary)
+    n_layers = summary.groupby(["arch", "variant"])["layer"].nunique().max()
+    size = (max(3.0, 0.75 * n_layers + 1.4), 2.6)
+    fig, axes = _grid(
+        variants,
+        archs,
+        size,
+        f"State or conv window? Corruption {corruption!r}, L = {length}: recovery\nwith one "
+        "SSM block's clean state, conv window or both after the last differing input",
+    )
+    width = 0.8 / len(CARRIED)
+    lo, hi = RECOVERY_RANGE
+    for i, variant in enumerate(variants):
+        for j, arch in enumerate(archs):
+            ax = axes[i, j]
+            panel = summary[(summary["arch"] == arch) & (summary["variant"] == variant)]
+            if panel.empty:
+                _blank(ax, f"{arch} · {variant}: no data")
+                continue
+            layers = panel["layer"].astype(int).tolist()
+            x = np.arange(len(layers))
+            for k, site in enumerate(CARRIED):
+                values = panel[site].to_numpy(float)
+                ax.bar(
+                    x + (k - 1) * width,
+                    np.clip(np.nan_to_num(values, nan=0.0), lo, hi),
+                    width,
+                    color=CARRIED_COLORS[site],
+                    label=SITE_TEXT[site],
+                )
+                for xi, v in zip(x + (k - 1) * width, values, strict=True):
+                    shown = f"{v:.2f}" if np.isfinite(v) else "n/a"
+                    top = min(max(v, 0.0), hi) if np.isfinite(v) else 0.0
+                    ax.text(xi, top + 0.02, shown, ha="center", va="bottom", fontsize=6)
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+            ax.axhline(0.0, color="black", linewidth=0.6)
+            ax.set_ylim(lo, hi + 0.2)  # room for the values of clipped bars
+            ax.set_xticks(x, [str(layer) for layer in layers])
+            ax.set_xlabel("block")
+            ax.set_ylabel("recovery")
+            runs = t[(t["arch"] == arch) & (t["variant"] == variant)]
+            token, position = panel["token"].iloc[0], int(panel["position"].iloc[0])
+            ax.set_title(
+                f"{arch} · {variant} · after {token} (position {position})\n{_about(runs)}",
+                fontsize=9,
+            )
+    handles = [
+        Line2D([], [], color=CARRIED_COLORS[s], linewidth=6, label=SITE_TEXT[s]) for s in CARRIED
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(CARRIED), frameon=False)
     return fig

@@ -261,3 +261,195 @@ def image_target_share(table: pd.DataFrame) -> Figure:
         frameon=False,
     )
     return fig
+
+
+# the probe analyses on grounding examples (vlab.analysis.inside.vlm_analyses) ------------------
+
+VLM_SOURCES = {
+    "residual": ("residual at prediction", "-"),
+    "residual_image_end": ("residual after the image", "--"),
+    "ssm_state": ("SSM state after the image", ":"),
+}
+PROBE_LABELS = {
+    "cell": "object in each cell (mean over cells)",
+    "target_cell": "the target's cell",
+    "target_object": "the named object",
+}
+PATCH_ROLES = {
+    "target_cells": "the clean target's patches",
+    "corrupted_cells": "the corrupted target's patches",
+    "last": "the prediction position",
+}
+SITE_STYLES = {"resid_pre": "-", "ssm_state": ":", "conv_window": "-.", "state_and_window": "--"}
+
+
+def _run_mean(table: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Mean of ``value`` per run and ``keys``, then over the runs of each arch."""
+    per_run = table.groupby(["run", "arch", *keys], as_index=False)[value].mean()
+    return per_run.groupby(["arch", *keys], as_index=False)[value].mean()
+
+
+def _line_panels(
+    panels: list[tuple[str, int]], columns: list[str], title: str, column_text: dict[str, str]
+):
+    """A figure with one row per (ordering, stage) and one column per ``columns``."""
+    fig = Figure(figsize=(3.9 * len(columns) + 2.4, 2.9 * len(panels) + 0.9), layout="constrained")
+    axes = fig.subplots(len(panels), len(columns), squeeze=False)
+    fig.suptitle(title, fontsize=12)
+    for i, (ordering, stage) in enumerate(panels):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            ax.set_title(
+                f"{column_text.get(column, column)}\n{ORDERING_TEXT.get(ordering, ordering)}"
+                f" · stage {stage}",
+                fontsize=9,
+            )
+            ax.grid(alpha=0.3, lw=0.5)
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    return fig, axes
+
+
+def _layer_ticks(ax, layers) -> None:
+    from vlab.analysis.inside.figures import layer_label
+
+    shown = sorted(int(x) for x in layers)
+    ax.set_xticks(shown, [layer_label(x) for x in shown])
+
+
+def _legend(fig: Figure, colors: dict[str, str], styles: dict[str, tuple[str, str]]) -> None:
+    handles = [Line2D([], [], color=c, lw=2, label=vl_name(a)) for a, c in colors.items()]
+    handles += [Line2D([], [], color="black", ls=ls, lw=1.2, label=t) for t, ls in styles.values()]
+    fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=8)
+
+
+@styled
+def vlm_logit_lens(table: pd.DataFrame) -> Figure:
+    """The logit lens on the box: per layer, the mean probability and top-1 accuracy of the
+    correct next token at the answer positions whose token varies between examples (the
+    coordinates' digits; fixed tokens such as ``[`` and ``.`` are left out), one line per LM
+    architecture, one row of panels per ordering and stage. Each run at its last step."""
+    if table.empty:
+        return message_figure("No vlm_logit_lens results.")
+    t = last_step(table)
+    digits = t[t["token"] == "*"]
+    if digits.empty:
+        digits = t
+    colors = arch_colors(digits["arch"].unique())
+    panels = panels_of(digits)
+    metrics = {"probability": "probability of the box token", "accuracy": "top-1 accuracy"}
+    fig, axes = _line_panels(
+        panels, list(metrics), "Logit lens on the box's digits, per layer", metrics
+    )
+    for i, (ordering, stage) in enumerate(panels):
+        part = digits[(digits["ordering"] == ordering) & (digits["stage"] == stage)]
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            ax.set_ylim(-0.02, 1.02)
+            means = _run_mean(part, ["layer"], metric)
+            for arch, a in means.groupby("arch"):
+                a = a.sort_values("layer")
+                ax.plot(a["layer"], a[metric], "-o", color=colors[arch], lw=1.8, ms=4)
+            _layer_ticks(ax, part["layer"].unique())
+    _legend(fig, colors, {})
+    return fig
+
+
+@styled
+def vlm_state_probe(table: pd.DataFrame) -> Figure:
+    """Linear probes on a VLM's LM: per layer, the held-out accuracy of probes for the object
+    in each image cell (mean over cells), the target's cell and the named object, from the
+    residual at the prediction position (solid), after the image (dashed) and the SSM state
+    after the image (dotted); grey: chance, the mean over the panel's probes. One line per
+    LM architecture and source, one row of panels per ordering and stage."""
+    if table.empty:
+        return message_figure("No vlm_state_probe results.")
+    t = last_step(table).dropna(subset=["accuracy"])
+    if t.empty:
+        return message_figure("vlm_state_probe: too few examples to fit probes (4 at least).")
+    colors = arch_colors(t["arch"].unique())
+    panels = panels_of(t)
+    labels = [x for x in PROBE_LABELS if x in set(t["label"])]
+    fig, axes = _line_panels(
+        panels, labels, "Linear probes: what the LM holds about the image", PROBE_LABELS
+    )
+    for i, (ordering, stage) in enumerate(panels):
+        part = t[(t["ordering"] == ordering) & (t["stage"] == stage)]
+        for j, label in enumerate(labels):
+            ax = axes[i, j]
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("held-out accuracy")
+            rows = part[part["label"] == label]
+            if rows.empty:
+                _blank(ax, "no probes")
+                continue
+            ax.axhline(rows["chance"].mean(), color="grey", ls="--", lw=0.9)
+            means = _run_mean(rows, ["source", "layer"], "accuracy")
+            for (arch, source), a in means.groupby(["arch", "source"]):
+                a = a.sort_values("layer")
+                style = VLM_SOURCES.get(source, (source, "-."))[1]
+                ax.plot(
+                    a["layer"],
+                    a["accuracy"],
+                    ls=style,
+                    marker="o",
+                    color=colors[arch],
+                    lw=1.6,
+                    ms=3,
+                )
+            _layer_ticks(ax, rows["layer"].unique())
+    shown = {s: VLM_SOURCES[s] for s in VLM_SOURCES if s in set(t["source"])}
+    _legend(fig, colors, shown)
+    return fig
+
+
+@styled
+def vlm_patching(table: pd.DataFrame, corruption: str) -> Figure:
+    """Activation patching on a VLM's LM for one corruption: per layer, the recovery of the
+    clean box token when the clean activation is patched in at the clean target's patches
+    (mean over them), the corrupted target's patches, and the prediction position; one line
+    per LM architecture and site (residual stream solid, SSM state dotted, conv window
+    dash-dotted, both dashed), one row of panels per ordering and stage. Each run at its last
+    step."""
+    t = last_step(table[table["corruption"] == corruption]) if not table.empty else table
+    if t.empty:
+        return message_figure(f"No vlm_patching results for {corruption}.")
+    t = t[t["token"].isin(PATCH_ROLES)]
+    colors = arch_colors(t["arch"].unique())
+    panels = panels_of(t)
+    roles = [r for r in PATCH_ROLES if r in set(t["token"])]
+    what = {"moved": "the target moved", "other_target": "another object named"}
+    fig, axes = _line_panels(
+        panels,
+        roles,
+        f"Patching clean into corrupted ({what.get(corruption, corruption)})",
+        PATCH_ROLES,
+    )
+    for i, (ordering, stage) in enumerate(panels):
+        part = t[(t["ordering"] == ordering) & (t["stage"] == stage)]
+        for j, role in enumerate(roles):
+            ax = axes[i, j]
+            ax.set_ylabel("recovery")
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.axhline(1, color="grey", lw=0.8, ls="--")
+            rows = part[part["token"] == role].dropna(subset=["recovery"])
+            if rows.empty:
+                _blank(ax, "not measurable")
+                continue
+            means = _run_mean(rows, ["site", "layer"], "recovery")
+            for (arch, site), a in means.groupby(["arch", "site"]):
+                a = a.sort_values("layer")
+                ax.plot(
+                    a["layer"],
+                    a["recovery"],
+                    ls=SITE_STYLES.get(site, "-"),
+                    marker="o",
+                    color=colors[arch],
+                    lw=1.6,
+                    ms=3,
+                )
+    from vlab.analysis.inside.figures import SITE_TEXT
+
+    sites = [s for s in SITE_STYLES if s in set(t["site"])]
+    _legend(fig, colors, {s: (SITE_TEXT.get(s, s), SITE_STYLES[s]) for s in sites})
+    return fig

@@ -15,13 +15,14 @@ config, are the analyses known and of the run's kind) happens before anything is
 
 Analyses belong to a kind of run (its experiment's ``analyses``): probe runs get ``logit_lens``,
 ``attention``, ``state_probe`` and ``patching`` on held-out probe examples; VLM runs (a stage
-of ``vlab vlm train``) get ``image_attention`` on held-out grounding examples of the shapes
-dataset (:mod:`vlab.analysis.inside.vlm`). Image probe runs (``task.modality = "image"``)
-get the same four on the LM of their VLM, fed the input embeddings of their held-out
-images; ``patching`` corrupts the images themselves (two patches swapped, another patch
-queried) and feeds the LM their embeddings, which line up with the clean ones index for index.
-Without named analyses every run gets those of its kind; naming one that a run's kind does
-not have is an error.
+of ``vlab vlm train``) get ``image_attention``, ``vlm_logit_lens``, ``vlm_state_probe`` and
+``vlm_patching`` on held-out grounding examples of the shapes dataset
+(:mod:`vlab.analysis.inside.vlm`, :mod:`vlab.analysis.inside.vlm_analyses`). Image probe
+runs (``task.modality = "image"``) get the same four on the LM of their VLM, fed the input
+embeddings of their held-out images; ``patching`` corrupts the images themselves (two
+patches swapped, another patch queried) and feeds the LM their embeddings, which line up with
+the clean ones index for index. Without named analyses every run gets those of its kind;
+naming one that a run's kind does not have is an error.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlab.analysis.inside.placement import FLOAT32, Placement
 from vlab.errors import VlabError
 from vlab.experiment import experiment
 from vlab.fileio import atomic_write_json, atomic_write_text, read_json
@@ -45,6 +47,9 @@ ANALYSES: dict[str, tuple[str, str]] = {
     "state_probe": ("vlab.analysis.inside.state_probe", "state_probe_table"),
     "patching": ("vlab.analysis.inside.patching", "patching_table"),
     "image_attention": ("vlab.analysis.inside.vlm", "image_attention_table"),
+    "vlm_state_probe": ("vlab.analysis.inside.vlm_analyses", "vlm_state_probe_table"),
+    "vlm_patching": ("vlab.analysis.inside.vlm_analyses", "vlm_patching_table"),
+    "vlm_logit_lens": ("vlab.analysis.inside.vlm_analyses", "vlm_logit_lens_table"),
 }
 # analysis -> (module, function) writing, beside its table, what the report draws with it
 # (the VLM's example images): (model, examples, folder), called before the table's marker.
@@ -52,7 +57,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "image_attention": ("vlab.analysis.inside.vlm", "write_example_images"),
 }
 # Bump an analysis's version when its table changes meaning: older results are redone.
-VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 1, "image_attention": 2}
+# patching 2: the conv window sites (conv_window, state_and_window) beside ssm_state
+VERSIONS = {"logit_lens": 1, "attention": 1, "state_probe": 1, "patching": 2, "image_attention": 2}
+VERSIONS |= {"vlm_state_probe": 1, "vlm_patching": 1, "vlm_logit_lens": 1}
 DEFAULT_EXAMPLES = 256
 
 
@@ -90,11 +97,15 @@ class Unit:
     analysis: str
 
 
-def _settings(analysis: str, examples: int) -> dict:
-    return {"analysis": analysis, "version": VERSIONS[analysis], "examples": examples}
+def _settings(analysis: str, examples: int, dtype: str = FLOAT32) -> dict:
+    """What a result must match to count as done. The dtype counts (a bfloat16 result does
+    not stand in for a float32 one; results from before ``--dtype`` are float32); the
+    device and the memory cap do not (they change the numbers by float rounding only)."""
+    version = VERSIONS[analysis]
+    return {"analysis": analysis, "version": version, "examples": examples, "dtype": dtype}
 
 
-def is_done(unit: Unit, examples: int) -> bool:
+def is_done(unit: Unit, examples: int, dtype: str = FLOAT32) -> bool:
     table, meta = result_paths(unit.run, unit.step, unit.analysis)
     if not (table.is_file() and meta.is_file()):
         return False
@@ -102,8 +113,11 @@ def is_done(unit: Unit, examples: int) -> bool:
         recorded = read_json(meta)
     except (OSError, ValueError):
         return False
-    wanted = _settings(unit.analysis, examples)
-    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in wanted.items())
+    if not isinstance(recorded, dict):
+        return False
+    recorded = {"dtype": FLOAT32, **recorded}
+    wanted = _settings(unit.analysis, examples, dtype)
+    return all(recorded.get(k) == v for k, v in wanted.items())
 
 
 def analyses_for(kind: str, analyses: Sequence[str] | None, path: Path) -> list[str]:
@@ -213,21 +227,55 @@ def inspect_paths(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     only: Sequence[str] | None = None,
+    placement: Placement | None = None,
 ) -> tuple[int, int, float]:
     """Plan (checking everything first), then do the units not done yet, runs in parallel
     over ``workers`` processes. ``analyses`` None: each run gets the analyses of its kind.
+    ``placement``: device, dtype and memory cap (default: ``auto``, float32, no cap).
     Returns (units done now, units skipped, seconds)."""
     start = time.perf_counter()
+    placement = placement or Placement()
+    placement.check_here()
     units = plan(run_paths(paths, only), analyses, checkpoints, examples, log=log)
-    todo = [u for u in units if not is_done(u, examples)]
+    todo = [u for u in units if not is_done(u, examples, placement.dtype)]
+    check_placement(todo, examples, placement)
     if workers == 1 or len({u.run for u in todo}) <= 1:
-        run_units(todo, examples, progress=progress)
+        run_units(todo, examples, progress=progress, placement=placement)
     else:
-        _run_parallel(todo, examples, workers, progress)
+        _run_parallel(todo, examples, workers, progress, placement)
     return len(todo), len(units) - len(todo), time.perf_counter() - start
 
 
-def _run_parallel(units: Sequence[Unit], examples: int, workers: int, progress: bool) -> None:
+def check_placement(units: Sequence[Unit], examples: int, placement: Placement) -> None:
+    """What ``placement`` asks of the units, checked from each run's config before anything
+    is written: under ``--max-memory-gb`` every analysis fits the cap with one example
+    (:func:`vlab.analysis.inside.budget.plan_batch`); a VLM run is inspected in float32
+    (its image pipeline feeds float32 pixels)."""
+    from vlab.analysis.inside.budget import has_estimate, plan_batch
+    from vlab.analysis.inside.runs import VLM, open_any_run, probe_shape
+
+    if placement.dtype != FLOAT32:
+        for run in dict.fromkeys(u.run for u in units):
+            if open_any_run(run).kind == VLM:
+                raise VlabError(
+                    f"{run}: --dtype {placement.dtype}: a VLM run is inspected in float32 only"
+                )
+    if placement.cap_bytes is None:
+        return
+    shapes: dict[Path, object] = {}
+    for unit in units:
+        if not has_estimate(unit.analysis):
+            continue
+        if unit.run not in shapes:
+            shapes[unit.run] = probe_shape(open_any_run(unit.run), placement.torch_dtype)
+        if shapes[unit.run] is not None:
+            dims, length = shapes[unit.run]
+            plan_batch(dims, unit.analysis, length, examples, placement.cap_bytes)
+
+
+def _run_parallel(
+    units: Sequence[Unit], examples: int, workers: int, progress: bool, placement: Placement
+) -> None:
     """One task per run in a pool of spawned processes (one torch thread each)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -239,7 +287,9 @@ def _run_parallel(units: Sequence[Unit], examples: int, workers: int, progress: 
         by_run.setdefault(unit.run, []).append(unit)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        futures = [pool.submit(run_units, group, examples, False) for group in by_run.values()]
+        futures = [
+            pool.submit(run_units, group, examples, False, placement) for group in by_run.values()
+        ]
         with tqdm(total=len(units), desc="inspect", unit="analysis", disable=not progress) as bar:
             for future in as_completed(futures):
                 bar.update(len(future.result()))
@@ -251,30 +301,41 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_units(units: Sequence[Unit], examples: int, progress: bool = True) -> list[Unit]:
-    """Do the units not already done (grouped so each checkpoint is loaded once); returns
-    those it did."""
+def run_units(
+    units: Sequence[Unit],
+    examples: int,
+    progress: bool = True,
+    placement: Placement | None = None,
+) -> list[Unit]:
+    """Do the units not already done (grouped so each checkpoint is loaded once), with the
+    model placed by ``placement`` (default: ``auto``, float32, no cap); returns those it
+    did."""
     from tqdm.auto import tqdm
 
-    todo = [u for u in units if not is_done(u, examples)]
+    placement = placement or Placement()
+    todo = [u for u in units if not is_done(u, examples, placement.dtype)]
     groups: dict[tuple[Path, int], list[Unit]] = {}
     for unit in todo:
         groups.setdefault((unit.run, unit.step), []).append(unit)
     bar = tqdm(total=len(todo), desc="inspect", unit="analysis", disable=not progress)
     for (run_path, step), group in groups.items():
-        model, vocab, data = _load(run_path, step, examples)
+        model, vocab, data = _load(run_path, step, examples, placement)
         for unit in group:
             bar.set_postfix_str(f"{run_path.name} step {step} {unit.analysis}")
-            _run_unit(unit, model, vocab, data, examples)
+            _run_unit(unit, model, vocab, data, examples, placement)
             bar.update()
     bar.close()
     return todo
 
 
-def _load(run_path: Path, step: int, examples: int):
-    """The model at ``step`` (opened by the run's experiment), its probe vocabulary (None for
-    a VLM) and its examples (an image probe run: its LM, and the embeddings its VLM makes of
-    the held-out images)."""
+def _load(run_path: Path, step: int, examples: int, placement: Placement):
+    """The model at ``step`` (opened by the run's experiment, then placed by ``placement``),
+    its probe vocabulary (None for a VLM) and its examples (an image probe run: its LM, and
+    the embeddings its VLM makes of the held-out images; the VLM that embeds them, for
+    ``patching``'s corrupted twins too, stays float32 on the device, so in another dtype
+    the LM analysed is a copy)."""
+    import copy
+
     from vlab.analysis.inside.runs import IMAGE_PROBE, VLM, open_any_run
 
     run = open_any_run(run_path)
@@ -282,27 +343,40 @@ def _load(run_path: Path, step: int, examples: int):
         from vlab.analysis.inside.vlm import load_vlm, run_examples
 
         model, tokenizer = load_vlm(run, step)
+        placement.place(model)
         return model, None, run_examples(run, model, tokenizer, examples)
     probe = experiment(run.kind).open(run.path, step)
     if run.kind == IMAGE_PROBE:
         from vlab.probes.examples import image_heldout_examples
 
-        return probe.model.lm, probe.vocab, image_heldout_examples(probe, examples)
+        probe.model.to(placement.torch_device)
+        lm = probe.model.lm if placement.dtype == FLOAT32 else copy.deepcopy(probe.model.lm)
+        return placement.place(lm), probe.vocab, image_heldout_examples(probe, examples)
     from vlab.probes.examples import heldout_examples
 
-    return probe.model, probe.vocab, heldout_examples(run.config.task, probe.vocab, examples)
+    data = heldout_examples(run.config.task, probe.vocab, examples)
+    return placement.place(probe.model), probe.vocab, data
 
 
-def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:
+def _run_unit(
+    unit: Unit, model, vocab, data, examples: int, placement: Placement | None = None
+) -> None:
     import torch
 
+    from vlab.analysis.inside.budget import has_estimate
+
+    placement = placement or Placement()
     start = time.perf_counter()
     function = analysis_function(unit.analysis)
+    parameters = inspect.signature(function).parameters
+    options = {}
+    if placement.cap_bytes is not None and has_estimate(unit.analysis):
+        options["batch_size"] = _batch_size(unit.analysis, model, data, placement)
     with torch.no_grad():
-        if "vocab" in inspect.signature(function).parameters:
-            table = function(model, data, vocab)
+        if "vocab" in parameters:
+            table = function(model, data, vocab, **options)
         else:
-            table = function(model, data)
+            table = function(model, data, **options)
     table.insert(0, "step", unit.step)
     csv_path, meta_path = result_paths(unit.run, unit.step, unit.analysis)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,7 +388,9 @@ def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:
     atomic_write_json(
         meta_path,
         {
-            **_settings(unit.analysis, examples),
+            **_settings(unit.analysis, examples, placement.dtype),
+            "device": str(placement.torch_device),
+            **options,
             "step": unit.step,
             "examples_used": len(data),
             "rows": len(table),
@@ -322,3 +398,11 @@ def _run_unit(unit: Unit, model, vocab, data, examples: int) -> None:
             "torch": torch.__version__,
         },
     )
+
+
+def _batch_size(analysis: str, model, data, placement: Placement) -> int:
+    """The batch that keeps ``analysis`` (a probe analysis) under the cap."""
+    from vlab.analysis.inside.budget import model_dims, plan_batch
+
+    length = data.input_ids.shape[1]
+    return plan_batch(model_dims(model), analysis, length, len(data), placement.cap_bytes)

@@ -36,6 +36,11 @@ def logit_lens_table(
     ``examples.target_ids`` is the correct one), ``rank`` (mean number of answer tokens scored
     above the correct one: 0 = top, chance (L - 1) / 2). One row per (layer, p) for the target
     positions present in ``examples``.
+
+    Memory: the residual stream of every layer of a batch, and one layer's (B, V) logits at a
+    time (the model's own logits are kept at the last position only); ``batch_size`` bounds
+    both (``vlab inspect --max-memory-gb`` chooses it, :mod:`vlab.analysis.inside.budget`).
+    Softmax, ranks and means are float32 whatever the model's dtype.
     """
     model.eval()
     layers = [EMBED_LAYER, *range(num_layers(model))]
@@ -49,7 +54,7 @@ def logit_lens_table(
             ids = examples.input_ids[start : start + batch_size].to(device)
             where = positions[start : start + batch_size].to(device)
             targets = examples.targets[start : start + batch_size].long().to(device)
-            acts = trace(model, ids, [_site(layer) for layer in layers])
+            acts = trace(model, ids, [_site(layer) for layer in layers], logits_to_keep=1)
             for k, layer in enumerate(layers):
                 logits = unembed(model, acts[_site(layer)][:, -1]).float()  # (B, V)
                 probability = logits.softmax(dim=-1).gather(1, targets[:, None])[:, 0]

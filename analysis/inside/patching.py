@@ -25,12 +25,23 @@ and ``blank`` grid cells):
   the residual stream leaving the last block (``blocks.{n-1}.resid_post``);
 - ``ssm_state`` (blocks with an SSM state: every Mamba and Mamba-2 layer, the hybrid's Mamba
   layers): the recurrent state of block i after t (see
-  :class:`vlab.analysis.inside.activations.StatePatch`).
+  :class:`vlab.analysis.inside.activations.StatePatch`);
+- ``conv_window`` (the same layers): the causal conv's window after t alone (the pre-conv
+  inputs of positions t-K+2..t that the conv at t+1..t+K-1 still reads, ``ssm.conv_window``);
+- ``state_and_window``: the state and the window after t together, everything later positions
+  receive from positions up to t through block i's mixer. Beside ``ssm_state`` this tells
+  "the state does not carry the answer" from "the conv carries it": in a one-block model
+  (or patched in every SSM block at once) state and window together at the last position
+  where clean and corrupted inputs differ restore the clean answer exactly.
 
-Cost: (n + 1, plus one per SSM layer) x T patched forward passes per example and corruption. The T
-positions of an example run together in one batch: a patched pass holds the T copies of
-``batch_size // T`` examples (at least one), so about ``batch_size`` sequences (512 by
-default: a quarter of the time of 64 on the tiny CPU presets; lower it for large models).
+Cost: (n + 1, plus three per SSM layer) x T patched forward passes per example and corruption
+(the two window sites add two per SSM layer). The T positions of an example run together in
+one batch: a patched pass holds the T copies of
+``batch_size // T`` examples (at least one), so at most ``batch_size`` sequences (512 by
+default: a quarter of the time of 64 on the tiny CPU presets; lower it for large models, or
+let ``vlab inspect --max-memory-gb`` choose it, :mod:`vlab.analysis.inside.budget`): with T
+above ``batch_size`` an example's copies are split over several passes. Every pass unembeds
+the last position alone (a 50k vocabulary's full logits would be (B * T, T, V)).
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from vlab.analysis.inside.activations import (
     Patch,
     layers_with,
     num_layers,
-    output_with_state,
+    outputs_with_patches,
     trace,
 )
 from vlab.analysis.inside.results import COLUMNS as TABLE_COLUMNS
@@ -57,6 +68,12 @@ from vlab.probes.image_task import ImageVocab
 from vlab.probes.tasks import ProbeVocab
 
 COLUMNS = TABLE_COLUMNS["patching"]
+# The SSM sites: (site, patch the state, patch the conv window), in the table's order.
+CARRIED_SITES = (
+    ("ssm_state", True, False),
+    ("conv_window", False, True),
+    ("state_and_window", True, True),
+)
 # |LD_clean - LD_corrupted| below this: clean and corrupted are not told apart, no recovery.
 _FLAT = 1e-6
 
@@ -80,7 +97,8 @@ def logit_diff(
     logits: torch.Tensor, clean_targets: torch.Tensor, corrupted_targets: torch.Tensor
 ) -> torch.Tensor:
     """LD (B,) = logit[clean target] - logit[corrupted target] at the last position, from
-    ``logits`` (B, T, V) and target token ids (B,)."""
+    ``logits`` (B, T, V) (or (B, 1, V), the last position's alone) and target token ids (B,),
+    in float32 whatever the model's dtype."""
     last = logits[:, -1].float()
     rows = torch.arange(last.shape[0], device=last.device)
     clean = last[rows, clean_targets.to(last.device)]
@@ -127,6 +145,8 @@ def patched_logit_diffs(
     corrupted_ids: torch.Tensor,
     clean_targets: torch.Tensor,
     corrupted_targets: torch.Tensor,
+    *,
+    chunk: int | None = None,
 ) -> PatchedDiffs:
     """Patch every site, layer and sequence index of ``clean_ids`` (B, T) into a run of
     ``corrupted_ids`` (B, T), one at a time; LDs between the target ids (B,) of each. Both
@@ -135,9 +155,10 @@ def patched_logit_diffs(
     The T sequence indices of one site run as one batch of B * T copies of the corrupted
     input, each patched at every index (its own corrupted value except at t, which gets the
     clean one: the same as patching t alone, up to float rounding of the batch size). The SSM
-    state (of each layer that has one) is patched by replacing the mixer's output with
-    :func:`vlab.analysis.inside.activations.output_with_state`, exactly what a ``StatePatch``
-    does.
+    state and/or conv window (of each layer that has one) are patched by replacing the mixer's
+    output with :func:`vlab.analysis.inside.activations.outputs_with_patches`, exactly what a
+    ``StatePatch`` does. ``chunk``: at most this many copies per patched pass (None: all B * T
+    at once); every pass unembeds the last position alone.
     """
     device = next(model.parameters()).device
     clean_ids, corrupted_ids = clean_ids.to(device), corrupted_ids.to(device)
@@ -145,30 +166,36 @@ def patched_logit_diffs(
     resid = _resid_names(model)
     layers = layers_with(model, "ssm.state")
     resid_names = [name for _, name in resid]
-    clean = trace(model, clean_ids, resid_names + [f"blocks.{i}.ssm.state" for i in layers])
-    corrupted = trace(model, corrupted_ids, resid_names + [f"blocks.{i}.mixer_in" for i in layers])
+    carried = [f"blocks.{i}.ssm.{n}" for i in layers for n in ("state", "conv_window")]
+    clean = trace(model, clean_ids, resid_names + carried, logits_to_keep=1)
+    mixer_ins = [f"blocks.{i}.mixer_in" for i in layers]
+    corrupted = trace(model, corrupted_ids, resid_names + mixer_ins, logits_to_keep=1)
     copies = corrupted_ids.repeat_interleave(length, dim=0)
     clean_rep = clean_targets.repeat_interleave(length)
     corrupted_rep = corrupted_targets.repeat_interleave(length)
     everywhere = list(range(length))
 
     def run(name: str, values: torch.Tensor) -> torch.Tensor:
-        out = trace(model, copies, patches=[Patch(name, everywhere, values)])
-        return logit_diff(out["logits"], clean_rep, corrupted_rep).view(batch, length)
+        step, diffs = chunk or len(copies), []
+        for start in range(0, len(copies), step):
+            part = slice(start, start + step)
+            patch = Patch(name, everywhere, values[part])
+            out = trace(model, copies[part], patches=[patch], logits_to_keep=1)
+            diffs.append(logit_diff(out["logits"], clean_rep[part], corrupted_rep[part]))
+        return torch.cat(diffs).view(batch, length)
 
     patched = {}
     for layer, name in resid:
         values = _each_position(corrupted[name], clean[name])
         patched[("resid_pre", layer)] = run(name, values)
-    for layer in layers:
-        mixer_in = corrupted[f"blocks.{layer}.mixer_in"]
-        state = clean[f"blocks.{layer}.ssm.state"]
-        outputs = [
-            output_with_state(model, layer, mixer_in, t, state[..., t]) for t in range(length)
-        ]
-        patched[("ssm_state", layer)] = run(
-            f"blocks.{layer}.mixer_out", torch.stack(outputs, dim=1).flatten(0, 1)
-        )
+    # what an SSM block carries past t: its state, its conv window, both (see the docstring)
+    for site, with_state, with_window in CARRIED_SITES:
+        for layer in layers:
+            state = clean[f"blocks.{layer}.ssm.state"] if with_state else None
+            window = clean[f"blocks.{layer}.ssm.conv_window"] if with_window else None
+            mixer_in = corrupted[f"blocks.{layer}.mixer_in"]
+            outputs = outputs_with_patches(model, layer, mixer_in, state, window)  # (B, T, T, H)
+            patched[(site, layer)] = run(f"blocks.{layer}.mixer_out", outputs.flatten(0, 1))
     return PatchedDiffs(
         clean=logit_diff(clean["logits"], clean_targets, corrupted_targets),
         corrupted=logit_diff(corrupted["logits"], clean_targets, corrupted_targets),
@@ -185,9 +212,10 @@ def patching_table(
     batch_size: int = 512,
 ) -> pd.DataFrame:
     """Recovery of the clean answer when one clean activation is patched into the corrupted
-    run: one row per corruption, site (``resid_pre``, ``ssm_state``), layer and sequence
-    index ``position`` (``token`` says what sits there), with the mean LDs (clean, corrupted,
-    patched) over all ``n`` examples and their ``recovery``. ``vocab`` builds the corrupted
+    run: one row per corruption, site (``resid_pre``, ``ssm_state``, ``conv_window``,
+    ``state_and_window``), layer and sequence index ``position`` (``token`` says what sits
+    there), with the mean LDs (clean, corrupted, patched) over all ``n`` examples and their
+    ``recovery``. ``vocab`` builds the corrupted
     twins of token examples (:func:`vlab.probes.examples.corrupt`; an image run's
     examples embed theirs). Layer n of ``resid_pre`` is the residual stream after the last
     block."""
@@ -207,6 +235,7 @@ def patching_table(
                     twins.input_ids[part],
                     examples.targets[part],
                     twins.targets[part],
+                    chunk=batch_size,
                 )
                 clean.append(diffs.clean)
                 corrupted.append(diffs.corrupted)

@@ -9,11 +9,13 @@ never inspected, an analysis missing, a table unreadable). Nothing is dropped si
 nothing raises on a partial sweep.
 
 VLM runs (a stage of ``vlab vlm train``, told apart by their config as
-:func:`vlab.experiment.stage_of` does) have one analysis, ``image_attention``: its
-tables get ``run``, ``arch`` (the LM's), ``ordering`` (``model.sequence.ordering``:
-``task_agnostic``, image first, or ``task_aware``, instruction first) and ``stage`` in front,
-and the images of its first examples (``step-<step>/image_attention/examples.json`` and
-``example-<k>.png``) are listed in :attr:`InsideResults.image_examples`.
+:func:`vlab.experiment.stage_of` does) have ``image_attention`` and the probe analyses on
+grounding examples (``vlm_state_probe``, ``vlm_patching``, ``vlm_logit_lens``,
+:mod:`vlab.analysis.inside.vlm_analyses`): their tables get ``run``, ``arch`` (the LM's),
+``ordering`` (``model.sequence.ordering``: ``task_agnostic``, image first, or ``task_aware``,
+instruction first) and ``stage`` in front, and the images of ``image_attention``'s first
+examples (``step-<step>/image_attention/examples.json`` and ``example-<k>.png``) are listed
+in :attr:`InsideResults.image_examples`.
 
 pandas only, never torch: ``vlab report`` loads this module and must stay light (see
 ``tests/core/test_layering.py``). Run metadata comes from :func:`vlab.analysis.load.load_sweep`.
@@ -83,6 +85,10 @@ VLM_COLUMNS: dict[str, list[str]] = {
         "target_col",
         "on_target",
     ],
+    # vlab.analysis.inside.vlm_analyses: the probe analyses on grounding examples
+    "vlm_state_probe": [*COLUMNS["state_probe"], "row", "col"],
+    "vlm_patching": [*COLUMNS["patching"][:5], "row", "col", *COLUMNS["patching"][5:]],
+    "vlm_logit_lens": ["layer", "answer_index", "token", "probability", "accuracy", "rank", "n"],
 }
 VLM_ANALYSES = tuple(VLM_COLUMNS)
 VLM_KEYS = ["run", "arch", "ordering", "stage"]

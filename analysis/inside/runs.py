@@ -28,6 +28,9 @@ from vlab.rundir import RunDir
 from vlab.vlm.config import VLMRunConfig, stage_config
 
 if TYPE_CHECKING:
+    import torch
+
+    from vlab.analysis.inside.budget import ModelDims
     from vlab.probes.image_model import ImageProbe
 
 LAST = "last"
@@ -168,3 +171,21 @@ def load_image_probe(run: ImageProbeRun, step: int) -> ImageProbe:
     """An image run's model (weights of ``step``, eval mode, CPU), vocabulary, data and token
     layout: the image probe experiment's ``open``."""
     return experiment(IMAGE_PROBE).open(run.path, step)
+
+
+def probe_shape(run: Run, dtype: torch.dtype | None = None) -> tuple[ModelDims, int] | None:
+    """The dims of the LM a probe run's analyses look inside (an image run's: its VLM's LM),
+    its weights taken in ``dtype``, and the sequence length T of its examples, for
+    :mod:`vlab.analysis.inside.budget`; None for a VLM run. Built on the meta device from
+    config.json alone: no weights are read or allocated."""
+    import torch
+
+    from vlab.analysis.inside.budget import model_dims
+
+    if not isinstance(run, ProbeRun):
+        return None
+    with torch.device("meta"):
+        probe = experiment(run.kind).build(run.config)
+    if run.kind == IMAGE_PROBE:
+        return model_dims(probe.model.lm, dtype), len(probe.sequence)
+    return model_dims(probe.model, dtype), run.config.task.seq_len

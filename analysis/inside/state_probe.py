@@ -39,7 +39,7 @@ def features(
     for start in range(0, len(examples), batch_size):
         ids = examples.input_ids[start : start + batch_size]
         with torch.no_grad():
-            got = acts.trace(model, ids, names)
+            got = acts.trace(model, ids, names, logits_to_keep=1)
         for layer, name in enumerate(names[: n_layers + 1], start=-1):
             chunks.setdefault(("residual", layer), []).append(_numpy(got[name][:, -1]))
         for layer in ssm_layers:

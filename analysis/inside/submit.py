@@ -15,7 +15,8 @@ from pathlib import Path
 
 import submitit
 
-from vlab.analysis.inside.inspection import plan, run_units
+from vlab.analysis.inside.inspection import check_placement, plan, run_units
+from vlab.analysis.inside.placement import Placement
 
 
 class InspectJob(submitit.helpers.Checkpointable):
@@ -23,10 +24,18 @@ class InspectJob(submitit.helpers.Checkpointable):
     calls ``checkpoint`` (inherited) and requeues the same call."""
 
     def __call__(
-        self, run: str, analyses: list[str] | None, checkpoints: str, examples: int
+        self,
+        run: str,
+        analyses: list[str] | None,
+        checkpoints: str,
+        examples: int,
+        placement: Placement | None = None,
     ) -> dict:
+        placement = placement or Placement()
+        placement.check_here()  # this node's devices (--device auto: its GPU when it has one)
         units = plan([Path(run)], analyses, checkpoints, examples)
-        done = run_units(units, examples, progress=False)
+        check_placement(units, examples, placement)
+        done = run_units(units, examples, progress=False, placement=placement)
         return {"run": run, "done": len(done), "skipped": len(units) - len(done)}
 
 
@@ -42,14 +51,16 @@ def submit_inspection(
     examples: int,
     options,
     folder: Path,
+    placement: Placement | None = None,
 ) -> list:
-    """Submit one array task per run (``options``: :class:`vlab.slurm.executors.SlurmOptions`);
+    """Submit one array task per run (``options``: :class:`vlab.slurm.executors.SlurmOptions`;
+    ``placement``: device, dtype and memory cap, the device checked on each task's node);
     returns the submitit jobs at once, in the order of ``runs``."""
     from vlab.slurm.executors import slurm_executor, submit_array
 
     executor = slurm_executor(options, str(folder), "vlab-inspect")
     chosen = None if analyses is None else list(analyses)
-    calls = [(str(run), chosen, checkpoints, examples) for run in runs]
+    calls = [(str(run), chosen, checkpoints, examples, placement) for run in runs]
     return submit_array(executor, InspectJob(), calls)
 
 

@@ -121,6 +121,9 @@ class VLMExamples:
     ``grid``: (rows, cols) of the visual tokens. ``targets``: per example the target's name,
     its box ``(x1, y1, x2, y2)`` as fractions of the image, and the cell of its centre.
     ``on_target`` (N, P): visual token k's patch overlaps the target's box.
+    ``shapes``, ``sequence``, ``tokenizer``: what built them (the dataset's config, the
+    sequence layout, the VLM's tokenizer), so an analysis can build their corrupted twins
+    (:mod:`vlab.analysis.inside.vlm_analyses`) the same way.
     """
 
     samples: list[VLSample]
@@ -130,6 +133,9 @@ class VLMExamples:
     grid: tuple[int, int]
     targets: list[dict[str, Any]]
     on_target: np.ndarray
+    shapes: ShapesConfig | None = None
+    sequence: SequenceConfig | None = None
+    tokenizer: Any = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -180,7 +186,18 @@ def grounding_examples(
         answers.append(response - 1)
     targets = [_target(s, vlm) for s in samples]
     on_target = _on_target(vlm, targets)
-    return VLMExamples(samples, batch, image_positions, answers, vlm.grid, targets, on_target)
+    return VLMExamples(
+        samples,
+        batch,
+        image_positions,
+        answers,
+        vlm.grid,
+        targets,
+        on_target,
+        shapes=shapes,
+        sequence=sequence,
+        tokenizer=tokenizer,
+    )
 
 
 def run_examples(run: VLMRun, vlm: VisionLanguageModel, tokenizer: Any, n: int) -> VLMExamples:

@@ -210,3 +210,15 @@ def output_with_patch(
     return mamba_internals.patched_output(
         sys.modules[__name__], mixer, mixer_in, position, state, window
     )
+
+
+def outputs_with_patches(
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    states: torch.Tensor | None = None,
+    windows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`output_with_patch` at every position t, (B, T, T, H): ``[:, t]`` with the state
+    after t replaced by ``states[..., t]`` (states (B, heads, P, N, T)) and/or the conv window
+    by ``windows[..., t]`` (windows (B, conv_dim, K-1, T)), the run's own scan computed once."""
+    return mamba_internals.patched_outputs(sys.modules[__name__], mixer, mixer_in, states, windows)

@@ -249,6 +249,18 @@ def output_with_patch(
     return patched_output(sys.modules[__name__], mixer, mixer_in, position, state, window)
 
 
+def outputs_with_patches(
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    states: torch.Tensor | None = None,
+    windows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`output_with_patch` at every position t, (B, T, T, H): ``[:, t]`` with the state
+    after t replaced by ``states[..., t]`` (states (B, D, N, T)) and/or the conv window by
+    ``windows[..., t]`` (windows (B, D, K-1, T)), the run's own scan computed once."""
+    return patched_outputs(sys.modules[__name__], mixer, mixer_in, states, windows)
+
+
 _TIMED = ("x", "z", "delta", "B", "C")  # the fields with a time axis (last), in both modules
 
 
@@ -272,24 +284,68 @@ def patched_output(
     with torch.no_grad():
         internals = ops.mixer_internals(mixer, mixer_in)
         own = ops.scan_states(internals)
-        if not 0 <= position < own.shape[-1]:
-            raise ValueError(f"position {position} outside 0..{own.shape[-1] - 1}")
-        state = own[..., position] if state is None else state.float()
-        if window is not None:
-            after = ops.mixer_internals(mixer, mixer_in[:, position + 1 :], window)
-            spliced = {
-                f: torch.cat(
-                    [getattr(internals, f)[..., : position + 1], getattr(after, f)], dim=-1
-                )
-                for f in _TIMED
-            }
-            internals = replace(internals, **spliced)
-        states = torch.cat(
-            [
-                own[..., :position],
-                state[..., None],
-                ops.scan_states(internals, position + 1, state),
-            ],
-            dim=-1,
-        )
-        return ops.mixer_output(mixer, internals, ops.readout(internals, states))
+        return _patched(ops, mixer, mixer_in, internals, own, position, state, window)
+
+
+def patched_outputs(
+    ops: ModuleType,
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    states: torch.Tensor | None = None,
+    windows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`patched_output` at every position, (B, T, T, H): ``[:, t]`` is the output with
+    the state after t replaced by ``states[..., t]`` and/or the window after t by
+    ``windows[..., t]`` (states (..., T) as ``computed(..., "state")``, windows (B, C, K-1, T)
+    as ``computed(..., "conv_window")``; None keeps the run's own), what patching each
+    position in turn needs. The run's own internals and scan are computed once instead of
+    once per position: the same numbers, about a third of the scan steps."""
+    with torch.no_grad():
+        internals = ops.mixer_internals(mixer, mixer_in)
+        own = ops.scan_states(internals)
+        outputs = [
+            _patched(
+                ops,
+                mixer,
+                mixer_in,
+                internals,
+                own,
+                t,
+                None if states is None else states[..., t],
+                None if windows is None else windows[..., t],
+            )
+            for t in range(own.shape[-1])
+        ]
+        return torch.stack(outputs, dim=1)
+
+
+def _patched(
+    ops: ModuleType,
+    mixer: nn.Module,
+    mixer_in: torch.Tensor,
+    internals,
+    own: torch.Tensor,
+    position: int,
+    state: torch.Tensor | None,
+    window: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`patched_output` from the run's own ``internals`` and states ``own``."""
+    if not 0 <= position < own.shape[-1]:
+        raise ValueError(f"position {position} outside 0..{own.shape[-1] - 1}")
+    state = own[..., position] if state is None else state.float()
+    if window is not None:
+        after = ops.mixer_internals(mixer, mixer_in[:, position + 1 :], window)
+        spliced = {
+            f: torch.cat([getattr(internals, f)[..., : position + 1], getattr(after, f)], dim=-1)
+            for f in _TIMED
+        }
+        internals = replace(internals, **spliced)
+    states = torch.cat(
+        [
+            own[..., :position],
+            state[..., None],
+            ops.scan_states(internals, position + 1, state),
+        ],
+        dim=-1,
+    )
+    return ops.mixer_output(mixer, internals, ops.readout(internals, states))

@@ -2,8 +2,9 @@
 
 Layers, each importing only those before it (``core/cli.py``, the composition root that wires
 the commands, is the one exception): ``vlab`` (core, incl. ``vlab.training``) <- ``vlab.models``
-<- ``vlab.probes`` <- ``vlab.bench`` <- ``vlab.vlm`` <- ``vlab.slurm`` <- ``vlab.analysis``
-<- ``vlab.notebooks``.
+<- ``vlab.probes`` <- ``vlab.vlm`` <- ``vlab.slurm`` <- ``vlab.analysis`` <- ``vlab.bench``
+<- ``vlab.notebooks`` (``vlab.bench`` times every layer below it: the probe step, the models,
+``vlab inspect``'s analyses; nothing imports it).
 The experiments (``vlab.probes``, ``vlab.vlm``) import the models, never the reverse.
 """
 
@@ -29,10 +30,10 @@ ORDER = [
     "vlab",
     "vlab.models",
     "vlab.probes",
-    "vlab.bench",
     "vlab.vlm",
     "vlab.slurm",
     "vlab.analysis",
+    "vlab.bench",
     "vlab.notebooks",
 ]
 SWEEP = REPO / "tests" / "slurm" / "fixtures" / "sweep-2c5bbbe"

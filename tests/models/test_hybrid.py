@@ -1,5 +1,7 @@
 """The hybrid arm: Mamba-1 blocks with attention blocks, cached decoding, checkpoints, bad input."""
 
+import copy
+
 import pytest
 import torch
 
@@ -79,3 +81,15 @@ def test_a_bad_attention_layer_is_one_line_before_any_run_directory(tmp_path, ca
     assert code == 2 and len(err.splitlines()) == 1
     assert "model.overrides.attention_layers" in err and "index 5" in err
     assert not out.exists()
+
+
+def test_a_bfloat16_hybrid_runs_and_agrees_with_float32():
+    """Its final norm may return float32: the head still gets its own dtype (the forward
+    failed in bfloat16 before, so `vlab inspect --dtype bfloat16` could not open a hybrid)."""
+    model = build_backbone(BackboneConfig(arch="hybrid"), seed=0).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        full = model(ids).logits
+        half = copy.deepcopy(model).to(torch.bfloat16)(ids).logits
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, atol=0.05, rtol=0.05)

@@ -171,8 +171,8 @@ def test_inspect_takes_an_image_run_through_its_lm(tmp_path):
     patching = inside.patching
     assert inspect_paths([run], examples=16, progress=False)[:2] == (0, 4)
     assert set(patching["corruption"]) == {"moved", "other_query"}
-    assert set(patching["site"]) == {"resid_pre", "ssm_state"}
-    assert len(patching) == 2 * (3 + 2) * 10
+    assert set(patching["site"]) == {"resid_pre", "ssm_state", "conv_window", "state_and_window"}
+    assert len(patching) == 2 * (3 + 3 * 2) * 10
     tokens = patching.drop_duplicates("position").sort_values("position")["token"]
     labels = ["##", "ctx0", "ctx1", "&&", "ctx2", "ctx3", "&&", "##", "out", "query"]
     assert list(tokens) == labels

@@ -92,6 +92,7 @@ def _inspect_the_sweep(capsys, out: Path) -> None:
     from vlab.analysis.inside.results import load_inside
 
     argv = ["inspect", str(out), "--only", "mamba", "--examples", "4", "--no-progress"]
+    argv += ["--analyses", "image_attention"]  # the others are tested in tests/analysis/inside
     code, stdout, _ = vlab(capsys, *argv)
     assert code == 0, stdout
     for stage in ("stage1", "stage2"):

@@ -162,7 +162,9 @@ def test_patching_embeddings_with_their_own_activations_changes_nothing(arch):
     twins = corrupt(ex, probe.vocab, "moved")
     own = patched_logit_diffs(probe.model.lm, ex.input_ids, ex.input_ids, ex.targets, twins.targets)
     assert {site for site, _ in own.patched} == (
-        {"resid_pre", "ssm_state"} if arch == "mamba" else {"resid_pre"}
+        {"resid_pre", "ssm_state", "conv_window", "state_and_window"}
+        if arch == "mamba"
+        else {"resid_pre"}
     )
     for value in own.patched.values():
         assert value.shape == ex.input_ids.shape[:2]
@@ -185,7 +187,7 @@ def test_table_restores_all_where_all_differences_are_patched_and_none_where_run
     table = _table(arch, variant)
     model = probe.model.lm
     n, length = num_layers(model), ex.input_ids.shape[1]
-    sites = (n + 1) + (n if arch == "mamba" else 0)
+    sites = (n + 1) + (3 * n if arch == "mamba" else 0)  # state, window, both per SSM block
     assert len(table) == 2 * sites * length and (table["n"] == len(ex)).all()
     assert list(table["token"][:length]) == token_labels(ex)
     assert (table["ld_clean"] - table["ld_corrupted"]).abs().min() > 1e-3

@@ -40,6 +40,8 @@ FIGURES = [
     "state_probe_steps_L4",
     "patching_moved_L4",
     "patching_other_query_L4",
+    "patching_state_conv_moved_L4",
+    "patching_state_conv_other_query_L4",
 ]
 # The probe report's files, which rendering the inside template must leave alone.
 PROBE_REPORT = {"report.ipynb": "probe notebook", "report.html": "probe html"}
@@ -161,6 +163,8 @@ def test_load_inside_concatenates_every_run_and_checkpoint(inspected):
     assert set(sites["pythia"]) == {"resid_pre"} and set(sites["mamba"]) == {
         "resid_pre",
         "ssm_state",
+        "conv_window",
+        "state_and_window",
     }
 
 
@@ -181,6 +185,24 @@ def test_partial_sweep_renders_with_notes_naming_what_is_missing(inspected, tmp_
     written = {p.stem for p in (sweep / "figures-inside").glob("*.png")}
     assert written == {f for f in FIGURES if not f.startswith("patching")}
     assert not (sweep / "inside.html").exists() and not (sweep / "report.ipynb").exists()
+
+
+def test_patching_tables_from_before_the_conv_window_sites_still_render(inspected, tmp_path):
+    # patching version 1 had resid_pre and ssm_state only: the heatmaps show those, and a note
+    # says how to add the state-or-conv view
+    sweep = tmp_path / "older"
+    shutil.copytree(inspected / "runs", sweep / "runs")
+    for csv in (sweep / "runs").glob("*/inside/*/patching.csv"):
+        table = pd.read_csv(csv)
+        table[table["site"].isin(["resid_pre", "ssm_state"])].to_csv(csv, index=False)
+    code, _ = _quiet(["report", str(sweep), "--template", "inside", "--no-html"])
+    assert code == 0
+    _, outputs = _outputs(sweep / "inside.ipynb")
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+    notes = _notes(outputs)
+    assert [n for n in notes if n.startswith("these patching results predate the conv window")]
+    written = {p.stem for p in (sweep / "figures-inside").glob("*.png")}
+    assert written == {f for f in FIGURES if not f.startswith("patching_state_conv")}
 
 
 # results.py on hand-made tables ---------------------------------------------------------------

@@ -60,7 +60,7 @@ def attention_layer(model: torch.nn.Module) -> int:
 
 # -- names: per layer, what its block has -------------------------------------------------
 
-MAMBA_NAMES = ["x", "z", "delta", "B", "C", "state", "hidden_attention"]
+MAMBA_NAMES = ["x", "z", "delta", "B", "C", "state", "hidden_attention", "conv_window"]
 
 
 def block(i: int, kind: str) -> list[str]:
@@ -389,8 +389,9 @@ def test_patching_table_patches_the_state_of_each_ssm_layer(flavour):
     ssm_layers = acts.layers_with(model, "ssm.state")
     sites = table.groupby("site")["layer"].unique()
     assert sorted(sites["resid_pre"]) == [0, 1, 2]
-    assert sorted(sites["ssm_state"]) == ssm_layers
-    assert len(table) == (3 + len(ssm_layers)) * length
+    for site in ("ssm_state", "conv_window", "state_and_window"):
+        assert sorted(sites[site]) == ssm_layers
+    assert len(table) == (3 + 3 * len(ssm_layers)) * length
     # the residual stream after the last block at the last position is the whole answer
     last = table[(table["site"] == "resid_pre") & (table["layer"] == 2)]
     np.testing.assert_allclose(last.iloc[-1]["recovery"], 1.0, atol=1e-4)

@@ -80,7 +80,8 @@ def test_patching_an_input_with_its_own_activations_changes_nothing(arch):
     for ids in (ex.input_ids, twins.input_ids):
         own = patched_logit_diffs(model, ids, ids, ex.targets, twins.targets)
         sites = {site for site, _ in own.patched}
-        assert sites == ({"resid_pre", "ssm_state"} if arch == "mamba" else {"resid_pre"})
+        ssm = {"ssm_state", "conv_window", "state_and_window"}
+        assert sites == ({"resid_pre", *ssm} if arch == "mamba" else {"resid_pre"})
         for value in own.patched.values():
             assert value.shape == (len(ex), ids.shape[1])
             torch.testing.assert_close(
@@ -133,13 +134,14 @@ def test_table_columns_rows_and_labels(arch):
     model, vocab, ex = _setup(arch)
     table = _table(arch)
     n, length = num_layers(model), ex.input_ids.shape[1]
-    sites = (n + 1) + (n if arch == "mamba" else 0)
+    sites = (n + 1) + (3 * n if arch == "mamba" else 0)  # state, window, both per SSM block
     assert list(table.columns) == list(COLUMNS)
     assert len(table) == 2 * sites * length
     assert set(table["corruption"]) == {"moved", "other_query"}
     assert set(table.loc[table["site"] == "resid_pre", "layer"]) == set(range(n + 1))
     if arch == "mamba":
-        assert set(table.loc[table["site"] == "ssm_state", "layer"]) == set(range(n))
+        for site in ("ssm_state", "conv_window", "state_and_window"):
+            assert set(table.loc[table["site"] == site, "layer"]) == set(range(n))
     assert (table["n"] == len(ex)).all()
     suffix = [f"ctx{p}" for p in range(LENGTH)] + ["out", "query"]
     assert list(table["token"][:length]) == suffix

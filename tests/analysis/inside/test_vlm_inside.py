@@ -171,6 +171,9 @@ def inside_files(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("inside/**/*") if p.is_file())
 
 
+ONLY = ["image_attention"]  # the other VLM analyses: test_vlm_analyses.py
+
+
 @pytest.fixture
 def fresh(vlm_runs, tmp_path):
     shutil.copytree(vlm_runs / "pythia", tmp_path / "pythia")
@@ -178,7 +181,8 @@ def fresh(vlm_runs, tmp_path):
 
 
 def test_inspect_writes_image_attention_into_a_vlm_run_and_a_rerun_skips(fresh, capsys):
-    assert main(["inspect", str(fresh), "--examples", "3", "--no-progress"]) == 0
+    argv = ["inspect", str(fresh), "--examples", "3", "--no-progress"]
+    assert main([*argv, "--analyses", "image_attention"]) == 0
     stage = fresh / "stage2"
     table_path, meta_path = inspection.result_paths(stage, 4, "image_attention")
     images = inspection.extras_dir(stage, 4, "image_attention")
@@ -192,7 +196,7 @@ def test_inspect_writes_image_attention_into_a_vlm_run_and_a_rerun_skips(fresh, 
     pd.testing.assert_frame_equal(got.drop(columns="step"), want, check_dtype=False, atol=1e-6)
     assert json.loads(meta_path.read_text())["examples"] == 3
     before = table_path.stat().st_mtime_ns
-    assert inspection.inspect_paths([fresh], None, examples=3, progress=False)[:2] == (0, 1)
+    assert inspection.inspect_paths([fresh], ONLY, examples=3, progress=False)[:2] == (0, 1)
     assert main(["inspect", str(stage), "--analyses", "image_attention", "--examples", "3",
                  "--no-progress"]) == 0  # fmt: skip
     assert "1 already done" in capsys.readouterr().out
@@ -281,10 +285,10 @@ def test_inspect_writes_the_example_images_with_their_boxes_before_the_marker(fr
 
     monkeypatch.setattr(vlm_module, "write_example_images", killed)
     with pytest.raises(KeyboardInterrupt):
-        inspection.inspect_paths([fresh], None, examples=10, progress=False)
+        inspection.inspect_paths([fresh], ONLY, examples=10, progress=False)
     assert (images / "examples.json").is_file() and not meta_path.exists()
     monkeypatch.undo()
-    assert inspection.inspect_paths([fresh], None, examples=10, progress=False)[:2] == (1, 0)
+    assert inspection.inspect_paths([fresh], ONLY, examples=10, progress=False)[:2] == (1, 0)
     assert sorted(p.name for p in images.glob("*.png")) == [f"example-{k}.png" for k in range(8)]
 
     listing = json.loads((images / "examples.json").read_text())
@@ -305,7 +309,7 @@ def test_inspect_writes_the_example_images_with_their_boxes_before_the_marker(fr
         png = np.asarray(Image.open(images / entry["file"]).convert("RGB"))
         np.testing.assert_array_equal(png, np.asarray(sample.image.convert("RGB")))
     # fewer examples: the images of the larger inspection go
-    assert inspection.inspect_paths([fresh], None, examples=2, progress=False)[:2] == (1, 0)
+    assert inspection.inspect_paths([fresh], ONLY, examples=2, progress=False)[:2] == (1, 0)
     assert sorted(p.name for p in images.glob("*.png")) == ["example-0.png", "example-1.png"]
     assert [e["index"] for e in json.loads((images / "examples.json").read_text())["examples"]] == [
         0,
@@ -329,7 +333,11 @@ def test_inside_report_draws_the_vlm_runs_beside_a_probe_run(vlm_runs, tmp_path,
         },
     )
     run_probe(cfg, root / "probe", progress=False, log=lambda *_: None)
-    assert main(["inspect", str(root), "--examples", "4", "--no-progress"]) == 0
+    # the VLM runs as an older vlab inspected them: image_attention alone (the report shows
+    # the other VLM analyses when they are there: test_vlm_analyses.py)
+    argv = ["--examples", "4", "--no-progress"]
+    assert main(["inspect", str(root / "probe"), *argv]) == 0
+    assert main(["inspect", str(root / "vlm"), "--analyses", "image_attention", *argv]) == 0
     assert main(["report", str(root), "--template", "inside", "--no-html"]) == 0
 
     nb = nbformat.read(root / "inside.ipynb", as_version=4)
