@@ -17,6 +17,7 @@ from vlab.config import cli_overrides, deep_merge, from_dict, output_dir
 def config_from_args(args: argparse.Namespace):
     """The validated :class:`ProbeRunConfig` the flags describe."""
     from vlab.probes.config import ProbeRunConfig
+    from vlab.probes.zero_shot import with_checkpoint_arch
 
     data = cli_overrides(args.config, args.set)
     flags = {
@@ -44,6 +45,7 @@ def config_from_args(args: argparse.Namespace):
     }
     for section, values in flags.items():
         data = deep_merge(data, {section: {k: v for k, v in values.items() if v is not None}})
+    data = with_checkpoint_arch(data)
     if not args.no_recipe:
         data = _under(data, _recipe(data))
     return from_dict(ProbeRunConfig, data)
@@ -122,7 +124,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synthetic retrieval probe. Rerunning on an unfinished --out resumes it from its last "
         "checkpoint; on a finished one it does nothing.",
     )
-    run.add_argument("--arch", help="backbone architecture: pythia, mamba, mamba2 or hybrid")
+    run.add_argument(
+        "--arch",
+        help="backbone architecture: pythia, mamba, mamba2 or hybrid (default: the arch of "
+        "--pretrained DIR, else pythia)",
+    )
     run.add_argument("--variant", help="suffix (query after the context) or prefix (query first)")
     run.add_argument("--length", type=int, help="context length L")
     run.add_argument("--steps", type=int, help="optimizer steps (budget)")

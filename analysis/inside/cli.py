@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vlab.config import bounded_float, bounded_int
 from vlab.errors import VlabError
@@ -31,7 +32,21 @@ def register(subparsers) -> None:
             "directories. Render them with `vlab report SWEEP_DIR --template inside`."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="RUN_DIR|SWEEP_DIR")
+    p.add_argument("paths", nargs="*", metavar="RUN_DIR|SWEEP_DIR")
+    zero = p.add_argument_group(
+        "a pretrained LM, zero-shot (instead of RUN_DIR|SWEEP_DIR)",
+        "make OUT a zero-shot probe run of a local save_pretrained directory (Pythia, Mamba, "
+        "Mamba-2; train.steps = 0: evaluated and kept at step 0, nothing trained) and inspect "
+        "it, as a baseline beside trained runs",
+    )
+    zero.add_argument("--pretrained", metavar="DIR", help="the LM's local directory")
+    zero.add_argument("--out", metavar="OUT", help="the zero-shot run directory to make")
+    zero.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the probe run's config, e.g. --set task.length=16 (repeatable)",
+    )
     p.add_argument(
         "--analyses",
         metavar="A,B",
@@ -112,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     analyses = None
     if args.analyses is not None:
         analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    args.paths = _paths(args, analyses)
     if args.executor == "slurm":
         return _submit(args, analyses)
     check_one_process(args)
@@ -128,6 +144,33 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"inspected: {done} analyses in {seconds:.1f} s ({skipped} already done, skipped)")
     return 0
+
+
+def _paths(args: argparse.Namespace, analyses: list[str] | None) -> list[str]:
+    """The runs to inspect: the paths given, or with ``--pretrained`` the zero-shot run it
+    makes (after the checks that need no run: its config, the analyses named, the device)."""
+    if args.pretrained is None:
+        if args.out is not None or args.set:
+            raise VlabError("--out and --set make a zero-shot run: give them with --pretrained")
+        if not args.paths:
+            raise VlabError("give RUN_DIR or SWEEP_DIR paths, or --pretrained DIR --out OUT")
+        return args.paths
+    if args.paths:
+        raise VlabError("give either RUN_DIR|SWEEP_DIR paths or --pretrained DIR, not both")
+    if args.out is None:
+        raise VlabError("--pretrained: give --out OUT, the zero-shot run directory to make")
+    from vlab.analysis.inside.inspection import analyses_for, check_analyses
+    from vlab.probes.trainer import run_probe
+    from vlab.probes.zero_shot import zero_shot_config
+
+    device = None if args.placement.device == "auto" else args.placement.device
+    config = zero_shot_config(args.pretrained, args.set or (), device=device)
+    if analyses is not None:
+        analyses_for("probe", check_analyses(analyses), Path(args.out))
+    if args.executor == "local":
+        args.placement.check_here()
+    run_probe(config, args.out, progress=not args.no_progress, log=_note)
+    return [args.out]
 
 
 def _submit(args: argparse.Namespace, analyses: list[str] | None) -> int:

@@ -154,6 +154,17 @@ def checkpoint_settings(directory: str) -> dict:
     return data
 
 
+def arch_of_checkpoint(directory: str) -> str | None:
+    """The arch whose family saved ``directory`` (by its config.json's ``model_type``), or None
+    when no vlab arch did or the file does not say: lets ``--pretrained DIR`` alone choose the
+    arm, while a wrong or missing ``model_type`` is left to :func:`check_checkpoint` to name."""
+    try:
+        model_type = checkpoint_settings(directory).get("model_type")
+    except ConfigError:
+        return None
+    return next((a for a, f in FAMILIES.items() if f.MODEL_TYPE == model_type), None)
+
+
 def check_checkpoint(directory: str, arch: str) -> None:
     """Refuse a checkpoint of another family than ``arch`` (read from its config.json's
     ``model_type``: gpt_neox, mamba, mamba2, vlab_hybrid), before any work starts.

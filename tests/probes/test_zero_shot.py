@@ -75,3 +75,52 @@ def test_a_zero_shot_run_that_would_do_nothing_is_refused(tmp_path, base, capsys
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_pretrained_alone_chooses_the_arm(tmp_path):
+    base = tmp_path / "mamba"
+    build_backbone(BackboneConfig(arch="mamba"), seed=1).save_pretrained(base)
+    out = tmp_path / "zero"
+    assert run(out, base, "--steps", "0") == 0
+    assert json.loads((out / "config.json").read_text())["model"]["arch"] == "mamba"
+
+
+def test_vlab_inspect_pretrained_makes_the_zero_shot_run_and_inspects_it(tmp_path, base):
+    out = tmp_path / "zero"
+    code = main(
+        ["inspect", "--pretrained", str(base), "--out", str(out), "--set", "task.length=4",
+         "--set", "task.n_heldout=32", "--analyses", "logit_lens", "--examples", "32",
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["steps"] == 0 and config["model"]["pretrained"] == str(base)
+    table = pd.read_csv(inspection.result_paths(out, 0, "logit_lens")[0])
+    assert set(table["step"]) == {0}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "train.steps=5"], "--set train.steps: a zero-shot run trains nothing"),
+        (["--analyses", "image_attention"], "is not for a probe run"),
+        (["--analyses", "telepathy"], "unknown analysis 'telepathy'"),
+        (["--set", "task.length=0"], "task.length"),
+        (["somewhere"], "not both"),
+    ],
+)
+def test_vlab_inspect_pretrained_refuses_bad_input_before_making_anything(
+    tmp_path, base, capsys, extra, message
+):
+    out = tmp_path / "zero"
+    code = main(["inspect", "--pretrained", str(base), "--out", str(out), "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_vlab_inspect_out_without_pretrained_is_refused(tmp_path, capsys):
+    assert main(["inspect", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "with --pretrained" in capsys.readouterr().err
+    assert main(["inspect", "--no-progress"]) == 2
+    assert "--pretrained DIR --out OUT" in capsys.readouterr().err
