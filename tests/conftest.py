@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     xdist 3.8 tells the scheduler a test's ``xdist_group`` by appending ``@<group>`` to the
     node id, but writes it to ``item._nodeid``, which pytest 9.2's structured node ids no longer
     read (pytest-dev/pytest-xdist#1386, fix proposed in #1388): the groups were silently
-    ignored and each worker with a SLURM test started its own cluster. On a worker under
+    ignored (the benchmark suite's tests each made their own data root). On a worker under
     loadgroup, a grouped test whose id lacks the suffix gets it in pytest's own id; where xdist
     already added it (older pytest, a fixed xdist) nothing changes.
     """

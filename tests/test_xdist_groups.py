@@ -1,6 +1,7 @@
 """The suite's ``--dist loadgroup`` really groups: every test marked with one ``xdist_group``
-runs on one worker (the SLURM tests share one cluster). Guards the shim in tests/conftest.py
-for pytest 9.2, whose structured node ids dropped xdist 3.8's group suffix silently."""
+runs on one worker (the benchmark suite's tests share one data root and METEOR jar). Guards the
+shim in tests/conftest.py for pytest 9.2, whose structured node ids dropped xdist 3.8's group
+suffix silently."""
 
 import subprocess
 import sys

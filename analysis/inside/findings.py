@@ -39,6 +39,16 @@ What is said, per panel and arm (functions of the tables of
 - training: the headline number of each of those at each run's first and last inspected
   checkpoint, and whether it changed beyond the intervals.
 
+VLM runs (:func:`vlm_findings`, the report's *VLM runs* section) have panels (ordering, stage)
+instead of (variant, length), the LM's arch as arms and the runs (seeds) of one (arch,
+ordering, stage) as replicates: the layer whose answer puts the largest share of its image
+weight on the target, against the target's share of the patches (``image_attention``); the
+first layer at which the box's first varying token is readable, and above a guess among the
+digits (:data:`DIGIT_CHANCE`) by the interval (``vlm_logit_lens``); from which source and
+layers each probe label decodes above chance (``vlm_state_probe``); per corruption, the
+position class and site that recover most (``vlm_patching``); then the arms of a panel, and
+the orderings of an (arch, stage), compared on one headline number each (:data:`VLM_HEADLINES`).
+
 pandas and numpy only, never torch (the report kernel does not load it).
 """
 
@@ -758,3 +768,556 @@ def _escape(text: str) -> str:
     for ch in ("\\", "*", "_", "`", "[", "]"):
         text = text.replace(ch, "\\" + ch)
     return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+# VLM runs ------------------------------------------------------------------------------------
+#
+# The VLM runs' tables (image_attention, vlm_logit_lens, vlm_state_probe, vlm_patching) have
+# their own panels: (ordering, stage) instead of (variant, length); the arms are still the
+# LM's ``arch`` and the replicates the runs (seeds) of one (arch, ordering, stage).
+
+VLM_TOPICS = (
+    "image attention",
+    "VLM logit lens",
+    "VLM state probe",
+    "VLM patching",
+    "VLM arms and orderings",
+)
+VLM_ORDERINGS = ("task_agnostic", "task_aware")  # image first; instruction first
+ORDERING_TEXT = {"task_agnostic": "task-agnostic", "task_aware": "task-aware"}
+# vlm_logit_lens: "above chance" on the box's first varying token (a digit) means above a
+# guess among the ten digits. The lens's accuracy is top-1 over the whole vocabulary, so this
+# reference is conservative (a tokenizer with multi-digit tokens has a lower chance).
+DIGIT_CHANCE = 0.1
+PROBE_LABEL_TEXT = {
+    "cell": "the object in each cell (mean over cells)",
+    "target_cell": "the target's cell",
+    "target_object": "the named object",
+}
+VLM_SOURCE_TEXT = {
+    "residual": "the residual at the prediction position",
+    "residual_image_end": "the residual after the image",
+    "ssm_state": "the SSM state after the image",
+}
+# vlm_patching: the positions' roles (``token``) grouped into classes; the first three are the
+# per-example summaries (position -1), the others the prefixes of the role names.
+ROLE_CLASS_TEXT = {
+    "target_cells": "the clean target's patches",
+    "corrupted_cells": "the corrupted target's patches",
+    "last": "the prediction position",
+    "img": "a single image patch",
+    "pre": "the text before the image",
+    "mark": "a marker",
+    "text": "the text between the image and the answer",
+    "ans": "an answer token",
+}
+IMAGE_CLASSES = ("target_cells", "corrupted_cells", "img")
+
+
+def vlm_findings(tables: Mapping[str, pd.DataFrame]) -> list[Finding]:
+    """Every finding of the VLM runs' tables in ``tables`` (analysis -> table at one checkpoint
+    per run, as :meth:`InsideResults.at_step` gives them): per analysis, panel (ordering,
+    stage) and arm, then the arms of a panel, and the orderings of an (arch, stage), compared
+    (:func:`vlm_contrast_findings`). Tables absent or empty add nothing."""
+    out: list[Finding] = []
+    for analysis, make in VLM_PER_CHECKPOINT.items():
+        table = tables.get(analysis)
+        if table is not None and not table.empty:
+            out += make(table)
+    return out + vlm_contrast_findings(tables)
+
+
+def vlm_findings_markdown(found: Sequence[Finding]) -> str:
+    """The VLM findings as Markdown: a list per topic, each sentence followed by its source."""
+    if not found:
+        return (
+            "No VLM findings: no VLM run has image-attention, logit-lens, probe or patching "
+            "results here."
+        )
+    lines = [
+        f"Brackets: {CONFIDENCE:.0%} t interval over the runs (seeds) of an arm (LM "
+        f"architecture), ordering and stage; 'readable': lens accuracy at least "
+        f"{READABLE_ACCURACY:g}. Each source names the table and its rows."
+    ]
+    for topic in VLM_TOPICS:
+        these = [f for f in found if f.topic == topic]
+        if these:
+            lines += ["", f"**{topic[0].upper() + topic[1:]}**", ""]
+            lines += [f"- {_escape(f.sentence)}  \n  *Source: {_escape(f.source)}*" for f in these]
+    return "\n".join(lines)
+
+
+# image attention
+
+
+def image_attention_findings(table: pd.DataFrame) -> list[Finding]:
+    """Per panel and arm: the layer whose answer positions put the largest share of their
+    image weight on the target's patches (mean over runs), against the target's share of the
+    patches (what an even spread would put there); "more than an even spread" only when the
+    interval of the difference (per run) lies above 0."""
+    out = []
+    for ordering, stage, panel in _vlm_panels(table):
+        for arch, rows in _arms(panel):
+            n = _n_runs(rows)
+            est = _share_by_layer(rows)
+            if not est:
+                continue
+            best = max(est, key=lambda layer: est[layer]["share"].mean)
+            share, even, gap = (est[best][k] for k in ("share", "target_cells", "difference"))
+            said = (
+                f"{_vlm_who(arch, ordering, stage, n)}: the answer puts the largest share of "
+                f"its image weight on the target at layer {best}, {share.text()}, against the "
+                f"target's share of the patches {even.text()}"
+            )
+            if n < MIN_RUNS:
+                said += "; one run, so no interval and no claim."
+            elif gap.above(0):
+                said += "; more than an even spread would put there, by the interval."
+            elif gap.has_interval and gap.upper < 0:
+                said += "; less than an even spread would put there, by the interval."
+            else:
+                said += f"; cannot be told apart from an even spread with {n} runs."
+            out.append(
+                Finding(
+                    "image attention",
+                    said,
+                    "image_attention",
+                    _selection(rows, arch=arch, ordering=ordering, stage=stage),
+                    "per run and layer: the weight on the target's cells (on_target) over the "
+                    "weight on the image, and the share of the cells on the target, each "
+                    "averaged over examples; then over runs; the layer with the largest mean",
+                    {f"layer {best}, {k}": v for k, v in est[best].items()},
+                )
+            )
+    return out
+
+
+def _share_by_layer(rows: pd.DataFrame) -> dict[int, dict[str, Estimate]]:
+    """layer -> estimates over runs of ``share`` (on the target), ``target_cells`` (the
+    target's share of the cells) and their ``difference``."""
+    from vlab.analysis.inside.results import target_share
+
+    per = target_share(rows, ["run", "layer"])
+    per["difference"] = per["share"] - per["target_cells"]
+    out = {
+        int(layer): {k: Estimate.of(at[k]) for k in ("share", "target_cells", "difference")}
+        for layer, at in per.groupby("layer")
+    }
+    return {layer: est for layer, est in out.items() if est["share"].n}  # no weight: no share
+
+
+# VLM logit lens
+
+
+def vlm_logit_lens_findings(table: pd.DataFrame) -> list[Finding]:
+    """Per panel and arm, on the box's first varying token (the first ``answer_index`` whose
+    ``token`` is ``*``: a digit of the first coordinate): the first layer after which it is
+    readable (mean accuracy >= :data:`READABLE_ACCURACY`) and the first above chance
+    (:data:`DIGIT_CHANCE`) by the interval."""
+    out = []
+    for ordering, stage, panel in _vlm_panels(table):
+        for arch, rows in _arms(panel):
+            curve, these = _vlm_lens_curve(rows)
+            if not curve:
+                continue
+            n = _n_runs(these)
+            index = sorted(int(i) for i in these["answer_index"].unique())
+            who = _vlm_who(arch, ordering, stage, n)
+            readable = [layer for layer, est in curve.items() if est.mean >= READABLE_ACCURACY]
+            if readable:
+                said = (
+                    f"{who}: the box's first varying token becomes readable after "
+                    f"{_layer_text(readable[0])} (lens accuracy {curve[readable[0]].text()} ≥ "
+                    f"{READABLE_ACCURACY:g})"
+                )
+            else:
+                best = max(curve, key=lambda layer: curve[layer].mean)
+                said = (
+                    f"{who}: the box's first varying token never becomes readable (accuracy ≥ "
+                    f"{READABLE_ACCURACY:g}); best {curve[best].text()} after {_layer_text(best)}"
+                )
+            above = [layer for layer, est in curve.items() if est.above(DIGIT_CHANCE)]
+            if n < MIN_RUNS:
+                said += "; one run, so no interval and no claim about chance."
+            elif above:
+                said += (
+                    f"; first above chance ({DIGIT_CHANCE:g}, a guess among the digits) by the "
+                    f"interval after {_layer_text(above[0])}."
+                )
+            else:
+                said += f"; at no layer above chance ({DIGIT_CHANCE:g}) by the interval."
+            out.append(
+                Finding(
+                    "VLM logit lens",
+                    said,
+                    "vlm_logit_lens",
+                    _selection(
+                        these,
+                        arch=arch,
+                        ordering=ordering,
+                        stage=stage,
+                        answer_index=index[0] if len(index) == 1 else index,
+                    ),
+                    "top-1 accuracy (over the vocabulary) per run and layer at each run's first "
+                    "answer_index whose token is '*', then over runs",
+                    {_layer_text(layer): est for layer, est in curve.items()},
+                )
+            )
+    return out
+
+
+def _vlm_lens_curve(rows: pd.DataFrame) -> tuple[dict[int, Estimate], pd.DataFrame]:
+    """Per layer (those every run has) the estimate over runs of the accuracy on each run's
+    first varying answer token, and the rows used."""
+    varying = rows[rows["token"].astype(str) == "*"]
+    if varying.empty:
+        return {}, varying
+    first = varying.groupby("run")["answer_index"].transform("min")
+    these = varying[varying["answer_index"] == first]
+    per_run = these.groupby(["run", "layer"])["accuracy"].mean().unstack("layer")
+    per_run = per_run.dropna(axis=1).sort_index(axis=1)
+    return {int(layer): Estimate.of(per_run[layer]) for layer in per_run.columns}, these
+
+
+# VLM state probe
+
+
+def vlm_state_probe_findings(table: pd.DataFrame) -> list[Finding]:
+    """Per panel, arm and label (the object in each cell, the target's cell, the named
+    object): from which source and at which layers the label decodes above chance (the
+    interval over runs of accuracy - chance, for ``cell`` first averaged over the cells, lies
+    above 0), and the largest margin."""
+    out = []
+    measured = table.dropna(subset=["accuracy", "chance"])
+    for ordering, stage, panel in _vlm_panels(measured):
+        for arch, rows in _arms(panel):
+            n = _n_runs(rows)
+            who = _vlm_who(arch, ordering, stage, n)
+            for label in _ordered(rows["label"].unique(), list(PROBE_LABEL_TEXT)):
+                these = rows[rows["label"] == label]
+                margins = _vlm_probe_margins(these)  # (source, layer) -> Estimate
+                best = max(margins, key=lambda k: margins[k].mean)
+                where = f"from {_vlm_source_text(best[0])} after {_layer_text(best[1])}"
+                text = PROBE_LABEL_TEXT.get(label, label)
+                if n < MIN_RUNS:
+                    said = (
+                        f"{who}, {text}: one run, so no interval and no claim about chance; the "
+                        f"largest accuracy - chance is {margins[best].text()} {where}."
+                    )
+                else:
+                    parts = []
+                    for source in _ordered(these["source"].unique(), list(VLM_SOURCE_TEXT)):
+                        above = sorted(
+                            layer for (s, layer), e in margins.items() if s == source and e.above(0)
+                        )
+                        parts.append(f"{_vlm_source_text(source)}: {_layer_list(above)}")
+                    said = (
+                        f"{who}, {text}: decodes above chance by the interval from "
+                        f"{'; '.join(parts)}; the largest accuracy - chance is "
+                        f"{margins[best].text()} {where}."
+                    )
+                out.append(
+                    Finding(
+                        "VLM state probe",
+                        said,
+                        "vlm_state_probe",
+                        _selection(these, arch=arch, ordering=ordering, stage=stage, label=label),
+                        "accuracy - chance per run, source and layer (mean over positions, i.e. "
+                        "cells, for 'cell'), then t interval over runs",
+                        {
+                            f"{_vlm_source_text(s)}, {_layer_text(layer)} (accuracy - chance)": e
+                            for (s, layer), e in margins.items()
+                            if (s, layer) == best or layer == max(x for _, x in margins)
+                        },
+                    )
+                )
+    return out
+
+
+def _vlm_probe_margins(rows: pd.DataFrame) -> dict[tuple[str, int], Estimate]:
+    """(source, layer) -> estimate over runs of accuracy - chance (mean over positions)."""
+    margin = rows.assign(margin=rows["accuracy"] - rows["chance"])
+    per_run = margin.groupby(["source", "layer", "run"])["margin"].mean()
+    return {
+        (str(source), int(layer)): Estimate.of(values)
+        for (source, layer), values in per_run.groupby(level=["source", "layer"])
+    }
+
+
+def _vlm_source_text(source: str) -> str:
+    return VLM_SOURCE_TEXT.get(source, source)
+
+
+def _layer_list(layers: list[int]) -> str:
+    """``no layer``, or ``the embeddings, blocks 0-2 and 4`` (consecutive blocks merged)."""
+    if not layers:
+        return "no layer"
+    parts = ["the embeddings"] if -1 in layers else []
+    runs: list[list[int]] = []
+    for layer in (x for x in layers if x >= 0):
+        if runs and runs[-1][-1] == layer - 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    if runs:
+        spans = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+        word = "block" if len(spans) == 1 and len(runs[0]) == 1 else "blocks"
+        parts.append(f"{word} {_and(spans)}")
+    return ", ".join(parts)
+
+
+# VLM patching
+
+
+def vlm_patching_findings(table: pd.DataFrame) -> list[Finding]:
+    """Per panel, arm and corruption: per position class (:data:`ROLE_CLASS_TEXT`) the
+    (site, layer, position) of the class whose clean activation recovers the most (mean over
+    runs; a maximum over cells: "at best"); which of the image's classes recovers most, and
+    which site at the clean target's patches, when the intervals tell them apart."""
+    out = []
+    for ordering, stage, panel in _vlm_panels(_finite_recovery(table)):
+        for arch, rows in _arms(panel):
+            n = _n_runs(rows)
+            for corruption in sorted(rows["corruption"].unique()):
+                these = rows[rows["corruption"] == corruption]
+                best = _best_per_class(these)
+                if not best:
+                    continue
+                top = _top_layers(these)
+                parts = [
+                    f"{ROLE_CLASS_TEXT[c]} {e.text()} ({_site_text(site)} "
+                    f"{_vlm_where(site, layer, top)}{_at_role(c, token)})"
+                    for c, (e, site, layer, token) in best.items()
+                ]
+                said = (
+                    f"{_vlm_who(arch, ordering, stage, n)}, '{corruption}' corruption: largest "
+                    f"recovery per position class (any site and layer: at best): {'; '.join(parts)}"
+                )
+                image = {ROLE_CLASS_TEXT[c]: best[c][0] for c in IMAGE_CLASSES if c in best}
+                sites = _best_per_site(these[these["token"] == "target_cells"])
+                if n < MIN_RUNS:
+                    said += "; one run, so no interval."
+                else:
+                    if len(image) > 1:
+                        said += ". Among the image's positions: " + _compare(image)[:-1]
+                    if len(sites) > 1:
+                        said += ". At the clean target's patches, per site: " + _compare(sites)[:-1]
+                    said += "."
+                numbers = {ROLE_CLASS_TEXT[c]: v[0] for c, v in best.items()}
+                numbers |= {f"the clean target's patches, {s}": e for s, e in sites.items()}
+                out.append(
+                    Finding(
+                        "VLM patching",
+                        said,
+                        "vlm_patching",
+                        _selection(
+                            these, arch=arch, ordering=ordering, stage=stage, corruption=corruption
+                        ),
+                        "recovery per run and (site, layer, token), mean over runs; per class of "
+                        "token (role), the largest mean (a maximum over cells: at best)",
+                        numbers,
+                    )
+                )
+    return out
+
+
+def _finite_recovery(table: pd.DataFrame) -> pd.DataFrame:
+    return table[np.isfinite(pd.to_numeric(table["recovery"], errors="coerce"))]
+
+
+def _role_class(token: str) -> str | None:
+    """``target_cells`` -> itself; ``img12`` -> ``img``; ``text-0`` -> ``text``; else None."""
+    token = str(token)
+    if token in ROLE_CLASS_TEXT:
+        return token
+    for prefix in ("img", "pre-", "mark", "text-", "ans"):
+        if token.startswith(prefix) and token[len(prefix) :].isdigit():
+            return prefix.rstrip("-")
+    return None
+
+
+def _recovery_by_cell(rows: pd.DataFrame) -> dict[tuple[str, int, str], Estimate]:
+    """(site, layer, token) -> estimate over runs of the recovery."""
+    per_run = rows.groupby(["site", "layer", "token", "run"])["recovery"].mean()
+    return {
+        (str(site), int(layer), str(token)): Estimate.of(values)
+        for (site, layer, token), values in per_run.groupby(level=["site", "layer", "token"])
+    }
+
+
+def _best_per_class(rows: pd.DataFrame) -> dict[str, tuple[Estimate, str, int, str]]:
+    """Class -> (estimate, site, layer, token) of the cell with the largest mean, classes in
+    :data:`ROLE_CLASS_TEXT`'s order."""
+    best: dict[str, tuple[Estimate, str, int, str]] = {}
+    for (site, layer, token), est in _recovery_by_cell(rows).items():
+        c = _role_class(token)
+        if c is not None and est.n and (c not in best or est.mean > best[c][0].mean):
+            best[c] = (est, site, layer, token)
+    return {c: best[c] for c in ROLE_CLASS_TEXT if c in best}
+
+
+def _best_per_site(rows: pd.DataFrame) -> dict[str, Estimate]:
+    """Site text -> the largest mean recovery over layers (and tokens) of that site."""
+    best: dict[str, Estimate] = {}
+    for (site, _, _), est in _recovery_by_cell(rows).items():
+        if est.n and (site not in best or est.mean > best[site].mean):
+            best[site] = est
+    return {_site_text(s): best[s] for s in _ordered(list(best), list(SITE_TEXT))}
+
+
+def _top_layers(rows: pd.DataFrame) -> dict[str, int]:
+    return {str(s): int(x) for s, x in rows.groupby("site")["layer"].max().items()}
+
+
+def _vlm_where(site: str, layer: int, top: dict[str, int]) -> str:
+    """``entering block 1`` (``leaving block 3`` past the last) for the residual stream,
+    ``in block 1`` for the other sites."""
+    if site == "resid_pre":
+        return f"leaving block {layer - 1}" if layer == top[site] else f"entering block {layer}"
+    return f"in block {layer}"
+
+
+def _at_role(cls: str, token: str) -> str:
+    """``, at img12`` for a class of several positions; nothing for a summary."""
+    return "" if cls == token else f", at {token}"
+
+
+# across arms and orderings
+
+
+def vlm_contrast_findings(tables: Mapping[str, pd.DataFrame]) -> list[Finding]:
+    """Per analysis and headline number (:data:`VLM_HEADLINES`): the arms of each panel
+    (ordering, stage) side by side, then the orderings of each (arch, stage), where there are
+    two or more; a difference is claimed only where the intervals separate them
+    (:func:`_compare`)."""
+    out = []
+    for analysis, headline in VLM_HEADLINES.items():
+        table = tables.get(analysis)
+        if table is None or table.empty:
+            continue
+        heads = headline(table)  # (ordering, stage, arch, name) -> Estimate
+        method = f"as in the {analysis} findings, per arm, ordering and stage"
+        arms: dict[tuple[str, int, str], dict[str, Estimate]] = {}
+        orderings: dict[tuple[int, str, str], dict[str, Estimate]] = {}
+        for (ordering, stage, arch, name), est in heads.items():
+            arms.setdefault((ordering, stage, name), {})[arch] = est
+            orderings.setdefault((stage, arch, name), {})[ordering] = est
+        for (ordering, stage, name), by_arch in arms.items():
+            if len(by_arch) > 1:
+                rows = table[(table["ordering"] == ordering) & (table["stage"] == stage)]
+                rows = rows[rows["arch"].isin(by_arch)]
+                named = {_vl_name(a): e for a, e in by_arch.items()}
+                out.append(
+                    Finding(
+                        "VLM arms and orderings",
+                        f"{ORDERING_TEXT.get(ordering, ordering)}, stage {stage}, {name}: "
+                        f"{_compare(named)}",
+                        analysis,
+                        _selection(rows, ordering=ordering, stage=stage, arch=list(by_arch)),
+                        method,
+                        named,
+                    )
+                )
+        for (stage, arch, name), by_ordering in orderings.items():
+            if len(by_ordering) > 1:
+                rows = table[(table["arch"] == arch) & (table["stage"] == stage)]
+                rows = rows[rows["ordering"].isin(by_ordering)]
+                named = {ORDERING_TEXT.get(o, o): e for o, e in by_ordering.items()}
+                out.append(
+                    Finding(
+                        "VLM arms and orderings",
+                        f"{_vl_name(arch)}, stage {stage}, {name}, by ordering: {_compare(named)}",
+                        analysis,
+                        _selection(rows, arch=arch, stage=stage, ordering=list(by_ordering)),
+                        method,
+                        named,
+                    )
+                )
+    return out
+
+
+def _share_headline(table: pd.DataFrame) -> dict[tuple, Estimate]:
+    out = {}
+    for ordering, stage, panel in _vlm_panels(table):
+        for arch, rows in _arms(panel):
+            est = _share_by_layer(rows)
+            if est:
+                best = max((e["share"] for e in est.values()), key=lambda e: e.mean)
+                name = "largest share of the image weight on the target (any layer)"
+                out[(ordering, stage, arch, name)] = best
+    return out
+
+
+def _vlm_lens_headline(table: pd.DataFrame) -> dict[tuple, Estimate]:
+    out = {}
+    for ordering, stage, panel in _vlm_panels(table):
+        for arch, rows in _arms(panel):
+            curve, _ = _vlm_lens_curve(rows)
+            if curve:
+                name = "lens accuracy on the box's first varying token at the output"
+                out[(ordering, stage, arch, name)] = curve[max(curve)]
+    return out
+
+
+def _vlm_probe_headline(table: pd.DataFrame) -> dict[tuple, Estimate]:
+    out = {}
+    for ordering, stage, panel in _vlm_panels(table.dropna(subset=["accuracy", "chance"])):
+        for arch, rows in _arms(panel):
+            for label in _ordered(rows["label"].unique(), list(PROBE_LABEL_TEXT)):
+                margins = _vlm_probe_margins(rows[rows["label"] == label])
+                best = max(margins.values(), key=lambda e: e.mean)
+                text = PROBE_LABEL_TEXT.get(label, label)
+                name = f"probe for {text}, largest accuracy - chance (any source and layer)"
+                out[(ordering, stage, arch, name)] = best
+    return out
+
+
+def _vlm_patching_headline(table: pd.DataFrame) -> dict[tuple, Estimate]:
+    out = {}
+    for ordering, stage, panel in _vlm_panels(_finite_recovery(table)):
+        for arch, rows in _arms(panel):
+            for corruption in sorted(rows["corruption"].unique()):
+                these = rows[(rows["corruption"] == corruption) & (rows["token"] == "target_cells")]
+                sites = _best_per_site(these)
+                if sites:
+                    name = (
+                        f"'{corruption}', largest recovery at the clean target's patches (any "
+                        "site and layer)"
+                    )
+                    out[(ordering, stage, arch, name)] = max(sites.values(), key=lambda e: e.mean)
+    return out
+
+
+VLM_PER_CHECKPOINT: dict[str, Callable[[pd.DataFrame], list[Finding]]] = {
+    "image_attention": image_attention_findings,
+    "vlm_logit_lens": vlm_logit_lens_findings,
+    "vlm_state_probe": vlm_state_probe_findings,
+    "vlm_patching": vlm_patching_findings,
+}
+VLM_HEADLINES: dict[str, Callable[[pd.DataFrame], dict[tuple, Estimate]]] = {
+    "image_attention": _share_headline,
+    "vlm_logit_lens": _vlm_lens_headline,
+    "vlm_state_probe": _vlm_probe_headline,
+    "vlm_patching": _vlm_patching_headline,
+}
+
+
+def _vlm_panels(table: pd.DataFrame) -> Iterator[tuple[str, int, pd.DataFrame]]:
+    """(ordering, stage, rows) per panel: task-agnostic first, then by stage."""
+    usable = table.dropna(subset=["arch", "ordering", "stage"])
+    orderings = _ordered(usable["ordering"].unique(), list(VLM_ORDERINGS))
+    for ordering in orderings:
+        at = usable[usable["ordering"] == ordering]
+        for stage in sorted(int(s) for s in at["stage"].unique()):
+            yield str(ordering), stage, at[at["stage"] == stage]
+
+
+def _vl_name(arch: str) -> str:
+    """``Pythia-VL``, ``Mamba-VL`` (the family records' VLM names); ``<arch>-VL`` else."""
+    names = {f.arch: f.vlm_name for f in families()}
+    return names.get(arch, f"{arch}-VL")
+
+
+def _vlm_who(arch: str, ordering: str, stage: int, n: int) -> str:
+    runs = "one run" if n == 1 else f"{n} runs"
+    return f"{_vl_name(arch)} ({ORDERING_TEXT.get(ordering, ordering)}, stage {stage}, {runs})"

@@ -6,7 +6,10 @@ ad hoc with ``python -m pytest -p tests.slurm.cluster``.
 
 The session-scoped fixture ``slurm_cluster`` runs ``slurm/localcluster/start.sh`` into a fresh
 private directory (packages are installed on first use), points ``SLURM_CONF`` at that cluster
-for the rest of the session, and runs ``slurm/localcluster/stop.sh`` at the end.
+for the rest of the session, and runs ``slurm/localcluster/stop.sh`` at the end. Under
+pytest-xdist each worker that draws a SLURM test starts its own cluster (about 10 s; each on its
+own ports): the SLURM tests spread over the workers. Grouping them on one worker (one cluster)
+left them running one after another at the end of the suite, 4-5 minutes longer in all.
 
 * Not root, or ``VLAB_NO_SLURM=1``, or the cluster cannot be started: the tests are skipped,
   with the reason printed.
@@ -61,16 +64,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slurm: submits jobs to a real local SLURM cluster (fixture slurm_cluster)"
     )
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n N --dist loadgroup``) every test that uses the cluster runs in
-    one worker, so the session starts one cluster, not one per worker; the other workers take
-    the rest of the suite meanwhile (the SLURM tests spend most of their time waiting)."""
-    for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def _in_ci() -> bool:
