@@ -8,8 +8,8 @@ The session-scoped fixture ``slurm_cluster`` runs ``slurm/localcluster/start.sh`
 private directory (packages are installed on first use), points ``SLURM_CONF`` at that cluster
 for the rest of the session, and runs ``slurm/localcluster/stop.sh`` at the end. Under
 pytest-xdist each worker that draws a SLURM test starts its own cluster (about 10 s; each on its
-own ports): the SLURM tests spread over the workers. Grouping them on one worker (one cluster)
-left them running one after another at the end of the suite, 4-5 minutes longer in all.
+own ports): the SLURM tests spread over the workers. Grouped on one worker (one cluster) they
+ran one after another and the suite took about as long (session 14).
 
 * Not root, or ``VLAB_NO_SLURM=1``, or the cluster cannot be started: the tests are skipped,
   with the reason printed.
