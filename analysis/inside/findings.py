@@ -177,10 +177,16 @@ def findings_markdown(found: Sequence[Finding]) -> str:
         f"'readable': lens accuracy at least {READABLE_ACCURACY:g}. "
         "Each source names the table and its rows."
     ]
-    for topic in TOPICS:
+    return _topic_lists(lines, found, TOPICS)
+
+
+def _topic_lists(lines: list[str], found: Sequence[Finding], topics: Sequence[str]) -> str:
+    """``lines`` (the preamble) then, per topic in order, a bold heading and the findings of
+    that topic as a list, each sentence followed by its source (both report sections)."""
+    for topic in topics:
         these = [f for f in found if f.topic == topic]
         if these:
-            lines += ["", f"**{topic.capitalize()}**", ""]
+            lines = [*lines, "", f"**{topic[0].upper() + topic[1:]}**", ""]
             lines += [f"- {_escape(f.sentence)}  \n  *Source: {_escape(f.source)}*" for f in these]
     return "\n".join(lines)
 
@@ -839,12 +845,7 @@ def vlm_findings_markdown(found: Sequence[Finding]) -> str:
         f"architecture), ordering and stage; 'readable': lens accuracy at least "
         f"{READABLE_ACCURACY:g}. Each source names the table and its rows."
     ]
-    for topic in VLM_TOPICS:
-        these = [f for f in found if f.topic == topic]
-        if these:
-            lines += ["", f"**{topic[0].upper() + topic[1:]}**", ""]
-            lines += [f"- {_escape(f.sentence)}  \n  *Source: {_escape(f.source)}*" for f in these]
-    return "\n".join(lines)
+    return _topic_lists(lines, found, VLM_TOPICS)
 
 
 # image attention
